@@ -1,0 +1,7 @@
+"""`python -m coalmine.cli`."""
+
+import sys
+
+from coalmine.cli import main
+
+sys.exit(main())

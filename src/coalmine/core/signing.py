@@ -1,0 +1,168 @@
+"""Signed, expiring tokens: the envelope shared by routing contexts and overrides.
+
+Wire form (ASCII, safe in a W3C baggage value and in any header)::
+
+    1.<kid>.<payload>.<sig>
+
+``payload`` is base64url (no padding) of compact, key-sorted JSON (UTF-8);
+``sig`` is base64url of the first 16 bytes of
+``HMAC-SHA256(key[kid], purpose || 0x00 || "1.<kid>.<payload>")``. The purpose
+("coalmine-context", "coalmine-override") keeps a token of one kind from being
+accepted as the other. The key id lets keys rotate: a keyring verifies with
+any key it holds and signs with its active one.
+
+Verification never raises: it returns the payload or a `Rejected` with a kind.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from coalmine.core.errors import InvalidInput
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KEY_ID_PATTERN",
+    "MIN_KEY_BYTES",
+    "Keyring",
+    "RejectKind",
+    "Rejected",
+    "seal",
+    "unseal",
+]
+
+FORMAT_VERSION = "1"
+MIN_KEY_BYTES = 16
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_SIG_BYTES = 16
+_TOKEN = re.compile(r"1\.([A-Za-z0-9_-]{1,32})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{22})")
+
+
+class RejectKind(StrEnum):
+    MALFORMED = "malformed"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    OVERSIZED = "oversized"
+    INVALID = "invalid"
+    """signed correctly, but its content is not what it should be"""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a token was not accepted."""
+
+    kind: RejectKind
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """Signing keys by key id; signs with ``active``, verifies with any."""
+
+    keys: Mapping[str, bytes]
+    active: str
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise InvalidInput("a keyring needs at least one key")
+        for kid, key in self.keys.items():
+            if not isinstance(kid, str) or not KEY_ID_PATTERN.fullmatch(kid):
+                raise InvalidInput(
+                    f"invalid key id {kid!r}: use 1-32 characters from A-Z a-z 0-9 _ -"
+                )
+            if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES:
+                raise InvalidInput(f"key {kid!r} is too short: use at least {MIN_KEY_BYTES} bytes")
+        if self.active not in self.keys:
+            raise InvalidInput(f"the active key id {self.active!r} is not in the keyring")
+        object.__setattr__(self, "keys", dict(self.keys))
+
+    @classmethod
+    def single(cls, secret: str | bytes, kid: str = "k1") -> Keyring:
+        key = secret.encode() if isinstance(secret, str) else secret
+        return cls({kid: key}, kid)
+
+    @classmethod
+    def parse(cls, spec: str) -> Keyring:
+        """Read ``"kid:secret[,kid:secret...]"``; the first key is the active one."""
+        keys: dict[str, bytes] = {}
+        for part in (p.strip() for p in spec.split(",")):
+            kid, sep, secret = part.partition(":")
+            if not sep or not secret:
+                raise InvalidInput("a signing key spec is 'kid:secret[,kid:secret...]'")
+            keys[kid.strip()] = secret.encode()
+        first = next(iter(keys), "")
+        return cls(keys, first)
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, purpose: str, signed: str) -> bytes:
+    msg = purpose.encode() + b"\x00" + signed.encode("ascii")
+    return hmac.new(key, msg, hashlib.sha256).digest()[:_SIG_BYTES]
+
+
+def seal(purpose: str, keyring: Keyring, claims: Mapping[str, Any]) -> str:
+    """Sign ``claims`` (JSON-serialisable) for ``purpose`` with the active key."""
+    body = json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    signed = f"{FORMAT_VERSION}.{keyring.active}.{_b64e(body.encode())}"
+    return f"{signed}.{_b64e(_mac(keyring.keys[keyring.active], purpose, signed))}"
+
+
+def unseal(
+    purpose: str, keyring: Keyring, token: object, *, now: float, max_bytes: int
+) -> dict[str, Any] | Rejected:
+    """Verify a token and return its claims, or why it was rejected.
+
+    Claims must hold ``e``, the expiry in Unix seconds; a token is expired
+    from that second on.
+    """
+    if not isinstance(token, str):
+        return Rejected(RejectKind.MALFORMED, "token is not a string")
+    if len(token) > max_bytes:
+        return Rejected(RejectKind.OVERSIZED, f"token is {len(token)} bytes, limit {max_bytes}")
+    m = _TOKEN.fullmatch(token)
+    if m is None:
+        if token.partition(".")[0] not in ("", FORMAT_VERSION) and token.count(".") == 3:
+            return Rejected(
+                RejectKind.UNSUPPORTED_VERSION, f"unsupported format {token.partition('.')[0]!r}"
+            )
+        return Rejected(RejectKind.MALFORMED, "not of the form 1.<kid>.<payload>.<sig>")
+    kid, payload, sig = m.groups()
+    key = keyring.keys.get(kid)
+    if key is None:
+        return Rejected(RejectKind.UNKNOWN_KEY, f"signed with unknown key id {kid!r}")
+    signed = token[: -len(sig) - 1]
+    # Compare the text, not the decoded bytes: the last of the 22 characters
+    # carries 4 padding bits that base64 decoding ignores, so 16 spellings of
+    # one signature would otherwise be accepted.
+    if not hmac.compare_digest(sig, _b64e(_mac(key, purpose, signed))):
+        return Rejected(RejectKind.BAD_SIGNATURE, "signature does not match")
+    try:
+        claims = json.loads(_b64d(payload).decode("utf-8"))
+    except (binascii.Error, ValueError):
+        return Rejected(RejectKind.MALFORMED, "payload is not base64url JSON")
+    if not isinstance(claims, dict):
+        return Rejected(RejectKind.INVALID, "payload is not a JSON object")
+    expiry = claims.get("e")
+    if isinstance(expiry, bool) or not isinstance(expiry, int):
+        return Rejected(RejectKind.INVALID, "payload has no integer expiry 'e'")
+    if now >= expiry:
+        return Rejected(RejectKind.EXPIRED, f"expired {now - expiry:.0f}s ago")
+    return claims
