@@ -1,0 +1,210 @@
+"""Wire schemas of the control plane: what the REST API reads and returns.
+
+Names follow ``XCreate`` (input) / ``XRead`` (output). Input models forbid
+unknown fields so a typo is a 422 that names the field, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from coalmine.core.model import NAME_PATTERN, VERSION_PATTERN
+
+__all__ = [
+    "AppRead",
+    "AppSpec",
+    "ApplyRead",
+    "EventRead",
+    "FunctionRead",
+    "FunctionSpec",
+    "HookSpec",
+    "OperateRequest",
+    "ReleaseCreate",
+    "ReleaseRead",
+    "ReleaseSettings",
+    "Role",
+    "StepRead",
+    "TargetingSpec",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenRead",
+    "VersionCreate",
+    "VersionRead",
+]
+
+Role = Literal["admin", "deployer", "viewer", "sdk"]
+_NAME = NAME_PATTERN.pattern
+_VERSION = VERSION_PATTERN.pattern
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HookSpec(_In):
+    """An HTTP webhook the controller calls; a non-2xx answer, a timeout or an error fails it."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    timeout: float = Field(default=10.0, gt=0, le=300, description="seconds per attempt")
+    retries: int = Field(default=2, ge=0, le=10, description="extra attempts after a failure")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class TargetingSpec(_In):
+    always_canary: list[str] = Field(default_factory=list, max_length=10_000)
+    never_canary: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class ReleaseSettings(_In):
+    """Defaults for releases of an app (each release may override them)."""
+
+    strategy: str | list[Any] | dict[str, Any] = "Canary10Percent5Minutes"
+    route_mode: Literal["user", "request"] = "user"
+    hooks: dict[Literal["before_allow_traffic", "after_allow_traffic"], HookSpec] = Field(
+        default_factory=dict
+    )
+    analysis: dict[str, Any] = Field(default_factory=dict)
+    webhooks: list[str] = Field(
+        default_factory=list,
+        description="URLs told of release events (started, step, promoted, rolled back)",
+    )
+
+
+class VersionCreate(_In):
+    name: str = Field(pattern=_VERSION)
+    target: str = Field(min_length=1, max_length=2048)
+
+
+class FunctionSpec(_In):
+    versions: dict[str, str] = Field(default_factory=dict, description="version name -> target")
+    current: str | None = Field(
+        default=None, description="the version everyone runs outside a release (set once)"
+    )
+
+
+class AppSpec(_In):
+    """A `coalmine.yaml` document: an app, its functions and versions, release settings."""
+
+    app: str = Field(pattern=_NAME)
+    functions: dict[str, FunctionSpec] = Field(default_factory=dict)
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+
+    @field_validator("functions")
+    @classmethod
+    def _function_names(cls, value: dict[str, FunctionSpec]) -> dict[str, FunctionSpec]:
+        for name in value:
+            if not NAME_PATTERN.fullmatch(name):
+                raise ValueError(
+                    f"invalid function name {name!r}: use lowercase letters, digits, '-' or '_'"
+                )
+        return value
+
+
+class ReleaseCreate(_In):
+    """Start a release: the candidate versions, and settings over the app's defaults."""
+
+    candidate: dict[str, str] = Field(
+        min_length=1, description="function -> version for each function that changes"
+    )
+    strategy: str | list[Any] | dict[str, Any] | None = None
+    route_mode: Literal["user", "request"] | None = None
+    targeting: TargetingSpec = Field(default_factory=TargetingSpec)
+    hooks: dict[Literal["before_allow_traffic", "after_allow_traffic"], HookSpec] | None = None
+    analysis: dict[str, Any] | None = None
+
+
+class OperateRequest(_In):
+    reason: str = Field(default="", max_length=2000)
+
+
+class VersionRead(BaseModel):
+    name: str
+    target: str
+    created_at: float
+
+
+class FunctionRead(BaseModel):
+    name: str
+    current_version: str | None
+    versions: list[VersionRead]
+
+
+class AppRead(BaseModel):
+    name: str
+    revision: int
+    created_at: float
+    settings: ReleaseSettings
+    functions: list[FunctionRead]
+    active_release: str | None = None
+
+
+class StepRead(BaseModel):
+    index: int
+    exposure: int
+    hold: float
+
+
+class ReleaseRead(BaseModel):
+    id: str
+    app: str
+    phase: str
+    route_mode: str
+    exposure: int
+    step: int
+    steps: list[StepRead]
+    strategy: str
+    baseline: dict[str, str]
+    candidate: dict[str, str]
+    changed: list[str]
+    targeting: TargetingSpec
+    hooks: dict[str, HookSpec]
+    analysis: dict[str, Any]
+    next_action_at: float | None
+    reason: str | None
+    created_by: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    row_version: int
+
+
+class EventRead(BaseModel):
+    id: int
+    app: str
+    release_id: str | None
+    at: float
+    actor: str
+    kind: str
+    message: str
+    phase: str | None
+    exposure: int | None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApplyRead(BaseModel):
+    app: str
+    changed: bool
+    changes: list[str]
+    dry_run: bool = False
+
+
+class TokenCreate(_In):
+    name: str = Field(min_length=1, max_length=120)
+    role: Role
+    app: str | None = Field(default=None, pattern=_NAME, description="required for role 'sdk'")
+
+
+class TokenRead(BaseModel):
+    id: int
+    name: str
+    role: str
+    app: str | None
+    prefix: str
+    created_at: float
+    revoked_at: float | None
+
+
+class TokenCreated(TokenRead):
+    token: str = Field(description="the secret: shown once, stored only as a hash")

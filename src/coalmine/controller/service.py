@@ -1,0 +1,774 @@
+"""The control service: every read and write of apps, versions and releases.
+
+Services own transactions (repositories never commit): each public method is
+one unit of work, so a failure changes nothing. Every state change of a
+release is one transaction that also writes an audit event, bumps the app's
+routing revision and marks the change feed; optimistic concurrency
+(``row_version``) makes two writers of one release never both win.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from coalmine.controller.schemas import (
+    ApplyRead,
+    AppRead,
+    AppSpec,
+    EventRead,
+    FunctionRead,
+    HookSpec,
+    ReleaseCreate,
+    ReleaseRead,
+    ReleaseSettings,
+    StepRead,
+    TargetingSpec,
+    VersionCreate,
+    VersionRead,
+)
+from coalmine.core.bucketing import new_salt
+from coalmine.core.errors import Conflict, InvalidInput, NotFound
+from coalmine.core.machine import (
+    Command,
+    Event,
+    EventKind,
+    Hook,
+    Operator,
+    Progress,
+    Transition,
+    start_progress,
+    transition,
+)
+from coalmine.core.model import (
+    Phase,
+    Release,
+    RouteMode,
+    Target,
+    Targeting,
+    validate_name,
+    validate_version_name,
+)
+from coalmine.core.routing import RoutingState
+from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.core.strategy import parse_strategy
+from coalmine.store.changes import ChangeFeed
+from coalmine.store.db import Store
+from coalmine.store.models import (
+    ACTIVE_PHASE_VALUES,
+    AppRow,
+    EventRow,
+    FunctionRow,
+    ReleaseRow,
+    VersionRow,
+)
+
+__all__ = ["ControlService", "EventSink", "Outcome"]
+
+log = logging.getLogger(__name__)
+EventSink = Callable[[EventRead, list[str]], None]
+"""Told of each committed event with the app's webhook URLs (after commit)."""
+_ROLLED_BACK_HISTORY = 10
+_PENDING_EVENTS = "coalmine_pending_events"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A release after a transition, and the transition (what to do next)."""
+
+    release: ReleaseRead
+    transition: Transition
+
+
+class ControlService:
+    def __init__(
+        self,
+        store: Store,
+        feed: ChangeFeed | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sinks: Iterable[EventSink] = (),
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.clock = clock
+        self.sinks = list(sinks)
+
+    # -- plumbing ----------------------------------------------------------
+    def _tx(self) -> AbstractContextManager[Session]:
+        return self.store.transaction()
+
+    def _app(self, s: Session, name: str) -> AppRow:
+        row = s.scalar(select(AppRow).where(AppRow.name == name))
+        if row is None:
+            raise NotFound(f"no app named {name!r}")
+        return row
+
+    def _function(self, s: Session, app: AppRow, name: str) -> FunctionRow:
+        row = s.scalar(
+            select(FunctionRow).where(FunctionRow.app_id == app.id, FunctionRow.name == name)
+        )
+        if row is None:
+            raise NotFound(f"app {app.name!r} has no function named {name!r}")
+        return row
+
+    def _release_row(self, s: Session, release_id: str) -> ReleaseRow:
+        row = s.get(ReleaseRow, release_id)
+        if row is None:
+            raise NotFound(f"no release with id {release_id!r}")
+        return row
+
+    def _changed(self, s: Session, app: AppRow) -> None:
+        app.revision += 1
+        if self.feed is not None:
+            self.feed.mark(s, app.name)
+
+    def _event(
+        self,
+        s: Session,
+        app: AppRow,
+        actor: str,
+        kind: EventKind | str,
+        message: str,
+        *,
+        release: ReleaseRow | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> EventRow:
+        row = EventRow(
+            app=app.name,
+            release_id=release.id if release is not None else None,
+            at=self.clock(),
+            actor=actor,
+            kind=str(kind),
+            message=message,
+            phase=release.phase if release is not None else None,
+            exposure=release.exposure if release is not None else None,
+            data=dict(data or {}),
+        )
+        s.add(row)
+        webhooks = list(ReleaseSettings.model_validate(app.settings).webhooks)
+        s.info.setdefault(_PENDING_EVENTS, []).append((row, webhooks))
+        return row
+
+    def _flush_events(self, s: Session) -> list[tuple[EventRead, list[str]]]:
+        s.flush()
+        pending = s.info.pop(_PENDING_EVENTS, [])
+        return [(_event_read(row), hooks) for row, hooks in pending]
+
+    def _emit(self, events: list[tuple[EventRead, list[str]]]) -> None:
+        for ev, hooks in events:
+            for sink in self.sinks:
+                try:
+                    sink(ev, hooks)
+                except Exception:
+                    log.exception("event sink failed")
+
+    # -- apps --------------------------------------------------------------
+    def list_apps(self) -> list[AppRead]:
+        with self._tx() as s:
+            return [
+                self._app_read(s, row) for row in s.scalars(select(AppRow).order_by(AppRow.name))
+            ]
+
+    def get_app(self, name: str) -> AppRead:
+        with self._tx() as s:
+            return self._app_read(s, self._app(s, name))
+
+    def _app_read(self, s: Session, app: AppRow) -> AppRead:
+        functions = []
+        for fn in s.scalars(
+            select(FunctionRow).where(FunctionRow.app_id == app.id).order_by(FunctionRow.name)
+        ):
+            versions = s.scalars(
+                select(VersionRow).where(VersionRow.function_id == fn.id).order_by(VersionRow.id)
+            )
+            functions.append(
+                FunctionRead(
+                    name=fn.name,
+                    current_version=fn.current_version,
+                    versions=[
+                        VersionRead(name=v.name, target=v.target, created_at=v.created_at)
+                        for v in versions
+                    ],
+                )
+            )
+        active = self._active(s, app)
+        return AppRead(
+            name=app.name,
+            revision=app.revision,
+            created_at=app.created_at,
+            settings=ReleaseSettings.model_validate(app.settings),
+            functions=functions,
+            active_release=active.id if active is not None else None,
+        )
+
+    def create_app(self, name: str, actor: str, settings: ReleaseSettings | None = None) -> AppRead:
+        validate_name(name, "app")
+        settings = settings or ReleaseSettings()
+        _check_settings(settings)
+        try:
+            with self._tx() as s:
+                if s.scalar(select(AppRow).where(AppRow.name == name)) is not None:
+                    raise Conflict(f"app {name!r} already exists")
+                app = AppRow(
+                    name=name, settings=settings.model_dump(mode="json"), created_at=self.clock()
+                )
+                s.add(app)
+                s.flush()
+                self._event(s, app, actor, "app_created", f"app {name} created")
+                self._changed(s, app)
+                events = self._flush_events(s)
+                out = self._app_read(s, app)
+        except IntegrityError:
+            raise Conflict(f"app {name!r} already exists") from None
+        self._emit(events)
+        return out
+
+    def add_function(self, app_name: str, name: str, actor: str) -> AppRead:
+        validate_name(name, "function")
+        with self._tx() as s:
+            app = self._app(s, app_name)
+            self._add_function(s, app, name, actor)
+            events = self._flush_events(s)
+            out = self._app_read(s, app)
+        self._emit(events)
+        return out
+
+    def _add_function(self, s: Session, app: AppRow, name: str, actor: str) -> FunctionRow:
+        exists = s.scalar(
+            select(FunctionRow).where(FunctionRow.app_id == app.id, FunctionRow.name == name)
+        )
+        if exists is not None:
+            raise Conflict(f"app {app.name!r} already has a function named {name!r}")
+        fn = FunctionRow(app_id=app.id, name=name, created_at=self.clock())
+        s.add(fn)
+        s.flush()
+        self._event(s, app, actor, "function_added", f"function {name} added")
+        self._changed(s, app)
+        return fn
+
+    def register_version(
+        self, app_name: str, function: str, version: VersionCreate, actor: str
+    ) -> VersionRead:
+        target = Target.parse(version.target)
+        with self._tx() as s:
+            app = self._app(s, app_name)
+            fn = self._function(s, app, function)
+            row = self._register(s, app, fn, version.name, target, actor)
+            out = VersionRead(name=row.name, target=row.target, created_at=row.created_at)
+            events = self._flush_events(s)
+        self._emit(events)
+        return out
+
+    def _register(
+        self, s: Session, app: AppRow, fn: FunctionRow, name: str, target: Target, actor: str
+    ) -> VersionRow:
+        existing = s.scalar(
+            select(VersionRow).where(VersionRow.function_id == fn.id, VersionRow.name == name)
+        )
+        if existing is not None:
+            if existing.target == target.ref:
+                raise Conflict(f"version {name} of {fn.name} is already registered")
+            raise Conflict(
+                f"version {name} of {fn.name} is registered with target {existing.target!r};"
+                " versions are immutable: register the new build under a new version name"
+            )
+        row = VersionRow(function_id=fn.id, name=name, target=target.ref, created_at=self.clock())
+        s.add(row)
+        s.flush()
+        self._event(
+            s,
+            app,
+            actor,
+            "version_registered",
+            f"{fn.name} {name} -> {target.ref}",
+            data={"function": fn.name, "version": name, "target": target.ref},
+        )
+        self._changed(s, app)
+        return row
+
+    def set_current(self, app_name: str, function: str, version: str, actor: str) -> AppRead:
+        """Set the version a function runs outside a release (only with no active release)."""
+        with self._tx() as s:
+            app = self._app(s, app_name)
+            fn = self._function(s, app, function)
+            self._set_current(s, app, fn, version, actor)
+            events = self._flush_events(s)
+            out = self._app_read(s, app)
+        self._emit(events)
+        return out
+
+    def _set_current(
+        self, s: Session, app: AppRow, fn: FunctionRow, version: str, actor: str
+    ) -> None:
+        if self._version(s, fn, version) is None:
+            raise InvalidInput(f"version {version!r} of {fn.name} is not registered")
+        active = self._active(s, app)
+        if active is not None:
+            raise Conflict(
+                f"app {app.name!r} has an active release {active.id} ({active.phase});"
+                " change current versions through releases"
+            )
+        fn.current_version = version
+        self._event(
+            s,
+            app,
+            actor,
+            "current_set",
+            f"{fn.name} now runs {version}",
+            data={"function": fn.name, "version": version},
+        )
+        self._changed(s, app)
+
+    def _version(self, s: Session, fn: FunctionRow, name: str) -> VersionRow | None:
+        return s.scalar(
+            select(VersionRow).where(VersionRow.function_id == fn.id, VersionRow.name == name)
+        )
+
+    # -- declarative apply ---------------------------------------------------
+    def apply(self, spec: AppSpec, actor: str, *, dry_run: bool = False) -> ApplyRead:
+        """Make the store hold what ``spec`` describes; applying twice changes nothing.
+
+        Creates the app, functions and versions that are missing, sets each
+        function's current version when it has none, and replaces the release
+        settings. A version that exists with another target is an error
+        (versions are immutable), as is changing a current version (that is
+        what releases are for).
+        """
+        _check_settings(spec.release)
+        targets = {
+            (fname, ver): Target.parse(ref)
+            for fname, fs in spec.functions.items()
+            for ver, ref in fs.versions.items()
+        }
+        for fname, fs in spec.functions.items():
+            for ver in fs.versions:
+                validate_version_name(ver)
+            if fs.current is not None and fs.current not in fs.versions:
+                raise InvalidInput(
+                    f"function {fname}: current version {fs.current!r} is not among its versions"
+                )
+        changes: list[str] = []
+        with self._tx() as s:
+            app = s.scalar(select(AppRow).where(AppRow.name == spec.app))
+            if app is None:
+                app = AppRow(name=spec.app, settings={}, created_at=self.clock())
+                s.add(app)
+                s.flush()
+                changes.append(f"create app {spec.app}")
+                self._event(s, app, actor, "app_created", f"app {spec.app} created by apply")
+            settings = spec.release.model_dump(mode="json")
+            if app.settings != settings:
+                if app.settings:
+                    changes.append("update release settings")
+                app.settings = settings
+                self._event(s, app, actor, "settings_updated", "release settings updated by apply")
+            for fn_name, fs in sorted(spec.functions.items()):
+                fn = s.scalar(
+                    select(FunctionRow).where(
+                        FunctionRow.app_id == app.id, FunctionRow.name == fn_name
+                    )
+                )
+                if fn is None:
+                    fn = self._add_function(s, app, fn_name, actor)
+                    changes.append(f"create function {fn_name}")
+                for ver, _ref in sorted(fs.versions.items()):
+                    target = targets[fn_name, ver]
+                    existing = self._version(s, fn, ver)
+                    if existing is None:
+                        self._register(s, app, fn, ver, target, actor)
+                        changes.append(f"register {fn_name} {ver} -> {target.ref}")
+                    elif existing.target != target.ref:
+                        raise Conflict(
+                            f"version {ver} of {fn_name} is registered with target"
+                            f" {existing.target!r}, the file says {target.ref!r}; versions are"
+                            " immutable: give the new build a new version name"
+                        )
+                if fs.current is not None and fn.current_version != fs.current:
+                    if fn.current_version is None:
+                        self._set_current(s, app, fn, fs.current, actor)
+                        changes.append(f"set {fn_name} current version {fs.current}")
+                    else:
+                        raise Conflict(
+                            f"function {fn_name} runs {fn.current_version}, the file says current"
+                            f" {fs.current}: change running versions with a release"
+                            f" (coalmine release start {spec.app} --set {fn_name}={fs.current})"
+                        )
+            if changes:
+                self._changed(s, app)
+            events = self._flush_events(s)
+            if dry_run:
+                s.rollback()
+                events = []
+        self._emit(events)
+        return ApplyRead(app=spec.app, changed=bool(changes), changes=changes, dry_run=dry_run)
+
+    # -- releases ------------------------------------------------------------
+    def _active(self, s: Session, app: AppRow) -> ReleaseRow | None:
+        return s.scalar(
+            select(ReleaseRow).where(
+                ReleaseRow.app_id == app.id, ReleaseRow.phase.in_(ACTIVE_PHASE_VALUES)
+            )
+        )
+
+    def start_release(self, app_name: str, req: ReleaseCreate, actor: str) -> ReleaseRead:
+        try:
+            with self._tx() as s:
+                app = self._app(s, app_name)
+                active = self._active(s, app)
+                if active is not None:
+                    raise Conflict(
+                        f"app {app_name!r} already has an active release {active.id}"
+                        f" ({active.phase}); promote or roll it back first"
+                    )
+                defaults = ReleaseSettings.model_validate(app.settings)
+                current: dict[str, str] = {}
+                for fn in s.scalars(select(FunctionRow).where(FunctionRow.app_id == app.id)):
+                    if fn.current_version is not None:
+                        current[fn.name] = fn.current_version
+                    elif fn.name in req.candidate:
+                        raise InvalidInput(
+                            f"function {fn.name} has no current version yet: set one"
+                            " (current: in coalmine.yaml) before releasing a candidate"
+                        )
+                for fn_name, ver in req.candidate.items():
+                    fn = self._function(s, app, fn_name)
+                    if self._version(s, fn, ver) is None:
+                        raise InvalidInput(
+                            f"version {ver!r} of {fn_name} is not registered; register it first"
+                        )
+                strategy = parse_strategy(
+                    req.strategy if req.strategy is not None else defaults.strategy
+                )
+                hooks = req.hooks if req.hooks is not None else defaults.hooks
+                analysis = req.analysis if req.analysis is not None else defaults.analysis
+                route_mode = RouteMode(req.route_mode or defaults.route_mode)
+                seq = (
+                    s.scalar(select(func.max(ReleaseRow.seq)).where(ReleaseRow.app_id == app.id))
+                    or 0
+                ) + 1
+                release = Release.start(
+                    id=f"{app.name[:48]}-{seq}",
+                    app=app.name,
+                    current=current,
+                    changes=req.candidate,
+                    salt=new_salt(),
+                    strategy=strategy,
+                    route_mode=route_mode,
+                    targeting=Targeting(
+                        frozenset(req.targeting.always_canary),
+                        frozenset(req.targeting.never_canary),
+                    ),
+                )
+                now = self.clock()
+                p = start_progress(now)
+                row = ReleaseRow(
+                    id=release.id,
+                    app_id=app.id,
+                    seq=seq,
+                    phase=str(p.phase),
+                    route_mode=str(route_mode),
+                    salt=release.salt,
+                    strategy=strategy.to_dict(),
+                    baseline=dict(release.baseline),
+                    candidate=dict(release.candidate),
+                    targeting=req.targeting.model_dump(),
+                    hooks={k: v.model_dump(mode="json") for k, v in hooks.items()},
+                    analysis=dict(analysis),
+                    exposure=p.exposure,
+                    step=p.step,
+                    next_action_at=p.next_action_at,
+                    created_by=actor,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(row)
+                s.flush()
+                changed = ", ".join(
+                    f"{fn} {release.baseline[fn]}->{release.candidate[fn]}"
+                    for fn in release.changed_functions
+                )
+                self._event(
+                    s,
+                    app,
+                    actor,
+                    EventKind.CREATED,
+                    f"release {row.id} created: {changed}; strategy {strategy.name} ({strategy.describe()})",
+                    release=row,
+                )
+                self._changed(s, app)
+                events = self._flush_events(s)
+                out = _release_read(row, app.name)
+        except IntegrityError:
+            raise Conflict(
+                f"app {app_name!r} already has an active release (started concurrently)"
+            ) from None
+        self._emit(events)
+        return out
+
+    def get_release(self, release_id: str) -> ReleaseRead:
+        with self._tx() as s:
+            row = self._release_row(s, release_id)
+            return _release_read(row, self._app_name(s, row))
+
+    def _app_name(self, s: Session, row: ReleaseRow) -> str:
+        name = s.scalar(select(AppRow.name).where(AppRow.id == row.app_id))
+        assert name is not None
+        return name
+
+    def list_releases(self, app: str | None = None, *, limit: int = 50) -> list[ReleaseRead]:
+        with self._tx() as s:
+            q = select(ReleaseRow, AppRow.name).join(AppRow, AppRow.id == ReleaseRow.app_id)
+            if app is not None:
+                q = q.where(AppRow.id == self._app(s, app).id)
+            q = q.order_by(ReleaseRow.created_at.desc(), ReleaseRow.seq.desc()).limit(limit)
+            return [_release_read(row, name) for row, name in s.execute(q)]
+
+    def active_release(self, app: str) -> ReleaseRead | None:
+        with self._tx() as s:
+            app_row = self._app(s, app)
+            row = self._active(s, app_row)
+            return _release_read(row, app) if row is not None else None
+
+    def operate(
+        self, release_id: str, command: Command, actor: str, reason: str = ""
+    ) -> ReleaseRead:
+        """An operator's promote / rollback / pause / resume (409 if the phase forbids it)."""
+        outcome = self._apply_event(release_id, Operator(command, self.clock(), reason), actor)
+        assert outcome is not None  # operator commands always transition or raise
+        return outcome.release
+
+    def advance(self, release_id: str, event: Event, actor: str = "controller") -> Outcome | None:
+        """Feed the state machine a tick or a hook result; None when nothing changed."""
+        return self._apply_event(release_id, event, actor)
+
+    def _apply_event(self, release_id: str, event: Event, actor: str) -> Outcome | None:
+        try:
+            with self._tx() as s:
+                row = self._release_row(s, release_id)
+                app = s.get(AppRow, row.app_id)
+                assert app is not None
+                strategy = parse_strategy(row.strategy)
+                hooks = frozenset(Hook(h) for h in row.hooks)
+                deadline = max(
+                    (_hook_deadline(HookSpec.model_validate(h)) for h in row.hooks.values()),
+                    default=300.0,
+                )
+                t = transition(strategy, hooks, _progress(row), event, hook_deadline=deadline)
+                if t is None:
+                    return None
+                now = self.clock()
+                p = t.progress
+                routing_changed = (p.phase, p.exposure) != (Phase(row.phase), row.exposure)
+                row.phase = str(p.phase)
+                row.step = p.step
+                row.exposure = p.exposure
+                row.next_action_at = p.next_action_at
+                row.paused_remaining = p.paused_remaining
+                row.reason = p.reason
+                row.updated_at = now
+                if p.phase is Phase.PROMOTED:
+                    row.finished_at = now
+                    for fn in s.scalars(select(FunctionRow).where(FunctionRow.app_id == app.id)):
+                        if fn.name in row.candidate:
+                            fn.current_version = row.candidate[fn.name]
+                elif p.phase is Phase.ROLLED_BACK:
+                    row.finished_at = now
+                s.flush()
+                self._event(
+                    s,
+                    app,
+                    actor,
+                    t.kind,
+                    t.message,
+                    release=row,
+                    data={"reason": p.reason} if p.reason else None,
+                )
+                if routing_changed:
+                    self._changed(s, app)
+                events = self._flush_events(s)
+                out = Outcome(_release_read(row, app.name), t)
+        except StaleDataError:
+            raise Conflict(
+                f"release {release_id} was changed by someone else at the same time; try again"
+            ) from None
+        self._emit(events)
+        return out
+
+    def record(
+        self,
+        release_id: str,
+        kind: str,
+        message: str,
+        actor: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> EventRead:
+        """Write an audit event about a release without changing it (analysis, alarms)."""
+        with self._tx() as s:
+            row = self._release_row(s, release_id)
+            app = s.get(AppRow, row.app_id)
+            assert app is not None
+            self._event(s, app, actor, kind, message, release=row, data=data)
+            events = self._flush_events(s)
+        self._emit(events)
+        return events[0][0]
+
+    def due_releases(self, now: float) -> list[str]:
+        """Ids of releases whose timer has come (oldest first)."""
+        with self._tx() as s:
+            q = (
+                select(ReleaseRow.id)
+                .where(ReleaseRow.next_action_at.is_not(None), ReleaseRow.next_action_at <= now)
+                .order_by(ReleaseRow.next_action_at)
+            )
+            return list(s.scalars(q))
+
+    def next_due_at(self) -> float | None:
+        with self._tx() as s:
+            due: float | None = s.scalar(select(func.min(ReleaseRow.next_action_at)))
+            return due
+
+    # -- events -------------------------------------------------------------
+    def events(
+        self,
+        *,
+        app: str | None = None,
+        release_id: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[EventRead]:
+        with self._tx() as s:
+            q = select(EventRow).where(EventRow.id > after)
+            if app is not None:
+                self._app(s, app)
+                q = q.where(EventRow.app == app)
+            if release_id is not None:
+                self._release_row(s, release_id)
+                q = q.where(EventRow.release_id == release_id)
+            q = q.order_by(EventRow.id).limit(limit)
+            return [_event_read(row) for row in s.scalars(q)]
+
+    # -- data plane ---------------------------------------------------------
+    def revision(self, app: str) -> int:
+        with self._tx() as s:
+            return self._app(s, app).revision
+
+    def routing_snapshot(self, app_name: str) -> RoutingSnapshot:
+        with self._tx() as s:
+            app = self._app(s, app_name)
+            fns = list(s.scalars(select(FunctionRow).where(FunctionRow.app_id == app.id)))
+            versions = {fn.name: fn.current_version for fn in fns if fn.current_version}
+            targets: dict[str, dict[str, str]] = {}
+            for fn in fns:
+                targets[fn.name] = {
+                    v.name: v.target
+                    for v in s.scalars(select(VersionRow).where(VersionRow.function_id == fn.id))
+                }
+            rows = list(
+                s.scalars(
+                    select(ReleaseRow)
+                    .where(ReleaseRow.app_id == app.id)
+                    .order_by(ReleaseRow.seq.desc())
+                    .limit(_ROLLED_BACK_HISTORY + 1)
+                )
+            )
+            latest = rows[0] if rows else None
+            rolled_back = {
+                r.id: dict(r.baseline)
+                for r in rows[1:]
+                if r.phase in ("rolled_back", "rolling_back", "failed")
+            }
+            release = _core_release(latest, app.name) if latest is not None else None
+            state = RoutingState(app.name, versions, release, rolled_back)
+            return RoutingSnapshot(state, app.revision, targets)
+
+
+def _check_settings(settings: ReleaseSettings) -> None:
+    parse_strategy(settings.strategy)
+
+
+def _hook_deadline(h: HookSpec) -> float:
+    return h.timeout * (h.retries + 1) + 30.0
+
+
+def _progress(row: ReleaseRow) -> Progress:
+    return Progress(
+        phase=Phase(row.phase),
+        step=row.step,
+        exposure=row.exposure,
+        next_action_at=row.next_action_at,
+        paused_remaining=row.paused_remaining,
+        reason=row.reason,
+    )
+
+
+def _core_release(row: ReleaseRow, app: str) -> Release:
+    t = row.targeting or {}
+    return Release(
+        id=row.id,
+        app=app,
+        baseline=row.baseline,
+        candidate=row.candidate,
+        salt=row.salt,
+        strategy=parse_strategy(row.strategy),
+        route_mode=RouteMode(row.route_mode),
+        exposure=row.exposure,
+        phase=Phase(row.phase),
+        targeting=Targeting(
+            frozenset(t.get("always_canary", ())), frozenset(t.get("never_canary", ()))
+        ),
+    )
+
+
+def _release_read(row: ReleaseRow, app: str) -> ReleaseRead:
+    strategy = parse_strategy(row.strategy)
+    return ReleaseRead(
+        id=row.id,
+        app=app,
+        phase=row.phase,
+        route_mode=row.route_mode,
+        exposure=row.exposure,
+        step=row.step,
+        steps=[
+            StepRead(index=i, exposure=st.exposure, hold=st.hold)
+            for i, st in enumerate(strategy.steps)
+        ],
+        strategy=strategy.name if strategy.name != "custom" else strategy.describe(),
+        baseline=dict(row.baseline),
+        candidate=dict(row.candidate),
+        changed=sorted(fn for fn in row.candidate if row.candidate[fn] != row.baseline.get(fn)),
+        targeting=TargetingSpec.model_validate(row.targeting or {}),
+        hooks={k: HookSpec.model_validate(v) for k, v in (row.hooks or {}).items()},
+        analysis=dict(row.analysis or {}),
+        next_action_at=row.next_action_at,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        row_version=row.row_version,
+    )
+
+
+def _event_read(row: EventRow) -> EventRead:
+    return EventRead(
+        id=row.id,
+        app=row.app,
+        release_id=row.release_id,
+        at=row.at,
+        actor=row.actor,
+        kind=row.kind,
+        message=row.message,
+        phase=row.phase,
+        exposure=row.exposure,
+        data=dict(row.data or {}),
+    )

@@ -1,0 +1,125 @@
+"""The change feed: tells subscribers which app's routing changed, once committed.
+
+Writers call `ChangeFeed.mark(session, app)` inside their transaction. On
+PostgreSQL that is a ``pg_notify`` (delivered by the server on commit, to
+every replica listening: no polling); on SQLite the feed delivers to this
+process's subscribers after the commit. Subscribers get the app name and
+re-read the snapshot, so a duplicate or coalesced notice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+
+from coalmine.store.db import Store
+
+__all__ = ["CHANNEL", "ChangeFeed"]
+
+CHANNEL = "coalmine_changes"
+_PENDING = "coalmine_changed_apps"
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[str], None]
+
+
+class ChangeFeed:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        event.listen(store.sessions, "after_commit", self._after_commit)
+        event.listen(store.sessions, "after_rollback", self._after_rollback)
+
+    # writers -------------------------------------------------------------
+    def mark(self, session: Session, app: str) -> None:
+        """Record that ``app`` changed in this transaction."""
+        session.info.setdefault(_PENDING, set()).add(app)
+        if self.store.is_postgres:
+            session.execute(
+                text("SELECT pg_notify(:channel, :app)"), {"channel": CHANNEL, "app": app}
+            )
+
+    def _after_commit(self, session: Session) -> None:
+        apps: set[str] = session.info.pop(_PENDING, set())
+        if apps and not self._listening.is_set():
+            for app in sorted(apps):
+                self._deliver(app)
+
+    def _after_rollback(self, session: Session) -> None:
+        session.info.pop(_PENDING, None)
+
+    # readers -------------------------------------------------------------
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(app)`` after each change; returns an unsubscribe function.
+
+        Callbacks run on the committing (or listening) thread: keep them short
+        and thread-safe (e.g. ``loop.call_soon_threadsafe``).
+        """
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _deliver(self, app: str) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(app)
+            except Exception:  # one bad subscriber must not starve the others
+                log.exception("change feed subscriber failed")
+
+    # PostgreSQL LISTEN ----------------------------------------------------
+    def start(self) -> None:
+        """On PostgreSQL, listen for other replicas' changes in a background thread."""
+        if not self.store.is_postgres or self._listener is not None:
+            return
+        self._listener = threading.Thread(target=self._listen, name="coalmine-listen", daemon=True)
+        self._listener.start()
+        self._listening.wait(timeout=10)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+            self._listener = None
+
+    def _dsn(self) -> str:
+        url = self.store.engine.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
+    def _listen(self) -> None:
+        import psycopg
+
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._dsn(), autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
+                    backoff = 0.2
+                    while not self._stop.is_set():
+                        for notice in conn.notifies(timeout=0.5):
+                            self._deliver(notice.payload)
+            except Exception as exc:  # reconnect: the data plane must catch up
+                self._listening.clear()
+                log.warning("change feed: LISTEN connection lost (%s); reconnecting", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()

@@ -1,0 +1,87 @@
+"""Engines, sessions and migrations: SQLite by default, PostgreSQL for several replicas.
+
+`open_store(url)` returns a ready `Store`: the schema is brought to the
+latest Alembic revision on start (never ``create_all``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["DEFAULT_DATABASE_URL", "Store", "database_url", "migrate", "open_store"]
+
+DEFAULT_DATABASE_URL = "sqlite:///coalmine.db"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def database_url(explicit: str | None = None) -> str:
+    """The URL to use: explicit, else ``COALMINE_DATABASE_URL``, else ./coalmine.db."""
+    return explicit or os.environ.get("COALMINE_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the latest revision (idempotent, safe on every start)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+@dataclass(frozen=True)
+class Store:
+    """A migrated database and its session factory."""
+
+    url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: commits on success, rolls back on any error."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str | None = None, *, run_migrations: bool = True) -> Store:
+    url = database_url(url)
+    engine = make_engine(url)
+    if run_migrations:
+        migrate(engine)
+    return Store(url, engine, sessionmaker(engine, expire_on_commit=False))

@@ -1,0 +1,162 @@
+"""SQLAlchemy 2 models of the control plane's durable state.
+
+Times are Unix seconds (float) so that durable timers compare with the
+controller's clock directly. Every release row carries ``row_version`` for
+optimistic concurrency: two writers of one release never both win.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ACTIVE_PHASE_VALUES",
+    "AppRow",
+    "Base",
+    "EventRow",
+    "FunctionRow",
+    "ReleaseRow",
+    "TokenRow",
+    "VersionRow",
+]
+
+ACTIVE_PHASE_VALUES = ("pending", "running", "paused", "promoting", "rolling_back")
+"""Phases in which a release still owns its app (the one-active-release rule)."""
+_ACTIVE_SQL = "phase IN (" + ",".join(f"'{p}'" for p in ACTIVE_PHASE_VALUES) + ")"
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012
+
+
+class AppRow(Base):
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """release defaults (strategy, route mode, hooks, analysis) and event webhooks"""
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    """bumped by every change the data plane must see; the routing ETag"""
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class FunctionRow(Base):
+    __tablename__ = "functions"
+    __table_args__ = (UniqueConstraint("app_id", "name", name="uq_functions_app_id_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    current_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    """the version everyone runs outside a release"""
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class VersionRow(Base):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("function_id", "name", name="uq_versions_function_id_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    function_id: Mapped[int] = mapped_column(
+        ForeignKey("functions.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ReleaseRow(Base):
+    __tablename__ = "releases"
+    __table_args__ = (
+        Index(
+            "uq_releases_one_active_per_app",
+            "app_id",
+            unique=True,
+            sqlite_where=text(_ACTIVE_SQL),
+            postgresql_where=text(_ACTIVE_SQL),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    """1, 2, 3... per app"""
+    phase: Mapped[str] = mapped_column(String(16))
+    route_mode: Mapped[str] = mapped_column(String(16))
+    salt: Mapped[str] = mapped_column(String(64))
+    strategy: Mapped[dict[str, Any]] = mapped_column()
+    baseline: Mapped[dict[str, Any]] = mapped_column()
+    candidate: Mapped[dict[str, Any]] = mapped_column()
+    targeting: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    hooks: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    analysis: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    exposure: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(Integer, default=-1)
+    next_action_at: Mapped[float | None] = mapped_column(Float, default=None, index=True)
+    paused_remaining: Mapped[float | None] = mapped_column(Float, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_by: Mapped[str] = mapped_column(String(120), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+    row_version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+
+
+class EventRow(Base):
+    """The audit log: who did what to which release, when and why."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(63), index=True)
+    release_id: Mapped[str | None] = mapped_column(String(80), index=True, default=None)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    phase: Mapped[str | None] = mapped_column(String(16), default=None)
+    exposure: Mapped[int | None] = mapped_column(Integer, default=None)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class TokenRow(Base):
+    """API tokens (admin, deployer, viewer) and per-app SDK keys, stored hashed."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(16))
+    app: Mapped[str | None] = mapped_column(String(63), default=None)
+    """for SDK keys: the one app they may read"""
+    prefix: Mapped[str] = mapped_column(String(16))
+    """the first characters, to recognise a token in listings"""
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
