@@ -134,7 +134,7 @@ def set_in_baggage(header: str | None, value: str | None, key: str = BAGGAGE_KEY
     ours = [f"{key}={value}"] if value is not None else []
     while others and (
         len(others) + len(ours) > MAX_BAGGAGE_MEMBERS
-        or len(",".join(others + ours)) > MAX_BAGGAGE_BYTES
+        or len(",".join(others + ours).encode("utf-8", "surrogatepass")) > MAX_BAGGAGE_BYTES
     ):
         others.pop(0)
     return ",".join(others + ours)

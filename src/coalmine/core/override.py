@@ -54,6 +54,8 @@ def issue_override(
     validate_name(app, "app")
     if ttl <= 0:
         raise InvalidInput("an override needs a positive time to live")
+    if channel not in CODE_CHANNELS.values():
+        raise InvalidInput(f"invalid channel {channel!r}: use stable or canary")
     claims = {
         "a": app,
         "c": CHANNEL_CODES[Channel(channel)],
@@ -72,6 +74,7 @@ def decode_override(token: object, keyring: Keyring, *, now: float) -> Override 
     app, code, rel, user = claims.get("a"), claims.get("c"), claims.get("r"), claims.get("u")
     if (
         not isinstance(app, str)
+        or not isinstance(code, str)
         or code not in CODE_CHANNELS
         or not (rel is None or isinstance(rel, str))
         or not (user is None or isinstance(user, str))

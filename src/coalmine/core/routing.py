@@ -124,9 +124,9 @@ class RoutingState:
 
     @property
     def exposure(self) -> int:
-        """The exposure in force: 10000 while promoting, 0 once settled."""
+        """The exposure in force: 0 while pending or settled, 10000 while promoting."""
         rel = self.release
-        if rel is None or rel.phase in _SETTLED:
+        if rel is None or rel.phase in _SETTLED or rel.phase is Phase.PENDING:
             return 0
         if rel.phase is Phase.PROMOTING:
             return BUCKETS
@@ -182,6 +182,11 @@ def _decide(
     rel = state.release
     d = state._decisions
     if rel is None:
+        if context is not None and context.app == state.app:
+            # This process has not seen the app's first release yet (DESIGN rule 2).
+            return Decision(
+                state.app, context.release_id, context.channel, context.versions, Reason.PINNED
+            )
         return d[Channel.STABLE, Reason.NO_RELEASE]
     if rel.phase in ROLLED_BACK_PHASES:
         return d[Channel.STABLE, Reason.ROLLED_BACK]

@@ -100,7 +100,7 @@ class Keyring:
             kid, sep, secret = part.partition(":")
             if not sep or not secret:
                 raise InvalidInput("a signing key spec is 'kid:secret[,kid:secret...]'")
-            keys[kid.strip()] = secret.encode()
+            keys[kid.strip()] = secret.strip().encode()
         first = next(iter(keys), "")
         return cls(keys, first)
 
