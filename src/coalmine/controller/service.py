@@ -9,10 +9,11 @@ routing revision and marks the change feed; optimistic concurrency
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,7 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[EventRead, list[str]], None]
 """Told of each committed event with the app's webhook URLs (after commit)."""
 _ROLLED_BACK_HISTORY = 10
+_MAX_RELEASE_ID = 64  # a release id is a version-like name (core.model.VERSION_PATTERN)
 _PENDING_EVENTS = "coalmine_pending_events"
 
 
@@ -128,7 +130,10 @@ class ControlService:
         return row
 
     def _changed(self, s: Session, app: AppRow) -> None:
-        app.revision += 1
+        # Incremented by the database, not from the value this transaction read: two
+        # transactions changing one app must never commit the same revision (the ETag and
+        # the SSE stream skip a revision they have seen, so a lost bump hides a change).
+        app.revision = AppRow.revision + 1
         if self.feed is not None:
             self.feed.mark(s, app.name)
 
@@ -235,7 +240,8 @@ class ControlService:
 
     def add_function(self, app_name: str, name: str, actor: str) -> AppRead:
         validate_name(name, "function")
-        with self._tx() as s:
+        clash = f"app {app_name!r} already has a function named {name!r}"
+        with _conflict_on_integrity_error(clash), self._tx() as s:
             app = self._app(s, app_name)
             self._add_function(s, app, name, actor)
             events = self._flush_events(s)
@@ -259,8 +265,10 @@ class ControlService:
     def register_version(
         self, app_name: str, function: str, version: VersionCreate, actor: str
     ) -> VersionRead:
+        validate_version_name(version.name)
         target = Target.parse(version.target)
-        with self._tx() as s:
+        clash = f"version {version.name} of {function} was registered at the same time"
+        with _conflict_on_integrity_error(clash), self._tx() as s:
             app = self._app(s, app_name)
             fn = self._function(s, app, function)
             row = self._register(s, app, fn, version.name, target, actor)
@@ -344,6 +352,7 @@ class ControlService:
         (versions are immutable), as is changing a current version (that is
         what releases are for).
         """
+        validate_name(spec.app, "app")
         _check_settings(spec.release)
         targets = {
             (fname, ver): Target.parse(ref)
@@ -358,7 +367,9 @@ class ControlService:
                     f"function {fname}: current version {fs.current!r} is not among its versions"
                 )
         changes: list[str] = []
-        with self._tx() as s:
+        # another apply may create the same app, function or version at the same time
+        retry = f"app {spec.app!r} was changed by someone else at the same time; apply again"
+        with _conflict_on_integrity_error(retry), self._tx() as s:
             app = s.scalar(select(AppRow).where(AppRow.name == spec.app))
             if app is None:
                 app = AppRow(name=spec.app, settings={}, created_at=self.clock())
@@ -457,7 +468,7 @@ class ControlService:
                     or 0
                 ) + 1
                 release = Release.start(
-                    id=f"{app.name[:48]}-{seq}",
+                    id=_release_id(app.name, seq),
                     app=app.name,
                     current=current,
                     changes=req.candidate,
@@ -663,7 +674,7 @@ class ControlService:
             return self._app(s, app).revision
 
     def routing_snapshot(self, app_name: str) -> RoutingSnapshot:
-        with self._tx() as s:
+        with self.store.snapshot() as s:
             app = self._app(s, app_name)
             fns = list(s.scalars(select(FunctionRow).where(FunctionRow.app_id == app.id)))
             versions = {fn.name: fn.current_version for fn in fns if fn.current_version}
@@ -690,6 +701,25 @@ class ControlService:
             release = _core_release(latest, app.name) if latest is not None else None
             state = RoutingState(app.name, versions, release, rolled_back)
             return RoutingSnapshot(state, app.revision, targets)
+
+
+def _release_id(app: str, seq: int) -> str:
+    """``<app>-<seq>``; an app name too long for a release id (64 characters) keeps a
+    prefix and a hash of the whole name, so that two apps never share a release id."""
+    rid = f"{app}-{seq}"
+    if len(rid) <= _MAX_RELEASE_ID:
+        return rid
+    tail = f"-{hashlib.sha256(app.encode()).hexdigest()[:8]}-{seq}"
+    return app[: _MAX_RELEASE_ID - len(tail)] + tail
+
+
+@contextmanager
+def _conflict_on_integrity_error(message: str) -> Iterator[None]:
+    """A unique constraint that a concurrent writer won is a Conflict, not a database error."""
+    try:
+        yield
+    except IntegrityError:
+        raise Conflict(message) from None
 
 
 def _check_settings(settings: ReleaseSettings) -> None:

@@ -38,10 +38,26 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite opens transactions lazily (only before a write), so the reads of
+    # one unit of work could each see a different commit. Take over: every
+    # transaction is an explicit BEGIN IMMEDIATE (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # IMMEDIATE takes the write lock up front: a unit of work reads one
+    # consistent state and cannot fail half-way when it upgrades to a write
+    # (readers outside transactions are not blocked in WAL mode).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_autocommit_driver)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -73,6 +89,19 @@ class Store:
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits on success, rolls back on any error."""
         with self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read of several tables that sees one committed state.
+
+        On PostgreSQL a REPEATABLE READ transaction (READ COMMITTED, the
+        default, lets each statement see a newer commit); SQLite transactions
+        are serialised already.
+        """
+        with self.sessions.begin() as session:
+            if self.is_postgres:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
 
     def dispose(self) -> None:

@@ -1,0 +1,211 @@
+"""API tokens and SDK keys: create, authenticate, list, revoke (stored only as hashes).
+
+A secret is shown once, when it is created; the store keeps its SHA-256 (hex)
+and its first characters (to recognise it in listings), never the secret.
+Roles nest: admin ⊇ deployer ⊇ viewer. An ``sdk`` key is outside that
+ladder: a read-only data-plane key of one app that may read only that app's
+routing snapshot and stream.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast, get_args
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from coalmine.controller.schemas import Role, TokenCreated, TokenRead
+from coalmine.core.errors import Conflict, InvalidInput, NotFound
+from coalmine.store.db import Store
+from coalmine.store.models import AppRow, TokenRow
+
+__all__ = [
+    "BOOTSTRAP_NAME",
+    "ROLES",
+    "Principal",
+    "TokenService",
+    "generate_secret",
+    "hash_secret",
+]
+
+log = logging.getLogger(__name__)
+ROLES: tuple[Role, ...] = get_args(Role)
+BOOTSTRAP_NAME = "bootstrap"
+_RANK: dict[str, int] = {"viewer": 1, "deployer": 2, "admin": 3}
+_PREFIX_CHARS = 12
+_MIN_SECRET_CHARS = 16
+_MAX_SECRET_CHARS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as: the token's name, role and (for an sdk key) app."""
+
+    name: str
+    role: Role
+    app: str | None = None
+
+    def has_role(self, role: Role) -> bool:
+        """True when this principal's role includes ``role`` (an sdk key includes none)."""
+        if role == "sdk":
+            return self.role == "sdk"
+        return _RANK.get(self.role, 0) >= _RANK[role]
+
+    def can_read_routing(self, app: str) -> bool:
+        """Viewers read every app's routing; an sdk key reads only its own app's."""
+        if self.role == "sdk":
+            return self.app == app
+        return self.has_role("viewer")
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def generate_secret(role: Role) -> str:
+    """A new random secret: ``cmsdk_...`` for sdk keys, ``cm_...`` otherwise."""
+    prefix = "cmsdk_" if role == "sdk" else "cm_"
+    return prefix + secrets.token_urlsafe(32)
+
+
+class TokenService:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    def create(
+        self, name: str, role: str, app: str | None = None, secret: str | None = None
+    ) -> TokenCreated:
+        """Create a token; the returned secret is the only time it is shown."""
+        name = name.strip()
+        if not name or len(name) > 120:
+            raise InvalidInput("a token needs a name of 1-120 characters (who or what uses it)")
+        if role not in ROLES:
+            raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        typed_role: Role = role
+        if typed_role == "sdk" and not app:
+            raise InvalidInput("an sdk key belongs to one app: pass the app it may read")
+        if typed_role != "sdk" and app:
+            raise InvalidInput(
+                f"only sdk keys belong to an app; a {role} token works on every app (drop the app)"
+            )
+        if secret is None:
+            secret = generate_secret(typed_role)
+        elif not _MIN_SECRET_CHARS <= len(secret) <= _MAX_SECRET_CHARS or not secret.isprintable():
+            raise InvalidInput(
+                f"a token secret must be {_MIN_SECRET_CHARS}-{_MAX_SECRET_CHARS} printable"
+                " characters; generate one with: python -c 'import secrets;"
+                ' print("cm_" + secrets.token_urlsafe(32))\''
+            )
+        digest = hash_secret(secret)
+        try:
+            with self.store.transaction() as s:
+                if (
+                    app is not None
+                    and s.scalar(select(AppRow.id).where(AppRow.name == app)) is None
+                ):
+                    raise NotFound(f"no app named {app!r}: create or apply the app first")
+                if s.scalar(select(TokenRow.id).where(TokenRow.hash == digest)) is not None:
+                    raise Conflict("a token with this secret already exists; use another secret")
+                row = TokenRow(
+                    name=name,
+                    role=role,
+                    app=app,
+                    prefix=secret[:_PREFIX_CHARS],
+                    hash=digest,
+                    created_at=self.clock(),
+                )
+                s.add(row)
+                s.flush()
+                read = _token_read(row)
+        except IntegrityError:
+            raise Conflict("a token with this secret already exists; use another secret") from None
+        return TokenCreated(**read.model_dump(), token=secret)
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The principal a secret stands for, or None (unknown or revoked)."""
+        if not secret or len(secret) > _MAX_SECRET_CHARS:
+            return None
+        digest = hash_secret(secret)
+        with self.store.transaction() as s:
+            row = s.scalar(select(TokenRow).where(TokenRow.hash == digest))
+            if row is None or row.revoked_at is not None:
+                return None
+            return Principal(row.name, cast(Role, row.role), row.app)
+
+    def revoke(self, token_id: int) -> TokenRead:
+        """Revoke a token at once (idempotent); the last admin token cannot be revoked."""
+        with self.store.transaction() as s:
+            row = s.get(TokenRow, token_id)
+            if row is None:
+                raise NotFound(f"no token with id {token_id}")
+            if row.revoked_at is None:
+                if row.role == "admin" and _active_admins(s) <= 1:
+                    raise Conflict(
+                        f"token {token_id} ({row.name}) is the last admin token; create another"
+                        " admin token first, then revoke this one"
+                    )
+                row.revoked_at = self.clock()
+            return _token_read(row)
+
+    def has_admin(self) -> bool:
+        """True when at least one admin token is not revoked."""
+        with self.store.transaction() as s:
+            return _active_admins(s) > 0
+
+    def bootstrap(self, secret: str | None = None) -> TokenCreated | None:
+        """Make sure an admin token exists; return the one created, None if there was one.
+
+        With ``secret`` (``COALMINE_BOOTSTRAP_TOKEN``) the admin token named
+        ``bootstrap`` gets exactly that secret, unless a token with that secret
+        already exists; otherwise (or if that token was revoked and no admin
+        is left) a new secret is generated: the caller must show it once.
+        """
+        if self.has_admin():
+            return None
+        if secret:
+            try:
+                return self.create(BOOTSTRAP_NAME, "admin", secret=secret)
+            except Conflict:
+                pass  # the token exists: created by another replica, or revoked
+            if self.has_admin():
+                return None
+            log.warning(
+                "the token given in COALMINE_BOOTSTRAP_TOKEN is revoked and no admin token is"
+                " left; generating a new admin token"
+            )
+        return self.create(BOOTSTRAP_NAME, "admin")
+
+    def list(self) -> builtins.list[TokenRead]:
+        """Every token, revoked ones included, oldest first (never the secrets)."""
+        with self.store.transaction() as s:
+            return [_token_read(row) for row in s.scalars(select(TokenRow).order_by(TokenRow.id))]
+
+
+def _active_admins(s: Session) -> int:
+    count = s.scalar(
+        select(func.count())
+        .select_from(TokenRow)
+        .where(TokenRow.role == "admin", TokenRow.revoked_at.is_(None))
+    )
+    return int(count or 0)
+
+
+def _token_read(row: TokenRow) -> TokenRead:
+    return TokenRead(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        app=row.app,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )

@@ -1,0 +1,121 @@
+"""`create_app`: the control plane's FastAPI application and its lifespan.
+
+The factory opens the store (migrations run there), builds the change feed,
+the control and token services, and keeps them on ``app.state``. The
+lifespan starts the feed (PostgreSQL LISTEN), makes sure an admin token
+exists, and optionally starts the rollout controller built by a factory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from coalmine import __version__
+from coalmine.controller.service import ControlService
+from coalmine.controller.tokens import TokenService
+from coalmine.store.changes import ChangeFeed
+from coalmine.store.db import Store, open_store
+from coalmine.web.auth import bootstrap_admin
+from coalmine.web.errors import install_error_handlers
+from coalmine.web.routes import ROUTERS
+from coalmine.web.routes.apply import openapi_schemas
+
+__all__ = ["ControllerFactory", "create_app"]
+
+log = logging.getLogger(__name__)
+ControllerFactory = Callable[[ControlService, ChangeFeed], Any]
+"""Builds the rollout controller: an object with ``start()`` and ``stop()``."""
+
+_DESCRIPTION = (
+    "The control plane of coalmine: apps, versions, releases that route users (not"
+    " requests), their audit events, and each app's routing snapshot for the data plane"
+    " (JSON with an ETag, or a Server-Sent Events stream). Authenticate with"
+    " `Authorization: Bearer <token>`."
+)
+
+
+async def healthz() -> dict[str, str]:
+    """Liveness: answers without a token."""
+    return {"status": "ok"}
+
+
+def create_app(
+    store: Store | None = None,
+    *,
+    database_url: str | None = None,
+    start_controller: bool = False,
+    controller_factory: ControllerFactory | None = None,
+    heartbeat: float = 15.0,
+) -> FastAPI:
+    """The control plane over ``store`` (or a store opened from ``database_url``).
+
+    ``heartbeat`` is the seconds between ``: keepalive`` comments on idle
+    routing streams. A store opened here is disposed of at shutdown; a store
+    passed in belongs to the caller.
+    """
+    if heartbeat <= 0:
+        raise ValueError("heartbeat must be a positive number of seconds")
+    owns_store = store is None
+    store = store if store is not None else open_store(database_url)
+    feed = ChangeFeed(store)
+    service = ControlService(store, feed)
+    tokens = TokenService(store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(feed.start)
+        controller: Any = None
+        try:
+            await run_in_threadpool(bootstrap_admin, tokens)
+            if start_controller and controller_factory is not None:
+                controller = controller_factory(service, feed)
+                await run_in_threadpool(controller.start)
+            elif start_controller:
+                log.warning("start_controller without a controller_factory: no rollout controller")
+            app.state.controller = controller
+            yield
+        finally:
+            if controller is not None:
+                await run_in_threadpool(controller.stop)
+            await run_in_threadpool(feed.stop)
+            if owns_store:
+                store.dispose()
+
+    app = FastAPI(
+        title="coalmine control plane",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.feed = feed
+    app.state.service = service
+    app.state.tokens = tokens
+    app.state.heartbeat = heartbeat
+    app.state.controller = None
+    install_error_handlers(app)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
+    for router in ROUTERS:
+        app.include_router(router)
+    _add_schemas(app)
+    return app
+
+
+def _add_schemas(app: FastAPI) -> None:
+    """Add the schemas of bodies FastAPI does not parse itself (the apply document)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, part in openapi_schemas().items():
+            components.setdefault(name, part)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

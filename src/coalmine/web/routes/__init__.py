@@ -1,0 +1,18 @@
+"""The REST routes, one module per resource; `ROUTERS` lists them for `create_app`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from coalmine.web.routes import apply, apps, events, releases, routing, tokens
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (
+    apps.router,
+    apply.router,
+    releases.router,
+    events.router,
+    routing.router,
+    tokens.router,
+)

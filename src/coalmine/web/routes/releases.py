@@ -1,0 +1,103 @@
+"""Releases: start, read, list, their events, and the operator's promote/rollback/pause/resume."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from coalmine.controller.schemas import EventRead, OperateRequest, ReleaseCreate, ReleaseRead
+from coalmine.controller.tokens import Principal
+from coalmine.core.machine import Command
+from coalmine.web.auth import Require
+from coalmine.web.deps import ServiceDep
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["releases"])
+
+Viewer = Annotated[Principal, Depends(Require("viewer", "read releases"))]
+Starter = Annotated[Principal, Depends(Require("deployer", "start releases"))]
+Operator = Annotated[Principal, Depends(Require("deployer", "operate releases"))]
+OptionalOperate = Annotated[OperateRequest | None, Body()]
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the release's phase does not allow this operation"}
+}
+
+
+@router.get("/v1/apps/{app}/releases", summary="List an app's releases, newest first")
+def list_releases(
+    app: str,
+    _: Viewer,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[ReleaseRead]:
+    return service.list_releases(app, limit=limit)
+
+
+@router.post(
+    "/v1/apps/{app}/releases",
+    status_code=201,
+    summary="Start a release (409 while another release of the app is active)",
+    responses={409: {"description": "the app already has an active release"}},
+)
+def start_release(app: str, body: ReleaseCreate, who: Starter, service: ServiceDep) -> ReleaseRead:
+    return service.start_release(app, body, who.name)
+
+
+@router.get("/v1/releases/{release_id}", summary="Read a release")
+def get_release(release_id: str, _: Viewer, service: ServiceDep) -> ReleaseRead:
+    return service.get_release(release_id)
+
+
+@router.get("/v1/releases/{release_id}/events", summary="A release's audit events, oldest first")
+def release_events(
+    release_id: str,
+    _: Viewer,
+    service: ServiceDep,
+    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[EventRead]:
+    return service.events(release_id=release_id, after=after, limit=limit)
+
+
+def _operate(
+    service: ServiceDep,
+    release_id: str,
+    command: Command,
+    who: Principal,
+    body: OperateRequest | None,
+) -> ReleaseRead:
+    return service.operate(release_id, command, who.name, body.reason if body else "")
+
+
+@router.post("/v1/releases/{release_id}/promote", summary="Promote now", responses=_CONFLICT)
+def promote(
+    release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
+) -> ReleaseRead:
+    return _operate(service, release_id, Command.PROMOTE, who, body)
+
+
+@router.post("/v1/releases/{release_id}/rollback", summary="Roll back now", responses=_CONFLICT)
+def rollback(
+    release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
+) -> ReleaseRead:
+    return _operate(service, release_id, Command.ROLLBACK, who, body)
+
+
+@router.post(
+    "/v1/releases/{release_id}/pause", summary="Pause a running release", responses=_CONFLICT
+)
+def pause(
+    release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
+) -> ReleaseRead:
+    return _operate(service, release_id, Command.PAUSE, who, body)
+
+
+@router.post(
+    "/v1/releases/{release_id}/resume", summary="Resume a paused release", responses=_CONFLICT
+)
+def resume(
+    release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
+) -> ReleaseRead:
+    return _operate(service, release_id, Command.RESUME, who, body)

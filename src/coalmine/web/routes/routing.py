@@ -1,0 +1,75 @@
+"""The data plane's reads: an app's routing snapshot (with ETag) and its SSE stream.
+
+Readable with a viewer token or with the sdk key of that app.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from coalmine.web.auth import RoutingReader
+from coalmine.web.deps import FeedDep, ServiceDep
+from coalmine.web.sse import SnapshotStream
+
+__all__ = ["etag_matches", "router"]
+
+router = APIRouter(prefix="/v1/apps/{app}", tags=["routing"])
+
+_SNAPSHOT_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the routing snapshot (RoutingSnapshot.to_dict); ETag header set"},
+    304: {"description": "If-None-Match matched: the snapshot has not changed"},
+}
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`event: snapshot` / `id: <revision>` / `data: <snapshot json>` events"
+        " (the current one at once, then one per change) and `: keepalive` comments",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of an If-None-Match list (or ``*``) with ``etag``."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+@router.get("/routing", summary="The app's routing snapshot", responses=_SNAPSHOT_DOC)
+def routing(
+    app: str,
+    _: RoutingReader,
+    service: ServiceDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    snapshot = service.routing_snapshot(app)
+    headers = {"ETag": snapshot.etag, **_NO_CACHE}
+    if etag_matches(if_none_match, snapshot.etag):
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(snapshot.to_dict(), headers=headers)
+
+
+@router.get(
+    "/routing/stream",
+    summary="Server-Sent Events: the snapshot now and after every change",
+    response_class=StreamingResponse,
+    responses=_STREAM_DOC,
+)
+async def routing_stream(
+    app: str, request: Request, _: RoutingReader, service: ServiceDep, feed: FeedDep
+) -> StreamingResponse:
+    stream = SnapshotStream(service, feed, app, heartbeat=float(request.app.state.heartbeat))
+    await stream.open()
+    return StreamingResponse(
+        stream.events(),
+        media_type="text/event-stream",
+        headers={**_NO_CACHE, "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,121 @@
+"""The application factory: health, OpenAPI, the controller's lifecycle, error shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coalmine import __version__
+from coalmine.controller.service import ControlService
+from coalmine.store.changes import ChangeFeed
+from coalmine.store.db import open_store
+from coalmine.web import create_app
+from tests.web.conftest import ADMIN_SECRET, TestClient, Web, bearer
+
+
+def test_health_and_openapi(sqlite_web: Web) -> None:
+    c = sqlite_web.client
+    assert c.get("/healthz").json() == {"status": "ok"}
+    spec = c.get("/openapi.json").json()
+    assert spec["info"]["title"] == "coalmine control plane"
+    assert spec["info"]["version"] == __version__
+    paths = spec["paths"]
+    expected = {
+        "/healthz": {"get"},
+        "/v1/apps": {"get", "post"},
+        "/v1/apps/{app}": {"get"},
+        "/v1/apps/{app}/functions": {"post"},
+        "/v1/apps/{app}/functions/{function}/versions": {"post"},
+        "/v1/apps/{app}/functions/{function}/current": {"put"},
+        "/v1/apply": {"post"},
+        "/v1/apps/{app}/releases": {"get", "post"},
+        "/v1/releases/{release_id}": {"get"},
+        "/v1/releases/{release_id}/events": {"get"},
+        "/v1/releases/{release_id}/promote": {"post"},
+        "/v1/releases/{release_id}/rollback": {"post"},
+        "/v1/releases/{release_id}/pause": {"post"},
+        "/v1/releases/{release_id}/resume": {"post"},
+        "/v1/events": {"get"},
+        "/v1/apps/{app}/routing": {"get"},
+        "/v1/apps/{app}/routing/stream": {"get"},
+        "/v1/tokens": {"get", "post"},
+        "/v1/tokens/{token_id}": {"delete"},
+    }
+    assert {p: set(ops) for p, ops in paths.items()} == expected
+    apply_body = paths["/v1/apply"]["post"]["requestBody"]["content"]
+    assert set(apply_body) == {"application/yaml", "application/json"}
+    schemas = spec["components"]["schemas"]
+    assert {"AppSpec", "FunctionSpec", "ReleaseSettings"} <= set(schemas)
+    assert (
+        "text/event-stream"
+        in paths["/v1/apps/{app}/routing/stream"]["get"]["responses"]["200"]["content"]
+    )
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_validation_errors_are_one_readable_line(sqlite_web: Web) -> None:
+    c = sqlite_web.client
+    r = c.post("/v1/tokens", json={"role": "wizard", "extra": 1}, headers=bearer(ADMIN_SECRET))
+    assert r.status_code == 422
+    body = r.json()
+    assert body["detail"] == (
+        "name: Field required; role: Input should be 'admin', 'deployer', 'viewer' or 'sdk';"
+        " extra: Extra inputs are not permitted"
+    )
+    assert [e["loc"] for e in body["errors"]] == [
+        ["body", "name"],
+        ["body", "role"],
+        ["body", "extra"],
+    ]
+    r = c.get("/v1/events?after=-1", headers=bearer(ADMIN_SECRET))
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("query.after: ")
+    r = c.post(
+        "/v1/apps",
+        content=b"{not json",
+        headers={**bearer(ADMIN_SECRET), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert "JSON" in r.json()["detail"]
+
+
+class FakeController:
+    def __init__(self, service: ControlService, feed: ChangeFeed) -> None:
+        self.service, self.feed = service, feed
+        self.calls: list[str] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+
+def test_controller_runs_only_when_asked(sqlite_url: str, admin_env: str) -> None:
+    made: list[FakeController] = []
+
+    def factory(service: ControlService, feed: ChangeFeed) -> Any:
+        made.append(FakeController(service, feed))
+        return made[-1]
+
+    app = create_app(database_url=sqlite_url, start_controller=True, controller_factory=factory)
+    with TestClient(app):
+        assert len(made) == 1
+        assert made[0].calls == ["start"]
+        assert made[0].service is app.state.service
+        assert made[0].feed is app.state.feed
+        assert app.state.controller is made[0]
+    assert made[0].calls == ["start", "stop"]
+
+    with TestClient(create_app(database_url=sqlite_url, controller_factory=factory)):
+        assert len(made) == 1  # start_controller is False: the factory is not called
+
+
+def test_a_passed_store_is_not_disposed(sqlite_url: str, admin_env: str) -> None:
+    store = open_store(sqlite_url)
+    try:
+        with TestClient(create_app(store)) as c:
+            assert c.get("/v1/apps", headers=bearer(ADMIN_SECRET)).json() == []
+        with store.transaction() as s:  # still usable after the app shut down
+            assert s.connection() is not None
+    finally:
+        store.dispose()

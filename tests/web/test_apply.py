@@ -1,0 +1,201 @@
+"""Declarative apply, and bad input: each refused with a message that says what to fix,
+each leaving the store exactly as it was."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import yaml
+
+from tests.web.conftest import APP_DOC, Web
+
+
+def _post_doc(
+    web: Web, body: str | bytes, content_type: str = "application/yaml", **params: str
+) -> httpx.Response:
+    r: httpx.Response = web.client.post(
+        "/v1/apply",
+        content=body,
+        params=params,
+        headers={**web.as_("deployer"), "Content-Type": content_type},
+    )
+    return r
+
+
+def test_apply_is_idempotent_and_dry_run_changes_nothing(web: Web) -> None:
+    first = web.apply()
+    assert first["changed"] is True
+    assert first["dry_run"] is False
+    assert "create app shop" in first["changes"]
+    assert "set api current version v1" in first["changes"]
+    after_first = web.fingerprint()
+    assert web.apply() == {"app": "shop", "changed": False, "changes": [], "dry_run": False}
+    assert web.fingerprint() == after_first
+
+    grown = APP_DOC.replace(
+        "release:",
+        "  mailer:\n    versions: {v1: 'shop.mailer:handler'}\n    current: v1\nrelease:",
+    )
+    preview = web.apply(grown, dry_run="true")
+    assert preview["dry_run"] is True
+    assert preview["changed"] is True
+    assert preview["changes"] == [
+        "create function mailer",
+        "register mailer v1 -> shop.mailer:handler",
+        "set mailer current version v1",
+    ]
+    assert web.fingerprint() == after_first
+
+    # the same document as JSON
+    r = _post_doc(web, json.dumps(yaml.safe_load(grown)), "application/json")
+    assert r.status_code == 200
+    assert r.json()["changes"] == preview["changes"]
+    assert web.apply(grown)["changed"] is False
+    app = web.client.get("/v1/apps/shop", headers=web.as_("viewer")).json()
+    assert [f["name"] for f in app["functions"]] == ["api", "mailer", "worker"]
+
+
+def test_bad_input_is_refused_and_changes_nothing(web: Web) -> None:
+    web.apply()
+    c, dep = web.client, web.as_("deployer")
+    before = web.fingerprint()
+
+    def refused(status: int, fragment: str, method: str, path: str, body: object) -> None:
+        r = c.request(method, path, json=body, headers=dep)
+        assert r.status_code == status, (path, body, r.text)
+        assert fragment in r.json()["detail"], r.json()
+        assert web.fingerprint() == before, (path, body)
+
+    releases = "/v1/apps/shop/releases"
+    refused(
+        404, "no app named 'nope'", "POST", "/v1/apps/nope/releases", {"candidate": {"api": "v2"}}
+    )
+    refused(404, "no app named 'nope'", "POST", "/v1/apps/nope/functions", {"name": "x"})
+    refused(
+        400, "unknown strategy", "POST", releases, {"candidate": {"api": "v2"}, "strategy": "Fast"}
+    )
+    refused(
+        400,
+        "a canary percentage must be 1 to 99",
+        "POST",
+        releases,
+        {"candidate": {"api": "v2"}, "strategy": "Canary0Percent5Minutes"},
+    )
+    refused(
+        400,
+        "step 2: exposure 5% must be above the previous step's 10%",
+        "POST",
+        releases,
+        {"candidate": {"api": "v2"}, "strategy": "10%:5m, 5%:5m, 100%"},
+    )
+    refused(
+        400,
+        "a strategy must end at 100%",
+        "POST",
+        releases,
+        {"candidate": {"api": "v2"}, "strategy": [{"percent": 10, "hold": "5m"}]},
+    )
+    refused(
+        400,
+        "is out of range; use 0.01% to 100%",
+        "POST",
+        releases,
+        {"candidate": {"api": "v2"}, "strategy": [{"exposure": 20000}]},
+    )
+    refused(
+        400,
+        "version 'v9' of api is not registered; register it first",
+        "POST",
+        releases,
+        {"candidate": {"api": "v9"}},
+    )
+    refused(
+        400, "is not registered", "PUT", "/v1/apps/shop/functions/api/current", {"version": "v9"}
+    )
+    refused(
+        409,
+        "versions are immutable",
+        "POST",
+        "/v1/apps/shop/functions/api/versions",
+        {"name": "v1", "target": "shop.other:handler"},
+    )
+    refused(400, "invalid app name 'Shop!'", "POST", "/v1/apps", {"name": "Shop!"})
+    refused(409, "app 'shop' already exists", "POST", "/v1/apps", {"name": "shop"})
+    refused(
+        422,
+        "strategyy: Extra inputs are not permitted",
+        "POST",
+        releases,
+        {"candidate": {"api": "v2"}, "strategyy": "AllAtOnce"},
+    )
+    refused(422, "candidate: Field required", "POST", releases, {})
+
+    def bad_doc(
+        status: int, fragment: str, doc: str, content_type: str = "application/yaml"
+    ) -> str:
+        r = _post_doc(web, doc, content_type)
+        assert r.status_code == status, (doc, r.text)
+        detail: str = r.json()["detail"]
+        assert fragment in detail, detail
+        assert web.fingerprint() == before, doc
+        return detail
+
+    detail = bad_doc(
+        400,
+        "malformed YAML at line 4, column 2: expected <block end>",
+        "app: shop\nfunctions:\n  api: x\n bad: y\n",
+    )
+    assert detail.endswith("(while parsing a block mapping)")
+    bad_doc(
+        400,
+        "malformed YAML at line 4, column 9",
+        "app: shop\nfunctions:\n  api: [v1, v2\n  worker: x\n",
+        "text/plain",
+    )
+    bad_doc(400, "malformed JSON at line 1, column", '{"app": "shop",', "application/json")
+    bad_doc(400, "empty document", "  \n")
+    bad_doc(400, "is a mapping with 'app'", "- app: shop\n")
+    detail = bad_doc(422, "functionz: Extra inputs are not permitted", "app: shop\nfunctionz: {}\n")
+    assert detail.count(";") == 0
+    bad_doc(
+        422,
+        "functions.api.versions.v2: Input should be a valid string",
+        "app: shop\nfunctions:\n  api:\n    versions: {v2: 7}\n",
+    )
+    bad_doc(
+        400,
+        "a linear percentage must be 1 to 50",
+        "app: shop\nrelease:\n  strategy: Linear60PercentEvery1Minute\n",
+    )
+    # a document that is half valid changes nothing: new function first, then a clash
+    clash = APP_DOC.replace("shop.api_v2:handler", "shop.api_v2_rebuilt:handler").replace(
+        "release:", "  mailer:\n    versions: {v1: 'shop.mailer:handler'}\nrelease:"
+    )
+    bad_doc(409, "version v2 of api is registered with target 'shop.api_v2:handler'", clash)
+    bad_doc(
+        409,
+        "change running versions with a release",
+        APP_DOC.replace("current: v1\n  worker", "current: v2\n  worker"),
+    )
+    # dry runs are refused the same way
+    r = _post_doc(web, clash, dry_run="true")
+    assert r.status_code == 409
+    assert web.fingerprint() == before
+
+
+def test_documents_that_would_blow_up_are_refused(sqlite_web: Web) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]\n"
+        for i in range(7)
+    )
+    r = _post_doc(
+        sqlite_web,
+        "app: shop\nrelease:\n  analysis:\n"
+        + "".join("    " + line + "\n" for line in bomb.splitlines()),
+    )
+    assert r.status_code == 400
+    assert "too large" in r.json()["detail"]
+    r = _post_doc(sqlite_web, "app: shop\n# " + "x" * (1 << 20) + "\n")
+    assert r.status_code == 413
+    assert sqlite_web.service.list_apps() == []
