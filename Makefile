@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/coalmine simulate --users 10000 --requests 200000 --percent 10 --chain 3 --seed 1
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

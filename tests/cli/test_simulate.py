@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from coalmine.cli import main
+from tests.services import child_env
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -18,6 +19,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         check=False,
+        env=child_env(),
     )
 
 

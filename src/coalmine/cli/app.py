@@ -7,8 +7,10 @@ import sys
 import typer
 
 from coalmine import __version__
-from coalmine.cli import simulate
-from coalmine.core.errors import InvalidInput
+from coalmine._extras import MissingExtraError
+from coalmine.cli import apply, events, release, serve, simulate, token
+from coalmine.cli.client import CliError
+from coalmine.core.errors import CoalmineError, InvalidInput, NotFound
 
 __all__ = ["app", "run"]
 
@@ -38,6 +40,11 @@ def _root(
 
 
 app.command(name="simulate")(simulate.command)
+app.command(name="apply")(apply.command)
+app.command(name="events")(events.command)
+app.command(name="serve")(serve.command)
+app.add_typer(release.app, name="release")
+app.add_typer(token.app, name="token")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -60,9 +67,16 @@ def run(argv: list[str] | None = None) -> int:
         hint = f" (try '{ctx.command_path} --help')" if ctx is not None and code == 2 else ""
         print(f"coalmine: error: {first}{hint}", file=sys.stderr)
         return code
-    except InvalidInput as exc:
+    except CoalmineError as exc:
+        code = 2 if isinstance(exc, InvalidInput | NotFound) else 1
         print(f"coalmine: error: {exc}", file=sys.stderr)
-        return 2
+        return code
+    except MissingExtraError as exc:
+        print(f"coalmine: {exc}", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        print(f"coalmine: error: {exc}", file=sys.stderr)
+        return exc.code
     except typer.Abort:
         print("coalmine: aborted", file=sys.stderr)
         return 130

@@ -14,24 +14,36 @@ __all__ = ["command", "render"]
 
 
 def command(
-    users: int = typer.Option(10_000, "--users", help="Number of distinct users."),
+    users: int = typer.Option(10_000, "--users", metavar="N", help="Number of distinct users."),
     requests: int = typer.Option(
-        200_000, "--requests", help="Total requests, spread over the users (see --skew)."
+        200_000,
+        "--requests",
+        metavar="N",
+        help="Total requests, spread over the users (see --skew).",
     ),
-    percent: float = typer.Option(10.0, "--percent", help="Canary exposure in percent."),
+    percent: float = typer.Option(
+        10.0, "--percent", metavar="PERCENT", help="Canary exposure in percent."
+    ),
     chain: int = typer.Option(
-        3, "--chain", help="Functions each request passes through (HTTP hops or stream hops)."
+        3,
+        "--chain",
+        metavar="K",
+        help="Functions each request passes through (HTTP hops or stream hops).",
     ),
     seed: int = typer.Option(
-        1, "--seed", help="Random seed; the same seed gives the same numbers."
+        1, "--seed", metavar="N", help="Random seed; the same seed gives the same numbers."
     ),
     skew: float = typer.Option(
         0.0,
         "--skew",
+        metavar="S",
         help="Zipf exponent of requests per user (0 = uniform; 1.1 = a few heavy users).",
     ),
     trials: int = typer.Option(
-        1, "--trials", help="Repeat with fresh users and salt; counts are pooled over trials."
+        1,
+        "--trials",
+        metavar="N",
+        help="Repeat with fresh users and salt; counts are pooled over trials.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:

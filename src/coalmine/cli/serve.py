@@ -1,0 +1,122 @@
+"""`coalmine serve`: the control plane (REST API, routing streams) and the rollout controller.
+
+One process serves the API and, unless ``--no-controller``, runs the
+controller too; several replicas on one PostgreSQL elect a single acting
+controller between them and share changes through LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import typer
+
+from coalmine._extras import require
+from coalmine.cli.output import err_console
+
+__all__ = ["DEFAULT_PORT", "command"]
+
+DEFAULT_PORT = 8700
+
+
+class _Runner:
+    """What the API process runs beside the server: event webhooks and the controller."""
+
+    def __init__(self, service: Any, feed: Any, *, controller: bool, interval: float) -> None:
+        from coalmine.controller.hooks import HttpHookRunner
+        from coalmine.controller.leader import leadership_for
+        from coalmine.controller.loop import Controller
+        from coalmine.controller.webhooks import EventWebhooks
+
+        self.webhooks = EventWebhooks()
+        service.sinks.append(self.webhooks)
+        self.hooks = HttpHookRunner()
+        self.controller = (
+            Controller(
+                service,
+                feed=feed,
+                leadership=leadership_for(service.store),
+                hooks=self.hooks,
+                interval=interval,
+            )
+            if controller
+            else None
+        )
+
+    def start(self) -> None:
+        self.webhooks.start()
+        if self.controller is not None:
+            self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+        self.hooks.close()
+        self.webhooks.stop()
+
+
+def command(
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, metavar="PORT", help="Port to listen on.")
+    ] = DEFAULT_PORT,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="COALMINE_DATABASE_URL",
+            metavar="URL",
+            help="SQLAlchemy URL of the store (default sqlite:///coalmine.db;"
+            " postgresql+psycopg://... for several replicas).",
+            show_default=False,
+        ),
+    ] = None,
+    controller: Annotated[
+        bool,
+        typer.Option(
+            "--controller/--no-controller",
+            help="Also run the rollout controller (replicas elect one leader).",
+        ),
+    ] = True,
+    interval: Annotated[
+        float,
+        typer.Option(min=0.05, metavar="SECONDS", help="Longest wait between controller ticks."),
+    ] = 1.0,
+    log_level: Annotated[
+        str, typer.Option(metavar="LEVEL", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Serve the control plane API and run the rollout controller."""
+    require("fastapi", "server")
+    uvicorn = require("uvicorn", "server")
+    from coalmine.store.db import database_url as resolve_db
+    from coalmine.web.app import create_app
+
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter("use debug, info, warning or error", param_hint="--log-level")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    url = resolve_db(database_url)
+    app = create_app(
+        database_url=url,
+        start_controller=True,
+        controller_factory=lambda service, feed: _Runner(
+            service, feed, controller=controller, interval=interval
+        ),
+    )
+    shown = url.split("@")[-1] if "@" in url else url
+    err_console.print(
+        f"coalmine control plane on http://{host}:{port} (store {shown};"
+        f" controller {'on' if controller else 'off'})"
+    )
+    # Routing streams never end on their own: give them a short grace on shutdown.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )

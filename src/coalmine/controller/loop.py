@@ -1,0 +1,251 @@
+"""The rollout loop: a thin, idempotent reconcile that drives due releases forward.
+
+`Controller.tick` asks the store which releases are due (their durable timer
+``next_action_at`` has come), feeds each a `Tick`, runs the hook a transition
+asks for (outside any transaction) and feeds its `HookResult` back. Every
+step is one transaction of `ControlService.advance`, so all timing lives in
+the store: a controller killed at any moment and started again continues
+exactly where each release was, never skipping and never repeating a step.
+`Controller.run_forever` adds leader election and sleeps until the next
+timer, or until the change feed says something changed (a new release, an
+operator's command), without polling in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from coalmine.controller.hooks import HookOutcome, HookRunner
+from coalmine.controller.leader import Leadership
+from coalmine.controller.service import ControlService, Outcome
+from coalmine.core.errors import Conflict, NotFound
+from coalmine.core.machine import Hook, HookResult, Tick
+from coalmine.store.changes import ChangeFeed
+
+__all__ = ["MAX_TRANSITIONS_PER_TICK", "Controller"]
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSITIONS_PER_TICK = 20
+"""transitions one release may make in one tick (0-second holds chain within a tick)"""
+_REPORT_ATTEMPTS = 3
+
+
+class Controller:
+    """Drives every due release through its strategy, hooks included.
+
+    Only the leader ticks (see `coalmine.controller.leader`); a tick is also
+    safe to run concurrently with another controller's: the store lets only
+    one writer make each step, the other gets `Conflict` and skips.
+    """
+
+    def __init__(
+        self,
+        service: ControlService,
+        *,
+        feed: ChangeFeed | None = None,
+        leadership: Leadership,
+        hooks: HookRunner,
+        clock: Callable[[], float] = time.time,
+        interval: float = 1.0,
+        actor: str = "controller",
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        self.service = service
+        self.feed = feed
+        self.leadership = leadership
+        self.hooks = hooks
+        self.clock = clock
+        self.interval = interval
+        self.actor = actor
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self.ticks = 0
+        """completed ticks (as leader), for tests and metrics"""
+
+    # -- one reconcile ---------------------------------------------------------
+    def tick(self, now: float | None = None) -> int:
+        """Advance every due release as far as it may go now; the number of transitions made.
+
+        With ``now`` given, every event of the tick happens at that time (a
+        test's clock); otherwise each event is stamped with the clock when it
+        is fed, so a slow hook of one release does not shorten another's hold.
+        Ticking twice at the same time makes no second change.
+        """
+        made = 0
+        try:
+            due = self.service.due_releases(self._now(now))
+        except Exception:
+            log.exception("controller: cannot list due releases")
+            return 0
+        for release_id in due:
+            try:
+                made += self._drive(release_id, now)
+            except Conflict as exc:
+                log.info("controller: release %s: another writer acted first (%s)", release_id, exc)
+            except NotFound:
+                log.info("controller: release %s is gone", release_id)
+            except Exception:
+                log.exception("controller: release %s: advancing failed", release_id)
+        self.ticks += 1
+        return made
+
+    def _now(self, fixed: float | None) -> float:
+        return self.clock() if fixed is None else fixed
+
+    def _drive(self, release_id: str, fixed: float | None) -> int:
+        """Advance one release while it is due (bounded); the number of transitions made."""
+        made = 0
+        while made < MAX_TRANSITIONS_PER_TICK:
+            at = self._now(fixed)
+            outcome = self._advance(release_id, Tick(at))
+            if outcome is None:
+                break
+            made += 1
+            while outcome is not None and outcome.transition.run_hook is not None:
+                hook = outcome.transition.run_hook
+                result = self._run_hook(outcome, hook)
+                level = logging.INFO if result.passed else logging.WARNING
+                log.log(level, "controller: release %s: %s", release_id, result.detail)
+                at = self._now(fixed)
+                outcome = self._report(
+                    release_id, HookResult(hook, result.passed, at, result.detail)
+                )
+                if outcome is not None:
+                    made += 1
+            if outcome is None:
+                break  # the hook's result was stale: the release moved on meanwhile
+            due = outcome.release.next_action_at
+            if due is None or due > at:
+                break
+        else:
+            log.warning(
+                "controller: release %s made %d transitions in one tick; continuing next tick",
+                release_id,
+                made,
+            )
+        return made
+
+    def _advance(self, release_id: str, event: Tick | HookResult) -> Outcome | None:
+        outcome = self.service.advance(release_id, event, actor=self.actor)
+        if outcome is not None:
+            log.info(
+                "controller: release %s: %s: %s",
+                release_id,
+                outcome.transition.kind,
+                outcome.transition.message,
+            )
+        return outcome
+
+    def _report(self, release_id: str, result: HookResult) -> Outcome | None:
+        """Feed a hook's result back; retried on `Conflict`, so a concurrent edit of the
+        release (an operator's command) does not lose it. A result the release no
+        longer waits for is stale and changes nothing.
+        """
+        for _ in range(_REPORT_ATTEMPTS - 1):
+            try:
+                return self._advance(release_id, result)
+            except Conflict:
+                log.info("controller: release %s changed meanwhile; reporting again", release_id)
+        return self._advance(release_id, result)
+
+    def _run_hook(self, outcome: Outcome, hook: Hook) -> HookOutcome:
+        release = outcome.release
+        spec = release.hooks.get(str(hook))
+        if spec is None:  # the machine only asks for hooks the release has
+            return HookOutcome(False, f"{hook} hook is not configured for release {release.id}")
+        try:
+            return self.hooks.run(release, hook, spec)
+        except Exception as exc:  # a broken runner fails the hook: rollback wins
+            log.exception("controller: release %s: %s hook runner failed", release.id, hook)
+            return HookOutcome(False, f"{hook} hook {spec.url} could not be run: {exc}")
+
+    # -- the loop ------------------------------------------------------------
+    def start(self) -> None:
+        """Run `run_forever` in a daemon thread."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self.run_forever, name="coalmine-controller", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop (after the tick in progress) and give up leadership."""
+        self._stopping.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("controller: the loop did not stop within %gs", timeout)
+        self.leadership.release()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        """Tick now rather than at the next timer (e.g. after an operator's command)."""
+        self._wake.set()
+
+    def _on_change(self, _app: str) -> None:
+        self._wake.set()
+
+    def run_forever(self) -> None:
+        """Lead or stand by until `stop`; as leader, tick at each due time or change."""
+        if self.feed is not None and self._unsubscribe is None:
+            self._unsubscribe = self.feed.subscribe(self._on_change)
+        leading = False
+        standing_by = False
+        try:
+            while not self._stopping.is_set():
+                try:
+                    held = self.leadership.try_acquire()
+                except Exception:
+                    log.exception("controller: leader election failed")
+                    held = False
+                if not held:
+                    if leading:
+                        log.warning("controller: lost leadership; standing by")
+                    elif not standing_by:
+                        log.info("controller: another controller leads; standing by")
+                    leading, standing_by = False, True
+                    self._stopping.wait(self.interval)
+                    continue
+                if not leading:
+                    log.info("controller: acquired leadership")
+                    leading, standing_by = True, False
+                self._wake.clear()  # changes from here on wake the next wait
+                started = self.clock()
+                made = self.tick()
+                self._wake.wait(self._delay(started, made))
+        finally:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+            if leading:
+                log.info("controller: released leadership")
+            self.leadership.release()
+
+    def _delay(self, started: float, made: int) -> float:
+        """Seconds until the next timer, at most `interval`."""
+        try:
+            due = self.service.next_due_at()
+        except Exception:
+            log.exception("controller: cannot read the next due time")
+            return self.interval
+        if due is None:
+            return self.interval
+        if due <= started and not made:
+            # due before the tick began, yet the tick made no progress (another
+            # writer won, or an error): wait rather than spin
+            return self.interval
+        return max(0.0, min(due - self.clock(), self.interval))

@@ -1,0 +1,212 @@
+"""Tests of the rollout controller: loop, hooks, event webhooks, leader election, crashes.
+
+Shared helpers live here; fixtures in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from coalmine.controller.hooks import HookOutcome
+from coalmine.controller.schemas import (
+    AppSpec,
+    FunctionSpec,
+    HookSpec,
+    ReleaseCreate,
+    ReleaseRead,
+    ReleaseSettings,
+)
+from coalmine.controller.service import ControlService
+from coalmine.core.machine import Hook
+
+APP = "shop"
+ACTOR = "alice@example.com"
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def shop_spec(webhooks: list[str] | None = None, app: str = APP) -> AppSpec:
+    """Two functions running v1, each with a v2 candidate registered."""
+    return AppSpec(
+        app=app,
+        functions={
+            "cart": FunctionSpec(
+                versions={"v1": "shop.cart:handler", "v2": "shop.cart:handler_v2"}, current="v1"
+            ),
+            "pay": FunctionSpec(
+                versions={"v1": "shop.pay:handler", "v2": "shop.pay:handler_v2"}, current="v1"
+            ),
+        },
+        release=ReleaseSettings(webhooks=webhooks or []),
+    )
+
+
+def start_release(
+    svc: ControlService,
+    strategy: str,
+    hooks: dict[str, HookSpec] | None = None,
+    *,
+    app: str = APP,
+    webhooks: list[str] | None = None,
+) -> ReleaseRead:
+    """Create the app (if needed) and start a release of cart and pay v2."""
+    svc.apply(shop_spec(webhooks, app), ACTOR)
+    return svc.start_release(
+        app,
+        ReleaseCreate.model_validate(
+            {"candidate": {"cart": "v2", "pay": "v2"}, "strategy": strategy, "hooks": hooks or {}}
+        ),
+        ACTOR,
+    )
+
+
+class NoHooks:
+    """A hook runner for releases without hooks: running one is a test failure."""
+
+    def run(self, release: ReleaseRead, hook: Hook, spec: HookSpec) -> HookOutcome:
+        raise AssertionError(f"unexpected {hook} hook")
+
+
+def release_events(svc: ControlService, release_id: str) -> list[tuple[str, int | None]]:
+    """(kind, exposure) of each event of a release, oldest first."""
+    return [(e.kind, e.exposure) for e in svc.events(release_id=release_id, limit=1000)]
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+# -- a real HTTP server on 127.0.0.1 ------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Route:
+    statuses: list[int]
+    """answers in turn; the last one repeats"""
+    delay: float = 0.0
+    body: str = ""
+
+
+class HttpServer:
+    """Records every POST; answers each path as told by `route` (200 by default)."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.routes: dict[str, Route] = {}
+        self.gate = threading.Event()
+        """cleared: requests to a route with ``delay < 0`` wait until it is set"""
+        self.gate.set()
+        self._cond = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                route = outer.routes.get(self.path, Route([200]))
+                with outer._cond:
+                    outer.received.append(
+                        Received(
+                            self.path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            json.loads(raw) if raw else None,
+                        )
+                    )
+                    seen = sum(1 for r in outer.received if r.path == self.path)
+                    outer._cond.notify_all()
+                status = route.statuses[min(seen, len(route.statuses)) - 1]
+                if route.delay > 0:
+                    time.sleep(route.delay)
+                outer.gate.wait(10)
+                try:
+                    data = route.body.encode()
+                    self.send_response(status)
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (timeout): nothing to answer
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def route(self, path: str, *statuses: int, delay: float = 0.0, body: str = "") -> str:
+        self.routes[path] = Route(list(statuses) or [200], delay, body)
+        return self.url(path)
+
+    def at(self, path: str) -> list[Received]:
+        with self._cond:
+            return [r for r in self.received if r.path == path]
+
+    def wait(self, path: str, count: int, timeout: float = 10.0) -> list[Received]:
+        """The first ``count`` requests to ``path``, waiting for them to arrive."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: sum(1 for r in self.received if r.path == path) >= count, timeout
+            )
+        got = self.at(path)
+        assert ok, f"expected {count} requests to {path} within {timeout}s, got {len(got)}"
+        return got
+
+    def __enter__(self) -> HttpServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
