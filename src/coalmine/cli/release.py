@@ -165,52 +165,31 @@ ReasonOpt = Annotated[
 RefArg = Annotated[str, typer.Argument(metavar="RELEASE|APP")]
 
 
-@app.command("promote")
-def promote(
-    ref: RefArg,
-    reason: ReasonOpt = "",
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Skip the remaining steps: send everyone to the candidate versions."""
-    _operate("promote", ref, reason, url, token, as_json)
+_OPERATIONS = {
+    "promote": "Skip the remaining steps: send everyone to the candidate versions.",
+    "rollback": "Roll back at once: everyone runs the baseline versions.",
+    "pause": "Hold the current exposure until resumed.",
+    "resume": "Continue a paused release with the hold it had left.",
+}
 
 
-@app.command("rollback")
-def rollback(
-    ref: RefArg,
-    reason: ReasonOpt = "",
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Roll back at once: everyone runs the baseline versions."""
-    _operate("rollback", ref, reason, url, token, as_json)
+def _register_operation(command: str, doc: str) -> None:
+    def operation(
+        ref: RefArg,
+        reason: ReasonOpt = "",
+        url: UrlOpt = None,
+        token: TokenOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        _operate(command, ref, reason, url, token, as_json)
+
+    operation.__doc__ = doc
+    operation.__name__ = command
+    app.command(command)(operation)
 
 
-@app.command("pause")
-def pause(
-    ref: RefArg,
-    reason: ReasonOpt = "",
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Hold the current exposure until resumed."""
-    _operate("pause", ref, reason, url, token, as_json)
-
-
-@app.command("resume")
-def resume(
-    ref: RefArg,
-    reason: ReasonOpt = "",
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Continue a paused release with the hold it had left."""
-    _operate("resume", ref, reason, url, token, as_json)
+for _command, _doc in _OPERATIONS.items():
+    _register_operation(_command, _doc)
 
 
 @app.command("list")

@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 import mmh3
 
@@ -235,6 +236,34 @@ def _error(state: RoutingState, detail: str) -> Decision:
     return Decision(state.app, release_id, Channel.STABLE, versions, Reason.ERROR, detail)
 
 
+_T = TypeVar("_T")
+
+
+def _verified(
+    what: str,
+    token: str | None,
+    decoder: Callable[..., _T | Rejected],
+    keyring: Keyring | None,
+    now: float,
+    notes: list[str],
+) -> _T | None:
+    """The verified value of ``token``, or None with a note saying why it was ignored."""
+    if token is None:
+        return None
+    if keyring is None:
+        notes.append(f"{what} ignored: no signing key configured")
+        return None
+    try:
+        got = decoder(token, keyring, now=now)
+    except Exception as exc:  # decoders never raise; stay safe on the request path
+        notes.append(f"{what} ignored: {type(exc).__name__}: {exc}")
+        return None
+    if isinstance(got, Rejected):
+        notes.append(f"{what} ignored ({got.kind}): {got.message}")
+        return None
+    return got
+
+
 def evaluate(
     state: RoutingState,
     user_key: str | None,
@@ -251,29 +280,8 @@ def evaluate(
     decided afresh) and the decision's ``detail`` says why.
     """
     notes: list[str] = []
-    ctx: RoutingContext | None = None
-    ovr: Override | None = None
-    try:
-        if context is not None:
-            if keyring is None:
-                notes.append("routing context ignored: no signing key configured")
-            else:
-                got = decode_context(context, keyring, now=now)
-                if isinstance(got, Rejected):
-                    notes.append(f"routing context ignored ({got.kind}): {got.message}")
-                else:
-                    ctx = got
-        if override is not None:
-            if keyring is None:
-                notes.append("override ignored: no signing key configured")
-            else:
-                got_o = decode_override(override, keyring, now=now)
-                if isinstance(got_o, Rejected):
-                    notes.append(f"override ignored ({got_o.kind}): {got_o.message}")
-                else:
-                    ovr = got_o
-    except Exception as exc:
-        notes.append(f"{type(exc).__name__}: {exc}")
+    ctx = _verified("routing context", context, decode_context, keyring, now, notes)
+    ovr = _verified("override", override, decode_override, keyring, now, notes)
     decision = decide(state, user_key, ctx, ovr, rng=rng)
     if not notes:
         return decision

@@ -61,43 +61,25 @@ def release_events(
     return service.events(release_id=release_id, after=after, limit=limit)
 
 
-def _operate(
-    service: ServiceDep,
-    release_id: str,
-    command: Command,
-    who: Principal,
-    body: OperateRequest | None,
-) -> ReleaseRead:
-    return service.operate(release_id, command, who.name, body.reason if body else "")
+_OPERATIONS = {
+    Command.PROMOTE: "Promote now",
+    Command.ROLLBACK: "Roll back now",
+    Command.PAUSE: "Pause a running release",
+    Command.RESUME: "Resume a paused release",
+}
 
 
-@router.post("/v1/releases/{release_id}/promote", summary="Promote now", responses=_CONFLICT)
-def promote(
-    release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
-) -> ReleaseRead:
-    return _operate(service, release_id, Command.PROMOTE, who, body)
+def _register_operation(command: Command, summary: str) -> None:
+    def operate(
+        release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
+    ) -> ReleaseRead:
+        return service.operate(release_id, command, who.name, body.reason if body else "")
+
+    operate.__name__ = str(command)
+    router.post(f"/v1/releases/{{release_id}}/{command}", summary=summary, responses=_CONFLICT)(
+        operate
+    )
 
 
-@router.post("/v1/releases/{release_id}/rollback", summary="Roll back now", responses=_CONFLICT)
-def rollback(
-    release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
-) -> ReleaseRead:
-    return _operate(service, release_id, Command.ROLLBACK, who, body)
-
-
-@router.post(
-    "/v1/releases/{release_id}/pause", summary="Pause a running release", responses=_CONFLICT
-)
-def pause(
-    release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
-) -> ReleaseRead:
-    return _operate(service, release_id, Command.PAUSE, who, body)
-
-
-@router.post(
-    "/v1/releases/{release_id}/resume", summary="Resume a paused release", responses=_CONFLICT
-)
-def resume(
-    release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
-) -> ReleaseRead:
-    return _operate(service, release_id, Command.RESUME, who, body)
+for _command, _summary in _OPERATIONS.items():
+    _register_operation(_command, _summary)
