@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 Role = Literal["admin", "deployer", "viewer", "sdk"]
-_NAME = NAME_PATTERN.pattern
-_VERSION = VERSION_PATTERN.pattern
+# pydantic searches a pattern anywhere in the value: anchor it
+_NAME = f"^{NAME_PATTERN.pattern}$"
+_VERSION = f"^{VERSION_PATTERN.pattern}$"
 
 
 class _In(BaseModel):

@@ -109,8 +109,12 @@ class ControlService:
     def _tx(self) -> AbstractContextManager[Session]:
         return self.store.transaction()
 
-    def _app(self, s: Session, name: str) -> AppRow:
-        row = s.scalar(select(AppRow).where(AppRow.name == name))
+    def _app(self, s: Session, name: str, *, lock: bool = False) -> AppRow:
+        """The app row; ``lock`` holds it until the commit (FOR NO KEY UPDATE on
+        PostgreSQL: it serialises writers of the app's release state without
+        blocking inserts that merely reference the app)."""
+        q = select(AppRow).where(AppRow.name == name)
+        row = s.scalar(q.with_for_update(key_share=True) if lock else q)
         if row is None:
             raise NotFound(f"no app named {name!r}")
         return row
@@ -307,7 +311,7 @@ class ControlService:
     def set_current(self, app_name: str, function: str, version: str, actor: str) -> AppRead:
         """Set the version a function runs outside a release (only with no active release)."""
         with self._tx() as s:
-            app = self._app(s, app_name)
+            app = self._app(s, app_name, lock=True)
             fn = self._function(s, app, function)
             self._set_current(s, app, fn, version, actor)
             events = self._flush_events(s)
@@ -381,8 +385,10 @@ class ControlService:
             if app.settings != settings:
                 if app.settings:
                     changes.append("update release settings")
+                    self._event(
+                        s, app, actor, "settings_updated", "release settings updated by apply"
+                    )
                 app.settings = settings
-                self._event(s, app, actor, "settings_updated", "release settings updated by apply")
             for fn_name, fs in sorted(spec.functions.items()):
                 fn = s.scalar(
                     select(FunctionRow).where(
@@ -434,7 +440,7 @@ class ControlService:
     def start_release(self, app_name: str, req: ReleaseCreate, actor: str) -> ReleaseRead:
         try:
             with self._tx() as s:
-                app = self._app(s, app_name)
+                app = self._app(s, app_name, lock=True)
                 active = self._active(s, app)
                 if active is not None:
                     raise Conflict(

@@ -66,42 +66,75 @@ class RoutingSnapshot:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RoutingSnapshot:
+    def from_dict(cls, data: object) -> RoutingSnapshot:
         """Read a snapshot; raise InvalidInput naming the first bad field."""
+        doc = _mapping(data, "the document")
         try:
-            rel_data = data.get("release")
-            release = None
-            if rel_data is not None:
-                targeting = rel_data.get("targeting") or {}
+            app = doc["app"]
+        except KeyError:
+            raise InvalidInput("invalid routing snapshot: missing 'app'") from None
+        release = None
+        rel_data = doc.get("release")
+        if rel_data is not None:
+            rel = _mapping(rel_data, "release")
+            targeting = _mapping(rel.get("targeting") or {}, "release.targeting")
+            try:
                 release = Release(
-                    id=rel_data["id"],
-                    app=data["app"],
-                    baseline=rel_data["baseline"],
-                    candidate=rel_data["candidate"],
-                    salt=rel_data["salt"],
-                    strategy=parse_strategy(rel_data["strategy"]),
-                    route_mode=RouteMode(rel_data.get("route_mode", "user")),
-                    exposure=rel_data["exposure"],
-                    phase=rel_data["phase"],
+                    id=rel["id"],
+                    app=app,
+                    baseline=_mapping(rel["baseline"], "release.baseline"),
+                    candidate=_mapping(rel["candidate"], "release.candidate"),
+                    salt=rel["salt"],
+                    strategy=parse_strategy(rel["strategy"]),
+                    route_mode=RouteMode(rel.get("route_mode", "user")),
+                    exposure=rel["exposure"],
+                    phase=rel["phase"],
                     targeting=Targeting(
-                        frozenset(targeting.get("always_canary", ())),
-                        frozenset(targeting.get("never_canary", ())),
+                        frozenset(_strings(targeting.get("always_canary", ()), "always_canary")),
+                        frozenset(_strings(targeting.get("never_canary", ()), "never_canary")),
                     ),
                 )
+            except KeyError as exc:
+                raise InvalidInput(f"invalid routing snapshot: release misses {exc}") from None
+            except InvalidInput:
+                raise
+            except ValueError as exc:
+                raise InvalidInput(f"invalid routing snapshot: release: {exc}") from None
+        rolled_back = {
+            str(rid): _mapping(versions, f"rolled_back[{rid!r}]")
+            for rid, versions in _mapping(doc.get("rolled_back") or {}, "rolled_back").items()
+        }
+        targets = {
+            str(fn): {str(k): str(v) for k, v in _mapping(refs, f"targets[{fn!r}]").items()}
+            for fn, refs in _mapping(doc.get("targets") or {}, "targets").items()
+        }
+        revision = doc.get("revision", 0)
+        if isinstance(revision, bool) or not isinstance(revision, int):
+            raise InvalidInput("invalid routing snapshot: revision must be an integer")
+        try:
             state = RoutingState(
-                app=data["app"],
-                versions=data.get("versions") or {},
+                app=app,
+                versions=_mapping(doc.get("versions") or {}, "versions"),
                 release=release,
-                rolled_back=data.get("rolled_back") or {},
+                rolled_back=rolled_back,
             )
-            revision = data.get("revision", 0)
-            if isinstance(revision, bool) or not isinstance(revision, int):
-                raise InvalidInput("revision must be an integer")
-            targets = data.get("targets") or {}
-            if not isinstance(targets, Mapping):
-                raise InvalidInput("targets must be an object")
-            return cls(state, revision, {fn: dict(v) for fn, v in targets.items()})
         except InvalidInput:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidInput(f"invalid routing snapshot: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:
+            raise InvalidInput(f"invalid routing snapshot: {exc}") from None
+        return cls(state, revision, targets)
+
+
+def _mapping(value: object, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidInput(
+            f"invalid routing snapshot: {field} must be a mapping (a JSON object),"
+            f" not {type(value).__name__}"
+        )
+    return value
+
+
+def _strings(value: object, field: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise InvalidInput(f"invalid routing snapshot: targeting.{field} must be a list of keys")
+    return [str(v) for v in value]

@@ -17,6 +17,7 @@ from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from coalmine.store.db import Store
+from coalmine.store.models import AppRow
 
 __all__ = ["CHANNEL", "ChangeFeed"]
 
@@ -34,6 +35,8 @@ class ChangeFeed:
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        # one key per feed: two feeds on one store each hear their own marks
+        self._key = f"{_PENDING}:{id(self)}"
         self._listening = threading.Event()
         event.listen(store.sessions, "after_commit", self._after_commit)
         event.listen(store.sessions, "after_rollback", self._after_rollback)
@@ -41,20 +44,20 @@ class ChangeFeed:
     # writers -------------------------------------------------------------
     def mark(self, session: Session, app: str) -> None:
         """Record that ``app`` changed in this transaction."""
-        session.info.setdefault(_PENDING, set()).add(app)
+        session.info.setdefault(self._key, set()).add(app)
         if self.store.is_postgres:
             session.execute(
                 text("SELECT pg_notify(:channel, :app)"), {"channel": CHANNEL, "app": app}
             )
 
     def _after_commit(self, session: Session) -> None:
-        apps: set[str] = session.info.pop(_PENDING, set())
+        apps: set[str] = session.info.pop(self._key, set())
         if apps and not self._listening.is_set():
             for app in sorted(apps):
                 self._deliver(app)
 
     def _after_rollback(self, session: Session) -> None:
-        session.info.pop(_PENDING, None)
+        session.info.pop(self._key, None)
 
     # readers -------------------------------------------------------------
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
@@ -87,6 +90,7 @@ class ChangeFeed:
         """On PostgreSQL, listen for other replicas' changes in a background thread."""
         if not self.store.is_postgres or self._listener is not None:
             return
+        self._stop.clear()
         self._listener = threading.Thread(target=self._listen, name="coalmine-listen", daemon=True)
         self._listener.start()
         self._listening.wait(timeout=10)
@@ -105,12 +109,20 @@ class ChangeFeed:
         import psycopg
 
         backoff = 0.2
+        reconnecting = False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._dsn(), autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     backoff = 0.2
+                    if reconnecting:
+                        # PostgreSQL drops the notices sent while we were not listening:
+                        # tell subscribers about every app (a re-read is harmless).
+                        query = f"SELECT name FROM {AppRow.__tablename__} ORDER BY name"
+                        for (app,) in conn.execute(query).fetchall():
+                            self._deliver(app)
+                    reconnecting = True
                     while not self._stop.is_set():
                         for notice in conn.notifies(timeout=0.5):
                             self._deliver(notice.payload)

@@ -6,6 +6,7 @@ latest Alembic revision on start (never ``create_all``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,13 +16,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["DEFAULT_DATABASE_URL", "Store", "database_url", "migrate", "open_store"]
 
 DEFAULT_DATABASE_URL = "sqlite:///coalmine.db"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = int.from_bytes(
+    hashlib.sha256(b"coalmine-migrate").digest()[:8], "big", signed=True
+)
+"""PostgreSQL advisory lock key held while migrating (a signed int64)."""
 
 
 def database_url(explicit: str | None = None) -> str:
@@ -69,6 +74,10 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas that start together take turns: one migrates, the others then find
+            # the schema at head (without the lock, two CREATE TABLEs collide).
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

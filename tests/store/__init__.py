@@ -1,0 +1,1 @@
+"""Tests of the store: migrations, models and constraints, the change feed."""

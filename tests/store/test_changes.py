@@ -1,0 +1,199 @@
+"""The change feed: subscribers learn which app changed, only once it is committed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from coalmine.store.changes import CHANNEL, ChangeFeed
+from coalmine.store.db import Store, open_store
+from coalmine.store.models import AppRow
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = open_store(database_url)
+    yield s
+    s.dispose()
+
+
+def touch(store: Store, feed: ChangeFeed, app: str) -> None:
+    """Commit a real change to ``app`` and mark it, as the service does."""
+    with store.transaction() as s:
+        s.add(AppRow(name=app, settings={}, created_at=1.0))
+        feed.mark(s, app)
+
+
+def abort_after_mark(store: Store, feed: ChangeFeed, app: str) -> None:
+    """Change and mark ``app``, then fail: the transaction rolls back."""
+    with store.transaction() as s:
+        s.add(AppRow(name=app, settings={}, created_at=1.0))
+        feed.mark(s, app)
+        raise Boom
+
+
+def test_subscribers_get_each_changed_app_once_after_commit(store: Store) -> None:
+    feed = ChangeFeed(store)
+    got: list[str] = []
+    feed.subscribe(got.append)
+    with store.transaction() as s:
+        s.add(AppRow(name="shop", settings={}, created_at=1.0))
+        feed.mark(s, "shop")
+        feed.mark(s, "shop")
+        feed.mark(s, "blog")
+        assert got == []  # nothing is told before the commit
+    assert got == ["blog", "shop"]  # once each, in name order
+    with store.transaction() as s:
+        s.add(AppRow(name="other", settings={}, created_at=1.0))  # not marked
+    assert got == ["blog", "shop"]
+
+
+def test_a_rolled_back_transaction_delivers_nothing(store: Store) -> None:
+    feed = ChangeFeed(store)
+    got: list[str] = []
+    feed.subscribe(got.append)
+    with pytest.raises(Boom):
+        abort_after_mark(store, feed, "ghost")
+    assert got == []
+    touch(store, feed, "shop")  # the aborted mark does not leak into the next commit
+    assert got == ["shop"]
+
+
+def test_unsubscribe_and_a_failing_subscriber(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_store(sqlite_url)
+    try:
+        feed = ChangeFeed(store)
+        first: list[str] = []
+        second: list[str] = []
+
+        def broken(app: str) -> None:
+            raise RuntimeError(f"cannot handle {app}")
+
+        unsubscribe = feed.subscribe(first.append)
+        feed.subscribe(broken)
+        feed.subscribe(second.append)
+        with caplog.at_level(logging.ERROR, logger="coalmine.store.changes"):
+            touch(store, feed, "shop")
+        assert first == second == ["shop"]  # the broken one does not starve the others
+        assert "change feed subscriber failed" in caplog.text
+        unsubscribe()
+        unsubscribe()  # twice is harmless
+        touch(store, feed, "blog")
+        assert first == ["shop"]
+        assert second == ["shop", "blog"]
+    finally:
+        store.dispose()
+
+
+def test_start_is_a_no_op_on_sqlite(sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    try:
+        feed = ChangeFeed(store)
+        feed.start()
+        assert not feed.listening
+        got: list[str] = []
+        feed.subscribe(got.append)
+        touch(store, feed, "shop")
+        assert got == ["shop"]  # in-process delivery
+        feed.stop()
+    finally:
+        store.dispose()
+
+
+def test_postgres_listen_delivers_another_replicas_commits(pg_url: str) -> None:
+    writer_store = open_store(pg_url)
+    reader_store = open_store(pg_url)
+    writer = ChangeFeed(writer_store)
+    reader = ChangeFeed(reader_store)
+    try:
+        seen: list[str] = []
+        arrived = {"shop": threading.Event(), "blog": threading.Event()}
+
+        def on_change(app: str) -> None:
+            seen.append(app)
+            if app in arrived:
+                arrived[app].set()
+
+        reader.subscribe(on_change)
+        reader.start()
+        assert reader.listening
+
+        touch(writer_store, writer, "shop")
+        assert arrived["shop"].wait(timeout=1.0), "LISTEN did not deliver within 1 s"
+
+        # A rolled-back transaction notifies nobody. PostgreSQL delivers notices in
+        # commit order, so once "blog" (committed after) arrives, "ghost" never will.
+        with pytest.raises(Boom):
+            abort_after_mark(writer_store, writer, "ghost")
+        touch(writer_store, writer, "blog")
+        assert arrived["blog"].wait(timeout=1.0)
+        assert seen == ["shop", "blog"]
+    finally:
+        reader.stop()
+        writer_store.dispose()
+        reader_store.dispose()
+
+
+def test_a_listening_feed_does_not_also_deliver_its_own_commits_locally(pg_url: str) -> None:
+    """With LISTEN on, own changes come back from the server: exactly once, not twice."""
+    store = open_store(pg_url)
+    feed = ChangeFeed(store)
+    try:
+        seen: list[str] = []
+        done = threading.Event()
+
+        def on_change(app: str) -> None:
+            seen.append(app)
+            if app == "last":
+                done.set()
+
+        feed.subscribe(on_change)
+        feed.start()
+        touch(store, feed, "shop")
+        touch(store, feed, "last")
+        assert done.wait(timeout=1.0)
+        assert seen == ["shop", "last"]
+    finally:
+        feed.stop()
+        store.dispose()
+
+
+def test_a_listener_that_reconnects_catches_up_on_missed_changes(pg_url: str) -> None:
+    """Notices sent while the LISTEN connection was down are lost by PostgreSQL: after
+    reconnecting, the feed tells subscribers about every app so they re-read."""
+    writer_store = open_store(pg_url)
+    reader_store = open_store(pg_url)
+    writer = ChangeFeed(writer_store)
+    reader = ChangeFeed(reader_store)
+    try:
+        touch(writer_store, writer, "shop")  # the app exists before the outage
+        arrived = threading.Event()
+        reader.subscribe(lambda app: arrived.set() if app == "shop" else None)
+        reader.start()
+        with writer_store.engine.connect() as conn:
+            killed = conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+            # the change is committed while the listener is (about to be) disconnected
+            conn.execute(text("UPDATE apps SET revision = revision + 1 WHERE name = 'shop'"))
+            conn.execute(text("SELECT pg_notify(:c, 'shop')"), {"c": CHANNEL})
+            conn.commit()
+        assert killed == 1
+        assert arrived.wait(timeout=5.0), "the change made during the outage never arrived"
+    finally:
+        reader.stop()
+        writer_store.dispose()
+        reader_store.dispose()
