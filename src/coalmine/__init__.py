@@ -1,8 +1,12 @@
 """coalmine: canary releases of serverless functions that route users, not requests.
 
 The base install is what function code needs: the pure core (bucketing,
-strategies, routing, the signed routing context) re-exported here.
+strategies, routing, the signed routing context) re-exported here, and the
+SDK's `Client` (`coalmine.sdk`), imported on first use so that ``import
+coalmine`` stays light.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from coalmine.core import (
     BAGGAGE_KEY,
@@ -44,6 +48,9 @@ from coalmine.core import (
     set_in_baggage,
 )
 
+if TYPE_CHECKING:
+    from coalmine.sdk import Client
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -52,6 +59,7 @@ __all__ = [
     "PRESETS",
     "App",
     "Channel",
+    "Client",
     "CoalmineError",
     "Decision",
     "Function",
@@ -86,3 +94,12 @@ __all__ = [
     "parse_strategy",
     "set_in_baggage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the SDK's `Client` on first use (the core above is imported eagerly)."""
+    if name == "Client":
+        from coalmine.sdk import Client
+
+        return Client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

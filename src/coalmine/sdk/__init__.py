@@ -1,0 +1,72 @@
+"""The in-process SDK: routing kept in sync with the control plane, decided locally.
+
+Function code makes one `Client` per process and asks it for decisions;
+carriers, the Kinesis envelope and the httpx/requests instrumentation move
+the signed routing context along the chain. See docs/sdk.md.
+
+Only the standard library, ``coalmine.core``, mmh3 and httpx are imported
+here: this package is part of the base install.
+"""
+
+from coalmine.sdk.carriers import (
+    HEADER,
+    extract_http,
+    extract_kafka,
+    extract_message,
+    inject_http,
+    inject_kafka,
+    inject_message,
+)
+from coalmine.sdk.client import Client, Context
+from coalmine.sdk.envelope import ENVELOPE_VERSION, is_envelope, unwrap, wrap
+from coalmine.sdk.handler import (
+    RecordDecision,
+    UserKey,
+    decide_event,
+    decide_records,
+    event_context,
+    handler,
+    record_context,
+    record_decisions,
+)
+from coalmine.sdk.instrument import instrument_httpx, is_instrumented, uninstrument_httpx
+from coalmine.sdk.keys import SIGNING_KEYS_ENV, keyring_from_env
+from coalmine.sdk.scope import Scope, current_decision, current_scope, current_token, use
+from coalmine.sdk.sync import ChangeCallback, RoutingSync, SyncStatus
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "HEADER",
+    "SIGNING_KEYS_ENV",
+    "ChangeCallback",
+    "Client",
+    "Context",
+    "RecordDecision",
+    "RoutingSync",
+    "Scope",
+    "SyncStatus",
+    "UserKey",
+    "current_decision",
+    "current_scope",
+    "current_token",
+    "decide_event",
+    "decide_records",
+    "event_context",
+    "extract_http",
+    "extract_kafka",
+    "extract_message",
+    "handler",
+    "inject_http",
+    "inject_kafka",
+    "inject_message",
+    "instrument_httpx",
+    "is_envelope",
+    "is_instrumented",
+    "keyring_from_env",
+    "record_context",
+    "record_decisions",
+    "uninstrument_httpx",
+    "unwrap",
+    "use",
+    "wrap",
+]

@@ -1,0 +1,257 @@
+"""`Client`: what function code uses to route users with coalmine.
+
+A client follows the routing of its apps in the background (`RoutingSync`)
+and decides locally, with the one pure routing function of the core
+(`coalmine.core.evaluate`), so a decision costs no network round trip and
+gives the same answer as the gateway and the discovery endpoint (DESIGN
+rule 1). It never raises on the request path: without any routing
+configuration the decision is the stable channel with reason ``error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from coalmine.core.context import RoutingContext, encode_context, find_in_baggage
+from coalmine.core.errors import InvalidInput
+from coalmine.core.model import Channel, Decision, Reason
+from coalmine.core.routing import RoutingState, decide, evaluate
+from coalmine.core.signing import Keyring
+from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.sdk.keys import keyring_from_env
+from coalmine.sdk.scope import use
+from coalmine.sdk.sync import (
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_KEEPALIVE,
+    ChangeCallback,
+    RoutingSync,
+    SyncStatus,
+)
+
+if TYPE_CHECKING:
+    from coalmine.sdk.handler import UserKey
+
+__all__ = ["Client", "Context"]
+
+log = logging.getLogger("coalmine.sdk")
+
+Context = str | RoutingContext | None
+"""An incoming routing context: the coalmine baggage member's value, a whole
+``baggage`` header value, or an already verified `RoutingContext`."""
+F = TypeVar("F", bound=Callable[..., Any])
+_EMPTY: dict[str, str] = {}
+
+
+class Client:
+    """Decide which versions a user runs, with routing kept in sync with the control plane.
+
+    ``apps`` are followed from the start (and `wait_ready` waits up to
+    ``wait`` seconds for them); any other app is followed from its first
+    `decide`, which then waits up to ``wait`` seconds once for its routing.
+    ``signing_keys`` (a `Keyring` or a ``"kid:secret,..."`` spec; by default
+    ``$COALMINE_SIGNING_KEYS``) sign outgoing contexts and verify incoming ones.
+    The other options are those of `RoutingSync`.
+    """
+
+    def __init__(
+        self,
+        control_plane_url: str,
+        sdk_key: str,
+        *,
+        apps: Iterable[str] | None = None,
+        signing_keys: Keyring | str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        stream: bool = True,
+        poll_interval: float = 30.0,
+        wait: float = 5.0,
+        keepalive: float = DEFAULT_KEEPALIVE,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        http: httpx.Client | None = None,
+    ) -> None:
+        if isinstance(signing_keys, str):
+            signing_keys = Keyring.parse(signing_keys)
+        self.keyring: Keyring | None = (
+            signing_keys if signing_keys is not None else keyring_from_env()
+        )
+        self.wait = wait
+        self._waited: set[str] = set()
+        self._lock = threading.Lock()
+        initial = list(apps or ())
+        self.sync = RoutingSync(
+            control_plane_url,
+            sdk_key,
+            initial,
+            cache_dir=cache_dir,
+            stream=stream,
+            poll_interval=poll_interval,
+            http=http,
+            keepalive=keepalive,
+            backoff_max=backoff_max,
+        )
+        if initial and wait > 0:
+            self.sync.wait_ready(wait)
+        self._waited.update(initial)
+
+    # deciding ------------------------------------------------------------------
+
+    def decide(
+        self,
+        app: str,
+        user_key: str | None,
+        context: Context = None,
+        *,
+        override: str | None = None,
+    ) -> Decision:
+        """The decision for ``user_key`` in ``app``, honouring an upstream ``context``.
+
+        Never raises. A context that fails verification is ignored (the
+        decision's ``detail`` says why) and the user is decided afresh.
+        """
+        try:
+            snap = self.sync.snapshot(app) if context is None and override is None else None
+            if snap is not None:
+                # nothing to verify: exactly what evaluate() would do, minus its bookkeeping
+                return decide(snap.state, user_key)
+            snap = self._snapshot_for(app)
+            now = time.time()
+            if isinstance(context, RoutingContext):
+                state = snap.state if snap is not None else RoutingState(app)
+                if snap is None and context.app != app:
+                    return _no_config(app)
+                return decide(state, user_key, context)
+            token = _token_of(context)
+            if snap is None:
+                return self._without_config(app, user_key, token, now)
+            return evaluate(
+                snap.state,
+                user_key,
+                keyring=self.keyring,
+                now=now,
+                context=token,
+                override=override,
+            )
+        except InvalidInput as exc:  # a bad app name: the caller's mistake, said in the detail
+            return Decision(app, None, Channel.STABLE, _EMPTY, Reason.ERROR, str(exc))
+        except Exception as exc:
+            log.exception("coalmine: decide(%r) failed", app)
+            return Decision(
+                app, None, Channel.STABLE, _EMPTY, Reason.ERROR, f"{type(exc).__name__}: {exc}"
+            )
+
+    def _without_config(
+        self, app: str, user_key: str | None, token: str | None, now: float
+    ) -> Decision:
+        """No snapshot yet: a verified upstream context is still honoured (DESIGN rule 2)."""
+        if token is not None and self.keyring is not None:
+            pinned = evaluate(
+                RoutingState(app), user_key, keyring=self.keyring, now=now, context=token
+            )
+            if pinned.reason is Reason.PINNED:
+                return pinned
+        return _no_config(app)
+
+    def _snapshot_for(self, app: str) -> RoutingSnapshot | None:
+        snap = self.sync.snapshot(app)
+        if snap is not None:
+            return snap
+        with self._lock:
+            first = app not in self._waited
+            self._waited.add(app)
+        if first:
+            self.sync.add(app)
+            if self.wait > 0:
+                self.sync.wait_for(app, self.wait)
+        return self.sync.snapshot(app)
+
+    def encode(self, decision: Decision, *, ttl: float | None = None) -> str | None:
+        """The signed routing context of ``decision`` to propagate downstream.
+
+        None when no signing key is configured or there is nothing to pin: no
+        release, or an error decision (say, no user key), after which each
+        hop decides for itself. Never raises.
+        """
+        if self.keyring is None or decision.release_id is None or decision.reason is Reason.ERROR:
+            return None
+        try:
+            if ttl is None:
+                return encode_context(decision, self.keyring, now=time.time())
+            return encode_context(decision, self.keyring, now=time.time(), ttl=ttl)
+        except Exception as exc:
+            log.warning("coalmine: cannot encode the routing context of %s: %s", decision.app, exc)
+            return None
+
+    @contextmanager
+    def use(self, decision: Decision) -> Iterator[Decision]:
+        """Make ``decision`` (and its signed context) current: `coalmine.sdk.use`."""
+        with use(decision, self.encode(decision)) as d:
+            yield d
+
+    def handler(
+        self, app: str, *, user: UserKey = None, function: str | None = None
+    ) -> Callable[[F], F]:
+        """Decorate a Lambda-style ``handler(event, context)``: see `coalmine.sdk.handler`."""
+        from coalmine.sdk.handler import handler
+
+        return handler(self, app, user=user, function=function)
+
+    # routing data ----------------------------------------------------------------
+
+    def snapshot(self, app: str) -> RoutingSnapshot | None:
+        return self.sync.snapshot(app)
+
+    def target(self, app: str, function: str, decision: Decision) -> str | None:
+        """Where ``function`` runs for ``decision`` (a handler, URL or Lambda ARN), if known."""
+        version = decision.version_of(function)
+        snap = self.sync.snapshot(app)
+        if version is None or snap is None:
+            return None
+        return snap.target_of(function, version)
+
+    def status(self, app: str) -> SyncStatus:
+        return self.sync.status(app)
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        return self.sync.on_change(callback)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self.sync.wait_ready(timeout)
+
+    def close(self) -> None:
+        self.sync.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _no_config(app: str) -> Decision:
+    return Decision(
+        app,
+        None,
+        Channel.STABLE,
+        _EMPTY,
+        Reason.ERROR,
+        f"no routing configuration for app {app!r} yet",
+    )
+
+
+def _token_of(context: str | None) -> str | None:
+    """The coalmine member of a baggage header, or the value itself."""
+    if context is None or not isinstance(context, str):
+        return None
+    context = context.strip()
+    if not context:
+        return None
+    if "=" in context:
+        return find_in_baggage(context)
+    return context

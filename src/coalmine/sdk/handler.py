@@ -1,0 +1,260 @@
+"""A decorator for Lambda-style handlers: decide, then run the handler inside the decision.
+
+``@handler(client, "shop", user="x-user-id")`` (or ``@client.handler(...)``)
+wraps ``handler(event, context)``. For each invocation it
+
+1. reads the incoming routing context from the event: the ``baggage``
+   header of an API Gateway event (REST v1 ``headers`` / ``multiValueHeaders``,
+   HTTP API v2 ``headers``) or of any dict with ``headers``, names compared
+   case-insensitively;
+2. finds the user key with ``user``: a header name, or ``callable(event)``;
+3. decides with the client (a valid incoming context pins the channel), and
+4. runs the handler inside ``use(decision, token)`` with the httpx/requests
+   instrumentation on, so its outgoing HTTP calls carry the context.
+
+A batch event (``{"Records": [...]}`` from SQS or Kinesis) has one user per
+record, so there is no single decision: the decorator decides every record
+and the handler reads them with `record_decisions()`, entering each one's
+scope with ``record.use()`` while it processes that record. For a record
+``user`` is an SQS message attribute name or a key of the (unwrapped)
+Kinesis payload (an envelope's, or the record's own JSON), or
+``callable(record)``. The context of an SQS record is
+its ``baggage`` message attribute; of a Kinesis record, the envelope of
+`coalmine.sdk.envelope` in its base64 ``kinesis.data``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from coalmine.core.model import Decision
+from coalmine.sdk.carriers import extract_http
+from coalmine.sdk.envelope import unwrap
+from coalmine.sdk.instrument import instrument_httpx
+from coalmine.sdk.scope import use
+
+if TYPE_CHECKING:
+    from coalmine.sdk.client import Client
+
+__all__ = [
+    "RecordDecision",
+    "UserKey",
+    "decide_event",
+    "decide_records",
+    "event_context",
+    "handler",
+    "is_batch",
+    "record_context",
+    "record_decisions",
+]
+
+log = logging.getLogger("coalmine.sdk")
+
+UserKey = str | Callable[[Any], str | None] | None
+"""A header (or message attribute, or payload key) name, or a function of the event."""
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDecision:
+    """One record of a batch, its decision, and the context to propagate for it."""
+
+    index: int
+    record: Any
+    decision: Decision
+    token: str | None
+
+    def use(self) -> AbstractContextManager[Decision]:
+        """Make this record's decision current while processing it."""
+        return use(self.decision, self.token)
+
+
+_batch: ContextVar[tuple[RecordDecision, ...]] = ContextVar("coalmine_batch", default=())
+
+
+def record_decisions() -> tuple[RecordDecision, ...]:
+    """The per-record decisions of the batch the decorated handler is processing (else empty)."""
+    return _batch.get()
+
+
+# reading events ----------------------------------------------------------------
+
+
+def _header_pairs(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """API Gateway headers: multiValueHeaders where given, else headers."""
+    pairs: list[tuple[str, Any]] = []
+    multi = event.get("multiValueHeaders")
+    seen: set[str] = set()
+    if isinstance(multi, Mapping):
+        for name, values in multi.items():
+            if isinstance(name, str) and isinstance(values, list):
+                seen.add(name.lower())
+                pairs.extend((name, v) for v in values if isinstance(v, str))
+    headers = event.get("headers")
+    if isinstance(headers, Mapping):
+        pairs.extend(
+            (k, v)
+            for k, v in headers.items()
+            if isinstance(k, str) and isinstance(v, str) and k.lower() not in seen
+        )
+    return pairs
+
+
+def _lookup(pairs: Iterable[tuple[str, Any]], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in pairs:
+        if key.lower() == wanted and isinstance(value, str) and value:
+            return value
+    return None
+
+
+def is_batch(event: object) -> bool:
+    return isinstance(event, Mapping) and isinstance(event.get("Records"), list)
+
+
+def event_context(event: object) -> str | None:
+    """The incoming routing context of an API Gateway event or a dict with ``headers``."""
+    if not isinstance(event, Mapping):
+        return None
+    return extract_http(_header_pairs(event))
+
+
+def _sqs_attributes(record: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    attributes = record.get("messageAttributes")
+    if isinstance(attributes, Mapping):
+        for name, attr in attributes.items():
+            if isinstance(name, str) and isinstance(attr, Mapping):
+                yield name, attr.get("stringValue")
+
+
+def _kinesis(record: Mapping[str, Any]) -> tuple[Any, str | None] | None:
+    kinesis = record.get("kinesis")
+    if not isinstance(kinesis, Mapping) or not isinstance(kinesis.get("data"), str):
+        return None
+    return unwrap(base64.b64decode(kinesis["data"]))
+
+
+def record_context(record: object) -> str | None:
+    """The incoming routing context of an SQS or Kinesis record (or a dict with ``headers``)."""
+    if not isinstance(record, Mapping):
+        return None
+    kinesis = _kinesis(record)
+    if kinesis is not None:
+        return kinesis[1]
+    if "messageAttributes" in record:
+        return extract_http(list(_sqs_attributes(record)))
+    return event_context(record)
+
+
+def _record_user(record: Mapping[str, Any], user: str) -> str | None:
+    kinesis = _kinesis(record)
+    if kinesis is not None:
+        payload = kinesis[0]
+        if isinstance(payload, bytes):  # not an envelope: perhaps plain JSON
+            try:
+                payload = json.loads(payload)
+            except ValueError:
+                return None
+        value = payload.get(user) if isinstance(payload, Mapping) else None
+        return value if isinstance(value, str) and value else None
+    if "messageAttributes" in record:
+        return _lookup(_sqs_attributes(record), user)
+    return _lookup(_header_pairs(record), user)
+
+
+def _user_of(item: Any, user: UserKey, *, record: bool) -> str | None:
+    if user is None:
+        return None
+    if callable(user):
+        value = user(item)
+        return value if isinstance(value, str) and value else None
+    if not isinstance(item, Mapping):
+        return None
+    return _record_user(item, user) if record else _lookup(_header_pairs(item), user)
+
+
+# deciding ----------------------------------------------------------------------
+
+
+def decide_event(client: Client, app: str, event: object, user: UserKey = None) -> Decision:
+    """The decision for an API Gateway (or ``headers``) event. Never raises."""
+    try:
+        context, user_key = event_context(event), _user_of(event, user, record=False)
+    except Exception as exc:
+        log.warning("coalmine: cannot read the routing context of the event: %s", exc)
+        context, user_key = None, None
+    return client.decide(app, user_key, context)
+
+
+def decide_records(
+    client: Client, app: str, event: object, user: UserKey = None
+) -> tuple[RecordDecision, ...]:
+    """One decision per record of a batch event (SQS, Kinesis). Never raises."""
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    if not isinstance(records, list):
+        return ()
+    out = []
+    for i, record in enumerate(records):
+        try:
+            context, user_key = record_context(record), _user_of(record, user, record=True)
+        except Exception as exc:
+            log.warning("coalmine: cannot read the routing context of record %d: %s", i, exc)
+            context, user_key = None, None
+        decision = client.decide(app, user_key, context)
+        out.append(RecordDecision(i, record, decision, client.encode(decision)))
+    return tuple(out)
+
+
+def handler(
+    client: Client, app: str, *, user: UserKey = None, function: str | None = None
+) -> Callable[[F], F]:
+    """Decorate a Lambda-style ``handler(event, context)`` (sync or async); see the module."""
+    if not isinstance(user, str) and user is not None and not callable(user):
+        raise TypeError("user must be a header name, a callable(event) -> str | None, or None")
+    instrument_httpx()
+
+    def decorate(fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(event: Any, *args: Any, **kwargs: Any) -> Any:
+                if is_batch(event):
+                    reset = _batch.set(decide_records(client, app, event, user))
+                    try:
+                        return await fn(event, *args, **kwargs)
+                    finally:
+                        _batch.reset(reset)
+                decision = decide_event(client, app, event, user)
+                with use(decision, client.encode(decision)):
+                    return await fn(event, *args, **kwargs)
+
+            wrapper: Callable[..., Any] = run_async
+        else:
+
+            @functools.wraps(fn)
+            def run(event: Any, *args: Any, **kwargs: Any) -> Any:
+                if is_batch(event):
+                    reset = _batch.set(decide_records(client, app, event, user))
+                    try:
+                        return fn(event, *args, **kwargs)
+                    finally:
+                        _batch.reset(reset)
+                decision = decide_event(client, app, event, user)
+                with use(decision, client.encode(decision)):
+                    return fn(event, *args, **kwargs)
+
+            wrapper = run
+        wrapper.coalmine_app = app  # type: ignore[attr-defined]
+        wrapper.coalmine_function = function  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorate
