@@ -39,6 +39,11 @@ def test_health_and_openapi(sqlite_web: Web) -> None:
         "/v1/apps/{app}/routing/stream": {"get"},
         "/v1/tokens": {"get", "post"},
         "/v1/tokens/{token_id}": {"delete"},
+        "/v1/discovery": {"get"},
+        "/v1/discovery/stream": {"get"},
+        "/v1/discovery/batch": {"post"},
+        "/ofrep/v1/evaluate/flags": {"post"},
+        "/ofrep/v1/evaluate/flags/{key}": {"post"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     apply_body = paths["/v1/apply"]["post"]["requestBody"]["content"]

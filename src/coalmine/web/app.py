@@ -19,9 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from coalmine import __version__
 from coalmine.controller.service import ControlService
 from coalmine.controller.tokens import TokenService
+from coalmine.core.signing import Keyring
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store, open_store
 from coalmine.web.auth import bootstrap_admin
+from coalmine.web.discovery import DiscoverySettings
 from coalmine.web.errors import install_error_handlers
 from coalmine.web.routes import ROUTERS
 from coalmine.web.routes.apply import openapi_schemas
@@ -52,15 +54,21 @@ def create_app(
     start_controller: bool = False,
     controller_factory: ControllerFactory | None = None,
     heartbeat: float = 15.0,
+    signing_keys: Keyring | None = None,
+    gateway_url: str | None = None,
 ) -> FastAPI:
     """The control plane over ``store`` (or a store opened from ``database_url``).
 
     ``heartbeat`` is the seconds between ``: keepalive`` comments on idle
     routing streams. A store opened here is disposed of at shutdown; a store
-    passed in belongs to the caller.
+    passed in belongs to the caller. ``signing_keys`` (else
+    ``COALMINE_SIGNING_KEYS``) sign the routing context of discovery answers;
+    ``gateway_url`` (else ``COALMINE_GATEWAY_URL``) is where they send calls to
+    versions whose target is not a URL.
     """
     if heartbeat <= 0:
         raise ValueError("heartbeat must be a positive number of seconds")
+    discovery = DiscoverySettings.load(signing_keys, gateway_url)
     owns_store = store is None
     store = store if store is not None else open_store(database_url)
     feed = ChangeFeed(store)
@@ -98,6 +106,7 @@ def create_app(
     app.state.service = service
     app.state.tokens = tokens
     app.state.heartbeat = heartbeat
+    app.state.discovery = discovery
     app.state.controller = None
     install_error_handlers(app)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])

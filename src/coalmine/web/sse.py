@@ -1,5 +1,9 @@
 """Server-Sent Events of one app's routing snapshot: the current one, then one per change.
 
+`SnapshotStream.snapshots` is the reusable part (the routing stream renders
+snapshots, the discovery stream renders one user's answer from them);
+`SnapshotStream.events` is the routing stream's text.
+
 A stream subscribes to the `ChangeFeed` before it reads the first snapshot
 (so no change can slip between the two). The feed calls back on another
 thread; the callback only wakes the stream's asyncio event through
@@ -13,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 
 from starlette.concurrency import run_in_threadpool
 
@@ -22,7 +27,7 @@ from coalmine.core.errors import CoalmineError
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.store.changes import ChangeFeed
 
-__all__ = ["KEEPALIVE", "RETRY_MS", "SnapshotStream", "format_snapshot"]
+__all__ = ["KEEPALIVE", "RETRY_MS", "SnapshotStream", "format_event", "format_snapshot"]
 
 log = logging.getLogger(__name__)
 KEEPALIVE = ": keepalive\n\n"
@@ -30,11 +35,17 @@ RETRY_MS = 1000
 """how soon an EventSource reconnects after the stream drops"""
 
 
+def format_event(event: str, data: str, *, id: str | None = None, retry: int | None = None) -> str:
+    """One SSE message; ``data`` must be one line (compact JSON is)."""
+    head = f"retry: {retry}\n" if retry is not None else ""
+    ident = f"id: {id}\n" if id is not None else ""
+    return f"{head}event: {event}\n{ident}data: {data}\n\n"
+
+
 def format_snapshot(snapshot: RoutingSnapshot, *, retry: int | None = None) -> str:
     """One ``snapshot`` event: ``id`` is the revision, ``data`` the snapshot's JSON."""
     data = json.dumps(snapshot.to_dict(), separators=(",", ":"), sort_keys=True)
-    head = f"retry: {retry}\n" if retry is not None else ""
-    return f"{head}event: snapshot\nid: {snapshot.revision}\ndata: {data}\n\n"
+    return format_event("snapshot", data, id=str(snapshot.revision), retry=retry)
 
 
 class SnapshotStream:
@@ -79,32 +90,54 @@ class SnapshotStream:
         if unsubscribe is not None:
             unsubscribe()
 
-    async def events(self) -> AsyncIterator[str]:
-        """The SSE text: the first snapshot, then one event per new revision, and keepalives."""
+    async def snapshots(self) -> AsyncGenerator[RoutingSnapshot | None, None]:
+        """The first snapshot, then a fresh one after each change, and ``None`` at each heartbeat.
+
+        A snapshot is yielded after every wake-up, even when its revision did not
+        move: a consumer that renders something else from it (a discovery answer)
+        decides what changed. The iterator ends, and unsubscribes, when a re-read
+        fails: the client reconnects and reads a fresh snapshot.
+        """
         if self._first is None:
-            raise RuntimeError("SnapshotStream.open() must be awaited before events()")
+            raise RuntimeError("SnapshotStream.open() must be awaited before snapshots()")
         try:
-            last = self._first.revision
-            yield format_snapshot(self._first, retry=RETRY_MS)
+            yield self._first
             while True:
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=self.heartbeat)
                 except TimeoutError:
-                    yield KEEPALIVE
+                    yield None
                     continue
                 self._changed.clear()  # changes from here on wake us again
                 try:
                     snapshot = await run_in_threadpool(self.service.routing_snapshot, self.app)
                 except CoalmineError as exc:
-                    log.info("routing stream of %s ends: %s", self.app, exc)
+                    log.info("stream of %s ends: %s", self.app, exc)
                     return
                 except Exception:
                     # End the stream: the client reconnects (after RETRY_MS) and
                     # reads a fresh snapshot; until then it keeps routing (fail static).
-                    log.exception("routing stream of %s: cannot read the snapshot", self.app)
+                    log.exception("stream of %s: cannot read the snapshot", self.app)
                     return
-                if snapshot.revision != last:
-                    last = snapshot.revision
-                    yield format_snapshot(snapshot)
+                yield snapshot
+        finally:
+            self.close()
+
+    async def events(self) -> AsyncIterator[str]:
+        """The SSE text: the first snapshot, then one event per new revision, and keepalives."""
+        if self._first is None:
+            raise RuntimeError("SnapshotStream.open() must be awaited before events()")
+        last: int | None = None
+        try:
+            async with aclosing(self.snapshots()) as snapshots:
+                async for snapshot in snapshots:
+                    if snapshot is None:
+                        yield KEEPALIVE
+                    elif last is None:
+                        last = snapshot.revision
+                        yield format_snapshot(snapshot, retry=RETRY_MS)
+                    elif snapshot.revision != last:
+                        last = snapshot.revision
+                        yield format_snapshot(snapshot)
         finally:
             self.close()

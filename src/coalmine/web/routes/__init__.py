@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from coalmine.web.routes import apply, apps, events, releases, routing, tokens
+from coalmine.web.routes import apply, apps, discovery, events, ofrep, releases, routing, tokens
 
 __all__ = ["ROUTERS"]
 
@@ -15,4 +15,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,
     routing.router,
     tokens.router,
+    discovery.router,
+    ofrep.router,
 )

@@ -1,0 +1,311 @@
+"""Discovery for client-side routing: one user's versions, URLs and channel.
+
+``GET /v1/discovery`` answers for one user (ETag, 304), ``POST
+/v1/discovery/batch`` for up to 10,000 users at once, and ``GET
+/v1/discovery/stream`` sends the answer again whenever it changes (SSE).
+
+Readable with the sdk key of the app (``Authorization: Bearer`` or, since a
+browser's ``EventSource`` cannot send headers, ``?key=``) or with a viewer
+token (header only: a URL ends up in logs). Answers carry
+``Access-Control-Allow-Origin: *``: the callers are browsers on other origins,
+and no cookie is involved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from coalmine.controller.service import ControlService
+from coalmine.controller.tokens import Principal
+from coalmine.core.errors import NotFound
+from coalmine.core.model import NAME_PATTERN
+from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.web.auth import (
+    INVALID_TOKEN,
+    _bearer,  # one scheme in the OpenAPI document
+    routing_reader,
+)
+from coalmine.web.deps import FeedDep, ServiceDep, TokensDep
+from coalmine.web.discovery import (
+    DiscoverySettings,
+    answer_etag,
+    canonical,
+    discover,
+    same_answer,
+)
+from coalmine.web.routes.routing import etag_matches
+from coalmine.web.sse import KEEPALIVE, RETRY_MS, SnapshotStream, format_event
+
+__all__ = [
+    "CORS",
+    "MAX_BATCH_USERS",
+    "MISSING_KEY",
+    "DiscoveryBatch",
+    "discovery_caller",
+    "preflight",
+    "router",
+]
+
+router = APIRouter(prefix="/v1/discovery", tags=["discovery"])
+
+MAX_BATCH_USERS = 10_000
+MISSING_KEY = "missing sdk key: pass 'Authorization: Bearer <sdk key>' or ?key=<sdk key>"
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "ETag",
+}
+_PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, X-API-Key, Content-Type, If-None-Match, baggage",
+    "Access-Control-Max-Age": "600",
+}
+_NO_CACHE = {"Cache-Control": "no-cache", **CORS}
+
+_query_key = APIKeyQuery(
+    name="key",
+    auto_error=False,
+    scheme_name="SdkKeyQuery",
+    description="The app's sdk key as a query parameter, for EventSource (discovery only).",
+)
+
+
+def _refuse(status: int, detail: str) -> HTTPException:
+    headers = dict(CORS)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return HTTPException(status, detail, headers=headers)
+
+
+async def discovery_caller(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    key: Annotated[str | None, Depends(_query_key)],
+    tokens: TokensDep,
+) -> Principal:
+    """The caller, by bearer token or by an sdk key in ``?key=``."""
+    if credentials is not None and credentials.credentials:
+        secret, in_query = credentials.credentials, False
+    elif key:
+        secret, in_query = key, True
+    else:
+        raise _refuse(401, MISSING_KEY)
+    principal = await run_in_threadpool(tokens.authenticate, secret)
+    if principal is None:
+        raise _refuse(401, INVALID_TOKEN)
+    if in_query and principal.role != "sdk":
+        raise _refuse(
+            403,
+            "only an sdk key may be passed as ?key= (URLs end up in logs);"
+            " send other tokens in the Authorization header",
+        )
+    return principal
+
+
+DiscoveryCaller = Annotated[Principal, Depends(discovery_caller)]
+
+
+def _required(value: str | None, name: str, hint: str) -> str:
+    if not value:
+        raise _refuse(400, f"pass {name}=<{hint}>")
+    return value
+
+
+async def _check_reader(app: str, principal: Principal) -> None:
+    try:
+        await routing_reader(app, principal)
+    except HTTPException as exc:
+        raise _refuse(exc.status_code, str(exc.detail)) from exc
+
+
+async def _snapshot(service: ControlService, app: str) -> RoutingSnapshot:
+    try:
+        snapshot: RoutingSnapshot = await run_in_threadpool(service.routing_snapshot, app)
+    except NotFound as exc:
+        raise _refuse(404, str(exc)) from exc
+    return snapshot
+
+
+def _settings(request: Request) -> DiscoverySettings:
+    settings: DiscoverySettings = request.app.state.discovery
+    return settings
+
+
+AppQuery = Annotated[str | None, Query(description="the app's name")]
+UserQuery = Annotated[
+    str | None, Query(description="the user's key (what the SDK and the gateway bucket by)")
+]
+ContextQuery = Annotated[
+    str | None,
+    Query(description="a signed routing context from an earlier answer: pins its channel"),
+]
+OverrideQuery = Annotated[str | None, Query(description="a signed tester override token")]
+
+_ANSWER_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the user's answer (see docs/discovery.md); weak ETag header set"},
+    304: {"description": "If-None-Match matched: the answer has not changed"},
+    400: {"description": "`pass user=<the user's key>` (or app)"},
+}
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`event: discovery` / `data: <answer json>`: the answer at once, then"
+        " again whenever it changes; `: keepalive` comments",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("", summary="One user's versions, URLs and channel", responses=_ANSWER_DOC)
+async def discovery(
+    request: Request,
+    principal: DiscoveryCaller,
+    service: ServiceDep,
+    app: AppQuery = None,
+    user: UserQuery = None,
+    context: ContextQuery = None,
+    override: OverrideQuery = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    app_name = _required(app, "app", "the app's name")
+    user_key = _required(user, "user", "the user's key")
+    await _check_reader(app_name, principal)
+    snapshot = await _snapshot(service, app_name)
+    answer = discover(
+        snapshot,
+        user_key,
+        _settings(request),
+        now=time.time(),
+        context=context,
+        override=override,
+    )
+    etag = answer_etag(answer)
+    headers = {"ETag": etag, **_NO_CACHE}
+    if etag_matches(if_none_match, etag.removeprefix("W/")):
+        return Response(status_code=304, headers=headers)
+    return Response(canonical(answer), media_type="application/json", headers=headers)
+
+
+class DiscoveryBatch(BaseModel):
+    """Answers for many users of one app, from one snapshot."""
+
+    model_config = ConfigDict(extra="forbid")
+    app: str = Field(pattern=f"^{NAME_PATTERN.pattern}$")
+    users: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        min_length=1, max_length=MAX_BATCH_USERS
+    )
+
+
+@router.post(
+    "/batch",
+    summary=f"Answers for up to {MAX_BATCH_USERS:,} users",
+    responses={200: {"description": '`{"app", "revision", "answers": [answer, ...]}`'}},
+)
+async def discovery_batch(
+    body: DiscoveryBatch, request: Request, principal: DiscoveryCaller, service: ServiceDep
+) -> Response:
+    await _check_reader(body.app, principal)
+    settings = _settings(request)
+
+    def build() -> bytes:
+        snapshot = service.routing_snapshot(body.app)
+        now = time.time()
+        answers = [discover(snapshot, u, settings, now=now) for u in body.users]
+        return canonical({"app": body.app, "revision": snapshot.revision, "answers": answers})
+
+    try:
+        content = await run_in_threadpool(build)
+    except NotFound as exc:
+        raise _refuse(404, str(exc)) from exc
+    return Response(content, media_type="application/json", headers=_NO_CACHE)
+
+
+async def answer_events(
+    stream: SnapshotStream,
+    build: Callable[[RoutingSnapshot, float], dict[str, Any]],
+    settings: DiscoverySettings,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[str]:
+    """One user's answers as SSE text: the first at once, then each one that differs.
+
+    Every snapshot the stream yields (one per change of the app) is evaluated;
+    an answer equal to the last one sent is not sent again. An idle heartbeat
+    is a keepalive comment, unless the signed context's window has rolled
+    over: then the answer is rebuilt from the last snapshot, with a renewed
+    context, and sent.
+    """
+    last: dict[str, Any] | None = None
+    current: RoutingSnapshot | None = None
+    window: int | None = None
+    try:
+        async with aclosing(stream.snapshots()) as snapshots:
+            async for got in snapshots:
+                now = clock()
+                if got is None:
+                    renew = settings.keyring is not None and settings.window(now) != window
+                    if current is None or not renew:
+                        yield KEEPALIVE
+                        continue
+                    got = current
+                current, window = got, settings.window(now)
+                answer = build(got, now)
+                if last is not None and same_answer(last, answer):
+                    continue
+                data = canonical(answer).decode()
+                yield format_event("discovery", data, retry=RETRY_MS if last is None else None)
+                last = answer
+    finally:
+        stream.close()
+
+
+@router.get(
+    "/stream",
+    summary="Server-Sent Events: one user's answer now and whenever it changes",
+    response_class=StreamingResponse,
+    responses=_STREAM_DOC,
+)
+async def discovery_stream(
+    request: Request,
+    principal: DiscoveryCaller,
+    service: ServiceDep,
+    feed: FeedDep,
+    app: AppQuery = None,
+    user: UserQuery = None,
+    context: ContextQuery = None,
+    override: OverrideQuery = None,
+) -> StreamingResponse:
+    app_name = _required(app, "app", "the app's name")
+    user_key = _required(user, "user", "the user's key")
+    await _check_reader(app_name, principal)
+    settings = _settings(request)
+    stream = SnapshotStream(service, feed, app_name, heartbeat=float(request.app.state.heartbeat))
+    try:
+        await stream.open()
+    except NotFound as exc:
+        raise _refuse(404, str(exc)) from exc
+
+    def build(snapshot: RoutingSnapshot, now: float) -> dict[str, Any]:
+        return discover(snapshot, user_key, settings, now=now, context=context, override=override)
+
+    return StreamingResponse(
+        answer_events(stream, build, settings),
+        media_type="text/event-stream",
+        headers={**_NO_CACHE, "X-Accel-Buffering": "no"},
+    )
+
+
+async def preflight() -> Response:
+    """A CORS preflight: any origin may call with these headers (no cookies are used)."""
+    return Response(status_code=204, headers=_PREFLIGHT)
+
+
+for _path in ("", "/batch", "/stream"):
+    router.add_api_route(_path, preflight, methods=["OPTIONS"], include_in_schema=False)
