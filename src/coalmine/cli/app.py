@@ -8,7 +8,7 @@ import typer
 
 from coalmine import __version__
 from coalmine._extras import MissingExtraError
-from coalmine.cli import apply, events, release, serve, simulate, token
+from coalmine.cli import apply, consistency, events, gateway, release, serve, simulate, token
 from coalmine.cli.client import CliError
 from coalmine.core.errors import CoalmineError, InvalidInput, NotFound
 
@@ -43,6 +43,8 @@ app.command(name="simulate")(simulate.command)
 app.command(name="apply")(apply.command)
 app.command(name="events")(events.command)
 app.command(name="serve")(serve.command)
+app.command(name="gateway")(gateway.command)
+app.command(name="consistency")(consistency.command)
 app.add_typer(release.app, name="release")
 app.add_typer(token.app, name="token")
 

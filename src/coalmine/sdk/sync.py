@@ -6,7 +6,7 @@ then one per change. The stream has no read timeout as such, but a stream
 that stays silent for ``dead_after`` seconds (three keepalive periods by
 default) is taken for dead and reconnected. While the stream is down the
 thread reconnects with exponential backoff and jitter (0.2 s doubling to a
-30 s cap) and polls ``GET /v1/apps/{app}/routing`` with ``If-None-Match`` at
+1 s cap, ``backoff_max``) and polls ``GET /v1/apps/{app}/routing`` with ``If-None-Match`` at
 each attempt and every ``poll_interval`` in between, so a proxy that refuses
 streams only costs freshness. With ``stream=False`` it only polls.
 
@@ -55,7 +55,9 @@ log = logging.getLogger("coalmine.sdk")
 DEFAULT_KEEPALIVE = 15.0
 """seconds between the control plane's ``: keepalive`` comments (its ``heartbeat``)"""
 DEFAULT_BACKOFF_INITIAL = 0.2
-DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_BACKOFF_MAX = 1.0
+"""so a client catches up within a second of the control plane's return; raise it
+for very large fleets, whose reconnects then spread over a longer window"""
 
 _HEALTHY_STREAM_SECONDS = 1.0
 """a stream that delivered a snapshot and lasted this long resets the backoff"""

@@ -1,0 +1,333 @@
+"""The gateway's ASGI application: identify, decide, call the version's target.
+
+``/{function}/{rest...}`` calls that function of the configured app. For each
+request the gateway identifies the user (`coalmine.gateway.identity`), takes
+the app's snapshot from its `SnapshotSource`, and decides with
+`coalmine.core.routing.evaluate`: an incoming ``coalmine`` baggage member
+counts only when its signature verifies, so a client cannot choose its
+channel. Downstream it forwards the other baggage members plus the signed
+context of its own decision, and ``x-coalmine-user``. The target is an HTTP
+upstream (`coalmine.gateway.upstream`), a local handler
+(`coalmine.gateway.runtime`) or, not yet, a Lambda ARN (501).
+
+Every response after a decision carries ``x-coalmine-version``,
+``x-coalmine-channel`` and, with a release, ``x-coalmine-release``.
+``/healthz`` answers locally. `create_gateway` wires a config to the SDK's
+routing sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import quote
+
+from coalmine.core.context import ContextTooLarge, encode_context, find_in_baggage, set_in_baggage
+from coalmine.core.errors import InvalidInput
+from coalmine.core.model import Decision, Target, TargetKind
+from coalmine.core.routing import evaluate
+from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.gateway.asgi import (
+    HOP_BY_HOP,
+    CallFailed,
+    RawHeaders,
+    Receive,
+    Scope,
+    Send,
+    send_json,
+)
+from coalmine.gateway.config import GatewayConfig
+from coalmine.gateway.identity import Identifier
+from coalmine.gateway.runtime import LocalRuntime
+from coalmine.gateway.source import ManagedSource, SnapshotSource, SyncSource
+from coalmine.gateway.upstream import Call, HttpUpstream
+
+__all__ = [
+    "CHANNEL_HEADER",
+    "OVERRIDE_HEADER",
+    "RELEASE_HEADER",
+    "USER_HEADER",
+    "VERSION_HEADER",
+    "Gateway",
+    "create_gateway",
+]
+
+log = logging.getLogger(__name__)
+
+VERSION_HEADER = "x-coalmine-version"
+CHANNEL_HEADER = "x-coalmine-channel"
+RELEASE_HEADER = "x-coalmine-release"
+USER_HEADER = "x-coalmine-user"
+"""sent downstream: the user key the gateway decided for"""
+OVERRIDE_HEADER = "x-coalmine-override"
+"""read from the client: a signed tester override token"""
+
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"expect", b"baggage"}
+
+
+class Gateway:
+    """The ASGI app of one gateway process, for the one app of its config."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        source: SnapshotSource,
+        *,
+        upstream: HttpUpstream | None = None,
+        runtime: LocalRuntime | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.identifier = Identifier(config.identity)
+        self.upstream = upstream or HttpUpstream(
+            pool_size=config.pool_size,
+            timeout=config.timeout,
+            connect_timeout=config.connect_timeout,
+        )
+        self.runtime = runtime or LocalRuntime(
+            workers=config.local_workers, timeout=config.timeout, max_body=config.max_local_body
+        )
+        self._functions: tuple[RoutingSnapshot | None, frozenset[str]] = (None, frozenset())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1003})
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def startup(self) -> None:
+        await self.upstream.start()
+        if isinstance(self.source, ManagedSource):
+            await self.source.start()
+
+    async def shutdown(self) -> None:
+        try:
+            if isinstance(self.source, ManagedSource):
+                await self.source.close()
+        finally:
+            await self.upstream.close()
+            self.runtime.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("gateway start failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    log.exception("gateway shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests ------------------------------------------------------------
+
+    def _known(self, snapshot: RoutingSnapshot) -> frozenset[str]:
+        cached, names = self._functions
+        if cached is not snapshot:
+            state = snapshot.state
+            found = set(state.versions) | set(snapshot.targets)
+            if state.release is not None:
+                found |= set(state.release.baseline)
+            names = frozenset(found)
+            self._functions = (snapshot, names)
+        return names
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.config.app
+        path: str = scope["path"]
+        if path == "/healthz":
+            snap = self.source.snapshot(app)
+            revision = snap.revision if snap is not None else None
+            await send_json(send, 200, {"status": "ok", "app": app, "revision": revision})
+            return
+        function = path[1:].partition("/")[0]
+        if not function:
+            await send_json(send, 404, {"detail": "no function in the path: call /{function}/..."})
+            return
+        snapshot = self.source.snapshot(app)
+        if snapshot is None:
+            await send_json(send, 503, {"detail": f"no routing configuration for app {app} yet"})
+            return
+        if function not in self._known(snapshot):
+            await send_json(send, 404, {"detail": f"app {app} has no function named {function}"})
+            return
+
+        headers = _header_map(scope["headers"])
+        now = time.time()
+        secure = scope["scheme"] == "https" or headers.get("x-forwarded-proto") == "https"
+        identity = self.identifier.identify(headers, now=now, secure=secure)
+        decision = evaluate(
+            snapshot.state,
+            identity.user,
+            keyring=self.config.keyring,
+            now=now,
+            context=find_in_baggage(headers.get("baggage")),
+            override=headers.get(OVERRIDE_HEADER),
+        )
+        version = decision.version_of(function)
+        out = _decision_headers(decision, version)
+        if identity.set_cookie is not None:
+            out.append((b"set-cookie", identity.set_cookie.encode("latin-1")))
+        try:
+            if version is None:
+                raise CallFailed(503, f"function {function} of app {app} has no version to run yet")
+            ref, kind = _target(snapshot, function, version)
+            token = self._token(decision)
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            slash = raw_path.find(b"/", 1)
+            call = Call(
+                function=function,
+                version=version,
+                method=scope["method"],
+                path=scope["path"],
+                raw_rest=b"" if slash < 0 else raw_path[slash:],
+                query=scope.get("query_string", b""),
+                headers=_forwarded(scope, headers, token, identity.user),
+                receive=receive,
+                has_body=headers.get("content-length", "0") != "0"
+                or "transfer-encoding" in headers,
+            )
+            if kind is TargetKind.HTTP:
+                await self.upstream.forward(ref, call, send, out)
+                return
+            client = scope.get("client")
+            reply = await self.runtime.invoke(
+                ref, call, decision, token, source_ip=client[0] if client else ""
+            )
+        except CallFailed as exc:
+            await send_json(send, exc.status, exc.body(), out)
+            return
+        length = (b"content-length", str(len(reply.body)).encode())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [*reply.headers, length, *out],
+            }
+        )
+        await send({"type": "http.response.body", "body": reply.body})
+
+    def _token(self, decision: Decision) -> str | None:
+        keyring = self.config.keyring
+        if keyring is None or decision.release_id is None:
+            return None
+        try:
+            return encode_context(decision, keyring, now=time.time(), ttl=self.config.context_ttl)
+        except ContextTooLarge as exc:
+            log.warning("routing context not propagated: %s", exc)
+            return None
+
+
+def _header_map(raw: RawHeaders) -> dict[str, str]:
+    """Lowercase header names to values; repeated headers joined (cookies with ``; ``)."""
+    headers: dict[str, str] = {}
+    for k, v in raw:
+        name, value = k.decode("latin-1"), v.decode("latin-1")
+        if name in headers:
+            value = headers[name] + ("; " if name == "cookie" else ",") + value
+        headers[name] = value
+    return headers
+
+
+def _target(snapshot: RoutingSnapshot, function: str, version: str) -> tuple[str, TargetKind]:
+    """The version's target reference and kind, or `CallFailed` saying why there is none."""
+    ref = snapshot.target_of(function, version)
+    if ref is None:
+        raise CallFailed(
+            502, f"no target for {function} {version} in the routing snapshot of app {snapshot.app}"
+        )
+    try:
+        kind = Target.parse(ref).kind
+    except InvalidInput as exc:
+        raise CallFailed(502, f"{function} {version} has an unusable target: {exc}") from None
+    if kind is TargetKind.LAMBDA:
+        raise CallFailed(
+            501,
+            f"Lambda targets are not supported by the gateway yet ({function} {version}"
+            f" is {ref}); register an HTTP or local target, or call the Lambda directly",
+        )
+    return ref, kind
+
+
+def _decision_headers(decision: Decision, version: str | None) -> RawHeaders:
+    out: RawHeaders = [(CHANNEL_HEADER.encode(), str(decision.channel).encode())]
+    if version is not None:
+        out.append((VERSION_HEADER.encode(), version.encode()))
+    if decision.release_id is not None:
+        out.append((RELEASE_HEADER.encode(), decision.release_id.encode()))
+    return out
+
+
+def _forwarded(scope: Scope, headers: dict[str, str], token: str | None, user: str) -> RawHeaders:
+    """The request headers to send downstream.
+
+    Drops hop-by-hop headers (and those the Connection header names), the
+    client's ``x-coalmine-*`` headers and its ``coalmine`` baggage member;
+    adds the gateway's signed context, ``x-coalmine-user`` and ``x-forwarded-*``.
+    """
+    drop = _NOT_FORWARDED | {
+        t.strip().lower().encode("latin-1") for t in headers.get("connection", "").split(",")
+    }
+    out: RawHeaders = [
+        (k, v)
+        for k, v in scope["headers"]
+        if k not in drop and not k.startswith(b"x-coalmine-") and not k.startswith(b"x-forwarded-")
+    ]
+    baggage = set_in_baggage(headers.get("baggage"), token)
+    if baggage:
+        out.append((b"baggage", baggage.encode("latin-1")))
+    out.append((USER_HEADER.encode(), _header_safe(user)))
+    client = scope.get("client")
+    forwarded_for = headers.get("x-forwarded-for")
+    if client:
+        forwarded_for = f"{forwarded_for}, {client[0]}" if forwarded_for else client[0]
+    if forwarded_for:
+        out.append((b"x-forwarded-for", forwarded_for.encode("latin-1")))
+    proto = headers.get("x-forwarded-proto") or str(scope["scheme"])
+    out.append((b"x-forwarded-proto", proto.encode("latin-1")))
+    host = headers.get("x-forwarded-host", headers.get("host"))
+    if host:
+        out.append((b"x-forwarded-host", host.encode("latin-1")))
+    return out
+
+
+def _header_safe(text: str) -> bytes:
+    """``text`` as a header value: as it is when printable ASCII, else percent-encoded."""
+    if text.isascii() and text.isprintable():
+        return text.encode("ascii")
+    return quote(text, safe="").encode("ascii")
+
+
+def create_gateway(config: GatewayConfig, source: SnapshotSource | None = None) -> Gateway:
+    """A gateway for ``config``: with ``source``, or following the control plane.
+
+    Without a source the gateway follows the app's routing stream through the
+    SDK (``config.control_plane_url`` and ``config.sdk_key`` are then
+    required) and keeps routing with the last snapshot when the control plane
+    is unreachable.
+    """
+    if source is None:
+        if config.control_plane_url is None or config.sdk_key is None:
+            raise InvalidInput(
+                "a gateway without a snapshot source needs the control plane URL and an sdk key"
+            )
+        source = SyncSource(
+            config.control_plane_url, config.sdk_key, config.app, cache_dir=config.cache_dir
+        )
+    return Gateway(config, source)

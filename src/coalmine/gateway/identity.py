@@ -1,0 +1,215 @@
+"""Who the user is: the key the gateway buckets on, from a header, a cookie or a JWT.
+
+Strategies are tried in the configured order (default: header, cookie, JWT);
+the first that yields a key wins. A user none of them identifies is
+anonymous: the gateway reads, or else mints and sets, a random id in the
+``coalmine-uid`` cookie, so one browser keeps one cohort for a year.
+
+JWT claims are trusted only when the token's HS256 signature verifies with
+the configured secret (and it has not expired). Decoding without a secret is
+possible but must be asked for (``jwt_unverified``): then any client can put
+any user id in a token it makes itself and so choose its channel. Use it
+only behind a proxy that has already verified the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from coalmine.core.errors import InvalidInput
+
+__all__ = [
+    "ANONYMOUS_COOKIE",
+    "ANONYMOUS_MAX_AGE",
+    "Identifier",
+    "Identity",
+    "IdentityConfig",
+    "IdentitySource",
+    "parse_cookies",
+]
+
+ANONYMOUS_COOKIE = "coalmine-uid"
+ANONYMOUS_MAX_AGE = 365 * 24 * 3600
+MAX_KEY_CHARS = 256
+"""a longer header, cookie or claim value is not taken as a user key"""
+_ANON_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class IdentitySource(StrEnum):
+    HEADER = "header"
+    COOKIE = "cookie"
+    JWT = "jwt"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """How the gateway identifies users.
+
+    A strategy takes part when it is configured: ``user_header`` (None turns it
+    off), ``user_cookie``, and JWT when ``jwt_secret`` is set or
+    ``jwt_unverified`` is explicitly allowed.
+    """
+
+    user_header: str | None = "x-user-id"
+    user_cookie: str | None = None
+    jwt_claim: str = "sub"
+    jwt_secret: str | None = None
+    jwt_unverified: bool = False
+    """decode JWTs without checking their signature: clients can then choose their user id"""
+    order: tuple[IdentitySource, ...] = (
+        IdentitySource.HEADER,
+        IdentitySource.COOKIE,
+        IdentitySource.JWT,
+    )
+    anonymous_cookie: str = ANONYMOUS_COOKIE
+
+    def __post_init__(self) -> None:
+        if self.user_header is not None:
+            if not _HEADER_NAME.fullmatch(self.user_header.lower()):
+                raise InvalidInput(f"invalid user header name {self.user_header!r}")
+            object.__setattr__(self, "user_header", self.user_header.lower())
+        for what, name in (("user", self.user_cookie), ("anonymous", self.anonymous_cookie)):
+            if name is not None and not _COOKIE_NAME.fullmatch(name):
+                raise InvalidInput(f"invalid {what} cookie name {name!r}")
+        if not self.jwt_claim:
+            raise InvalidInput("the JWT claim name must not be empty")
+        if self.jwt_secret is not None and not self.jwt_secret:
+            raise InvalidInput("the JWT secret must not be empty")
+        if self.jwt_secret is not None and self.jwt_unverified:
+            raise InvalidInput("give a JWT secret or allow unverified JWTs, not both")
+        order = tuple(IdentitySource(s) for s in self.order)
+        if IdentitySource.ANONYMOUS in order or len(set(order)) != len(order):
+            raise InvalidInput(
+                "the identity order lists header, cookie and jwt, each at most once"
+                " (anonymous always comes last)"
+            )
+        object.__setattr__(self, "order", order)
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return self.jwt_secret is not None or self.jwt_unverified
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A user key, where it came from, and a cookie to set when one was minted."""
+
+    user: str
+    source: IdentitySource
+    set_cookie: str | None = None
+    """the ``Set-Cookie`` value for a newly minted anonymous id"""
+
+
+def parse_cookies(header: str | None) -> dict[str, str]:
+    """``name=value`` pairs of a ``Cookie`` header; the first of a repeated name wins."""
+    out: dict[str, str] = {}
+    if not header:
+        return out
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if sep and name and name not in out:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            out[name] = value
+    return out
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _key(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text if text and len(text) <= MAX_KEY_CHARS else None
+
+
+class Identifier:
+    """Applies an `IdentityConfig` to a request's headers."""
+
+    def __init__(self, config: IdentityConfig) -> None:
+        self.config = config
+        self._secret = config.jwt_secret.encode() if config.jwt_secret is not None else None
+
+    def identify(self, headers: Mapping[str, str], *, now: float, secure: bool) -> Identity:
+        """The request's user. ``headers`` are lowercase names to (joined) values."""
+        cfg = self.config
+        cookies: dict[str, str] | None = None
+        for source in cfg.order:
+            key: str | None = None
+            if source is IdentitySource.HEADER and cfg.user_header is not None:
+                key = _key(headers.get(cfg.user_header))
+            elif source is IdentitySource.COOKIE and cfg.user_cookie is not None:
+                cookies = parse_cookies(headers.get("cookie")) if cookies is None else cookies
+                key = _key(cookies.get(cfg.user_cookie))
+            elif source is IdentitySource.JWT and cfg.jwt_enabled:
+                key = self.jwt_user(headers.get("authorization"), now=now)
+            if key is not None:
+                return Identity(key, source)
+        cookies = parse_cookies(headers.get("cookie")) if cookies is None else cookies
+        anon = cookies.get(cfg.anonymous_cookie)
+        if anon is not None and _ANON_ID.fullmatch(anon):
+            return Identity(anon, IdentitySource.ANONYMOUS)
+        minted = secrets.token_urlsafe(18)
+        cookie = (
+            f"{cfg.anonymous_cookie}={minted}; Path=/; Max-Age={ANONYMOUS_MAX_AGE};"
+            " HttpOnly; SameSite=Lax"
+        )
+        return Identity(minted, IdentitySource.ANONYMOUS, cookie + ("; Secure" if secure else ""))
+
+    def jwt_user(self, authorization: str | None, *, now: float) -> str | None:
+        """The configured claim of a Bearer JWT, or None when it is absent or not trusted."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        claims = self._claims(token.strip(), now=now)
+        return None if claims is None else _key(claims.get(self.config.jwt_claim))
+
+    def _claims(self, token: str, *, now: float) -> dict[str, Any] | None:
+        parts = token.split(".")
+        if len(parts) != 3 or len(token) > 8192:
+            return None
+        try:
+            header = json.loads(_b64d(parts[0]))
+            claims = json.loads(_b64d(parts[1]))
+        except (binascii.Error, ValueError):
+            return None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            return None
+        if self._secret is not None:
+            if header.get("alg") != "HS256":
+                return None
+            signed = f"{parts[0]}.{parts[1]}".encode("ascii", "replace")
+            expected = _b64e(hmac.new(self._secret, signed, hashlib.sha256).digest())
+            if not hmac.compare_digest(expected.encode(), parts[2].encode("utf-8", "replace")):
+                return None
+        elif not self.config.jwt_unverified:
+            return None
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if isinstance(exp, int | float) and not isinstance(exp, bool) and now >= exp:
+            return None
+        if isinstance(nbf, int | float) and not isinstance(nbf, bool) and now < nbf:
+            return None
+        return claims

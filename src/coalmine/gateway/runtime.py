@@ -1,0 +1,310 @@
+"""The local function runtime: run a version's ``pkg.mod:handler`` in-process, as Lambda would.
+
+Each (function, version) loads its handler module afresh from the module's
+source file under its own name, ``coalmine_fn.<function>.<version>.<module>``,
+so v1 and v2 of one module (or one module registered for two versions) have
+separate globals and coexist in one process. What the module imports is
+imported the usual way and shared.
+
+A call gets an API Gateway HTTP API (payload 2.0) event and a small context
+object, runs in a thread pool inside the SDK's routing scope
+(`coalmine.sdk.scope.use`, so its instrumented outgoing calls carry the
+gateway's signed context), and its
+return value maps to a response as the Lambda proxy integration maps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextvars
+import importlib.util
+import logging
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl
+
+from coalmine.core.model import Decision
+from coalmine.gateway.asgi import CallFailed, RawHeaders, json_body
+from coalmine.gateway.upstream import Call
+from coalmine.sdk.scope import use
+
+__all__ = ["HandlerContext", "LocalRuntime", "Reply", "build_event", "reply_of"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], "HandlerContext"], object]
+ScopeFactory = Callable[[Decision, str | None], AbstractContextManager[object]]
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: RawHeaders
+    body: bytes
+
+
+@dataclass
+class HandlerContext:
+    """The Lambda context object, reduced to what a handler usually reads."""
+
+    function_name: str
+    function_version: str
+    aws_request_id: str
+    deadline: float = field(repr=False)
+    """time.monotonic() by which the gateway stops waiting"""
+    invoked_function_arn: str = ""
+    memory_limit_in_mb: int = 0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def build_event(
+    call: Call, body: bytes, *, request_id: str, now: float, source_ip: str
+) -> dict[str, Any]:
+    """An API Gateway HTTP API payload 2.0 event for ``call``."""
+    headers: dict[str, str] = {}
+    for k, v in call.headers:
+        name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+        if name in headers:
+            value = headers[name] + ("; " if name == "cookie" else ",") + value
+        headers[name] = value
+    cookies = [c.strip() for c in headers.pop("cookie", "").split(";") if c.strip()]
+    raw_query = call.query.decode("latin-1")
+    params: dict[str, str] = {}
+    for key, val in parse_qsl(raw_query, keep_blank_values=True):
+        params[key] = f"{params[key]},{val}" if key in params else val
+    host = headers.get("x-forwarded-host", headers.get("host", "localhost"))
+    rest = call.raw_rest.decode("latin-1").lstrip("/")
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": call.path,
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "coalmine-gateway",
+            "domainName": host,
+            "domainPrefix": host.split(".", 1)[0],
+            "http": {
+                "method": call.method,
+                "path": call.path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": formatdate(now, usegmt=True),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if params:
+        event["queryStringParameters"] = params
+    if rest:
+        event["pathParameters"] = {"proxy": rest}
+    if body:
+        try:
+            event["body"] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            event["body"] = base64.b64encode(body).decode("ascii")
+            event["isBase64Encoded"] = True
+    return event
+
+
+def reply_of(result: object) -> Reply:
+    """Map a handler's return value as the Lambda proxy integration (payload 2.0) does.
+
+    A dict with ``statusCode`` describes the response (``headers``,
+    ``multiValueHeaders``, ``cookies``, ``body``, ``isBase64Encoded``); any
+    other JSON-serialisable value is a 200 JSON body. Raises ValueError or
+    TypeError when the value cannot be mapped.
+    """
+    if not (isinstance(result, dict) and "statusCode" in result):
+        body = json_body(result)
+        return Reply(200, [(b"content-type", b"application/json")], body)
+    status = result["statusCode"]
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError(f"statusCode {status!r} is not an HTTP status")
+    headers: RawHeaders = []
+    for name, value in (result.get("headers") or {}).items():
+        headers.append((str(name).lower().encode("latin-1"), str(value).encode("latin-1")))
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        for value in values:
+            headers.append((str(name).lower().encode("latin-1"), str(value).encode("latin-1")))
+    for cookie in result.get("cookies") or ():
+        headers.append((b"set-cookie", str(cookie).encode("latin-1")))
+    if not any(k == b"content-type" for k, _ in headers):
+        headers.append((b"content-type", b"application/json"))
+    raw = result.get("body")
+    if raw is None:
+        data = b""
+    elif isinstance(raw, str):
+        data = (
+            base64.b64decode(raw, validate=True) if result.get("isBase64Encoded") else raw.encode()
+        )
+    else:  # lenient: API Gateway wants a string, a handler may return a dict
+        data = json_body(raw)
+    headers = [(k, v) for k, v in headers if k != b"content-length"]
+    return Reply(status, headers, data)
+
+
+class LocalRuntime:
+    """Loads and runs local handlers, one module namespace per (function, version)."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = 32,
+        timeout: float = 30.0,
+        max_body: int = 6 * 1024 * 1024,
+        scope: ScopeFactory = use,
+    ) -> None:
+        self.timeout = timeout
+        self.max_body = max_body
+        self._scope = scope
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coalmine-fn")
+        self._handlers: dict[tuple[str, str, str], Handler] = {}
+        self._modules: dict[tuple[str, str, str], ModuleType] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the threads and unregister the loaded modules from ``sys.modules``."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for module in self._modules.values():
+                if sys.modules.get(module.__name__) is module:
+                    del sys.modules[module.__name__]
+            self._modules.clear()
+            self._handlers.clear()
+
+    def module(self, function: str, version: str, ref: str) -> ModuleType | None:
+        """The module a loaded handler lives in (for tests and debugging)."""
+        return self._modules.get((function, version, ref))
+
+    def load(self, function: str, version: str, ref: str) -> Handler:
+        """The handler of ``ref`` for this function's version, loading it on first use."""
+        key = (function, version, ref)
+        handler = self._handlers.get(key)
+        if handler is not None:
+            return handler
+        with self._lock:
+            handler = self._handlers.get(key)
+            if handler is None:
+                handler, module = self._load(function, version, ref)
+                self._modules[key] = module
+                self._handlers[key] = handler
+        return handler
+
+    @staticmethod
+    def _load(function: str, version: str, ref: str) -> tuple[Handler, ModuleType]:
+        modname, _, attr = ref.partition(":")
+        spec = importlib.util.find_spec(modname)
+        if spec is None:
+            raise ModuleNotFoundError(f"no module named {modname!r}")
+        if spec.origin is None or not spec.has_location or not spec.origin.endswith(".py"):
+            raise ImportError(f"module {modname!r} is not a Python source file")
+        base = f"coalmine_fn.{_UNSAFE.sub('_', function)}.{_UNSAFE.sub('_', version)}"
+        name, n = f"{base}.{modname}", 1
+        while name in sys.modules:  # another runtime, or a name that sanitised alike
+            n += 1
+            name = f"{base}_{n}.{modname}"
+        own = importlib.util.spec_from_file_location(
+            name, spec.origin, submodule_search_locations=spec.submodule_search_locations
+        )
+        if own is None or own.loader is None:
+            raise ImportError(f"module {modname!r} cannot be loaded from {spec.origin}")
+        module = importlib.util.module_from_spec(own)
+        module.__package__ = spec.parent  # relative imports reach the real package
+        sys.modules[name] = module
+        try:
+            own.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        obj: object = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise TypeError(f"{ref} is not callable")
+        return obj, module
+
+    async def _read_body(self, call: Call) -> bytes:
+        if not call.has_body:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await call.receive()
+            if message["type"] == "http.disconnect":
+                raise CallFailed(400, "the client disconnected before its request body ended")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise CallFailed(
+                    413, f"request body over {self.max_body} bytes, the local handler limit"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def invoke(
+        self, ref: str, call: Call, decision: Decision, token: str | None, *, source_ip: str
+    ) -> Reply:
+        """Run the handler for ``call``; raise `CallFailed` when it cannot answer."""
+        what = f"local handler {ref} for {call.function} {call.version}"
+        body = await self._read_body(call)
+        request_id = str(uuid.uuid4())
+        deadline = time.monotonic() + self.timeout
+        event = build_event(call, body, request_id=request_id, now=time.time(), source_ip=source_ip)
+        context = HandlerContext(call.function, call.version, request_id, deadline)
+
+        def run() -> Reply:
+            try:
+                handler = self.load(call.function, call.version, ref)
+            except Exception as exc:
+                log.exception("%s could not be loaded", what)
+                raise CallFailed(
+                    502, f"{what} could not be loaded: {type(exc).__name__}: {exc}"
+                ) from exc
+            try:
+                with self._scope(decision, token):
+                    result = handler(event, context)
+            except Exception as exc:
+                log.exception("%s raised", what)
+                raise CallFailed(
+                    502,
+                    f"{what} raised {type(exc).__name__}: {exc}",
+                    error={"type": type(exc).__name__, "message": str(exc)},
+                ) from exc
+            try:
+                return reply_of(result)
+            except (TypeError, ValueError, binascii.Error) as exc:
+                raise CallFailed(
+                    502, f"{what} returned a value that is not a response: {exc}"
+                ) from exc
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, contextvars.copy_context().run, run)
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            raise CallFailed(504, f"{what} did not return within {self.timeout:g}s") from None

@@ -1,0 +1,66 @@
+"""The data plane for end-to-end tests: the real control plane and a real gateway on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from coalmine.core.signing import Keyring
+from coalmine.gateway import GatewayConfig, create_gateway
+from tests.sdk import ControlPlane, free_port
+
+APP = "chain"
+KEYRING = Keyring.single("e2e-data-plane-signing-secret-0123", "e1")
+SPEC: dict[str, Any] = {
+    "app": APP,
+    "functions": {
+        fn: {
+            "current": "v1",
+            "versions": {v: f"tests.e2e.chain_fns:{fn}_{v}" for v in ("v1", "v2")},
+        }
+        for fn in ("a", "b", "c")
+    },
+    "release": {"strategy": "20%:1h, 60%:1h, 100%"},
+}
+
+
+class GatewayServer:
+    """`coalmine.gateway` on a free 127.0.0.1 port, following the control plane."""
+
+    def __init__(self, plane: ControlPlane, sdk_key: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = GatewayConfig(
+            app=APP, control_plane_url=plane.url, sdk_key=sdk_key, keyring=KEYRING
+        )
+        self.app = create_gateway(config)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> GatewayServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=0
+            )
+        )
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:  # uvicorn exposes a flag, not an event
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.005)
+        self._server, self._thread = server, thread
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=15)

@@ -1,0 +1,137 @@
+"""Identity strategies: header, cookie, JWT (verified, or unverified only when allowed), anonymous."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+
+from coalmine.core.errors import InvalidInput
+from coalmine.gateway.identity import (
+    Identifier,
+    IdentityConfig,
+    IdentitySource,
+    parse_cookies,
+)
+from tests.gateway.fixtures.harness import make_jwt
+
+NOW = 1_700_000_000.0
+SECRET = "jwt-s3cret"
+
+
+def ident(config: IdentityConfig, headers: dict[str, str], secure: bool = False) -> Any:
+    return Identifier(config).identify(headers, now=NOW, secure=secure)
+
+
+def unsigned(claims: dict[str, Any], alg: str = "none") -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    return f"{b64(json.dumps({'alg': alg}).encode())}.{b64(json.dumps(claims).encode())}."
+
+
+def test_strategies_in_order_header_then_cookie_then_jwt() -> None:
+    config = IdentityConfig(user_cookie="uid", jwt_secret=SECRET)
+    bearer = f"Bearer {make_jwt({'sub': 'from-jwt'}, SECRET)}"
+    both = {"x-user-id": "from-header", "cookie": "uid=from-cookie", "authorization": bearer}
+    got = ident(config, both)
+    assert (got.user, got.source, got.set_cookie) == ("from-header", IdentitySource.HEADER, None)
+    assert ident(config, {**both, "x-user-id": " "}).user == "from-cookie"
+    assert ident(config, {"authorization": bearer}).source is IdentitySource.JWT
+    reordered = IdentityConfig(
+        user_cookie="uid",
+        jwt_secret=SECRET,
+        order=(IdentitySource.JWT, IdentitySource.HEADER),
+    )
+    assert ident(reordered, both).user == "from-jwt"
+    # the cookie strategy is not in that order
+    assert ident(reordered, {"cookie": "uid=from-cookie"}).source is IdentitySource.ANONYMOUS
+
+
+def test_jwt_claims_are_trusted_only_when_verified() -> None:
+    config = IdentityConfig(jwt_secret=SECRET, jwt_claim="uid")
+    ok = make_jwt({"uid": 42, "exp": NOW + 10}, SECRET)
+    assert ident(config, {"authorization": f"Bearer {ok}"}).user == "42"
+    rejected = [
+        make_jwt({"uid": "u"}, "wrong"),
+        make_jwt({"uid": "u", "exp": NOW}, SECRET),  # expired
+        make_jwt({"uid": "u", "nbf": NOW + 5}, SECRET),  # not yet valid
+        make_jwt({"sub": "u"}, SECRET),  # no such claim
+        make_jwt({"uid": True}, SECRET),
+        unsigned({"uid": "u"}),  # alg none
+        unsigned({"uid": "u"}, alg="HS256"),
+        ok[:-2] + "AA",
+        "not.a.jwt",
+        "x",
+    ]
+    for token in rejected:
+        got = ident(config, {"authorization": f"Bearer {token}"})
+        assert got.source is IdentitySource.ANONYMOUS, token
+    assert ident(config, {"authorization": f"Basic {ok}"}).source is IdentitySource.ANONYMOUS
+
+
+def test_unverified_jwts_only_when_explicitly_allowed() -> None:
+    token = unsigned({"sub": "whoever-i-say"})
+    assert ident(IdentityConfig(), {"authorization": f"Bearer {token}"}).source is (
+        IdentitySource.ANONYMOUS
+    )
+    got = ident(IdentityConfig(jwt_unverified=True), {"authorization": f"Bearer {token}"})
+    assert (got.user, got.source) == ("whoever-i-say", IdentitySource.JWT)
+    expired = unsigned({"sub": "u", "exp": NOW - 1})
+    got = ident(IdentityConfig(jwt_unverified=True), {"authorization": f"Bearer {expired}"})
+    assert got.source is IdentitySource.ANONYMOUS
+
+
+def test_anonymous_ids_are_minted_once_and_read_back() -> None:
+    config = IdentityConfig()
+    first = ident(config, {}, secure=True)
+    assert first.source is IdentitySource.ANONYMOUS
+    assert first.set_cookie == (
+        f"coalmine-uid={first.user}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax; Secure"
+    )
+    again = ident(config, {"cookie": f"other=1; coalmine-uid={first.user}"})
+    assert (again.user, again.set_cookie) == (first.user, None)
+    assert ident(config, {}).user != first.user
+    # a tampered or silly cookie value is replaced
+    assert ident(config, {"cookie": "coalmine-uid=x"}).set_cookie is not None
+    assert "Secure" not in (ident(config, {}).set_cookie or "")
+
+
+def test_overlong_keys_are_not_user_keys() -> None:
+    got = ident(IdentityConfig(), {"x-user-id": "u" * 257})
+    assert got.source is IdentitySource.ANONYMOUS
+
+
+def test_parse_cookies() -> None:
+    assert parse_cookies('a=1; b="two"; a=3; junk; c=') == {"a": "1", "b": "two", "c": ""}
+    assert parse_cookies(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"user_header": "bad header"}, "invalid user header"),
+        ({"user_cookie": "a;b"}, "invalid user cookie"),
+        ({"jwt_secret": SECRET, "jwt_unverified": True}, "not both"),
+        ({"jwt_secret": ""}, "must not be empty"),
+        ({"jwt_claim": ""}, "must not be empty"),
+        ({"order": ("header", "header")}, "at most once"),
+        ({"order": ("anonymous",)}, "at most once"),
+        ({"order": ("ldap",)}, "ldap"),
+    ],
+)
+def test_bad_identity_settings_say_what_is_wrong(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises((InvalidInput, ValueError), match=message):
+        IdentityConfig(**kwargs)
+
+
+def test_header_names_are_lowercased_and_jwt_time_is_the_callers() -> None:
+    assert IdentityConfig(user_header="X-User").user_header == "x-user"
+    token = make_jwt({"sub": "u", "exp": time.time() + 60}, SECRET)
+    assert (
+        Identifier(IdentityConfig(jwt_secret=SECRET)).jwt_user(f"Bearer {token}", now=time.time())
+        == "u"
+    )
