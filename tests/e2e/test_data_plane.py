@@ -123,7 +123,7 @@ def test_chains_run_one_channel_end_to_end_while_exposure_rises(stack: Stack) ->
 
 def test_sdk_gateway_and_discovery_agree_for_many_users(stack: Stack) -> None:
     gateway_follows(stack, start_release(stack.plane))
-    users = [f"user-{i}" for i in range(int(os.environ.get("COALMINE_E2E_USERS", "2000")))]
+    users = [f"user-{i}" for i in range(int(os.environ.get("COALMINE_E2E_USERS", "10000")))]
     with Client(stack.plane.url, stack.sdk_key, apps=[APP], signing_keys=KEYRING) as client:
         sdk = {u: client.decide(APP, u) for u in users}
     with (
