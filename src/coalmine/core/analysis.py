@@ -1,0 +1,383 @@
+"""Analysis settings: what the judge checks every interval, and how verdicts add up.
+
+Read from a release's ``analysis`` object, every field optional::
+
+    {"interval": "1m", "min_requests": 200, "failure_limit": 2,
+     "max_inconclusive": 5, "inconclusive": "pause",
+     "metrics": {"error_rate": {"max_increase_pp": 1.0, "confidence": 0.99},
+                 "latency_p99": {"max_increase_pct": 20},
+                 "latency_p50": null},
+     "custom": [{"name": "queue_lag_ms", "max_increase_pct": 10}]}
+
+``metrics`` is merged over the defaults (error rate, p50, p95, p99); ``null``
+turns a default metric off. Latency metrics are named ``latency_pNN`` where
+NN are the quantile's decimals (``p50``, ``p95``, ``p99``, ``p999``). Every
+error message names the field and says what to write instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from coalmine.core.errors import InvalidInput
+from coalmine.core.model import NAME_PATTERN
+from coalmine.core.strategy import format_duration, parse_duration
+
+__all__ = [
+    "DEFAULT_LATENCY",
+    "MAX_INTERVAL_SECONDS",
+    "AnalysisSettings",
+    "CustomCheck",
+    "ErrorRateCheck",
+    "InconclusivePolicy",
+    "LatencyCheck",
+    "latency_metric_name",
+]
+
+MAX_INTERVAL_SECONDS = 24 * 3600
+_LATENCY_NAME = re.compile(r"latency_p(\d{2,4})")
+_TOP_FIELDS = (
+    "interval",
+    "min_requests",
+    "failure_limit",
+    "max_inconclusive",
+    "inconclusive",
+    "metrics",
+    "custom",
+)
+
+
+class InconclusivePolicy(StrEnum):
+    """What a run of inconclusive intervals longer than ``max_inconclusive`` does."""
+
+    PAUSE = "pause"
+    """Pause the release and say why (an operator resumes or rolls back)."""
+    CONTINUE = "continue"
+    """Keep stepping: the release is promoted on schedule without a verdict."""
+
+
+def _fraction(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _confidence(value: object, what: str) -> float:
+    c = _fraction(value, what)
+    if not 0.5 <= c <= 0.9999:
+        raise InvalidInput(
+            f"{what} {value!r} is out of range: use a probability from 0.5 to 0.9999, e.g. 0.99"
+        )
+    return c
+
+
+def _whole(value: object, what: str, low: int, high: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{what} {value!r} must be a whole number from {low} to {high}{hint}")
+    return value
+
+
+def latency_metric_name(quantile: float) -> str:
+    """``0.99`` -> ``latency_p99``, ``0.5`` -> ``latency_p50``, ``0.999`` -> ``latency_p999``."""
+    digits = format(Decimal(repr(quantile)), "f").split(".", 1)[1] if quantile < 1 else ""
+    return f"latency_p{digits.ljust(2, '0')}"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRateCheck:
+    """Fail a canary whose error rate is more than ``max_increase_pp`` percentage
+    points above stable's, when an exact test says the increase is real."""
+
+    max_increase_pp: float = 1.0
+    confidence: float = 0.99
+
+    def __post_init__(self) -> None:
+        pp = _fraction(self.max_increase_pp, "error_rate.max_increase_pp")
+        if not 0 < pp <= 100:
+            raise InvalidInput(
+                f"error_rate.max_increase_pp {self.max_increase_pp!r} must be above 0 and at"
+                " most 100 (percentage points, e.g. 1.0)"
+            )
+        object.__setattr__(self, "max_increase_pp", pp)
+        object.__setattr__(
+            self, "confidence", _confidence(self.confidence, "error_rate.confidence")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_increase_pp": self.max_increase_pp, "confidence": self.confidence}
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyCheck:
+    """Fail a canary whose latency quantile is more than ``max_increase_pct`` percent
+    above stable's, when a test says the difference is real."""
+
+    quantile: float
+    max_increase_pct: float = 20.0
+    confidence: float = 0.99
+
+    def __post_init__(self) -> None:
+        q = _fraction(self.quantile, "a latency quantile")
+        if not 0 < q < 1 or len(latency_metric_name(q)) > len("latency_p9999"):
+            raise InvalidInput(
+                f"latency quantile {self.quantile!r} must be above 0 and below 1"
+                " with at most 4 decimals (0.99 is p99)"
+            )
+        object.__setattr__(self, "quantile", q)
+        pct = _fraction(self.max_increase_pct, f"{self.name}.max_increase_pct")
+        if not 0 < pct <= 10_000:
+            raise InvalidInput(
+                f"{self.name}.max_increase_pct {self.max_increase_pct!r} must be above 0"
+                " (a percentage, e.g. 20 for 'no more than 20% slower')"
+            )
+        object.__setattr__(self, "max_increase_pct", pct)
+        object.__setattr__(
+            self, "confidence", _confidence(self.confidence, f"{self.name}.confidence")
+        )
+
+    @property
+    def name(self) -> str:
+        return latency_metric_name(self.quantile)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_increase_pct": self.max_increase_pct, "confidence": self.confidence}
+
+
+@dataclass(frozen=True, slots=True)
+class CustomCheck:
+    """A metric the caller measures (queue lag, cost per request, ...), higher is worse.
+
+    Give exactly one limit: ``max_increase_pct`` (relative to stable) or
+    ``max_increase`` (absolute, in the metric's own unit).
+    """
+
+    name: str
+    max_increase_pct: float | None = None
+    max_increase: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise InvalidInput(
+                f"invalid custom metric name {self.name!r}: use 1-63 lowercase letters,"
+                " digits, '-' or '_'"
+            )
+        if self.name == "error_rate" or _LATENCY_NAME.fullmatch(self.name):
+            raise InvalidInput(
+                f"custom metric name {self.name!r} is a built-in metric's; configure it"
+                " under 'metrics' or choose another name"
+            )
+        if (self.max_increase_pct is None) == (self.max_increase is None):
+            raise InvalidInput(
+                f"custom metric {self.name!r}: give exactly one of max_increase_pct (relative,"
+                " e.g. 10) or max_increase (absolute, in the metric's unit)"
+            )
+        if self.max_increase_pct is not None:
+            pct = _fraction(self.max_increase_pct, f"{self.name}.max_increase_pct")
+            if pct <= 0:
+                raise InvalidInput(f"{self.name}.max_increase_pct must be above 0, got {pct!r}")
+            object.__setattr__(self, "max_increase_pct", pct)
+        if self.max_increase is not None:
+            inc = _fraction(self.max_increase, f"{self.name}.max_increase")
+            if inc < 0:
+                raise InvalidInput(f"{self.name}.max_increase must be >= 0, got {inc!r}")
+            object.__setattr__(self, "max_increase", inc)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.max_increase_pct is not None:
+            out["max_increase_pct"] = self.max_increase_pct
+        if self.max_increase is not None:
+            out["max_increase"] = self.max_increase
+        return out
+
+
+DEFAULT_LATENCY = (LatencyCheck(0.5), LatencyCheck(0.95), LatencyCheck(0.99))
+"""p50, p95 and p99, each allowed 20% worse than stable, at 99% confidence."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSettings:
+    """How a release is analysed: the judge's checks and the verdict limits."""
+
+    interval: float = 60.0
+    """seconds between verdicts"""
+    min_requests: int = 200
+    """below this many requests on either side, every metric is inconclusive"""
+    failure_limit: int = 2
+    """consecutive failed intervals that roll the release back"""
+    max_inconclusive: int = 5
+    """consecutive inconclusive intervals allowed before ``inconclusive`` applies"""
+    inconclusive: InconclusivePolicy = InconclusivePolicy.PAUSE
+    error_rate: ErrorRateCheck | None = field(default_factory=ErrorRateCheck)
+    latency: tuple[LatencyCheck, ...] = DEFAULT_LATENCY
+    custom: tuple[CustomCheck, ...] = ()
+
+    def __post_init__(self) -> None:
+        interval = self.interval
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise InvalidInput(f"interval {interval!r} must be a number of seconds")
+        if not 1 <= interval <= MAX_INTERVAL_SECONDS:
+            raise InvalidInput(
+                f"interval {format_duration(interval) if math.isfinite(interval) else interval}"
+                " must be from 1s to 24h (e.g. '1m')"
+            )
+        object.__setattr__(self, "interval", float(interval))
+        _whole(self.min_requests, "min_requests", 1, 10**9, " (requests on each side)")
+        _whole(self.failure_limit, "failure_limit", 1, 1000, " (consecutive failed intervals)")
+        _whole(self.max_inconclusive, "max_inconclusive", 0, 10_000, " (consecutive intervals)")
+        try:
+            object.__setattr__(self, "inconclusive", InconclusivePolicy(self.inconclusive))
+        except ValueError:
+            raise InvalidInput(
+                f"inconclusive {self.inconclusive!r} must be 'pause' or 'continue'"
+            ) from None
+        if self.error_rate is not None and not isinstance(self.error_rate, ErrorRateCheck):
+            raise InvalidInput("error_rate must be an ErrorRateCheck or None")
+        latency = tuple(sorted(self.latency, key=lambda c: c.quantile))
+        names = [c.name for c in latency]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"a latency quantile is configured twice: {', '.join(names)}")
+        object.__setattr__(self, "latency", latency)
+        custom = tuple(self.custom)
+        seen = [c.name for c in custom]
+        if len(set(seen)) != len(seen):
+            dupes = sorted({n for n in seen if seen.count(n) > 1})
+            raise InvalidInput(f"custom metric(s) configured twice: {', '.join(dupes)}")
+        object.__setattr__(self, "custom", custom)
+        if self.error_rate is None and not latency and not custom:
+            raise InvalidInput(
+                "analysis checks nothing: keep at least one of error_rate, a latency_pNN"
+                " metric, or a custom metric"
+            )
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric the judge reports, in the order it reports them."""
+        errors = ("error_rate",) if self.error_rate is not None else ()
+        return (*errors, *(c.name for c in self.latency), *(c.name for c in self.custom))
+
+    @classmethod
+    def parse(cls, spec: object = None) -> AnalysisSettings:
+        """Read settings from a mapping (None or ``{}`` gives the defaults)."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, AnalysisSettings):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise InvalidInput(
+                "analysis settings must be an object like"
+                ' {"interval": "1m", "min_requests": 200, "metrics": {...}}'
+            )
+        unknown = sorted(set(spec) - set(_TOP_FIELDS))
+        if unknown:
+            raise InvalidInput(
+                f"unknown analysis field(s) {', '.join(map(str, unknown))};"
+                f" known fields: {', '.join(_TOP_FIELDS)}"
+            )
+        kwargs: dict[str, Any] = {}
+        if "interval" in spec:
+            try:
+                kwargs["interval"] = parse_duration(spec["interval"])
+            except InvalidInput as exc:
+                raise InvalidInput(f"interval: {exc}") from None
+        for name in ("min_requests", "failure_limit", "max_inconclusive", "inconclusive"):
+            if name in spec:
+                kwargs[name] = spec[name]
+        if "metrics" in spec:
+            kwargs.update(_parse_metrics(spec["metrics"]))
+        if "custom" in spec:
+            kwargs["custom"] = _parse_custom(spec["custom"])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings in the form `parse` reads (every field written out)."""
+        metrics: dict[str, Any] = {
+            "error_rate": self.error_rate.to_dict() if self.error_rate is not None else None
+        }
+        present = {c.name for c in self.latency}
+        for check in DEFAULT_LATENCY:
+            if check.name not in present:
+                metrics[check.name] = None
+        for check in self.latency:
+            metrics[check.name] = check.to_dict()
+        return {
+            "interval": format_duration(self.interval),
+            "min_requests": self.min_requests,
+            "failure_limit": self.failure_limit,
+            "max_inconclusive": self.max_inconclusive,
+            "inconclusive": str(self.inconclusive),
+            "metrics": metrics,
+            "custom": [c.to_dict() for c in self.custom],
+        }
+
+
+def _fields(item: object, where: str, allowed: Sequence[str]) -> Mapping[str, Any]:
+    if not isinstance(item, Mapping):
+        raise InvalidInput(
+            f"{where} must be an object with {' and/or '.join(allowed)}, or null to turn it off"
+        )
+    unknown = sorted(set(item) - set(allowed))
+    if unknown:
+        raise InvalidInput(
+            f"{where}: unknown field(s) {', '.join(map(str, unknown))}; use {', '.join(allowed)}"
+        )
+    return item
+
+
+def _parse_metrics(spec: object) -> dict[str, Any]:
+    if not isinstance(spec, Mapping):
+        raise InvalidInput(
+            'metrics must be an object like {"error_rate": {"max_increase_pp": 1},'
+            ' "latency_p99": {"max_increase_pct": 20}}'
+        )
+    out: dict[str, Any] = {}
+    latency = {c.name: c for c in DEFAULT_LATENCY}
+    for name, item in spec.items():
+        if name == "error_rate":
+            if item is None or item is False:
+                out["error_rate"] = None
+            else:
+                given = _fields(item, "metrics.error_rate", ("max_increase_pp", "confidence"))
+                out["error_rate"] = ErrorRateCheck(**given)
+            continue
+        m = _LATENCY_NAME.fullmatch(name) if isinstance(name, str) else None
+        if m is None:
+            raise InvalidInput(
+                f"unknown metric {name!r}: use error_rate or latency_pNN (latency_p50,"
+                " latency_p95, latency_p99, latency_p999); put your own metrics under 'custom'"
+            )
+        digits = m.group(1)
+        quantile = int(digits) / 10 ** len(digits)
+        if item is None or item is False:
+            latency.pop(name, None)
+            continue
+        given = _fields(item, f"metrics.{name}", ("max_increase_pct", "confidence"))
+        check = LatencyCheck(quantile, **given)
+        if check.name != name:
+            raise InvalidInput(
+                f"write metric {name!r} as {check.name!r} (quantile {quantile:g}): the digits"
+                " are the quantile's decimals, latency_p999 is 0.999"
+            )
+        latency[name] = check
+    out["latency"] = tuple(latency.values())
+    return out
+
+
+def _parse_custom(spec: object) -> tuple[CustomCheck, ...]:
+    if isinstance(spec, str | bytes) or not isinstance(spec, Sequence):
+        raise InvalidInput(
+            'custom must be a list like [{"name": "queue_lag_ms", "max_increase_pct": 10}]'
+        )
+    out = []
+    for i, item in enumerate(spec, start=1):
+        given = _fields(item, f"custom[{i}]", ("name", "max_increase_pct", "max_increase"))
+        if "name" not in given:
+            raise InvalidInput(f"custom[{i}] needs a name")
+        out.append(CustomCheck(**given))
+    return tuple(out)

@@ -1,0 +1,643 @@
+"""The judge: canary against stable over the same window, metric by metric.
+
+`judge` compares per-version metrics (request and error counters and a
+latency histogram per channel) and returns a `Verdict`: ``pass``, ``fail`` or
+``inconclusive``, its worst metric's outcome, with one sentence per metric a
+person can read. `Tracker` folds successive verdicts into an action: roll
+back after ``failure_limit`` failed intervals in a row, pause after more than
+``max_inconclusive`` inconclusive intervals in a row, else continue.
+
+Every failure needs two things: an effect beyond the configured limit (the
+canary's error rate more than ``max_increase_pp`` points above stable's, a
+latency quantile more than ``max_increase_pct`` percent above stable's) and a
+test that says the difference is real at the configured confidence:
+
+* error rate: Fisher's exact test, one-sided, on the 2x2 table of errors and
+  successes, against a margin of half the limit (stable's row gets that many
+  more errors); exact for sparse errors (6 of 1,000 against 0 of 9,000);
+* central latency quantiles (below p90): the Mann-Whitney U test, one-sided,
+  computed from the two histograms' bucket counts (exact for binned data,
+  with the tie correction; normal approximation with continuity correction);
+* tail latency quantiles (p90 and above): Fisher's exact test on the share of
+  requests slower than stable's quantile: a canary no slower in the middle
+  but with a worse tail is caught here, where a rank test is blind.
+
+An effect beyond the limit without significance is ``inconclusive``; within
+the limit is ``pass``. Too little traffic on either side (below
+``min_requests``) makes every metric inconclusive: never a silent pass and
+never a rollback on its own. The comparison is always against stable in the
+same window, so a fault stable shares (an alarm already firing before the
+release, a dependency failing for everyone) is reported and not attributed
+to the canary.
+
+The module imports scipy only when a test is computed (it is part of the
+``server`` extra), so ``import coalmine`` stays light.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Protocol, TypeGuard
+
+from coalmine.core.analysis import (
+    AnalysisSettings,
+    CustomCheck,
+    ErrorRateCheck,
+    InconclusivePolicy,
+    LatencyCheck,
+)
+from coalmine.core.errors import InvalidInput
+from coalmine.core.histogram import LatencyHistogram
+
+__all__ = [
+    "ERROR_MARGIN",
+    "TAIL_QUANTILE",
+    "Action",
+    "MannWhitney",
+    "MetricResult",
+    "Outcome",
+    "Tracker",
+    "Traffic",
+    "Verdict",
+    "fisher_greater",
+    "judge",
+    "mann_whitney",
+]
+
+TAIL_QUANTILE = 0.9
+"""Latency quantiles from this one up are judged with the tail test, below with Mann-Whitney U."""
+ERROR_MARGIN = 0.5
+"""The share of the error-rate limit the exact test must exclude: with a +1 pp limit,
+a failure needs evidence that the canary is more than 0.5 pp above stable, not just
+above it (a test against zero, repeated every interval, fails too many good canaries)."""
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+    @property
+    def severity(self) -> int:
+        """fail > inconclusive > pass: a verdict is its worst metric's outcome."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Outcome.PASS: 0, Outcome.INCONCLUSIVE: 1, Outcome.FAIL: 2}
+
+
+class Action(StrEnum):
+    """What the controller does after an interval's verdict."""
+
+    CONTINUE = "continue"
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+
+
+class Traffic(Protocol):
+    """What the judge reads of one channel's window: `VersionMetrics` is one."""
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def errors(self) -> int: ...
+
+    @property
+    def histogram(self) -> LatencyHistogram: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """One metric's outcome, the sentence that explains it, and its numbers.
+
+    ``canary`` and ``stable`` are in the metric's unit (error rate in percent,
+    latency in milliseconds, a custom metric in its own); ``change`` and
+    ``limit`` are in ``change_unit`` (``pp`` percentage points, ``%``
+    relative, or ``""`` absolute).
+    """
+
+    name: str
+    outcome: Outcome
+    reason: str
+    canary: float | None = None
+    stable: float | None = None
+    change: float | None = None
+    limit: float | None = None
+    change_unit: str = ""
+    p_value: float | None = None
+    note: str = ""
+    """what the comparison says about stable itself (e.g. its errors are as high)"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "outcome": str(self.outcome),
+            "reason": self.reason,
+            "canary": _finite_or_none(self.canary),
+            "stable": _finite_or_none(self.stable),
+            "change": _finite_or_none(self.change),
+            "limit": self.limit,
+            "change_unit": self.change_unit,
+            "p_value": self.p_value,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One interval's analysis: the worst metric's outcome, and why."""
+
+    outcome: Outcome
+    metrics: tuple[MetricResult, ...]
+    reasons: tuple[str, ...]
+    """the sentences of the metrics with the verdict's outcome"""
+    notes: tuple[str, ...]
+    """what the analysis found about stable, whatever the outcome"""
+    canary_requests: int
+    stable_requests: int
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    def metric(self, name: str) -> MetricResult:
+        for result in self.metrics:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": str(self.outcome),
+            "reason": self.reason,
+            "reasons": list(self.reasons),
+            "notes": list(self.notes),
+            "canary_requests": self.canary_requests,
+            "stable_requests": self.stable_requests,
+            "metrics": [m.to_dict() for m in self.metrics],
+        }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+# -- statistics ------------------------------------------------------------------------
+
+
+def fisher_greater(a_events: int, a_total: int, b_events: int, b_total: int) -> float:
+    """One-sided p-value of Fisher's exact test that group a's rate exceeds group b's.
+
+    Exact at any size, so sparse events (3 of 1,000 against 0 of 9,000) are
+    judged on what they are. Needs scipy (the ``server`` extra).
+    """
+    for what, value in (
+        ("a_events", a_events),
+        ("a_total", a_total),
+        ("b_events", b_events),
+        ("b_total", b_total),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"{what} must be a whole number >= 0, got {value!r}")
+    if a_events > a_total or b_events > b_total:
+        raise InvalidInput("events cannot exceed totals")
+    if a_events == 0 or a_total == 0 or b_total == 0:
+        return 1.0
+    from coalmine._extras import require
+
+    stats = require("scipy.stats", "server")
+    table = [[a_events, a_total - a_events], [b_events, b_total - b_events]]
+    result = stats.fisher_exact(table, alternative="greater")
+    return min(1.0, max(0.0, float(result.pvalue)))
+
+
+@dataclass(frozen=True, slots=True)
+class MannWhitney:
+    """The Mann-Whitney U test of canary against stable, from bucket counts."""
+
+    u: float
+    """pairs (canary, stable) where canary is slower, ties counting one half"""
+    p_greater: float
+    """one-sided p-value that the canary is stochastically slower"""
+    share: float
+    """u over all pairs: the probability a canary request is slower than a stable one"""
+
+
+def mann_whitney(canary: LatencyHistogram, stable: LatencyHistogram) -> MannWhitney:
+    """Mann-Whitney U from two histograms' bucket counts, in O(buckets).
+
+    Values in one bucket are ties (the data is binned at 1%). The variance has
+    the tie correction, and the p-value is the normal approximation with a
+    continuity correction: what ``scipy.stats.mannwhitneyu(x, y,
+    alternative="greater", method="asymptotic")`` gives on the bucketed values.
+    """
+    if not canary.same_layout(stable):
+        raise InvalidInput("Mann-Whitney U needs two histograms with the same layout")
+    n1, n2 = canary.count, stable.count
+    if not n1 or not n2:
+        return MannWhitney(0.0, 1.0, 0.5)
+    a = dict(canary.bins())
+    b = dict(stable.bins())
+    # The zero bucket sorts below every other (an index below any real one).
+    zero = min([*a, *b, 0]) - 1
+    a[zero], b[zero] = canary.zero_count, stable.zero_count
+    u = 0.0
+    below = 0
+    ties = 0
+    for index in sorted(a.keys() | b.keys()):
+        x, y = a.get(index, 0), b.get(index, 0)
+        u += x * (below + y / 2)
+        below += y
+        t = x + y
+        ties += t * t * t - t
+    n = n1 + n2
+    mean = n1 * n2 / 2
+    var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    if var <= 0:
+        return MannWhitney(u, 1.0, 0.5)
+    z = (u - mean - 0.5) / math.sqrt(var)
+    return MannWhitney(u, 0.5 * math.erfc(z / math.sqrt(2)), u / (n1 * n2))
+
+
+# -- formatting ------------------------------------------------------------------------
+
+
+def _trim(value: float, decimals: int) -> str:
+    text = f"{value:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _ms(value: float) -> str:
+    for limit, decimals in ((100, 0), (10, 1), (1, 2)):
+        if value >= limit:
+            return f"{value:,.{decimals}f} ms"
+    return f"{value:.3g} ms"
+
+
+def _percent(rate: float) -> str:
+    """A rate in [0, 1] as a percentage: 0.08 -> '8%', 0.003 -> '0.3%'."""
+    return f"{_trim(rate * 100, 2)}%"
+
+
+def _relative(change: float) -> str:
+    if not math.isfinite(change):
+        return "stable at 0"
+    return f"{change:+.0f}%" if abs(change) >= 10 else f"{change:+.1f}%"
+
+
+def _pp(change: float) -> str:
+    sign = "+" if change >= 0 else "-"
+    return f"{sign}{_trim(abs(change), 2)} pp"
+
+
+def _p(p: float) -> str:
+    return "p<0.0001" if p < 1e-4 else f"p={p:.2g}"
+
+
+def _plain(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _quantile_label(check: LatencyCheck) -> str:
+    return check.name.removeprefix("latency_")
+
+
+# -- the metrics -----------------------------------------------------------------------
+
+
+def _error_rate(check: ErrorRateCheck, canary: Traffic, stable: Traffic) -> MetricResult:
+    rc = canary.errors / canary.requests
+    rs = stable.errors / stable.requests
+    diff = (rc - rs) * 100
+    limit = check.max_increase_pp
+    head = (
+        f"canary errors {_percent(rc)} ({canary.errors:,} of {canary.requests:,}) vs stable"
+        f" {_percent(rs)} ({stable.errors:,} of {stable.requests:,}), {_pp(diff)},"
+        f" limit +{_trim(limit, 2)} pp"
+    )
+    numbers: dict[str, Any] = {
+        "canary": rc * 100,
+        "stable": rs * 100,
+        "change": diff,
+        "limit": limit,
+        "change_unit": "pp",
+    }
+    stable_high = rs * 100 > limit and rc * 100 > limit
+    if diff <= limit:
+        note = ""
+        if stable_high:
+            note = f"stable is also at {_percent(rs)} errors: not attributable to the canary"
+        elif diff <= -limit:
+            note = f"the canary has fewer errors than stable ({_percent(rc)} vs {_percent(rs)})"
+        reason = f"{head}; {note}" if note else head
+        return MetricResult("error_rate", Outcome.PASS, reason, note=note, **numbers)
+    # Fisher's exact test against a margin: stable's row gets the margin's worth of
+    # errors, so the test asks whether the canary is more than the margin above stable.
+    margin = round(limit * ERROR_MARGIN / 100 * stable.requests)
+    shifted = min(stable.requests, stable.errors + margin)
+    p = fisher_greater(canary.errors, canary.requests, shifted, stable.requests)
+    alpha = 1 - check.confidence
+    note = ""
+    if stable_high:
+        note = (
+            f"stable is also at {_percent(rs)} errors, but the canary adds {_trim(diff, 2)} pp more"
+        )
+    if p < alpha:
+        reason = f"{head} ({_p(p)})" + (f"; {note}" if note else "")
+        return MetricResult("error_rate", Outcome.FAIL, reason, p_value=p, note=note, **numbers)
+    reason = f"{head}, not significant yet ({_p(p)}, need p<{_trim(alpha, 4)})" + (
+        f"; {note}" if note else ""
+    )
+    return MetricResult("error_rate", Outcome.INCONCLUSIVE, reason, p_value=p, note=note, **numbers)
+
+
+def _latency(
+    check: LatencyCheck, canary: LatencyHistogram, stable: LatencyHistogram, min_requests: int
+) -> MetricResult:
+    name, label = check.name, _quantile_label(check)
+    if canary.count < min_requests or stable.count < min_requests:
+        return MetricResult(
+            name,
+            Outcome.INCONCLUSIVE,
+            f"too few latency measurements for {label} (canary {canary.count:,},"
+            f" stable {stable.count:,}, need {min_requests:,} each)",
+        )
+    c = canary.quantile(check.quantile)
+    s = stable.quantile(check.quantile)
+    if c is None or s is None:  # pragma: no cover - both histograms hold values here
+        raise AssertionError("empty histogram past the traffic check")
+    change = (c / s - 1) * 100 if s > 0 else (0.0 if c <= 0 else math.inf)
+    limit = check.max_increase_pct
+    head = (
+        f"canary {label} {_ms(c)} vs stable {_ms(s)} ({_relative(change)}),"
+        f" limit +{_trim(limit, 2)}%"
+    )
+    numbers: dict[str, Any] = {
+        "canary": c,
+        "stable": s,
+        "change": change,
+        "limit": limit,
+        "change_unit": "%",
+    }
+    if change <= limit:
+        return MetricResult(name, Outcome.PASS, head, **numbers)
+    if check.quantile >= TAIL_QUANTILE:
+        c_above, s_above = canary.count_above(s), stable.count_above(s)
+        p = fisher_greater(c_above, canary.count, s_above, stable.count)
+        detail = (
+            f"{_percent(c_above / canary.count)} of canary requests are slower than stable's"
+            f" {label} vs {_percent(s_above / stable.count)} of stable's"
+        )
+    else:
+        mw = mann_whitney(canary, stable)
+        p = mw.p_greater
+        detail = f"Mann-Whitney U: the canary is slower in {mw.share:.0%} of request pairs"
+    alpha = 1 - check.confidence
+    if p < alpha:
+        return MetricResult(name, Outcome.FAIL, f"{head}; {detail} ({_p(p)})", p_value=p, **numbers)
+    return MetricResult(
+        name,
+        Outcome.INCONCLUSIVE,
+        f"{head}, not significant yet: {detail} ({_p(p)}, need p<{_trim(alpha, 4)})",
+        p_value=p,
+        **numbers,
+    )
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _custom(check: CustomCheck, values: tuple[float | None, float | None] | None) -> MetricResult:
+    name = check.name
+    c, s = values if values is not None else (None, None)
+    if not _is_number(c) or not _is_number(s):
+        return MetricResult(
+            name,
+            Outcome.INCONCLUSIVE,
+            f"no value for custom metric {name} (canary {c!r}, stable {s!r})",
+        )
+    if check.max_increase_pct is not None:
+        limit = check.max_increase_pct
+        change = (c - s) / abs(s) * 100 if s != 0 else (0.0 if c <= 0 else math.inf)
+        text = f"{_relative(change)}, limit +{_trim(limit, 2)}%"
+        unit = "%"
+    else:
+        limit = check.max_increase if check.max_increase is not None else 0.0
+        change = c - s
+        text = f"{change:+.4g}, limit +{_plain(limit)}"
+        unit = ""
+    outcome = Outcome.FAIL if change > limit else Outcome.PASS
+    reason = f"canary {name} {_plain(c)} vs stable {_plain(s)} ({text})"
+    return MetricResult(name, outcome, reason, c, s, change, limit, unit)
+
+
+# -- the judge -------------------------------------------------------------------------
+
+
+def _traffic_gate(canary: Traffic, stable: Traffic, min_requests: int) -> str | None:
+    cr, sr = canary.requests, stable.requests
+    if cr == 0 and sr == 0:
+        return "no data: neither canary nor stable served a request in this window"
+    short = []
+    if cr < min_requests:
+        short.append(("canary", cr))
+    if sr < min_requests:
+        short.append(("stable", sr))
+    if not short:
+        return None
+    if len(short) == 2:
+        return (
+            f"too little traffic (canary {cr:,} and stable {sr:,} requests,"
+            f" need {min_requests:,} each)"
+        )
+    side, n = short[0]
+    return f"too little traffic ({side} {n:,} requests, need {min_requests:,})"
+
+
+def _check_traffic(side: str, traffic: Traffic) -> None:
+    requests, errors = traffic.requests, traffic.errors
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+        raise InvalidInput(f"{side} requests must be a whole number >= 0, got {requests!r}")
+    if isinstance(errors, bool) or not isinstance(errors, int) or not 0 <= errors <= requests:
+        raise InvalidInput(f"{side} errors must be a whole number from 0 to its requests")
+    if not isinstance(traffic.histogram, LatencyHistogram):
+        raise InvalidInput(f"{side} histogram must be a LatencyHistogram")
+
+
+def judge(
+    canary: Traffic,
+    stable: Traffic,
+    settings: AnalysisSettings | None = None,
+    *,
+    custom: Mapping[str, tuple[float | None, float | None]] | None = None,
+) -> Verdict:
+    """Compare ``canary`` against ``stable`` over the same window.
+
+    ``custom`` gives each configured custom metric's ``(canary, stable)``
+    values. Raises InvalidInput only for malformed input (negative counts, a
+    custom value for a metric the settings do not name).
+    """
+    settings = settings if settings is not None else AnalysisSettings()
+    _check_traffic("canary", canary)
+    _check_traffic("stable", stable)
+    custom = dict(custom or {})
+    unknown = sorted(set(custom) - {c.name for c in settings.custom})
+    if unknown:
+        raise InvalidInput(
+            f"custom value(s) for metric(s) the analysis does not configure: {', '.join(unknown)}"
+        )
+    if not canary.histogram.same_layout(stable.histogram):
+        raise InvalidInput("canary and stable histograms must have the same layout to compare")
+
+    gate = _traffic_gate(canary, stable, settings.min_requests)
+    results: list[MetricResult] = []
+    if gate is not None:
+        results = [MetricResult(name, Outcome.INCONCLUSIVE, gate) for name in settings.metric_names]
+    else:
+        if settings.error_rate is not None:
+            results.append(_error_rate(settings.error_rate, canary, stable))
+        for check in settings.latency:
+            results.append(
+                _latency(check, canary.histogram, stable.histogram, settings.min_requests)
+            )
+        for custom_check in settings.custom:
+            results.append(_custom(custom_check, custom.get(custom_check.name)))
+    return _verdict(results, canary.requests, stable.requests)
+
+
+def _verdict(results: list[MetricResult], canary_requests: int, stable_requests: int) -> Verdict:
+    outcome = max((r.outcome for r in results), key=lambda o: o.severity, default=Outcome.PASS)
+    reasons: list[str] = []
+    for r in results:
+        if r.outcome is outcome and r.reason not in reasons:
+            reasons.append(r.reason)
+    notes = tuple(dict.fromkeys(r.note for r in results if r.note))
+    return Verdict(outcome, tuple(results), tuple(reasons), notes, canary_requests, stable_requests)
+
+
+# -- successive verdicts ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tracker:
+    """Folds interval verdicts into an action; immutable, so the controller persists it.
+
+    ``failure_limit`` failed intervals in a row roll the release back (and a
+    rollback is final: later verdicts do not undo it). More than
+    ``max_inconclusive`` inconclusive intervals in a row pause it (or, with
+    ``inconclusive: continue``, only say so). A pass resets both runs; a fail
+    ends a run of inconclusive intervals and an inconclusive one a run of
+    failures.
+    """
+
+    failure_limit: int = 2
+    max_inconclusive: int = 5
+    inconclusive: InconclusivePolicy = InconclusivePolicy.PAUSE
+    intervals: int = 0
+    consecutive_failures: int = 0
+    consecutive_inconclusive: int = 0
+    action: Action = Action.CONTINUE
+    reason: str = ""
+
+    @classmethod
+    def start(cls, settings: AnalysisSettings | None = None) -> Tracker:
+        settings = settings if settings is not None else AnalysisSettings()
+        return cls(settings.failure_limit, settings.max_inconclusive, settings.inconclusive)
+
+    def observe(self, verdict: Verdict) -> Tracker:
+        """The tracker after one more interval's verdict."""
+        if self.action is Action.ROLLBACK:
+            return replace(self, intervals=self.intervals + 1)
+        n = self.intervals + 1
+        why = verdict.reason
+        if verdict.outcome is Outcome.FAIL:
+            fails = self.consecutive_failures + 1
+            if fails >= self.failure_limit:
+                run = "1 interval" if fails == 1 else f"{fails} consecutive intervals"
+                return replace(
+                    self,
+                    intervals=n,
+                    consecutive_failures=fails,
+                    consecutive_inconclusive=0,
+                    action=Action.ROLLBACK,
+                    reason=f"canary failed analysis for {run}: {why}",
+                )
+            return replace(
+                self,
+                intervals=n,
+                consecutive_failures=fails,
+                consecutive_inconclusive=0,
+                action=Action.CONTINUE,
+                reason=(
+                    f"canary failed analysis ({fails} of {self.failure_limit} consecutive"
+                    f" failed intervals before rollback): {why}"
+                ),
+            )
+        if verdict.outcome is Outcome.INCONCLUSIVE:
+            runs = self.consecutive_inconclusive + 1
+            over = runs > self.max_inconclusive
+            if over and self.inconclusive is InconclusivePolicy.PAUSE:
+                action, reason = Action.PAUSE, f"analysis inconclusive for {runs} intervals: {why}"
+            elif over:
+                action, reason = (
+                    Action.CONTINUE,
+                    f"analysis inconclusive for {runs} intervals, continuing"
+                    f" (inconclusive: continue): {why}",
+                )
+            else:
+                action, reason = (
+                    Action.CONTINUE,
+                    f"analysis inconclusive ({runs} of {self.max_inconclusive} intervals"
+                    f" allowed): {why}",
+                )
+            return replace(
+                self,
+                intervals=n,
+                consecutive_failures=0,
+                consecutive_inconclusive=runs,
+                action=action,
+                reason=reason,
+            )
+        return replace(
+            self,
+            intervals=n,
+            consecutive_failures=0,
+            consecutive_inconclusive=0,
+            action=Action.CONTINUE,
+            reason=f"canary passed analysis: {why}",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "failure_limit": self.failure_limit,
+            "max_inconclusive": self.max_inconclusive,
+            "inconclusive": str(self.inconclusive),
+            "intervals": self.intervals,
+            "consecutive_failures": self.consecutive_failures,
+            "consecutive_inconclusive": self.consecutive_inconclusive,
+            "action": str(self.action),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tracker:
+        if not isinstance(data, Mapping):
+            raise InvalidInput("a tracker must be a JSON object")
+        try:
+            return cls(
+                failure_limit=int(data["failure_limit"]),
+                max_inconclusive=int(data["max_inconclusive"]),
+                inconclusive=InconclusivePolicy(data["inconclusive"]),
+                intervals=int(data["intervals"]),
+                consecutive_failures=int(data["consecutive_failures"]),
+                consecutive_inconclusive=int(data["consecutive_inconclusive"]),
+                action=Action(data["action"]),
+                reason=str(data["reason"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"invalid tracker state: {exc}") from None
