@@ -34,6 +34,7 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/decision.py
+	$(BIN)/python bench/streams.py
 
 # Re-pin every dependency (needs the package registry).
 lock: $(STAMP)

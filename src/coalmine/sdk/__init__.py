@@ -18,6 +18,14 @@ from coalmine.sdk.carriers import (
     inject_message,
 )
 from coalmine.sdk.client import Client, Context
+from coalmine.sdk.dispatch import (
+    DispatchResult,
+    RecordOutcome,
+    RecordStatus,
+    RouteReason,
+    consume_and_dispatch,
+    dispatch,
+)
 from coalmine.sdk.envelope import ENVELOPE_VERSION, is_envelope, unwrap, wrap
 from coalmine.sdk.handler import (
     RecordDecision,
@@ -31,6 +39,9 @@ from coalmine.sdk.handler import (
 )
 from coalmine.sdk.instrument import instrument_httpx, is_instrumented, uninstrument_httpx
 from coalmine.sdk.keys import SIGNING_KEYS_ENV, keyring_from_env
+from coalmine.sdk.publish import publish
+from coalmine.sdk.records import kinesis_event_records, read_record
+from coalmine.sdk.router import Router, StaticRouter
 from coalmine.sdk.scope import Scope, current_decision, current_scope, current_token, use
 from coalmine.sdk.sync import ChangeCallback, RoutingSync, SyncStatus
 
@@ -41,16 +52,24 @@ __all__ = [
     "ChangeCallback",
     "Client",
     "Context",
+    "DispatchResult",
     "RecordDecision",
+    "RecordOutcome",
+    "RecordStatus",
+    "RouteReason",
+    "Router",
     "RoutingSync",
     "Scope",
+    "StaticRouter",
     "SyncStatus",
     "UserKey",
+    "consume_and_dispatch",
     "current_decision",
     "current_scope",
     "current_token",
     "decide_event",
     "decide_records",
+    "dispatch",
     "event_context",
     "extract_http",
     "extract_kafka",
@@ -63,6 +82,9 @@ __all__ = [
     "is_envelope",
     "is_instrumented",
     "keyring_from_env",
+    "kinesis_event_records",
+    "publish",
+    "read_record",
     "record_context",
     "record_decisions",
     "uninstrument_httpx",
