@@ -35,6 +35,7 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/decision.py
 	$(BIN)/python bench/streams.py
+	$(BIN)/python bench/detection.py
 
 # Re-pin every dependency (needs the package registry).
 lock: $(STAMP)

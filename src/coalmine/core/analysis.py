@@ -92,7 +92,7 @@ def latency_metric_name(quantile: float) -> str:
 @dataclass(frozen=True, slots=True)
 class ErrorRateCheck:
     """Fail a canary whose error rate is more than ``max_increase_pp`` percentage
-    points above stable's, when an exact test says the increase is real."""
+    points above stable's, when an exact test shows it more than half that above."""
 
     max_increase_pp: float = 1.0
     confidence: float = 0.99

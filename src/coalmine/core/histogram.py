@@ -45,7 +45,7 @@ DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_VALUE = 0.001
 """Milliseconds; values at or below it (1 µs) share the zero bucket."""
 DEFAULT_MAX_BUCKETS = 2048
-"""With alpha 1%, 2048 buckets span a factor of about 10^17 (1 µs to 3,000 years)."""
+"""With alpha 1%, 2048 buckets span a factor of 6 x 10^17 (1 µs to 20,000 years)."""
 
 _MAX_INDEX = 1 << 40
 """Bucket indices far beyond any finite float's: a bound for wire input."""
