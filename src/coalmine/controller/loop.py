@@ -104,7 +104,14 @@ class Controller:
         made = 0
         while made < MAX_TRANSITIONS_PER_TICK:
             at = self._now(fixed)
-            outcome = self._advance(release_id, Tick(at))
+            try:
+                outcome = self._advance(release_id, Tick(at))
+            except Conflict:
+                if not made:
+                    raise
+                # another controller took the next step; keep the count of ours
+                log.info("controller: release %s: another writer took the next step", release_id)
+                break
             if outcome is None:
                 break
             made += 1
