@@ -17,6 +17,8 @@ from coalmine.store.db import Store, open_store
 from coalmine.store.models import AppRow, Base
 
 TABLES = {"alembic_version", "apps", "events", "functions", "releases", "tokens", "versions"}
+TABLES |= {"alarms", "analysis_runs"}  # 0003
+TABLES |= {"metric_windows"}  # 0002
 
 
 def head_revision() -> str:

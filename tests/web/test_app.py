@@ -45,6 +45,12 @@ def test_health_and_openapi(sqlite_web: Web) -> None:
         "/ofrep/v1/evaluate/flags": {"post"},
         "/ofrep/v1/evaluate/flags/{key}": {"post"},
     }
+    expected |= {"/v1/metrics": {"post"}, "/metrics": {"get"}}  # per-version metrics
+    expected |= {  # alarms and analysis runs
+        "/v1/alarms": {"post"},
+        "/v1/apps/{app}/alarms": {"get"},
+        "/v1/releases/{release_id}/analysis": {"get"},
+    }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     apply_body = paths["/v1/apply"]["post"]["requestBody"]["content"]
     assert set(apply_body) == {"application/yaml", "application/json"}

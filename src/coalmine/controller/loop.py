@@ -6,6 +6,8 @@ asks for (outside any transaction) and feeds its `HookResult` back. Every
 step is one transaction of `ControlService.advance`, so all timing lives in
 the store: a controller killed at any moment and started again continues
 exactly where each release was, never skipping and never repeating a step.
+Each tick starts with the analysis step (`coalmine.controller.analysis`): the
+judge and the alarms, and the rollbacks and pauses they call for.
 `Controller.run_forever` adds leader election and sleeps until the next
 timer, or until the change feed says something changed (a new release, an
 operator's command), without polling in between.
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from coalmine.controller.analysis import AnalysisRunner
 from coalmine.controller.hooks import HookOutcome, HookRunner
 from coalmine.controller.leader import Leadership
 from coalmine.controller.service import ControlService, Outcome
@@ -52,6 +55,7 @@ class Controller:
         clock: Callable[[], float] = time.time,
         interval: float = 1.0,
         actor: str = "controller",
+        analysis: AnalysisRunner | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
@@ -62,6 +66,8 @@ class Controller:
         self.clock = clock
         self.interval = interval
         self.actor = actor
+        self.analysis = analysis if analysis is not None else AnalysisRunner(service, clock=clock)
+        """judges running releases and checks alarms at the start of every tick"""
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,6 +85,10 @@ class Controller:
         Ticking twice at the same time makes no second change.
         """
         made = 0
+        try:
+            made += self.analysis.run(now)
+        except Exception:
+            log.exception("controller: analysis failed")
         try:
             due = self.service.due_releases(self._now(now))
         except Exception:
@@ -249,6 +259,9 @@ class Controller:
         except Exception:
             log.exception("controller: cannot read the next due time")
             return self.interval
+        analysis_due = self.analysis.next_due_at()
+        if analysis_due is not None and (due is None or analysis_due < due):
+            due = analysis_due
         if due is None:
             return self.interval
         if due <= started and not made:

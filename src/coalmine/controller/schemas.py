@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from coalmine.core.model import NAME_PATTERN, VERSION_PATTERN
 
 __all__ = [
+    "AlarmHandled",
+    "AlarmRead",
+    "AnalysisRunRead",
     "AppRead",
     "AppSpec",
     "ApplyRead",
@@ -20,6 +23,9 @@ __all__ = [
     "FunctionRead",
     "FunctionSpec",
     "HookSpec",
+    "MetricWindowIn",
+    "MetricsBatch",
+    "MetricsIngestRead",
     "OperateRequest",
     "ReleaseCreate",
     "ReleaseRead",
@@ -209,3 +215,70 @@ class TokenRead(BaseModel):
 
 class TokenCreated(TokenRead):
     token: str = Field(description="the secret: shown once, stored only as a hash")
+
+
+class AnalysisRunRead(BaseModel):
+    """One interval's analysis of a release (``GET /v1/releases/{id}/analysis``)."""
+
+    id: int
+    release_id: str
+    at: float
+    window_start: float
+    window_end: float
+    outcome: str = Field(description="pass, fail or inconclusive: the worst of the run")
+    action: str = Field(description="continue, pause or rollback")
+    results: dict[str, Any] = Field(
+        default_factory=dict,
+        description="per-function verdicts, alarm evaluations, the tracker after the run",
+    )
+
+
+class AlarmRead(BaseModel):
+    app: str
+    name: str
+    state: Literal["ALARM", "OK"]
+    reason: str
+    since: float = Field(description="when the alarm entered its current state")
+    updated_at: float
+
+
+class AlarmHandled(BaseModel):
+    """The answer to ``POST /v1/alarms``: the alarm's state and what it did."""
+
+    alarm: AlarmRead
+    changed: bool = Field(description="whether the state changed")
+    action: Literal["rolled_back", "not_attributed", "none"]
+    release_id: str | None = None
+    message: str
+
+
+class MetricWindowIn(_In):
+    """The counts of one function version in one channel over one window (a delta).
+
+    Names, channel, counts and the histogram are checked by the service
+    (`coalmine.metrics.MetricWindow.from_dict`): a bad value is a 400 that
+    names the window and the problem.
+    """
+
+    start: float = Field(description="window start, Unix seconds, a multiple of the batch's window")
+    function: str
+    version: str
+    channel: str = Field(description="stable or canary")
+    requests: int
+    errors: int
+    histogram: dict[str, Any] = Field(
+        description="a LatencyHistogram in its JSON form (coalmine.core.histogram)"
+    )
+
+
+class MetricsBatch(_In):
+    """What an SDK or a gateway flushes to ``POST /v1/metrics``: deltas of one app."""
+
+    app: str = Field(pattern=_NAME)
+    window: float = Field(default=10.0, ge=1, le=3600, description="seconds per window")
+    windows: list[MetricWindowIn] = Field(default_factory=list, max_length=1000)
+
+
+class MetricsIngestRead(BaseModel):
+    app: str
+    merged: int = Field(description="windows merged into the store")

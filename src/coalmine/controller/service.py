@@ -11,24 +11,34 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from coalmine.controller.alarms import AlarmState, alarm_actor, roll_back, validate_alarm_name
+from coalmine.controller.alarms import decide as decide_alarm
+from coalmine.controller.alarms import parse_state as parse_alarm_state
+from coalmine.controller.analysis import release_analysis
 from coalmine.controller.schemas import (
+    AlarmHandled,
+    AlarmRead,
+    AnalysisRunRead,
     ApplyRead,
     AppRead,
     AppSpec,
     EventRead,
     FunctionRead,
     HookSpec,
+    MetricsBatch,
     ReleaseCreate,
     ReleaseRead,
     ReleaseSettings,
@@ -39,6 +49,7 @@ from coalmine.controller.schemas import (
 )
 from coalmine.core.bucketing import new_salt
 from coalmine.core.errors import Conflict, InvalidInput, NotFound
+from coalmine.core.histogram import LatencyHistogram, VersionMetrics
 from coalmine.core.machine import (
     Command,
     Event,
@@ -51,6 +62,7 @@ from coalmine.core.machine import (
     transition,
 )
 from coalmine.core.model import (
+    Channel,
     Phase,
     Release,
     RouteMode,
@@ -62,13 +74,17 @@ from coalmine.core.model import (
 from coalmine.core.routing import RoutingState
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.core.strategy import parse_strategy
+from coalmine.metrics.recorder import MetricWindow, Recorder
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store
 from coalmine.store.models import (
     ACTIVE_PHASE_VALUES,
+    AlarmRow,
+    AnalysisRunRow,
     AppRow,
     EventRow,
     FunctionRow,
+    MetricWindowRow,
     ReleaseRow,
     VersionRow,
 )
@@ -81,6 +97,7 @@ EventSink = Callable[[EventRead, list[str]], None]
 _ROLLED_BACK_HISTORY = 10
 _MAX_RELEASE_ID = 64  # a release id is a version-like name (core.model.VERSION_PATTERN)
 _PENDING_EVENTS = "coalmine_pending_events"
+_METRIC_CHUNK = 200  # metric windows per statement (bound parameters stay few)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,6 +485,7 @@ class ControlService:
                 )
                 hooks = req.hooks if req.hooks is not None else defaults.hooks
                 analysis = req.analysis if req.analysis is not None else defaults.analysis
+                release_analysis(analysis)
                 route_mode = RouteMode(req.route_mode or defaults.route_mode)
                 seq = (
                     s.scalar(select(func.max(ReleaseRow.seq)).where(ReleaseRow.app_id == app.id))
@@ -708,6 +726,325 @@ class ControlService:
             state = RoutingState(app.name, versions, release, rolled_back)
             return RoutingSnapshot(state, app.revision, targets)
 
+    # -- per-version metrics --------------------------------------------------
+    @property
+    def ingested(self) -> Recorder:
+        """Cumulative totals of the metric windows this process ingested (for ``/metrics``)."""
+        recorder: Recorder | None = self.__dict__.get("_ingested")
+        if recorder is None:
+            recorder = self.__dict__.setdefault("_ingested", Recorder(deltas=False))
+        return recorder
+
+    def ingest_metrics(self, app: str, batch: MetricsBatch, actor: str) -> int:
+        """Merge a batch of metric windows (deltas an SDK or gateway flushed) into the store.
+
+        Every window is validated first (names, channel, a finite start aligned
+        to the batch's window, counts, the histogram): a bad one is an
+        `InvalidInput` naming it, and nothing is written. Each window is then
+        added to the row of its (app, function, version, channel, start),
+        created if missing, read and rewritten inside one transaction with the
+        rows locked (FOR UPDATE on PostgreSQL; SQLite serialises writers), so
+        two batches for one window add up exactly. Not idempotent: a batch
+        sent twice counts twice. Returns the number of windows merged.
+        """
+        validate_name(app, "app")
+        if batch.app != app:
+            raise InvalidInput(f"the batch is of app {batch.app!r}, not {app!r}")
+        windows = self._metric_windows(app, batch)
+        merged: dict[tuple[str, str, str, float], VersionMetrics] = {}
+        for w in windows:
+            key = (w.metrics.function, w.metrics.version, str(w.metrics.channel), w.start)
+            if key in merged:
+                merged[key].merge(w.metrics)
+            else:
+                merged[key] = w.metrics.copy()
+        keys = sorted(merged)  # one lock order for every writer: no deadlocks
+        with self._tx() as s:
+            self._app(s, app)
+            for i in range(0, len(keys), _METRIC_CHUNK):
+                chunk = keys[i : i + _METRIC_CHUNK]
+                for row in self._metric_rows(s, app, chunk):
+                    key = (row.function, row.version, row.channel, row.start)
+                    total = VersionMetrics(
+                        app,
+                        row.function,
+                        row.version,
+                        cast(Channel, row.channel),
+                        row.requests,
+                        row.errors,
+                        LatencyHistogram.from_dict(row.histogram),
+                    )
+                    total.merge(merged[key])
+                    row.requests = total.requests
+                    row.errors = total.errors
+                    row.histogram = total.histogram.to_dict()
+        for w in windows:
+            self.ingested.add(w)
+        log.debug("%s: %d metric windows of %s merged", actor, len(windows), app)
+        return len(windows)
+
+    @staticmethod
+    def _metric_windows(app: str, batch: MetricsBatch) -> list[MetricWindow]:
+        layout = LatencyHistogram()
+        out = []
+        for i, data in enumerate(batch.windows):
+            try:
+                w = MetricWindow.from_dict(app, data.model_dump())
+                if not (w.start / batch.window).is_integer():
+                    raise InvalidInput(
+                        f"start {w.start!r} is not aligned to the batch's {batch.window:g} s window"
+                    )
+                if not w.metrics.histogram.same_layout(layout):
+                    raise InvalidInput(
+                        "the control plane keeps histograms with alpha"
+                        f" {layout.alpha}, min_value {layout.min_value} and max_buckets"
+                        f" {layout.max_buckets}; this one has {w.metrics.histogram.alpha},"
+                        f" {w.metrics.histogram.min_value} and {w.metrics.histogram.max_buckets}"
+                    )
+            except InvalidInput as exc:
+                raise InvalidInput(f"windows[{i}]: {exc}") from None
+            out.append(w)
+        return out
+
+    @staticmethod
+    def _metric_rows(
+        s: Session, app: str, keys: list[tuple[str, str, str, float]]
+    ) -> list[MetricWindowRow]:
+        """The rows of ``keys`` (created empty if missing), locked until the commit."""
+        empty = LatencyHistogram().to_dict()
+        insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+        s.execute(
+            insert(MetricWindowRow)
+            .values(
+                [
+                    {
+                        "app": app,
+                        "function": function,
+                        "version": version,
+                        "channel": channel,
+                        "start": start,
+                        "requests": 0,
+                        "errors": 0,
+                        "histogram": empty,
+                    }
+                    for function, version, channel, start in keys
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+        q = (
+            select(MetricWindowRow)
+            .where(
+                MetricWindowRow.app == app,
+                tuple_(
+                    MetricWindowRow.function,
+                    MetricWindowRow.version,
+                    MetricWindowRow.channel,
+                    MetricWindowRow.start,
+                ).in_(keys),
+            )
+            .order_by(MetricWindowRow.id)
+            .with_for_update()
+        )
+        return list(s.scalars(q))
+
+    def metrics_for(
+        self,
+        app: str,
+        function: str,
+        version: str,
+        channel: str,
+        *,
+        since: float,
+        until: float | None = None,
+    ) -> VersionMetrics:
+        """The merged windows of one version in one channel whose start is in [since, until).
+
+        An empty `VersionMetrics` when there are none (or the app is unknown).
+        """
+        out = VersionMetrics(app, function, version, cast(Channel, channel))  # validates
+        for what, value in (("since", since), ("until", until)):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise InvalidInput(f"{what} must be finite Unix seconds, got {value!r}")
+        q = select(
+            MetricWindowRow.requests, MetricWindowRow.errors, MetricWindowRow.histogram
+        ).where(
+            MetricWindowRow.app == app,
+            MetricWindowRow.function == function,
+            MetricWindowRow.version == version,
+            MetricWindowRow.channel == str(out.channel),
+            MetricWindowRow.start >= since,
+        )
+        if until is not None:
+            q = q.where(MetricWindowRow.start < until)
+        with self._tx() as s:
+            rows = s.execute(q.order_by(MetricWindowRow.start)).all()
+        for requests, errors, histogram in rows:
+            out.merge(
+                VersionMetrics(
+                    app,
+                    function,
+                    version,
+                    out.channel,
+                    requests,
+                    errors,
+                    LatencyHistogram.from_dict(histogram),
+                )
+            )
+        return out
+
+    # -- analysis runs and alarms ---------------------------------------------
+    def active_releases(self) -> list[ReleaseRead]:
+        """Every release that still owns its app (pending to rolling back), oldest first."""
+        with self._tx() as s:
+            q = (
+                select(ReleaseRow, AppRow.name)
+                .join(AppRow, AppRow.id == ReleaseRow.app_id)
+                .where(ReleaseRow.phase.in_(ACTIVE_PHASE_VALUES))
+                .order_by(ReleaseRow.created_at, ReleaseRow.id)
+            )
+            return [_release_read(row, name) for row, name in s.execute(q)]
+
+    def record_analysis_run(
+        self,
+        release_id: str,
+        *,
+        window_start: float,
+        window_end: float,
+        outcome: str,
+        action: str,
+        results: Mapping[str, Any],
+        message: str,
+        actor: str = "judge",
+        at: float | None = None,
+    ) -> AnalysisRunRead:
+        """Store one analysis run and its ``analysis`` audit event in one transaction."""
+        with self._tx() as s:
+            row = self._release_row(s, release_id)
+            app = s.get(AppRow, row.app_id)
+            assert app is not None
+            run = AnalysisRunRow(
+                release_id=row.id,
+                at=self.clock() if at is None else at,
+                window_start=window_start,
+                window_end=window_end,
+                outcome=outcome,
+                results=dict(results),
+                action=action,
+            )
+            s.add(run)
+            s.flush()
+            ev = self._event(
+                s,
+                app,
+                actor,
+                EventKind.ANALYSIS,
+                message,
+                release=row,
+                data={"run": run.id, "outcome": outcome, "action": action},
+            )
+            s.flush()
+            run.results = {**run.results, "event_id": ev.id}
+            events = self._flush_events(s)
+            out = _run_read(run)
+        self._emit(events)
+        return out
+
+    def list_analysis_runs(
+        self, release_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[AnalysisRunRead]:
+        """A release's analysis runs, oldest first."""
+        with self._tx() as s:
+            self._release_row(s, release_id)
+            q = (
+                select(AnalysisRunRow)
+                .where(AnalysisRunRow.release_id == release_id, AnalysisRunRow.id > after)
+                .order_by(AnalysisRunRow.id)
+                .limit(limit)
+            )
+            return [_run_read(run) for run in s.scalars(q)]
+
+    def last_analysis_run(self, release_id: str) -> AnalysisRunRead | None:
+        with self._tx() as s:
+            run = s.scalar(
+                select(AnalysisRunRow)
+                .where(AnalysisRunRow.release_id == release_id)
+                .order_by(AnalysisRunRow.id.desc())
+                .limit(1)
+            )
+            return _run_read(run) if run is not None else None
+
+    def raise_alarm(
+        self, app_name: str, name: str, state: str, reason: str, actor: str
+    ) -> AlarmHandled:
+        """Record an alarm's state; a transition to ALARM during a release rolls it back.
+
+        An alarm that was already firing when the app's active release was
+        created is reported on the release and does not roll it back (see
+        `coalmine.controller.alarms.decide`).
+        """
+        name = validate_alarm_name(name)
+        the_state = parse_alarm_state(state)
+        with self._tx() as s:
+            app = self._app(s, app_name, lock=True)
+            now = self.clock()
+            row = s.scalar(select(AlarmRow).where(AlarmRow.app == app.name, AlarmRow.name == name))
+            changed = row is None or row.state != the_state
+            if row is None:
+                row = AlarmRow(app=app.name, name=name, since=now)
+                s.add(row)
+            elif changed:
+                row.since = now
+            row.state = str(the_state)
+            row.reason = reason
+            row.updated_at = now
+            s.flush()
+            alarm = _alarm_read(row)
+            active = self._active(s, app)
+            release = _release_read(active, app.name) if active is not None else None
+            decision = decide_alarm(alarm, changed, release)
+            if decision.event:
+                self._event(
+                    s,
+                    app,
+                    actor,
+                    EventKind.ALARM,
+                    decision.message,
+                    release=active,
+                    data={"alarm": name, "state": alarm.state, "since": alarm.since},
+                )
+            events = self._flush_events(s)
+        self._emit(events)
+        action = decision.action
+        message = decision.message
+        if action == "rolled_back":
+            assert release is not None
+            if not roll_back(self, release.id, alarm_actor(name), message):
+                action, message = "none", f"{message}; release {release.id} had already ended"
+        return AlarmHandled(
+            alarm=alarm,
+            changed=changed,
+            action=action,
+            release_id=release.id if release is not None else None,
+            message=message,
+        )
+
+    def list_alarms(self, app_name: str) -> list[AlarmRead]:
+        with self._tx() as s:
+            self._app(s, app_name)
+            q = select(AlarmRow).where(AlarmRow.app == app_name).order_by(AlarmRow.name)
+            return [_alarm_read(row) for row in s.scalars(q)]
+
+    def firing_alarms(self) -> list[AlarmRead]:
+        """Every alarm in ALARM, of every app."""
+        with self._tx() as s:
+            q = select(AlarmRow).where(AlarmRow.state == str(AlarmState.ALARM))
+            return [_alarm_read(row) for row in s.scalars(q.order_by(AlarmRow.id))]
+
 
 def _release_id(app: str, seq: int) -> str:
     """``<app>-<seq>``; an app name too long for a release id (64 characters) keeps a
@@ -730,6 +1067,7 @@ def _conflict_on_integrity_error(message: str) -> Iterator[None]:
 
 def _check_settings(settings: ReleaseSettings) -> None:
     parse_strategy(settings.strategy)
+    release_analysis(settings.analysis)
 
 
 def _hook_deadline(h: HookSpec) -> float:
@@ -807,4 +1145,28 @@ def _event_read(row: EventRow) -> EventRead:
         phase=row.phase,
         exposure=row.exposure,
         data=dict(row.data or {}),
+    )
+
+
+def _run_read(row: AnalysisRunRow) -> AnalysisRunRead:
+    return AnalysisRunRead(
+        id=row.id,
+        release_id=row.release_id,
+        at=row.at,
+        window_start=row.window_start,
+        window_end=row.window_end,
+        outcome=row.outcome,
+        action=row.action,
+        results=dict(row.results or {}),
+    )
+
+
+def _alarm_read(row: AlarmRow) -> AlarmRead:
+    return AlarmRead(
+        app=row.app,
+        name=row.name,
+        state="ALARM" if row.state == AlarmState.ALARM else "OK",
+        reason=row.reason,
+        since=row.since,
+        updated_at=row.updated_at,
     )

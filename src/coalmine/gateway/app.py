@@ -14,10 +14,18 @@ Every response after a decision carries ``x-coalmine-version``,
 ``x-coalmine-channel`` and, with a release, ``x-coalmine-release``.
 ``/healthz`` answers locally. `create_gateway` wires a config to the SDK's
 routing sync.
+
+Every call of a version is counted per (app, function, version, channel) in
+the gateway's `Recorder`: its duration until the response was sent, and an
+error when the answer is a 5xx (a handler that raised is a 502) or the call
+raised. ``/metrics`` serves those counts to Prometheus (so no function named
+``metrics`` can be called through the gateway); with a control plane URL and
+an sdk key configured, a `Flusher` sends them to the control plane.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from urllib.parse import quote
@@ -30,6 +38,7 @@ from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.gateway.asgi import (
     HOP_BY_HOP,
     CallFailed,
+    Message,
     RawHeaders,
     Receive,
     Scope,
@@ -41,9 +50,13 @@ from coalmine.gateway.identity import Identifier
 from coalmine.gateway.runtime import LocalRuntime
 from coalmine.gateway.source import ManagedSource, SnapshotSource, SyncSource
 from coalmine.gateway.upstream import Call, HttpUpstream
+from coalmine.metrics.exposition import RecorderCollector, registry, render
+from coalmine.metrics.flush import DEFAULT_INTERVAL, Flusher
+from coalmine.metrics.recorder import Recorder
 
 __all__ = [
     "CHANNEL_HEADER",
+    "METRICS_PATH",
     "OVERRIDE_HEADER",
     "RELEASE_HEADER",
     "USER_HEADER",
@@ -62,6 +75,9 @@ USER_HEADER = "x-coalmine-user"
 OVERRIDE_HEADER = "x-coalmine-override"
 """read from the client: a signed tester override token"""
 
+METRICS_PATH = "/metrics"
+"""where the gateway serves its Prometheus exposition (a function named metrics is refused)"""
+
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"expect", b"baggage"}
 
 
@@ -75,8 +91,23 @@ class Gateway:
         *,
         upstream: HttpUpstream | None = None,
         runtime: LocalRuntime | None = None,
+        recorder: Recorder | None = None,
+        metrics_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.config = config
+        self.recorder = recorder if recorder is not None else Recorder()
+        """per-version counts of every call; served at ``/metrics``"""
+        self.flusher: Flusher | None = None
+        """sends the counts to the control plane (with a control plane URL and an sdk key)"""
+        if config.control_plane_url is not None and config.sdk_key is not None:
+            self.flusher = Flusher(
+                self.recorder,
+                config.control_plane_url,
+                config.sdk_key,
+                config.app,
+                metrics_interval,
+                start=False,
+            )
         self.source = source
         self.identifier = Identifier(config.identity)
         self.upstream = upstream or HttpUpstream(
@@ -105,6 +136,8 @@ class Gateway:
         await self.upstream.start()
         if isinstance(self.source, ManagedSource):
             await self.source.start()
+        if self.flusher is not None:
+            self.flusher.start()
 
     async def shutdown(self) -> None:
         try:
@@ -113,6 +146,8 @@ class Gateway:
         finally:
             await self.upstream.close()
             self.runtime.close()
+            if self.flusher is not None:  # one last flush, off the event loop
+                await asyncio.get_running_loop().run_in_executor(None, self.flusher.close)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -156,9 +191,22 @@ class Gateway:
             revision = snap.revision if snap is not None else None
             await send_json(send, 200, {"status": "ok", "app": app, "revision": revision})
             return
+        if path == METRICS_PATH:
+            await self._metrics(scope, send)
+            return
         function = path[1:].partition("/")[0]
         if not function:
             await send_json(send, 404, {"detail": "no function in the path: call /{function}/..."})
+            return
+        if function == METRICS_PATH[1:]:
+            await send_json(
+                send,
+                404,
+                {
+                    "detail": f"{METRICS_PATH} is the gateway's Prometheus metrics, not a function:"
+                    " a function named metrics cannot be called through the gateway; rename it"
+                },
+            )
             return
         snapshot = self.source.snapshot(app)
         if snapshot is None:
@@ -184,9 +232,84 @@ class Gateway:
         out = _decision_headers(decision, version)
         if identity.set_cookie is not None:
             out.append((b"set-cookie", identity.set_cookie.encode("latin-1")))
+        if version is None:
+            await send_json(
+                send,
+                503,
+                {"detail": f"function {function} of app {app} has no version to run yet"},
+                out,
+            )
+            return
+        started = time.perf_counter()
+        status: list[int] = []
+
+        async def send_seen(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
         try:
-            if version is None:
-                raise CallFailed(503, f"function {function} of app {app} has no version to run yet")
+            await self._call(
+                scope,
+                receive,
+                send_seen,
+                snapshot,
+                function,
+                version,
+                decision,
+                headers,
+                identity.user,
+                out,
+            )
+        except Exception:
+            self._record(function, version, decision, started, error=True)
+            raise
+        self._record(function, version, decision, started, error=bool(status) and status[0] >= 500)
+
+    def _record(
+        self, function: str, version: str, decision: Decision, started: float, *, error: bool
+    ) -> None:
+        """Count one call; never raises into the request path."""
+        try:
+            duration = (time.perf_counter() - started) * 1000.0
+            self.recorder.record(
+                self.config.app, function, version, decision.channel, duration, error=error
+            )
+        except Exception as exc:
+            log.warning("cannot record a call of %s %s: %s", function, version, exc)
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        accept = _header_map(scope["headers"]).get("accept")
+        body, content_type = render(
+            registry(RecorderCollector(self.recorder, flusher=self.flusher)), accept
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type.encode("latin-1")),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _call(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        snapshot: RoutingSnapshot,
+        function: str,
+        version: str,
+        decision: Decision,
+        headers: dict[str, str],
+        user: str,
+        out: RawHeaders,
+    ) -> None:
+        """Call ``version`` of ``function`` and send its response (or why there is none)."""
+        try:
             ref, kind = _target(snapshot, function, version)
             token = self._token(decision)
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -198,7 +321,7 @@ class Gateway:
                 path=scope["path"],
                 raw_rest=b"" if slash < 0 else raw_path[slash:],
                 query=scope.get("query_string", b""),
-                headers=_forwarded(scope, headers, token, identity.user),
+                headers=_forwarded(scope, headers, token, user),
                 receive=receive,
                 has_body=headers.get("content-length", "0") != "0"
                 or "transfer-encoding" in headers,

@@ -6,6 +6,9 @@ and decides locally, with the one pure routing function of the core
 gives the same answer as the gateway and the discovery endpoint (DESIGN
 rule 1). It never raises on the request path: without any routing
 configuration the decision is the stable channel with reason ``error``.
+
+It also counts calls per version (`record`, used by the handler decorator)
+and flushes them to the control plane in the background (`coalmine.metrics`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from coalmine.core.model import Channel, Decision, Reason
 from coalmine.core.routing import RoutingState, decide, evaluate
 from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.metrics.flush import DEFAULT_INTERVAL, Flusher
+from coalmine.metrics.recorder import Recorder
 from coalmine.sdk.keys import keyring_from_env
 from coalmine.sdk.scope import use
 from coalmine.sdk.sync import (
@@ -58,6 +63,9 @@ class Client:
     `decide`, which then waits up to ``wait`` seconds once for its routing.
     ``signing_keys`` (a `Keyring` or a ``"kid:secret,..."`` spec; by default
     ``$COALMINE_SIGNING_KEYS``) sign outgoing contexts and verify incoming ones.
+    ``metrics`` (on by default, since there is an sdk key) counts calls per
+    version with `record` and sends them to the control plane every
+    ``flush_interval`` seconds from a background thread (`coalmine.metrics`).
     The other options are those of `RoutingSync`.
     """
 
@@ -75,7 +83,22 @@ class Client:
         keepalive: float = DEFAULT_KEEPALIVE,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         http: httpx.Client | None = None,
+        metrics: bool | None = None,
+        flush_interval: float = DEFAULT_INTERVAL,
     ) -> None:
+        self.recorder: Recorder | None = None
+        self.flusher: Flusher | None = None
+        if metrics if metrics is not None else bool(sdk_key):
+            self.recorder = Recorder()
+            self.flusher = Flusher(
+                self.recorder,
+                control_plane_url,
+                sdk_key,
+                None,
+                flush_interval,
+                http=http,
+                start=False,
+            )
         if isinstance(signing_keys, str):
             signing_keys = Keyring.parse(signing_keys)
         self.keyring: Keyring | None = (
@@ -96,6 +119,8 @@ class Client:
             keepalive=keepalive,
             backoff_max=backoff_max,
         )
+        if self.flusher is not None:
+            self.flusher.start()
         if initial and wait > 0:
             self.sync.wait_ready(wait)
         self._waited.update(initial)
@@ -195,12 +220,42 @@ class Client:
             yield d
 
     def handler(
-        self, app: str, *, user: UserKey = None, function: str | None = None
+        self,
+        app: str,
+        *,
+        user: UserKey = None,
+        function: str | None = None,
+        version: str | None = None,
     ) -> Callable[[F], F]:
         """Decorate a Lambda-style ``handler(event, context)``: see `coalmine.sdk.handler`."""
         from coalmine.sdk.handler import handler
 
-        return handler(self, app, user=user, function=function)
+        return handler(self, app, user=user, function=function, version=version)
+
+    # metrics -----------------------------------------------------------------------
+
+    def record(
+        self,
+        app: str,
+        function: str,
+        version: str,
+        channel: Channel | str,
+        duration_ms: float | None,
+        *,
+        error: bool = False,
+    ) -> None:
+        """Count one call of ``version`` of ``function`` in ``channel``: its duration in
+        milliseconds (None if not measured) and whether it failed.
+
+        Never raises (a bad name is logged); does nothing with metrics off.
+        """
+        recorder = self.recorder
+        if recorder is None:
+            return
+        try:
+            recorder.record(app, function, version, channel, duration_ms, error=error)
+        except Exception as exc:
+            log.warning("coalmine: cannot record a call of %s %s: %s", function, version, exc)
 
     # routing data ----------------------------------------------------------------
 
@@ -225,6 +280,9 @@ class Client:
         return self.sync.wait_ready(timeout)
 
     def close(self) -> None:
+        """Stop following routing; send the metrics recorded so far (one last flush)."""
+        if self.flusher is not None:
+            self.flusher.close()
         self.sync.close()
 
     def __enter__(self) -> Client:

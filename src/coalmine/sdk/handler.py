@@ -21,6 +21,14 @@ Kinesis payload (an envelope's, or the record's own JSON), or
 ``callable(record)``. The context of an SQS record is
 its ``baggage`` message attribute; of a Kinesis record, the envelope of
 `coalmine.sdk.envelope` in its base64 ``kinesis.data``.
+
+Given ``function``, every invocation is also counted in the client's
+per-version metrics (`Client.record`): the version is ``version`` if given
+(the build this code is), else the one the decision names for ``function``;
+the channel is the decision's. An invocation fails when the handler raises,
+returns a response whose ``statusCode`` is 500 or more, or (for a batch)
+lists records in ``batchItemFailures``; a batch counts one call per record,
+without a latency (the records share one duration).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import functools
 import inspect
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
@@ -214,8 +223,107 @@ def decide_records(
     return tuple(out)
 
 
+# metrics -----------------------------------------------------------------------
+
+
+class _Invocation:
+    """What one invocation did, for the client's per-version metrics."""
+
+    __slots__ = ("failed", "result", "started")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.failed = True  # until the handler returns
+        self.result: Any = None
+
+    def returned(self, result: Any) -> Any:
+        self.failed = False
+        self.result = result
+        return result
+
+
+def _failed_response(result: Any) -> bool:
+    """A handler-declared failure: a response with a 5xx ``statusCode``."""
+    if not isinstance(result, Mapping):
+        return False
+    status = result.get("statusCode")
+    return isinstance(status, int) and not isinstance(status, bool) and status >= 500
+
+
+def _failed_records(result: Any) -> frozenset[str]:
+    """The ``itemIdentifier`` of each record of a partial batch response."""
+    items = result.get("batchItemFailures") if isinstance(result, Mapping) else None
+    if not isinstance(items, list):
+        return frozenset()
+    return frozenset(
+        str(item["itemIdentifier"])
+        for item in items
+        if isinstance(item, Mapping) and item.get("itemIdentifier") is not None
+    )
+
+
+def _record_id(record: Any) -> str | None:
+    """A record's identifier in a partial batch response (SQS message id, stream sequence)."""
+    if not isinstance(record, Mapping):
+        return None
+    for outer, inner in (("kinesis", "sequenceNumber"), ("dynamodb", "SequenceNumber")):
+        part = record.get(outer)
+        if isinstance(part, Mapping) and part.get(inner) is not None:
+            return str(part[inner])
+    value = record.get("messageId")
+    return str(value) if value is not None else None
+
+
+def _record_event(
+    client: Client,
+    app: str,
+    function: str | None,
+    version: str | None,
+    decision: Decision,
+    run: _Invocation,
+) -> None:
+    if function is None or client.recorder is None:
+        return
+    try:
+        ran = version or decision.version_of(function)
+        if ran is None:  # no routing configuration: which version ran is unknown
+            return
+        failed = run.failed or _failed_response(run.result)
+        duration = (time.perf_counter() - run.started) * 1000.0
+        client.record(app, function, ran, decision.channel, duration, error=failed)
+    except Exception as exc:
+        log.warning("coalmine: cannot record the invocation of %s: %s", function, exc)
+
+
+def _record_batch(
+    client: Client,
+    app: str,
+    function: str | None,
+    version: str | None,
+    records: tuple[RecordDecision, ...],
+    run: _Invocation,
+) -> None:
+    if function is None or client.recorder is None:
+        return
+    try:
+        failures = frozenset() if run.failed else _failed_records(run.result)
+        for r in records:
+            ran = version or r.decision.version_of(function)
+            if ran is None:
+                continue
+            failed = run.failed or (bool(failures) and _record_id(r.record) in failures)
+            client.record(app, function, ran, r.decision.channel, None, error=failed)
+    except Exception as exc:
+        log.warning("coalmine: cannot record the batch invocation of %s: %s", function, exc)
+
+
 def handler(
-    client: Client, app: str, *, user: UserKey = None, function: str | None = None
+    client: Client,
+    app: str,
+    *,
+    user: UserKey = None,
+    function: str | None = None,
+    version: str | None = None,
 ) -> Callable[[F], F]:
     """Decorate a Lambda-style ``handler(event, context)`` (sync or async); see the module."""
     if not isinstance(user, str) and user is not None and not callable(user):
@@ -228,14 +336,21 @@ def handler(
             @functools.wraps(fn)
             async def run_async(event: Any, *args: Any, **kwargs: Any) -> Any:
                 if is_batch(event):
-                    reset = _batch.set(decide_records(client, app, event, user))
+                    records = decide_records(client, app, event, user)
+                    reset = _batch.set(records)
+                    run = _Invocation()
                     try:
-                        return await fn(event, *args, **kwargs)
+                        return run.returned(await fn(event, *args, **kwargs))
                     finally:
                         _batch.reset(reset)
+                        _record_batch(client, app, function, version, records, run)
                 decision = decide_event(client, app, event, user)
                 with use(decision, client.encode(decision)):
-                    return await fn(event, *args, **kwargs)
+                    run = _Invocation()
+                    try:
+                        return run.returned(await fn(event, *args, **kwargs))
+                    finally:
+                        _record_event(client, app, function, version, decision, run)
 
             wrapper: Callable[..., Any] = run_async
         else:
@@ -243,18 +358,26 @@ def handler(
             @functools.wraps(fn)
             def run(event: Any, *args: Any, **kwargs: Any) -> Any:
                 if is_batch(event):
-                    reset = _batch.set(decide_records(client, app, event, user))
+                    records = decide_records(client, app, event, user)
+                    reset = _batch.set(records)
+                    invocation = _Invocation()
                     try:
-                        return fn(event, *args, **kwargs)
+                        return invocation.returned(fn(event, *args, **kwargs))
                     finally:
                         _batch.reset(reset)
+                        _record_batch(client, app, function, version, records, invocation)
                 decision = decide_event(client, app, event, user)
                 with use(decision, client.encode(decision)):
-                    return fn(event, *args, **kwargs)
+                    invocation = _Invocation()
+                    try:
+                        return invocation.returned(fn(event, *args, **kwargs))
+                    finally:
+                        _record_event(client, app, function, version, decision, invocation)
 
             wrapper = run
         wrapper.coalmine_app = app  # type: ignore[attr-defined]
         wrapper.coalmine_function = function  # type: ignore[attr-defined]
+        wrapper.coalmine_version = version  # type: ignore[attr-defined]
         return cast(F, wrapper)
 
     return decorate

@@ -25,10 +25,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "ACTIVE_PHASE_VALUES",
+    "AlarmRow",
+    "AnalysisRunRow",
     "AppRow",
     "Base",
     "EventRow",
     "FunctionRow",
+    "MetricWindowRow",
     "ReleaseRow",
     "TokenRow",
     "VersionRow",
@@ -160,3 +163,69 @@ class TokenRow(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class AnalysisRunRow(Base):
+    """One interval's analysis of a release: the judge's verdict, alarms, and what followed."""
+
+    __tablename__ = "analysis_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[str] = mapped_column(
+        ForeignKey("releases.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[float] = mapped_column(Float)
+    window_start: Mapped[float] = mapped_column(Float)
+    window_end: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))
+    """pass, fail or inconclusive: the worst of its functions' verdicts and alarms"""
+    results: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """per-function verdicts, alarm evaluations and the tracker's state after this run"""
+    action: Mapped[str] = mapped_column(String(16))
+    """continue, pause or rollback"""
+
+
+class AlarmRow(Base):
+    """The last known state of an outside alarm of an app (raised over HTTP)."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (UniqueConstraint("app", "name", name="uq_alarms_app_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(8))
+    """ALARM or OK"""
+    reason: Mapped[str] = mapped_column(Text, default="")
+    since: Mapped[float] = mapped_column(Float)
+    """when the alarm entered its current state"""
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class MetricWindowRow(Base):
+    """The merged counts of one function version in one channel over one time window.
+
+    SDKs and gateways flush deltas (`coalmine.metrics`); the control plane
+    merges each into the row of its key and window (read-modify-write, the
+    row locked on PostgreSQL), so every metric stays per version (the
+    analysis compares canary with stable on these).
+    """
+
+    __tablename__ = "metric_windows"
+    __table_args__ = (
+        UniqueConstraint(
+            "app", "function", "version", "channel", "start", name="uq_metric_windows_key"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(63))
+    function: Mapped[str] = mapped_column(String(63))
+    version: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    start: Mapped[float] = mapped_column(Float)
+    """the window's start, Unix seconds, aligned to the window size (10 s by default)"""
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    histogram: Mapped[dict[str, Any]] = mapped_column()
+    """a `LatencyHistogram` in its JSON form (``to_dict``)"""

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from coalmine.web.routes import apply, apps, discovery, events, ofrep, releases, routing, tokens
+from coalmine.web.routes import (
+    alarms,
+    apply,
+    apps,
+    discovery,
+    events,
+    metrics,
+    ofrep,
+    releases,
+    routing,
+    tokens,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -17,4 +28,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     tokens.router,
     discovery.router,
     ofrep.router,
+    metrics.router,
+    alarms.router,
 )

@@ -1,0 +1,208 @@
+"""Prometheus exposition of a `Recorder`'s cumulative totals, per version and channel.
+
+``RecorderCollector`` is a custom prometheus_client collector: each scrape
+reads the recorder's totals, so nothing is registered in prometheus_client's
+global registry (make one `CollectorRegistry` per app with `registry`). It
+exposes, with the labels ``app``, ``function``, ``version`` and ``channel``:
+
+* ``coalmine_requests_total`` — calls counted (a counter);
+* ``coalmine_errors_total`` — failed calls (exceptions, 5xx, handler-declared);
+* ``coalmine_latency_ms`` — a Prometheus histogram (``_bucket{le=...}``,
+  ``_sum``, ``_count``) with the fixed bounds ``DEFAULT_BUCKETS_MS``,
+  derived from the log-bucketed `LatencyHistogram`: each log bucket counts
+  towards the first bound at or above its representative value, so a value
+  within 1% of a bound may be counted in the next bucket up. Fixed bounds,
+  not quantile gauges, because Prometheus can add histograms of several
+  gateways and take ``histogram_quantile`` over any ``rate`` window, while
+  quantiles of different processes cannot be combined;
+
+and the recorder's (and flusher's) health: ``coalmine_metrics_dropped_windows_total``,
+``coalmine_metrics_evicted_series_total``, ``coalmine_metrics_flush_failures_total``,
+``coalmine_metrics_rejected_windows_total``.
+
+Needs prometheus-client (the ``server`` or ``gateway`` extra); the rest of
+`coalmine.metrics` does not, so the SDK's base install never imports it.
+"""
+
+from __future__ import annotations
+
+from coalmine._extras import require
+
+require("prometheus_client", "server")
+
+import bisect  # noqa: E402
+from collections.abc import Callable, Iterable, Iterator, Sequence  # noqa: E402
+
+from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client.core import (  # noqa: E402
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.exposition import choose_encoder  # noqa: E402
+from prometheus_client.metrics_core import Metric  # noqa: E402
+
+from coalmine.core.histogram import LatencyHistogram  # noqa: E402
+from coalmine.metrics.flush import Flusher  # noqa: E402
+from coalmine.metrics.recorder import Recorder  # noqa: E402
+
+__all__ = [
+    "DEFAULT_BUCKETS_MS",
+    "LABELS",
+    "FunctionCollector",
+    "RecorderCollector",
+    "cumulative_buckets",
+    "registry",
+    "render",
+]
+
+DEFAULT_BUCKETS_MS: tuple[float, ...] = (
+    1,
+    2.5,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+)
+"""Upper bounds (milliseconds) of ``coalmine_latency_ms`` buckets; ``+Inf`` is added."""
+LABELS = ("app", "function", "version", "channel")
+
+Sample = tuple[Sequence[str], float]
+"""label values and a value"""
+
+
+def cumulative_buckets(
+    histogram: LatencyHistogram, bounds: Sequence[float] = DEFAULT_BUCKETS_MS
+) -> list[tuple[str, float]]:
+    """``(le, cumulative count)`` pairs for a Prometheus histogram, ``+Inf`` last.
+
+    A log bucket counts towards the first bound at or above its representative
+    (within ``alpha`` of each of its values); the zero bucket towards the first.
+    """
+    counts = [0] * (len(bounds) + 1)
+    if histogram.zero_count:
+        counts[0] += histogram.zero_count
+    for index, count in histogram.bins():
+        counts[bisect.bisect_left(bounds, histogram.representative(index))] += count
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        running += count
+        out.append((_le(bound), float(running)))
+    out.append(("+Inf", float(histogram.count)))
+    return out
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class RecorderCollector:
+    """A prometheus_client collector of a recorder's totals (and a flusher's health)."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        *,
+        flusher: Flusher | None = None,
+        buckets: Sequence[float] = DEFAULT_BUCKETS_MS,
+    ) -> None:
+        bounds = tuple(float(b) for b in buckets)
+        if not bounds or list(bounds) != sorted(set(bounds)) or bounds[0] <= 0:
+            raise ValueError("buckets must be increasing positive milliseconds")
+        self.recorder = recorder
+        self.flusher = flusher
+        self.buckets = bounds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "coalmine_requests", "Calls of a function version, per channel.", labels=LABELS
+        )
+        errors = CounterMetricFamily(
+            "coalmine_errors",
+            "Failed calls of a function version (exceptions, 5xx, handler-declared failures).",
+            labels=LABELS,
+        )
+        latency = HistogramMetricFamily(
+            "coalmine_latency_ms",
+            "Duration of calls of a function version, in milliseconds.",
+            labels=LABELS,
+        )
+        for m in self.recorder.totals():
+            labels = [m.app, m.function, m.version, str(m.channel)]
+            requests.add_metric(labels, m.requests)
+            errors.add_metric(labels, m.errors)
+            latency.add_metric(
+                labels, cumulative_buckets(m.histogram, self.buckets), m.histogram.sum
+            )
+        yield requests
+        yield errors
+        yield latency
+        stats = self.recorder.stats
+        yield CounterMetricFamily(
+            "coalmine_metrics_dropped_windows",
+            "Delta windows dropped because more were pending than the recorder keeps.",
+            value=stats.dropped,
+        )
+        yield CounterMetricFamily(
+            "coalmine_metrics_evicted_series",
+            "Series evicted from the totals because more were live than the recorder keeps.",
+            value=stats.evicted,
+        )
+        if self.flusher is not None:
+            flushed = self.flusher.stats
+            yield CounterMetricFamily(
+                "coalmine_metrics_flush_failures",
+                "Attempts to send metric windows to the control plane that failed (retried).",
+                value=flushed.failed,
+            )
+            yield CounterMetricFamily(
+                "coalmine_metrics_rejected_windows",
+                "Metric windows the control plane refused (dropped).",
+                value=flushed.rejected,
+            )
+
+
+class FunctionCollector:
+    """A gauge whose samples a function returns at each scrape (e.g. release exposure)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        read: Callable[[], Iterable[Sample]],
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = tuple(labels)
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, value in self.read():
+            gauge.add_metric(list(values), value)
+        yield gauge
+
+
+def registry(*collectors: RecorderCollector | FunctionCollector) -> CollectorRegistry:
+    """A fresh registry holding ``collectors`` (never prometheus_client's global one)."""
+    out = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        out.register(collector)
+    return out
+
+
+def render(reg: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
+    """The exposition body and its content type, in the format the ``Accept`` header asks for."""
+    encode, content_type = choose_encoder(accept or "")
+    return encode(reg), content_type

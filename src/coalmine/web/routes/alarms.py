@@ -1,0 +1,101 @@
+"""Alarms and analysis: raise an alarm, read an app's alarms and a release's analysis runs.
+
+``POST /v1/alarms`` takes either body shape of `coalmine.controller.alarms.parse_notice`
+(a simple ``{"app", "name", "state", "reason"}`` or a CloudWatch alarm's SNS
+notification, sent as any content type: SNS posts ``text/plain``). The app
+is ``?app=``, the simple body's ``app``, or the alarm name
+``coalmine:<app>:<name>``. A malformed body is a 400 naming the problem, and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from coalmine.controller.alarms import parse_notice
+from coalmine.controller.schemas import AlarmHandled, AlarmRead, AnalysisRunRead
+from coalmine.controller.tokens import Principal
+from coalmine.web.auth import Require
+from coalmine.web.deps import ServiceDep
+
+__all__ = ["MAX_ALARM_BYTES", "router"]
+
+router = APIRouter(tags=["alarms"])
+
+MAX_ALARM_BYTES = 256 * 1024
+"""SNS messages are at most 256 KiB"""
+
+Raiser = Annotated[Principal, Depends(Require("deployer", "raise alarms"))]
+Viewer = Annotated[Principal, Depends(Require("viewer", "read alarms and analysis"))]
+_EXAMPLE = {"app": "shop", "name": "p99-latency", "state": "ALARM", "reason": "p99 > 500 ms"}
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            'a simple body {"app", "name", "state": "ALARM"|"OK", "reason"}, or an SNS'
+            " notification whose Message is a CloudWatch alarm's JSON (AlarmName,"
+            " NewStateValue, NewStateReason); the app may instead be ?app= or the alarm"
+            " name coalmine:<app>:<name>"
+        ),
+        "content": {
+            "application/json": {"schema": {"type": "object"}, "example": _EXAMPLE},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_ALARM_BYTES:
+            raise HTTPException(413, f"an alarm body is at most {MAX_ALARM_BYTES // 1024} KiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/v1/alarms",
+    summary="Raise (or clear) an alarm; firing during a release rolls it back at once",
+    openapi_extra=_BODY_DOC,
+    responses={
+        400: {"description": "a malformed body (the detail says what is wrong)"},
+        404: {"description": "no such app"},
+    },
+)
+async def raise_alarm(
+    request: Request,
+    who: Raiser,
+    service: ServiceDep,
+    app: Annotated[
+        str | None, Query(description="the app, unless the name is coalmine:<app>:<name>")
+    ] = None,
+) -> AlarmHandled:
+    notice = parse_notice(await _read_body(request), app=app)
+    return await run_in_threadpool(
+        service.raise_alarm, notice.app, notice.name, notice.state, notice.reason, who.name
+    )
+
+
+@router.get("/v1/apps/{app}/alarms", summary="An app's alarms and their last state")
+def list_alarms(app: str, _: Viewer, service: ServiceDep) -> list[AlarmRead]:
+    return service.list_alarms(app)
+
+
+@router.get(
+    "/v1/releases/{release_id}/analysis",
+    summary="A release's analysis runs (verdicts, alarms, actions), oldest first",
+)
+def release_analysis(
+    release_id: str,
+    _: Viewer,
+    service: ServiceDep,
+    after: Annotated[int, Query(ge=0, description="only runs with a larger id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AnalysisRunRead]:
+    return service.list_analysis_runs(release_id, after=after, limit=limit)

@@ -1,0 +1,1 @@
+"""Tests of coalmine.metrics: the recorder, the flusher, the Prometheus exposition."""

@@ -1,0 +1,126 @@
+"""The Prometheus exposition of a recorder: names, labels, counts, buckets; no global registry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import prometheus_client
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from coalmine.core.histogram import LatencyHistogram
+from coalmine.metrics import Flusher, Recorder
+from coalmine.metrics.exposition import (
+    DEFAULT_BUCKETS_MS,
+    FunctionCollector,
+    RecorderCollector,
+    cumulative_buckets,
+    registry,
+    render,
+)
+
+
+def scrape(*collectors: RecorderCollector | FunctionCollector) -> dict[str, list[Sample]]:
+    body, content_type = render(registry(*collectors))
+    assert content_type.startswith("text/plain")
+    out: dict[str, list[Sample]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        out.setdefault(family.name, []).extend(family.samples)
+    return out
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    found = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def test_counts_per_version_and_channel_with_their_labels() -> None:
+    r = Recorder()
+    for i in range(90):
+        r.record("shop", "api", "v1", "stable", 20.0, error=i < 3)
+    for i in range(10):
+        r.record("shop", "api", "v2", "canary", 700.0, error=i < 4)
+    got = scrape(RecorderCollector(r))
+
+    stable = {"app": "shop", "function": "api", "version": "v1", "channel": "stable"}
+    canary = {"app": "shop", "function": "api", "version": "v2", "channel": "canary"}
+    assert value(got["coalmine_requests"], "coalmine_requests_total", **stable) == 90
+    assert value(got["coalmine_requests"], "coalmine_requests_total", **canary) == 10
+    assert value(got["coalmine_errors"], "coalmine_errors_total", **stable) == 3
+    assert value(got["coalmine_errors"], "coalmine_errors_total", **canary) == 4
+    latency = got["coalmine_latency_ms"]
+    assert value(latency, "coalmine_latency_ms_count", **canary) == 10
+    assert value(latency, "coalmine_latency_ms_sum", **canary) == 7000
+    # 20 ms is below le=25, 700 ms below le=1000: the canary is the slow one
+    assert value(latency, "coalmine_latency_ms_bucket", **stable, le="10.0") == 0
+    assert value(latency, "coalmine_latency_ms_bucket", **stable, le="25.0") == 90
+    assert value(latency, "coalmine_latency_ms_bucket", **canary, le="500.0") == 0
+    assert value(latency, "coalmine_latency_ms_bucket", **canary, le="1000.0") == 10
+    assert value(latency, "coalmine_latency_ms_bucket", **canary, le="+Inf") == 10
+    assert (
+        value(got["coalmine_metrics_dropped_windows"], "coalmine_metrics_dropped_windows_total")
+        == 0
+    )
+
+
+def test_buckets_are_cumulative_and_end_with_every_value() -> None:
+    h = LatencyHistogram()
+    for v in (0.0, 0.5, 3.0, 3.0, 40.0, 99.0, 101.0, 100_000.0):
+        h.add(v)
+    buckets = cumulative_buckets(h)
+    assert [le for le, _ in buckets] == [repr(float(b)) for b in DEFAULT_BUCKETS_MS] + ["+Inf"]
+    counts = dict(buckets)
+    assert counts["1.0"] == 2  # the zero bucket and 0.5 ms
+    assert counts["5.0"] == 4
+    assert counts["100.0"] == 6
+    assert counts["250.0"] == 7
+    assert counts["60000.0"] == 7
+    assert counts["+Inf"] == 8
+    assert [c for _, c in buckets] == sorted(c for _, c in buckets)
+
+
+def test_a_function_collector_and_flusher_health() -> None:
+    r = Recorder()
+    flusher = Flusher(r, "http://127.0.0.1:9", "k", "shop", start=False)
+    try:
+        got = scrape(
+            RecorderCollector(r, flusher=flusher),
+            FunctionCollector(
+                "coalmine_release_exposure",
+                "exposure",
+                ("app", "release"),
+                lambda: [(("shop", "shop-1"), 1000.0)],
+            ),
+        )
+    finally:
+        flusher.close()
+    assert value(got["coalmine_release_exposure"], "coalmine_release_exposure", app="shop") == 1000
+    assert (
+        value(got["coalmine_metrics_flush_failures"], "coalmine_metrics_flush_failures_total") == 0
+    )
+
+
+def test_openmetrics_when_asked_and_nothing_in_the_global_registry() -> None:
+    r = Recorder()
+    r.record("shop", "api", "v1", "stable", 1.0)
+    body, content_type = render(
+        registry(RecorderCollector(r)), "application/openmetrics-text; version=1.0.0"
+    )
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    names = {m.name for m in prometheus_client.REGISTRY.collect()}
+    assert not any(n.startswith("coalmine") for n in names)
+
+
+def test_the_sdk_and_the_recorder_never_import_prometheus_client() -> None:
+    code = (
+        "import sys, coalmine.sdk, coalmine.metrics;"
+        "from coalmine.metrics import Flusher, Recorder;"
+        "print('prometheus_client' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert out == "False"
