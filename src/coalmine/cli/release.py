@@ -137,7 +137,7 @@ def status(
         if watch:
             code = _watch(client, release)
             raise typer.Exit(code)
-        events = client.get(f"/v1/releases/{release['id']}/events", limit=1000)
+        events = release_events(client, release["id"])
     if as_json:
         print_json({**release, "events": events})
         return
@@ -232,6 +232,17 @@ def list_releases(
     console.print(table)
 
 
+def release_events(client: ApiClient, release_id: str) -> list[dict[str, Any]]:
+    """Every event of a release, oldest first (paged: a long release has thousands)."""
+    events: list[dict[str, Any]] = []
+    while True:
+        after = events[-1]["id"] if events else 0
+        page = client.get(f"/v1/releases/{release_id}/events", after=after, limit=1000)
+        events += page
+        if len(page) < 1000:
+            return events
+
+
 def render_status(
     release: dict[str, Any], events: list[dict[str, Any]], now: float | None = None
 ) -> Group:
@@ -307,7 +318,7 @@ def _watch(client: ApiClient, release: dict[str, Any]) -> int:
     with Live(render_status(release, []), console=console, refresh_per_second=4) as live:
         while True:
             release = client.get(f"/v1/releases/{rid}")
-            events = client.get(f"/v1/releases/{rid}/events", limit=1000)
+            events = release_events(client, rid)
             live.update(render_status(release, events))
             if release["phase"] in TERMINAL:
                 stop.set()
