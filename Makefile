@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decision.py
 	$(BIN)/python bench/streams.py
 	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/gateway.py
 
 # Re-pin every dependency (needs the package registry).
 lock: $(STAMP)
