@@ -6,7 +6,9 @@ bad input, 1 for a failed operation); every message says what to fix.
 
 from __future__ import annotations
 
-__all__ = ["CoalmineError", "Conflict", "InvalidInput", "NotFound"]
+from collections.abc import Iterable, Mapping
+
+__all__ = ["CoalmineError", "Conflict", "InvalidInput", "NotFound", "require_fields"]
 
 
 class CoalmineError(Exception):
@@ -23,3 +25,17 @@ class NotFound(CoalmineError, LookupError):
 
 class Conflict(CoalmineError):
     """The request is valid but clashes with the current state (e.g. an active release)."""
+
+
+def require_fields(data: Mapping[str, object], expected: Iterable[str], what: str) -> None:
+    """Raise InvalidInput unless ``data`` has exactly the ``expected`` keys, naming the odd ones."""
+    wanted = set(expected)
+    missing = sorted(wanted - set(data))
+    unknown = sorted(set(data) - wanted)
+    if missing or unknown:
+        raise InvalidInput(
+            f"{what} needs exactly the fields "
+            + ", ".join(sorted(wanted))
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )

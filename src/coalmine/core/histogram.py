@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from coalmine.core.errors import InvalidInput
+from coalmine.core.errors import InvalidInput, require_fields
 from coalmine.core.model import Channel, validate_name, validate_version_name
 
 __all__ = [
@@ -317,15 +317,7 @@ class LatencyHistogram:
             "zero",
             "bins",
         }
-        missing = sorted(expected - set(data))
-        unknown = sorted(set(data) - expected)
-        if missing or unknown:
-            raise InvalidInput(
-                "a histogram needs exactly the fields "
-                + ", ".join(sorted(expected))
-                + (f"; missing: {', '.join(missing)}" if missing else "")
-                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-            )
+        require_fields(data, expected, "a histogram")
         out = cls(data["alpha"], min_value=data["min_value"], max_buckets=data["max_buckets"])
         count = _count(data["count"], "histogram count")
         zero = _count(data["zero"], "histogram zero count")

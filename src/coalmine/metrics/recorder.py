@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from coalmine.core.errors import InvalidInput
+from coalmine.core.errors import InvalidInput, require_fields
 from coalmine.core.histogram import LatencyHistogram, VersionMetrics
 from coalmine.core.model import Channel
 
@@ -98,15 +98,7 @@ class MetricWindow:
         """Read one window of a batch of ``app``, validating it (it comes from the network)."""
         if not isinstance(data, Mapping):
             raise InvalidInput("a metric window must be a JSON object")
-        missing = sorted(_WINDOW_FIELDS - set(data))
-        unknown = sorted(set(data) - _WINDOW_FIELDS)
-        if missing or unknown:
-            raise InvalidInput(
-                "a metric window needs exactly the fields "
-                + ", ".join(sorted(_WINDOW_FIELDS))
-                + (f"; missing: {', '.join(missing)}" if missing else "")
-                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-            )
+        require_fields(data, _WINDOW_FIELDS, "a metric window")
         start = data["start"]
         if isinstance(start, bool) or not isinstance(start, int | float):
             raise InvalidInput(f"window start must be a number of Unix seconds, got {start!r}")
