@@ -31,6 +31,7 @@ from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.core.strategy import parse_strategy
 from coalmine.web import create_app
+from tests.servers import start_uvicorn
 
 APP = "shop"
 ACTOR = "sdk-tests"
@@ -96,17 +97,7 @@ class ControlPlane:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=0
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:  # uvicorn exposes a flag, not an event
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.005)
+        server, thread = start_uvicorn(app, sock)
         self._server, self._thread, self._sock = server, thread, sock
         return time.monotonic()
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from coalmine.controller.service import ControlService
 from coalmine.controller.tokens import TokenService
 from coalmine.web import create_app
+from tests.servers import start_uvicorn
 
 with warnings.catch_warnings():
     # starlette asks for the httpx2 package, which the lock does not hold; httpx works.
@@ -129,17 +127,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:  # uvicorn exposes a flag, not an event
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
+    server, thread = start_uvicorn(app, sock, grace=5)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
