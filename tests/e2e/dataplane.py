@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from typing import Any
 
 import uvicorn
@@ -12,6 +11,7 @@ import uvicorn
 from coalmine.core.signing import Keyring
 from coalmine.gateway import GatewayConfig, create_gateway
 from tests.sdk import ControlPlane, free_port
+from tests.servers import start_uvicorn
 
 APP = "chain"
 KEYRING = Keyring.single("e2e-data-plane-signing-secret-0123", "e1")
@@ -45,18 +45,7 @@ class GatewayServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
-        server = uvicorn.Server(
-            uvicorn.Config(
-                self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=0
-            )
-        )
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:  # uvicorn exposes a flag, not an event
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.005)
+        server, thread = start_uvicorn(self.app, sock, start_timeout=20)
         self._server, self._thread = server, thread
         return self
 
