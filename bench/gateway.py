@@ -873,7 +873,7 @@ def run(args: argparse.Namespace) -> int:
     nginx_bin, wrk_bin = tools()
     versions = (
         f"{os.cpu_count()} CPUs, Python {platform.python_version()},"
-        f" uvicorn {version('uvicorn')}, aiohttp {version('aiohttp')},"
+        f" uvicorn {version('uvicorn')}, httptools {version('httptools')}, uvloop {version('uvloop')},"
         f" nginx {tool_version([nginx_bin, '-v'], NGINX_VERSION)},"
         f" wrk {tool_version([wrk_bin, '-v'], WRK_VERSION)}"
     )

@@ -130,7 +130,7 @@ def command(
     ] = "info",
 ) -> None:
     """Serve an app's functions: identify users, route them, call their versions."""
-    require("aiohttp", "gateway")
+    require("httptools", "gateway")
     uvicorn = require("uvicorn", "gateway")
     from coalmine.gateway.config import GatewayConfig
     from coalmine.gateway.identity import IdentityConfig

@@ -191,18 +191,23 @@ class LatencyHistogram:
 
     def add(self, value_ms: float, count: int = 1) -> None:
         """Count ``value_ms`` (a latency in milliseconds, >= 0) ``count`` times."""
-        value = _number(value_ms, "a latency")
-        if value < 0:
-            raise InvalidInput(f"a latency cannot be negative, got {value_ms!r}")
-        _count(count, "count", positive=True)
+        if type(value_ms) is float and count == 1 and 0.0 <= value_ms < math.inf:
+            value = value_ms  # one measured duration: the recorders' hot path, valid as it is
+        else:
+            value = _number(value_ms, "a latency")
+            if value < 0:
+                raise InvalidInput(f"a latency cannot be negative, got {value_ms!r}")
+            _count(count, "count", positive=True)
         if value <= self._min_value:
             self._zero += count
         else:
-            self._add_index(self.index_of(value), count)
+            self._add_index(math.ceil(math.log(value) / self._log_gamma), count)
         self._count += count
         self._sum += value * count
-        self._min = min(self._min, value)
-        self._max = max(self._max, value)
+        if value < self._min:
+            self._min = value
+        if value > self._max:
+            self._max = value
 
     def _add_index(self, index: int, count: int) -> None:
         if self._max_index is None or index > self._max_index:

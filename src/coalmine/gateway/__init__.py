@@ -4,12 +4,12 @@ It identifies the user, decides with the one routing function of
 `coalmine.core`, and calls the decided version's target: an HTTP upstream
 or a local Python handler run in-process. See docs/gateway.md.
 
-Needs the ``gateway`` extra (aiohttp, uvicorn): ``pip install 'coalmine[gateway]'``.
+Needs the ``gateway`` extra (uvicorn, httptools): ``pip install 'coalmine[gateway]'``.
 """
 
 from coalmine._extras import require
 
-require("aiohttp", "gateway")
+require("httptools", "gateway")
 
 from coalmine.gateway.app import (  # noqa: E402
     CHANNEL_HEADER,

@@ -1,16 +1,35 @@
 """The HTTP upstream client: forward one call to a version's URL, streaming both ways.
 
-aiohttp rather than httpx: for a proxy's many small exchanges an httpx
-client measured about 8x slower than an aiohttp session in the design issue.
-One `aiohttp.ClientSession` per process keeps a bounded connection pool; the
-request body is streamed to the upstream as it arrives and the response body
-back as it comes (nothing is buffered whole). Responses are passed through as
-they are: no redirects followed, no decompression, no cookie jar, hop-by-hop
-headers dropped.
+A small HTTP/1.1 client on asyncio's protocol API and httptools' response
+parser (the llhttp parser uvicorn uses for requests), not a general-purpose
+client: a proxy's exchanges are many and small, and what a general client does
+per request (building request and response objects, a task per stream, cookie
+and redirect machinery) was most of the gateway's cost. Measured on the
+gateway bench (``bench/gateway.py``, 2 CPUs): the gateway over aiohttp's client
+reached 2,857 req/s at 349 µs of CPU a request; see docs/benchmarks.md for the
+numbers with this client. httpx was slower still (8-14x aiohttp for 3,000
+small GETs).
 
-A failure before the response has started becomes `CallFailed` (502, or 504
-on a timeout) for the app to answer; a failure after it has started can only
-cut the connection short, which is what happens.
+What it does: one keep-alive connection pool per `HttpUpstream` (at most
+``pool_size`` calls in flight, as many idle connections kept, each for at most
+``idle_timeout`` seconds); the request body is streamed to the upstream as it
+arrives (chunked when the client sent no length) and the response back as it
+comes, with back-pressure both ways (reading from the upstream pauses while
+more than 256 KiB wait for the client). A response that has arrived whole by
+the time its head is read (the usual small answer) goes to the client in one
+message. Responses are passed through as they are: no redirects followed, no
+decompression, no cookies, hop-by-hop headers dropped.
+
+A call that fails on a reused keep-alive connection before any byte of the
+answer came back is retried once on a new connection when it has no body and
+an idempotent method (the upstream closed the idle connection as the request
+was sent: an HTTP/1.1 race every pooling client has to absorb). An answer
+that comes back before the whole request body was sent (a 413, say) is passed
+on even when the upstream then closes the connection. ``timeout`` bounds the
+whole call, a client that stalls while sending its body included. A failure before the response has
+started becomes `CallFailed` (502, or 504 on a timeout) for the app to answer;
+a failure after it has started can only cut the connection short, which is
+what happens.
 """
 
 from __future__ import annotations
@@ -18,12 +37,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+import ssl
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
+from urllib.parse import quote, urlsplit
 
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
+import httptools
 
 from coalmine.gateway.asgi import HOP_BY_HOP, CallFailed, RawHeaders, Receive, Send
 
@@ -31,7 +52,6 @@ __all__ = ["Call", "HttpUpstream", "target_url"]
 
 log = logging.getLogger(__name__)
 
-_SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 _NOT_PASSED_BACK = HOP_BY_HOP | {
     b"date",
     b"server",
@@ -40,8 +60,17 @@ _NOT_PASSED_BACK = HOP_BY_HOP | {
     b"x-coalmine-release",
 }
 """uvicorn sets date and server itself; the coalmine headers are the gateway's to set"""
-_CONNECT_TIMEOUT: type[Exception] | None = getattr(aiohttp, "ConnectionTimeoutError", None)
-"""aiohttp 3.10+ tells a connect timeout from a read timeout"""
+_HIGH_WATER = 256 * 1024
+"""bytes of response body buffered for a slow client before the upstream is paused"""
+_URL_SAFE = "/%:@!$&'()*+,;=-._~?"
+"""what `quote` keeps of a target's path and query: RFC 3986 characters, escapes kept"""
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""RFC 9110 9.2.2: the methods a client may send again after a lost connection"""
+CLIENT_GONE = 499
+"""the status a call is counted by when the client left before its answer (nginx's 499)"""
+DEFAULT_IDLE_TIMEOUT = 4.0
+"""seconds an idle pooled connection is kept: under uvicorn's 5 s keep-alive
+default, so the gateway seldom picks a connection the upstream is closing"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +95,10 @@ class ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
+class UpstreamFailed(Exception):
+    """The upstream connection broke, or answered something that is not HTTP/1.1."""
+
+
 def target_url(target: str, raw_rest: bytes, query: bytes) -> str:
     """The target URL with the request's path rest and query string appended."""
     base, _, target_query = target.partition("?")
@@ -76,108 +109,445 @@ def target_url(target: str, raw_rest: bytes, query: bytes) -> str:
     return f"{base}?{q}" if q else base
 
 
-async def _request_body(receive: Receive, done: asyncio.Event) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            done.set()
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """A target URL taken apart once: where to connect, and the path to call."""
+
+    scheme: str
+    host: str
+    port: int
+    host_header: bytes
+    path: str
+    """the target's path, ``/`` when it has none"""
+    query: str
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    @classmethod
+    def parse(cls, target: str) -> Origin:
+        """Raises `ValueError` saying what is wrong with ``target``."""
+        parts = urlsplit(target)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"{target!r} is not an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError(f"{target!r} has no host")
+        port = parts.port or (443 if scheme == "https" else 80)
+        netloc = parts.netloc.rpartition("@")[2]
+        # a registered URL may hold characters a request line cannot: encode them once here
+        path = quote(parts.path or "/", safe=_URL_SAFE)
+        return cls(
+            scheme,
+            parts.hostname,
+            port,
+            netloc.encode("idna"),
+            path,
+            quote(parts.query, safe=_URL_SAFE),
+        )
+
+    def request_target(self, raw_rest: bytes, query: bytes) -> bytes:
+        """The request line's target: the path with the rest appended, and both queries."""
+        path = self.path
+        if raw_rest:
+            path = path.rstrip("/") + raw_rest.decode("latin-1")
+        q = "&".join(p for p in (self.query, query.decode("latin-1")) if p)
+        return (f"{path}?{q}" if q else path).encode("latin-1")
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection to an upstream, reading one response at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, str, int]) -> None:
+        self.loop = loop
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self._drain: asyncio.Future[None] | None = None
+        self._begin_exchange(head_request=False)
+        self._head: asyncio.Future[tuple[int, RawHeaders]] | None = None
+
+    def _begin_exchange(self, *, head_request: bool) -> None:
+        self._head = self.loop.create_future()
+        self._head_request = head_request
+        self.status = 0
+        self.headers: RawHeaders = []
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._reading_paused = False
+        self.complete = False
+        self.got_bytes = False
+        self._framed = False
+        self._keep_alive = False
+        self._extra = False
+        self._failure: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None:  # nothing was asked: an idle connection must stay quiet
+            self.close()
             return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.fail(UpstreamFailed("the upstream switched protocols, which is not proxied"))
+        except httptools.HttpParserError as exc:
+            self.fail(UpstreamFailed(f"malformed response: {exc}"))
+        if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._head is not None and not self.complete:
+            if self._head.done() and not self._framed and self._failure is None:
+                self.complete = True  # a body delimited by the end of the connection
+            else:
+                reason = f": {exc}" if exc is not None else ""
+                self.fail(UpstreamFailed(f"the upstream closed the connection{reason}"))
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(UpstreamFailed("the upstream closed the connection"))
 
-async def _disconnected(receive: Receive, body_done: asyncio.Event, has_body: bool) -> None:
-    if has_body:
-        await body_done.wait()
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: the connection is out of step
+            self._extra = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx informational: the real answer follows
+            self.headers = []
+            return
+        self.status = status
+        # llhttp forgets this once the message is complete
+        self._keep_alive = self.parser.should_keep_alive()
+        for name, value in self.headers:
+            if name == b"content-length" or (
+                name == b"transfer-encoding" and value.lower().endswith(b"chunked")
+            ):
+                self._framed = True
+        if self._head_request:
+            # llhttp cannot be told a HEAD answer has no body: this exchange ends
+            # here, and the connection is not reused (see `reusable`)
+            self.complete = True
+        if self._head is not None and not self._head.done():
+            self._head.set_result((status, self.headers))
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self._chunks.append(body)
+            self._buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if self.status:  # not a 1xx
+            self.complete = True
+
+    # -- the exchange ----------------------------------------------------------
+
+    def begin(self, head: bytes, *, head_request: bool) -> None:
+        self._begin_exchange(head_request=head_request)
+        assert self.transport is not None
+        self.transport.write(head)
+
+    async def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise self._failure or UpstreamFailed("the upstream closed the connection")
+        self.transport.write(data)
+        if self._drain is not None and not self._drain.done():
+            await self._drain
+
+    async def response(self) -> tuple[int, RawHeaders]:
+        assert self._head is not None
+        return await self._head
+
+    def answered(self) -> tuple[int, RawHeaders] | None:
+        """The response head when it has arrived (say, a 413 sent before the body was read)."""
+        head = self._head
+        if head is None or not head.done() or head.cancelled() or head.exception() is not None:
+            return None
+        return head.result()
+
+    def take_whole_body(self) -> bytes | None:
+        """The whole body when the response has arrived entirely, else None."""
+        if not self.complete:
+            return None
+        body = b"".join(self._chunks)
+        self._chunks = []
+        return body
+
+    async def next_body(self) -> bytes | None:
+        """The body bytes that have arrived since the last call; None at the end."""
+        while True:
+            if self._chunks:
+                data = b"".join(self._chunks)
+                self._chunks, self._buffered = [], 0
+                if self._reading_paused and self.transport is not None:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return None
+            if self._failure is not None:
+                raise self._failure
+            self._waiter = self.loop.create_future()
+            await self._waiter
+
+    def fail(self, exc: BaseException) -> None:
+        """End the exchange with ``exc`` and drop the connection."""
+        if self._failure is None:
+            self._failure = exc
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(exc)
+            self._head.exception()  # so asyncio does not log it when the call ended elsewhere
+        self._wake()
+        self.close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and not self.closed
+            and not self._head_request
+            and self._failure is None
+            and self._keep_alive
+            and not self._extra
+        )
+
+    def park(self) -> None:
+        """Between exchanges: any byte the upstream sends now closes the connection."""
+        self._head = None
+        self.reused = False
+        self.idle_since = time.monotonic()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class HttpUpstream:
-    """A pooled aiohttp client that forwards calls to HTTP targets."""
+    """A pooled HTTP/1.1 client that forwards calls to HTTP targets."""
 
     def __init__(
-        self, *, pool_size: int = 100, timeout: float = 30.0, connect_timeout: float = 5.0
+        self,
+        *,
+        pool_size: int = 100,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self.pool_size = pool_size
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._session: aiohttp.ClientSession | None = None
+        self.idle_timeout = idle_timeout
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._origins: dict[str, Origin] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._tls: ssl.SSLContext | None = None
 
-    async def start(self) -> aiohttp.ClientSession:
-        """Open the session (in the running loop); idempotent."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=0),
-                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=self.connect_timeout),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                trust_env=False,
-                skip_auto_headers=_SKIP_AUTO,
-            )
-        return self._session
+    async def start(self) -> None:
+        """Make the pool ready (in the running loop); idempotent."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.pool_size)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the idle connections; calls in flight close theirs when done."""
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+        self._slots = None
 
-    def _reason(self, exc: BaseException) -> tuple[int, str]:
-        if _CONNECT_TIMEOUT is not None and isinstance(exc, _CONNECT_TIMEOUT):
-            return 504, f"no connection within {self.connect_timeout:g}s"
-        if isinstance(exc, asyncio.TimeoutError):
-            return 504, f"no response within {self.timeout:g}s"
-        text = str(exc) or type(exc).__name__
-        return 502, text
+    @property
+    def idle_connections(self) -> int:
+        """How many pooled connections wait for a call (for tests and diagnostics)."""
+        return sum(len(idle) for idle in self._idle.values())
+
+    def origin(self, target: str) -> Origin:
+        """``target`` taken apart (cached); `CallFailed` 502 when it is not a usable URL."""
+        origin = self._origins.get(target)
+        if origin is None:
+            try:
+                origin = Origin.parse(target)
+            except ValueError as exc:
+                raise CallFailed(502, f"unusable upstream URL: {exc}") from None
+            if len(self._origins) > 4096:  # targets come from snapshots; old ones go
+                self._origins.clear()
+            self._origins[target] = origin
+        return origin
+
+    async def _connect(self, origin: Origin) -> _Connection:
+        loop = asyncio.get_running_loop()
+        tls: ssl.SSLContext | None = None
+        if origin.scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            tls = self._tls
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, origin.key),
+                    origin.host,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls else None,
+                )
+        except TimeoutError:
+            raise CallFailed(504, f"no connection within {self.connect_timeout:g}s") from None
+        except OSError as exc:
+            raise CallFailed(502, f"cannot connect: {exc}") from None
+        return conn
+
+    async def _acquire(self, origin: Origin, *, fresh: bool) -> _Connection:
+        idle = self._idle.get(origin.key)
+        if idle and not fresh:
+            now = time.monotonic()
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and now - conn.idle_since < self.idle_timeout:
+                    conn.reused = True
+                    return conn
+                conn.close()
+        return await self._connect(origin)
+
+    def _release(self, conn: _Connection) -> None:
+        if not conn.reusable or self._slots is None:
+            conn.close()
+            return
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= self.pool_size:
+            conn.close()
+            return
+        conn.park()
+        idle.append(conn)
 
     async def forward(
         self, target: str, call: Call, send: Send, response_headers: Iterable[tuple[bytes, bytes]]
-    ) -> None:
+    ) -> int:
         """Forward ``call`` to ``target``; stream the response to ``send``.
 
-        Raises `CallFailed` when no response could be started.
+        Returns the status to count the call by: the upstream's, 502 when the
+        response was cut short, 499 when the client went away while sending
+        its body. Raises `CallFailed` when no response could be started.
         """
-        session = await self.start()
-        url = target_url(target, call.raw_rest, call.query)
-        headers: CIMultiDict[str] = CIMultiDict(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in call.headers
-        )
-        body_done = asyncio.Event()
-        data = _request_body(call.receive, body_done) if call.has_body else None
+        if self._slots is None:
+            await self.start()
+        assert self._slots is not None
+        try:
+            origin = self.origin(target)
+        except CallFailed as exc:
+            raise CallFailed(
+                exc.status, f"upstream {target} for {call.function} {call.version}: {exc.detail}"
+            ) from None
+        async with self._slots:
+            return await self._forward(origin, target, call, send, response_headers)
+
+    async def _forward(
+        self,
+        origin: Origin,
+        target: str,
+        call: Call,
+        send: Send,
+        response_headers: Iterable[tuple[bytes, bytes]],
+    ) -> int:
+        head, chunked = _request_head(origin, call)
+        loop = asyncio.get_running_loop()
+        holder: list[_Connection] = []
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            if holder:
+                holder[-1].fail(TimeoutError())
+
+        deadline = loop.call_later(self.timeout, expire)
+        deadline_at = loop.time() + self.timeout
         started = False
         try:
-            async with session.request(
-                call.method,
-                URL(url, encoded=True),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-            ) as resp:
-                connection = {
-                    t.strip().lower().encode("latin-1")
-                    for t in resp.headers.get("Connection", "").split(",")
-                }
-                passed = [
-                    (k.lower(), v)
-                    for k, v in resp.raw_headers
-                    if k.lower() not in _NOT_PASSED_BACK and k.lower() not in connection
-                ]
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": resp.status,
-                        "headers": [*passed, *response_headers],
-                    }
-                )
-                started = True
-                await self._stream(resp, send, call, body_done)
+            for attempt in (0, 1):
+                conn = await self._acquire(origin, fresh=attempt > 0)
+                holder.append(conn)
+                if expired:
+                    raise TimeoutError
+                conn.begin(head, head_request=call.method == "HEAD")
+                try:
+                    if call.has_body:
+                        # the deadline must also end a client that stalls mid-body
+                        async with asyncio.timeout_at(deadline_at):
+                            await _send_body(conn, call.receive, chunked=chunked)
+                    status, raw = await conn.response()
+                    break
+                except UpstreamFailed:
+                    early = conn.answered()
+                    if early is not None:  # say, a 413 sent before the whole body was read
+                        status, raw = early
+                        break
+                    # a keep-alive connection closed by the upstream as we reused it
+                    retry = (
+                        conn.reused
+                        and not conn.got_bytes
+                        and not call.has_body
+                        and call.method in _IDEMPOTENT
+                    )
+                    if attempt == 0 and retry and not expired:
+                        continue
+                    raise
+            else:  # pragma: no cover - the loop always breaks or raises
+                raise AssertionError
+            named = _connection_named(raw)
+            passed = [(k, v) for k, v in raw if k not in _NOT_PASSED_BACK and k not in named]
+            passed.extend(response_headers)
+            await send({"type": "http.response.start", "status": status, "headers": passed})
+            started = True
+            body = conn.take_whole_body()
+            if body is not None:
+                await send({"type": "http.response.body", "body": body})
+            elif not await _stream(conn, send, call):
+                return CLIENT_GONE
+            return status
         except ClientGone:
-            log.info("client went away during the request body to %s", url)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            status, reason = self._reason(exc)
+            log.info("client went away during the request body to %s", target)
+            return CLIENT_GONE
+        except (TimeoutError, UpstreamFailed) as exc:
+            if isinstance(exc, TimeoutError) or expired:
+                status, reason = 504, f"no response within {self.timeout:g}s"
+            else:
+                status, reason = 502, str(exc)
             if started:
                 log.warning(
                     "upstream %s for %s %s failed mid-response: %s",
@@ -186,33 +556,97 @@ class HttpUpstream:
                     call.version,
                     reason,
                 )
-                return
+                return 502
             raise CallFailed(
                 status, f"upstream {target} for {call.function} {call.version} failed: {reason}"
-            ) from exc
-
-    async def _stream(
-        self, resp: aiohttp.ClientResponse, send: Send, call: Call, body_done: asyncio.Event
-    ) -> None:
-        pump = asyncio.ensure_future(self._pump(resp, send))
-        watch = asyncio.ensure_future(_disconnected(call.receive, body_done, call.has_body))
-        try:
-            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+            ) from None
+        except CallFailed as exc:  # no connection
+            raise CallFailed(
+                exc.status,
+                f"upstream {target} for {call.function} {call.version} failed: {exc.detail}",
+            ) from None
         finally:
-            for task in (watch, pump):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-        if watch.done() and not watch.cancelled():
-            watch.exception()  # retrieved, so asyncio does not report it
-        if pump.cancelled():  # the client went away: the upstream is no longer read
-            log.info("client went away during the response of %s", call.path)
-            return
-        pump.result()
+            deadline.cancel()
+            if holder:
+                self._release(holder[-1])
 
-    @staticmethod
-    async def _pump(resp: aiohttp.ClientResponse, send: Send) -> None:
-        async for chunk in resp.content.iter_any():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+def _request_head(origin: Origin, call: Call) -> tuple[bytes, bool]:
+    """The request line and headers for ``call``, and whether its body goes chunked."""
+    lines = [
+        call.method.encode("ascii"),
+        b" ",
+        origin.request_target(call.raw_rest, call.query),
+        b" HTTP/1.1\r\nhost: ",
+        origin.host_header,
+        b"\r\n",
+    ]
+    has_length = False
+    for name, value in call.headers:
+        if name == b"content-length":
+            has_length = True
+        lines += (name, b": ", value, b"\r\n")
+    chunked = call.has_body and not has_length
+    if chunked:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines), chunked
+
+
+def _connection_named(raw: RawHeaders) -> frozenset[bytes]:
+    """The headers a response's Connection header names (hop-by-hop too)."""
+    named: set[bytes] = set()
+    for name, value in raw:
+        if name == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(named)
+
+
+async def _send_body(conn: _Connection, receive: Receive, *, chunked: bool) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            conn.abort()
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        if chunked:
+            framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunk else b""
+            await conn.write(framed + (b"0\r\n\r\n" if not more else b""))
+        elif chunk:
+            await conn.write(chunk)
+        if not more:
+            return
+
+
+async def _stream(conn: _Connection, send: Send, call: Call) -> bool:
+    """Pass the response body on as it comes; False when the client went away first."""
+    pump = asyncio.ensure_future(_pump(conn, send))
+    watch = asyncio.ensure_future(_disconnected(call.receive))
+    try:
+        await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (watch, pump):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if watch.done() and not watch.cancelled():
+        watch.exception()  # retrieved, so asyncio does not report it
+    if pump.cancelled():  # the client went away: the upstream is no longer read
+        conn.abort()
+        log.info("client went away during the response of %s", call.path)
+        return False
+    pump.result()
+    return True
+
+
+async def _pump(conn: _Connection, send: Send) -> None:
+    while (chunk := await conn.next_body()) is not None:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
