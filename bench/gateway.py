@@ -163,24 +163,21 @@ def serve_gateway(argv: Sequence[str]) -> int:
     import uvicorn
 
     from coalmine.gateway import GatewayConfig, StaticSource, create_gateway
+    from coalmine.gateway.server import uvicorn_options
 
     keyring = Keyring.single(BENCH_KEY) if args.keyring else None
     config = GatewayConfig(app=APP, keyring=keyring)
     gateway = create_gateway(config, StaticSource(bench_snapshot(args.upstream)))
 
     def run() -> None:
-        uvicorn.run(
+        uvicorn.run(  # as `coalmine gateway` runs it
             gateway,
             host="127.0.0.1",
             port=args.port,
             loop="uvloop",
-            http="httptools",
             log_level="warning",
-            access_log=False,
-            lifespan="on",
-            ws="none",
-            proxy_headers=False,  # as `coalmine gateway` runs it
             timeout_graceful_shutdown=1,
+            **uvicorn_options(),
         )
 
     # uvicorn re-raises the SIGTERM it stopped on once it is done: make that an exit

@@ -11,11 +11,24 @@ import uvicorn
 
 
 def start_uvicorn(
-    app: Any, sock: socket.socket, *, grace: float = 0, start_timeout: float = 15
+    app: Any,
+    sock: socket.socket,
+    *,
+    grace: float = 0,
+    start_timeout: float = 15,
+    http: str = "auto",
 ) -> tuple[uvicorn.Server, threading.Thread]:
-    """Run ``app`` on ``sock`` in a daemon thread; return once uvicorn has started."""
+    """Run ``app`` on ``sock`` in a daemon thread; return once uvicorn has started.
+
+    ``http`` is uvicorn's protocol setting (the gateway's: `coalmine.gateway.server.PROTOCOL`).
+    """
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=grace
+        app,
+        log_level="warning",
+        lifespan="on",
+        ws="none",
+        timeout_graceful_shutdown=grace,
+        http=http,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

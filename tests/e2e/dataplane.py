@@ -10,6 +10,7 @@ import uvicorn
 
 from coalmine.core.signing import Keyring
 from coalmine.gateway import GatewayConfig, create_gateway
+from coalmine.gateway.server import PROTOCOL
 from tests.sdk import ControlPlane, free_port
 from tests.servers import start_uvicorn
 
@@ -45,7 +46,7 @@ class GatewayServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
-        server, thread = start_uvicorn(self.app, sock, start_timeout=20)
+        server, thread = start_uvicorn(self.app, sock, start_timeout=20, http=PROTOCOL)
         self._server, self._thread = server, thread
         return self
 

@@ -14,6 +14,7 @@ from coalmine.core.machine import Command, Tick
 from coalmine.core.model import Channel
 from coalmine.core.routing import decide
 from coalmine.gateway import GatewayConfig, SyncSource, create_gateway
+from coalmine.gateway.server import PROTOCOL
 from coalmine.web import create_app
 from tests.gateway.fixtures.harness import KEYRING, ThreadServer, serve_asgi
 
@@ -52,7 +53,10 @@ async def test_a_rollback_reaches_the_gateway_within_a_second_and_it_fails_stati
         )
         gateway = create_gateway(config)
         assert isinstance(gateway.source, SyncSource)
-        async with serve_asgi(gateway) as url, httpx.AsyncClient(base_url=url) as client:
+        async with (
+            serve_asgi(gateway, http=PROTOCOL) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
             snapshot = gateway.source.snapshot("shop")  # ready when the lifespan has started
             assert snapshot is not None
             assert snapshot.state.exposure == 3000
@@ -96,7 +100,10 @@ async def test_a_rollback_reaches_the_gateway_within_a_second_and_it_fails_stati
         keyring=KEYRING,
         cache_dir=str(cache),
     )
-    async with serve_asgi(create_gateway(config)) as url, httpx.AsyncClient(base_url=url) as c:
+    async with (
+        serve_asgi(create_gateway(config), http=PROTOCOL) as url,
+        httpx.AsyncClient(base_url=url) as c,
+    ):
         assert (await c.get("/healthz")).json()["revision"] == revision
         r = await c.get("/orders", headers={"x-user-id": user})
         assert (r.status_code, r.headers["x-coalmine-version"]) == (200, "v1")

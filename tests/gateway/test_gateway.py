@@ -20,6 +20,7 @@ from coalmine.core.override import issue_override
 from coalmine.core.routing import decide
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.gateway import Gateway, GatewayConfig, IdentityConfig, StaticSource
+from coalmine.gateway.server import PROTOCOL
 from tests.gateway.fixtures import counter
 from tests.gateway.fixtures.harness import (
     APP,
@@ -61,7 +62,7 @@ async def running(**settings: Any) -> AsyncIterator[Running]:
         config = GatewayConfig(app=APP, keyring=KEYRING, **settings)
         gateway = Gateway(config, source)
         async with (
-            serve_asgi(gateway) as url,
+            serve_asgi(gateway, http=PROTOCOL) as url,
             httpx.AsyncClient(base_url=url, timeout=10) as client,
         ):
             yield Running(url, client, snapshot, source, upstream, gateway)

@@ -17,6 +17,7 @@ from coalmine.core.model import Channel
 from coalmine.core.routing import decide
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.gateway import Gateway, GatewayConfig, StaticSource
+from coalmine.gateway.server import PROTOCOL
 from tests.gateway.fixtures.harness import APP, KEYRING, run_upstream, serve_asgi, shop_snapshot
 from tests.sdk import ControlPlane
 
@@ -47,7 +48,7 @@ async def running(**settings: Any) -> AsyncIterator[Running]:
             GatewayConfig(app=APP, keyring=KEYRING, **settings), StaticSource(snapshot)
         )
         async with (
-            serve_asgi(gateway) as url,
+            serve_asgi(gateway, http=PROTOCOL) as url,
             httpx.AsyncClient(base_url=url, timeout=10) as client,
         ):
             yield Running(client, snapshot, gateway)

@@ -134,6 +134,7 @@ def command(
     uvicorn = require("uvicorn", "gateway")
     from coalmine.gateway.config import GatewayConfig
     from coalmine.gateway.identity import IdentityConfig
+    from coalmine.gateway.server import uvicorn_options
     from coalmine.sdk.keys import keyring_from_env
 
     if log_level.lower() not in _LEVELS:
@@ -182,11 +183,6 @@ def command(
         workers=workers,
         app_dir=app_dir,
         log_level=log_level.lower(),
-        access_log=False,
-        lifespan="on",
-        ws="none",
-        # the gateway appends the peer to X-Forwarded-For itself: uvicorn must not
-        # replace the peer with the header's value first
-        proxy_headers=False,
         timeout_graceful_shutdown=3,
+        **uvicorn_options(),
     )
