@@ -262,18 +262,17 @@ class Gateway:
             return
         started = time.perf_counter()
         try:
-            status = await self._call(
-                scope,
-                receive,
-                send,
-                snapshot,
-                function,
-                version,
-                decision,
-                headers,
-                identity.user,
-                out,
-            )
+            try:
+                ref, kind, call, token = self._prepare(
+                    scope, receive, snapshot, function, version, decision, headers, identity.user
+                )
+                if kind is TargetKind.HTTP:
+                    status = await self.upstream.forward(ref, call, send, out)
+                else:
+                    status = await self._local(scope, send, ref, call, decision, token, out)
+            except CallFailed as exc:
+                await send_json(send, exc.status, exc.body(), out)
+                status = exc.status
         except Exception:
             self._record(function, version, decision, started, error=True)
             raise
@@ -308,52 +307,53 @@ class Gateway:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _call(
+    def _prepare(
         self,
         scope: Scope,
         receive: Receive,
-        send: Send,
         snapshot: RoutingSnapshot,
         function: str,
         version: str,
         decision: Decision,
         headers: dict[str, str],
         user: str,
+    ) -> tuple[str, TargetKind, Call, str | None]:
+        """The target, the call to make of it and the signed context; `CallFailed` when none."""
+        resolved = self._target(snapshot, function, version)
+        if isinstance(resolved, CallFailed):
+            raise resolved
+        ref, kind = resolved
+        token = self._token(decision)
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        slash = raw_path.find(b"/", 1)
+        call = Call(
+            function=function,
+            version=version,
+            method=scope["method"],
+            path=scope["path"],
+            raw_rest=b"" if slash < 0 else raw_path[slash:],
+            query=scope.get("query_string", b""),
+            headers=_forwarded(scope, headers, token, user),
+            receive=receive,
+            has_body=headers.get("content-length", "0") != "0" or "transfer-encoding" in headers,
+        )
+        return ref, kind, call, token
+
+    async def _local(
+        self,
+        scope: Scope,
+        send: Send,
+        ref: str,
+        call: Call,
+        decision: Decision,
+        token: str | None,
         out: RawHeaders,
     ) -> int:
-        """Call ``version`` of ``function`` and send its response (or why there is none).
-
-        Returns the status to count the call by (see `HttpUpstream.forward`).
-        """
-        try:
-            resolved = self._target(snapshot, function, version)
-            if isinstance(resolved, CallFailed):
-                raise resolved
-            ref, kind = resolved
-            token = self._token(decision)
-            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-            slash = raw_path.find(b"/", 1)
-            call = Call(
-                function=function,
-                version=version,
-                method=scope["method"],
-                path=scope["path"],
-                raw_rest=b"" if slash < 0 else raw_path[slash:],
-                query=scope.get("query_string", b""),
-                headers=_forwarded(scope, headers, token, user),
-                receive=receive,
-                has_body=headers.get("content-length", "0") != "0"
-                or "transfer-encoding" in headers,
-            )
-            if kind is TargetKind.HTTP:
-                return await self.upstream.forward(ref, call, send, out)
-            client = scope.get("client")
-            reply = await self.runtime.invoke(
-                ref, call, decision, token, source_ip=client[0] if client else ""
-            )
-        except CallFailed as exc:
-            await send_json(send, exc.status, exc.body(), out)
-            return exc.status
+        """Run a local handler and send its reply; its status (`CallFailed` when it failed)."""
+        client = scope.get("client")
+        reply = await self.runtime.invoke(
+            ref, call, decision, token, source_ip=client[0] if client else ""
+        )
         length = (b"content-length", str(len(reply.body)).encode())
         await send(
             {

@@ -168,11 +168,13 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self._drain: asyncio.Future[None] | None = None
-        self._begin_exchange(head_request=False)
         self._head: asyncio.Future[tuple[int, RawHeaders]] | None = None
+        self._begin_exchange(head_request=False)
+        self._head = None  # no exchange yet
 
-    def _begin_exchange(self, *, head_request: bool) -> None:
-        self._head = self.loop.create_future()
+    def _begin_exchange(self, *, head_request: bool) -> asyncio.Future[tuple[int, RawHeaders]]:
+        answer: asyncio.Future[tuple[int, RawHeaders]] = self.loop.create_future()
+        self._head = answer
         self._head_request = head_request
         self.status = 0
         self.headers: RawHeaders = []
@@ -186,6 +188,7 @@ class _Connection(asyncio.Protocol):
         self._extra = False
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        return answer
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -269,10 +272,12 @@ class _Connection(asyncio.Protocol):
 
     # -- the exchange ----------------------------------------------------------
 
-    def begin(self, head: bytes, *, head_request: bool) -> None:
-        self._begin_exchange(head_request=head_request)
+    def begin(self, head: bytes, *, head_request: bool) -> asyncio.Future[tuple[int, RawHeaders]]:
+        """Send a request's head; the future gets the response's status and headers."""
+        answer = self._begin_exchange(head_request=head_request)
         assert self.transport is not None
         self.transport.write(head)
+        return answer
 
     async def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -280,10 +285,6 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         if self._drain is not None and not self._drain.done():
             await self._drain
-
-    async def response(self) -> tuple[int, RawHeaders]:
-        assert self._head is not None
-        return await self._head
 
     def answered(self) -> tuple[int, RawHeaders] | None:
         """The response head when it has arrived (say, a 413 sent before the body was read)."""
@@ -475,100 +476,90 @@ class HttpUpstream:
                 exc.status, f"upstream {target} for {call.function} {call.version}: {exc.detail}"
             ) from None
         async with self._slots:
-            return await self._forward(origin, target, call, send, response_headers)
+            head, chunked = _request_head(origin, call)
+            loop = asyncio.get_running_loop()
+            holder: list[_Connection] = []
+            expired: list[bool] = []
 
-    async def _forward(
-        self,
-        origin: Origin,
-        target: str,
-        call: Call,
-        send: Send,
-        response_headers: Iterable[tuple[bytes, bytes]],
-    ) -> int:
-        head, chunked = _request_head(origin, call)
-        loop = asyncio.get_running_loop()
-        holder: list[_Connection] = []
-        expired: list[bool] = []
+            def expire() -> None:
+                expired.append(True)
+                if holder:
+                    holder[-1].fail(TimeoutError())
 
-        def expire() -> None:
-            expired.append(True)
-            if holder:
-                holder[-1].fail(TimeoutError())
-
-        deadline = loop.call_later(self.timeout, expire)
-        deadline_at = loop.time() + self.timeout
-        started = False
-        try:
-            for attempt in (0, 1):
-                conn = await self._acquire(origin, fresh=attempt > 0)
-                holder.append(conn)
-                if expired:
-                    raise TimeoutError
-                conn.begin(head, head_request=call.method == "HEAD")
-                try:
-                    if call.has_body:
-                        # the deadline must also end a client that stalls mid-body
-                        async with asyncio.timeout_at(deadline_at):
-                            await _send_body(conn, call.receive, chunked=chunked)
-                    status, raw = await conn.response()
-                    break
-                except UpstreamFailed:
-                    early = conn.answered()
-                    if early is not None:  # say, a 413 sent before the whole body was read
-                        status, raw = early
+            deadline = loop.call_later(self.timeout, expire)
+            deadline_at = loop.time() + self.timeout
+            started = False
+            try:
+                for attempt in (0, 1):
+                    conn = await self._acquire(origin, fresh=attempt > 0)
+                    holder.append(conn)
+                    if expired:
+                        raise TimeoutError
+                    answer = conn.begin(head, head_request=call.method == "HEAD")
+                    try:
+                        if call.has_body:
+                            # the deadline must also end a client that stalls mid-body
+                            async with asyncio.timeout_at(deadline_at):
+                                await _send_body(conn, call.receive, chunked=chunked)
+                        status, raw = await answer
                         break
-                    # a keep-alive connection closed by the upstream as we reused it
-                    retry = (
-                        conn.reused
-                        and not conn.got_bytes
-                        and not call.has_body
-                        and call.method in _IDEMPOTENT
-                    )
-                    if attempt == 0 and retry and not expired:
-                        continue
-                    raise
-            else:  # pragma: no cover - the loop always breaks or raises
-                raise AssertionError
-            named = _connection_named(raw)
-            passed = [(k, v) for k, v in raw if k not in _NOT_PASSED_BACK and k not in named]
-            passed.extend(response_headers)
-            await send({"type": "http.response.start", "status": status, "headers": passed})
-            started = True
-            body = conn.take_whole_body()
-            if body is not None:
-                await send({"type": "http.response.body", "body": body})
-            elif not await _stream(conn, send, call):
+                    except UpstreamFailed:
+                        early = conn.answered()
+                        if early is not None:  # say, a 413 sent before the whole body was read
+                            status, raw = early
+                            break
+                        # a keep-alive connection closed by the upstream as we reused it
+                        retry = (
+                            conn.reused
+                            and not conn.got_bytes
+                            and not call.has_body
+                            and call.method in _IDEMPOTENT
+                        )
+                        if attempt == 0 and retry and not expired:
+                            continue
+                        raise
+                else:  # pragma: no cover - the loop always breaks or raises
+                    raise AssertionError
+                named = _connection_named(raw)
+                passed = [(k, v) for k, v in raw if k not in _NOT_PASSED_BACK and k not in named]
+                passed.extend(response_headers)
+                await send({"type": "http.response.start", "status": status, "headers": passed})
+                started = True
+                body = conn.take_whole_body()
+                if body is not None:
+                    await send({"type": "http.response.body", "body": body})
+                elif not await _stream(conn, send, call):
+                    return CLIENT_GONE
+                return status
+            except ClientGone:
+                log.info("client went away during the request body to %s", target)
                 return CLIENT_GONE
-            return status
-        except ClientGone:
-            log.info("client went away during the request body to %s", target)
-            return CLIENT_GONE
-        except (TimeoutError, UpstreamFailed) as exc:
-            if isinstance(exc, TimeoutError) or expired:
-                status, reason = 504, f"no response within {self.timeout:g}s"
-            else:
-                status, reason = 502, str(exc)
-            if started:
-                log.warning(
-                    "upstream %s for %s %s failed mid-response: %s",
-                    target,
-                    call.function,
-                    call.version,
-                    reason,
-                )
-                return 502
-            raise CallFailed(
-                status, f"upstream {target} for {call.function} {call.version} failed: {reason}"
-            ) from None
-        except CallFailed as exc:  # no connection
-            raise CallFailed(
-                exc.status,
-                f"upstream {target} for {call.function} {call.version} failed: {exc.detail}",
-            ) from None
-        finally:
-            deadline.cancel()
-            if holder:
-                self._release(holder[-1])
+            except (TimeoutError, UpstreamFailed) as exc:
+                if isinstance(exc, TimeoutError) or expired:
+                    status, reason = 504, f"no response within {self.timeout:g}s"
+                else:
+                    status, reason = 502, str(exc)
+                if started:
+                    log.warning(
+                        "upstream %s for %s %s failed mid-response: %s",
+                        target,
+                        call.function,
+                        call.version,
+                        reason,
+                    )
+                    return 502
+                raise CallFailed(
+                    status, f"upstream {target} for {call.function} {call.version} failed: {reason}"
+                ) from None
+            except CallFailed as exc:  # no connection
+                raise CallFailed(
+                    exc.status,
+                    f"upstream {target} for {call.function} {call.version} failed: {exc.detail}",
+                ) from None
+            finally:
+                deadline.cancel()
+                if holder:
+                    self._release(holder[-1])
 
 
 def _request_head(origin: Origin, call: Call) -> tuple[bytes, bool]:
