@@ -706,6 +706,24 @@ async def test_the_pool_limits_connections_and_queues_the_rest() -> None:
         await client.close()
 
 
+async def test_the_pool_limit_holds_across_upstreams() -> None:
+    """With one connection allowed, calling a second upstream closes the idle one of the first."""
+    client = HttpUpstream(pool_size=1, timeout=30.0)
+    try:
+        async with serving(serve_all) as first, serving(serve_all) as second:
+            assert (await forward(client, first.url, make_call()))[0] == 200
+            assert client.idle_connections == 1
+            first.closed.clear()
+            assert (await forward(client, second.url, make_call()))[0] == 200
+            await asyncio.wait_for(first.closed.wait(), WAIT)  # the first's connection went
+            assert (first.open_now, second.open_now) == (0, 1)
+            assert client.idle_connections == 1
+            assert (await forward(client, second.url, make_call()))[0] == 200
+            assert second.accepted == 1
+    finally:
+        await client.close()
+
+
 # -- unusable targets ----------------------------------------------------------
 
 

@@ -10,11 +10,11 @@ reached 2,857 req/s at 349 µs of CPU a request; see docs/benchmarks.md for the
 numbers with this client. httpx was slower still (8-14x aiohttp for 3,000
 small GETs).
 
-What it does: one keep-alive connection pool per `HttpUpstream` (at most
-``pool_size`` calls in flight, as many idle connections kept, each for at most
-``idle_timeout`` seconds); the request body is streamed to the upstream as it
-arrives (chunked when the client sent no length) and the response back as it
-comes, with back-pressure both ways (reading from the upstream pauses while
+What it does: one keep-alive connection pool per `HttpUpstream`, at most
+``pool_size`` connections open across upstreams (a call waits for one), each
+kept idle for at most ``idle_timeout`` seconds. The request body is streamed
+to the upstream as it arrives (chunked when the client sent no length) and
+the response back as it comes, with back-pressure both ways (reading from the upstream pauses while
 more than 256 KiB wait for the client). A response that has arrived whole by
 the time its head is read (the usual small answer) goes to the client in one
 message. Responses are passed through as they are: no redirects followed, no
@@ -26,10 +26,11 @@ an idempotent method (the upstream closed the idle connection as the request
 was sent: an HTTP/1.1 race every pooling client has to absorb). An answer
 that comes back before the whole request body was sent (a 413, say) is passed
 on even when the upstream then closes the connection. ``timeout`` bounds the
-whole call, a client that stalls while sending its body included. A failure before the response has
-started becomes `CallFailed` (502, or 504 on a timeout) for the app to answer;
-a failure after it has started can only cut the connection short, which is
-what happens.
+whole call, a client that stalls while sending its body included.
+
+A failure before the response has started becomes `CallFailed` (502, or 504
+on a timeout) for the app to answer; a failure after it has started can only
+cut the connection short, which is what happens.
 """
 
 from __future__ import annotations
@@ -379,6 +380,7 @@ class HttpUpstream:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._origins: dict[str, Origin] = {}
         self._slots: asyncio.Semaphore | None = None
+        self._in_flight = 0
         self._tls: ssl.SSLContext | None = None
 
     async def start(self) -> None:
@@ -444,16 +446,22 @@ class HttpUpstream:
                     conn.reused = True
                     return conn
                 conn.close()
+        # open = calls in flight (this one included) + idle: room for one more?
+        if self._in_flight + self.idle_connections > self.pool_size:
+            self._evict_oldest_idle()
         return await self._connect(origin)
+
+    def _evict_oldest_idle(self) -> None:
+        """Close the longest-idle pooled connection (of another upstream: this one has none)."""
+        lists = [idle for idle in self._idle.values() if idle]
+        if lists:
+            min(lists, key=lambda idle: idle[0].idle_since).pop(0).close()
 
     def _release(self, conn: _Connection) -> None:
         if not conn.reusable or self._slots is None:
             conn.close()
             return
         idle = self._idle.setdefault(conn.key, [])
-        if len(idle) >= self.pool_size:
-            conn.close()
-            return
         conn.park()
         idle.append(conn)
 
@@ -489,6 +497,7 @@ class HttpUpstream:
             deadline = loop.call_later(self.timeout, expire)
             deadline_at = loop.time() + self.timeout
             started = False
+            self._in_flight += 1
             try:
                 for attempt in (0, 1):
                     conn = await self._acquire(origin, fresh=attempt > 0)
@@ -558,6 +567,7 @@ class HttpUpstream:
                 ) from None
             finally:
                 deadline.cancel()
+                self._in_flight -= 1
                 if holder:
                     self._release(holder[-1])
 
