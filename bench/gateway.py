@@ -10,8 +10,9 @@ Three targets answer the same load on loopback, one after another, in one run:
   proxying to the upstream over keep-alive connections (one upstream block per
   variant, the path rewritten to ``/v1`` or ``/v2`` as the gateway does) and
   adding an ``x-variant`` response header;
-* ``coalmine gateway``: `coalmine.gateway` under uvicorn (1 worker, uvloop and
-  httptools, access log off, as ``coalmine gateway`` runs it) in its own
+* ``coalmine gateway``: `coalmine.gateway` under uvicorn (1 worker, uvloop,
+  the gateway's httptools protocol, access log off: `uvicorn_options`, as
+  ``coalmine gateway`` runs it) in its own
   process, from a `StaticSource` snapshot: app ``bench`` whose one function
   ``fn`` has versions v1 and v2 (HTTP targets ``/v1`` and ``/v2`` on the
   upstream) and a user-mode release RUNNING at 10%, users identified by
@@ -19,13 +20,17 @@ Three targets answer the same load on loopback, one after another, in one run:
   without), so each call also signs the routing context it sends downstream.
 
 Load comes from wrk (one thread). A Lua script gives every request a random
-``x-user-id`` from a fixed pool of 100,000 users. Per target:
+``x-user-id`` from a fixed pool of 100,000 users. After a 2-second warm-up of
+each target, the timed runs go in ``--rounds`` (3) rounds, each running every
+target in turn, so that a drift in the machine's speed touches all targets
+alike; the table gives each figure's median over the rounds, and the ratio and
+added p99 of every round are printed too. Per target and round:
 
-* throughput: ``wrk -t1 -c64 -d10s --latency`` (``--connections``, ``--duration``)
-  after a 2-second warm-up, reporting requests per second, and the CPU time the
+* throughput: ``wrk -t1 -c64 -d5s --latency`` (``--connections``, ``--duration``),
+  reporting requests per second, and the CPU time the
   target's own processes spent per request (from /proc: nginx's master and
   worker, the gateway's process; not the upstream's, not wrk's);
-* latency at moderate load: ``wrk -t1 -c4 -d10s --latency`` where each connection
+* latency at moderate load: ``wrk -t1 -c4 -d5s --latency`` where each connection
   waits a random time before each request, exponential with a mean of
   ``--pace-ms`` (10) ms (wrk's Lua ``delay``), so every target is offered at most
   about 400 requests per second, spread out as from independent users: a load
@@ -49,7 +54,7 @@ runs ``bench/install-tools.sh`` (apt-get, needs root) and exits 1 if that fails.
 
 Run it from the repository root::
 
-    .venv/bin/python bench/gateway.py                 # ~70 s: 10 s per timed run
+    .venv/bin/python bench/gateway.py                 # ~100 s: 3 rounds of 5 s runs
     .venv/bin/python bench/gateway.py --quick         # a smoke run, ~15 s
     .venv/bin/python bench/gateway.py --duration 20 --connections 128
     .venv/bin/python bench/gateway.py --profile-gateway /tmp/gw.prof   # cProfile the gateway
@@ -59,7 +64,8 @@ load; it reaches at least 0.2x nginx split_clients' throughput, both with one
 worker) with PASS or MISS, and last one JSON line::
 
     {"bench": "gateway", "direct_rps": .., "coalmine_rps": .., "nginx_rps": ..,
-     "coalmine_added_p99_ms": .., "nginx_added_p99_ms": .., ...}
+     "coalmine_added_p99_ms": .., "nginx_added_p99_ms": .., ...,
+     "rounds": 3, "coalmine_vs_nginx_rps_rounds": [..], "coalmine_added_p99_ms_rounds": [..]}
 
 A MISS is reported, not turned into a failing exit status: timings are noisy.
 """
@@ -77,6 +83,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,7 +120,8 @@ CHECK_USERS = 300
 """users sent through each proxy before timing, to check the routing"""
 GOAL_ADDED_P99_MS = 1.0
 GOAL_VS_NGINX = 0.2
-DEFAULT_DURATION, QUICK_DURATION = 10, 1
+DEFAULT_DURATION, QUICK_DURATION = 5, 1
+DEFAULT_ROUNDS = 3
 DEFAULT_WARMUP, QUICK_WARMUP = 2, 1
 DEFAULT_CONNECTIONS = 64
 DEFAULT_LATENCY_CONNECTIONS = 4
@@ -670,6 +678,21 @@ class Row:
     name: str
     throughput: WrkResult
     latency: WrkResult
+    rounds: tuple[tuple[WrkResult, WrkResult], ...] = ()
+    """each round's (throughput, latency) runs; the two above are their medians"""
+
+
+def median_of(results: Sequence[WrkResult]) -> WrkResult:
+    """The median of each figure over ``results`` (requests and timeouts summed)."""
+    cpus = [r.cpu_us for r in results if r.cpu_us is not None]
+    return WrkResult(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        requests=sum(r.requests for r in results),
+        timeouts=sum(r.timeouts for r in results),
+        cpu_us=statistics.median(cpus) if cpus else None,
+    )
 
 
 def _ms(value: float) -> str:
@@ -725,6 +748,9 @@ def report(
     coalmine_added_p99 = coalmine.latency.p99_ms - direct.latency.p99_ms
     nginx_added_p99 = nginx.latency.p99_ms - direct.latency.p99_ms
     vs_nginx = coalmine.throughput.rps / nginx.throughput.rps
+    paired = list(zip(direct.rounds, nginx.rounds, coalmine.rounds, strict=True))
+    round_vs_nginx = [c[0].rps / n[0].rps for _, n, c in paired]
+    round_added_p99 = [c[1].p99_ms - d[1].p99_ms for d, _, c in paired]
     if not args.json_only:
         print(f"gateway cost on loopback, 1 worker each | {versions}")
         print(
@@ -742,6 +768,14 @@ def report(
             "requests/s in the latency runs: "
             + ", ".join(f"{r.name} {r.latency.rps:,.0f}" for r in rows)
         )
+        if len(paired) > 1:
+            print(
+                f"each of the {len(paired)} rounds: gateway x nginx rps "
+                + ", ".join(f"{v:.2f}x" for v in round_vs_nginx)
+                + "; gateway added p99 "
+                + ", ".join(f"{v:.3f}" for v in round_added_p99)
+                + " ms (the table gives the medians)"
+            )
         if background is not None:
             busy = background >= BUSY_CPUS
             print(
@@ -784,6 +818,9 @@ def report(
                 "direct_cpu_us_per_req": _round(direct.throughput.cpu_us, 1),
                 "nginx_cpu_us_per_req": _round(nginx.throughput.cpu_us, 1),
                 "coalmine_cpu_us_per_req": _round(coalmine.throughput.cpu_us, 1),
+                "rounds": args.rounds,
+                "coalmine_vs_nginx_rps_rounds": [round(v, 3) for v in round_vs_nginx],
+                "coalmine_added_p99_ms_rounds": [round(v, 3) for v in round_added_p99],
                 "duration_s": args.duration,
                 "connections": args.connections,
                 "latency_connections": args.latency_connections,
@@ -827,7 +864,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="mean ms each connection of the latency runs waits before a request,"
         f" exponentially distributed (default {DEFAULT_PACE_MS}; 0: back to back)",
     )
-    parser.add_argument("--quick", action="store_true", help="1-second runs, for a smoke test")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help=f"rounds of timed runs, each running every target in turn; medians are reported"
+        f" (default {DEFAULT_ROUNDS}; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one round of 1-second runs, for a smoke test"
+    )
     parser.add_argument(
         "--no-keyring",
         action="store_true",
@@ -844,6 +889,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.duration is None:
         args.duration = QUICK_DURATION if args.quick else DEFAULT_DURATION
     args.warmup = QUICK_WARMUP if args.quick else DEFAULT_WARMUP
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else DEFAULT_ROUNDS
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.duration < 1:
         parser.error("--duration must be at least 1 (wrk counts whole seconds)")
     if args.connections < 1 or args.latency_connections < 1:
@@ -915,19 +964,24 @@ def run(args: argparse.Namespace) -> int:
         meter.start()
         for _, url, _ in targets:
             wrk.run(url, connections=args.connections, seconds=args.warmup)
-        throughput = [
-            wrk.run(url, connections=args.connections, seconds=args.duration, server=server)
-            for _, url, server in targets
-        ]
-        latency = [
-            wrk.run(
-                url,
-                connections=args.latency_connections,
-                seconds=args.duration,
-                pace_ms=args.pace_ms,
-            )
-            for _, url, _ in targets
-        ]
+        # rounds, each running every target in turn: a drift of the machine's speed
+        # then touches all targets alike, and the median of the rounds is reported
+        throughput: list[list[WrkResult]] = [[] for _ in targets]
+        latency: list[list[WrkResult]] = [[] for _ in targets]
+        for _ in range(args.rounds):
+            for i, (_, url, server) in enumerate(targets):
+                throughput[i].append(
+                    wrk.run(url, connections=args.connections, seconds=args.duration, server=server)
+                )
+            for i, (_, url, _) in enumerate(targets):
+                latency[i].append(
+                    wrk.run(
+                        url,
+                        connections=args.latency_connections,
+                        seconds=args.duration,
+                        pace_ms=args.pace_ms,
+                    )
+                )
         background = meter.background_cpus()
         for _, _, server in targets:
             if server.proc.poll() is not None:
@@ -935,7 +989,8 @@ def run(args: argparse.Namespace) -> int:
         gateway_log = gateway.log_tail()
 
     rows = [
-        Row(name, t, lat) for (name, _, _), t, lat in zip(targets, throughput, latency, strict=True)
+        Row(name, median_of(t), median_of(lat), tuple(zip(t, lat, strict=True)))
+        for (name, _, _), t, lat in zip(targets, throughput, latency, strict=True)
     ]
     report(args, rows, versions, background)
     if gateway_log:

@@ -62,7 +62,7 @@ def _ensure_tools() -> None:
 def test_quick_run_ends_with_the_json_line() -> None:
     _ensure_tools()
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
+        [sys.executable, str(SCRIPT), "--quick", "--rounds", "2"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -83,8 +83,12 @@ def test_quick_run_ends_with_the_json_line() -> None:
         assert math.isfinite(value), (key, value)
     for key in RATES:
         assert out[key] > 0, (key, out[key])
+    assert out["rounds"] == 2
+    assert len(out["coalmine_vs_nginx_rps_rounds"]) == len(out["coalmine_added_p99_ms_rounds"]) == 2
+    assert all(v > 0 for v in out["coalmine_vs_nginx_rps_rounds"])
     # the table and the goals come before it
     text = proc.stdout
     assert "nginx split_clients" in text
     assert "coalmine gateway" in text
     assert text.count("goal: ") == 2
+    assert "each of the 2 rounds: gateway x nginx rps" in text
