@@ -706,6 +706,38 @@ async def test_the_pool_limits_connections_and_queues_the_rest() -> None:
         await client.close()
 
 
+async def test_a_call_cancelled_while_waiting_for_the_pool_gives_no_slot_away() -> None:
+    client = HttpUpstream(pool_size=1, timeout=30.0)
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def held(peer: Peer) -> None:
+        while await peer.read_request() is not None:
+            arrived.set()
+            await release.wait()
+            await peer.answer(OK)
+
+    try:
+        async with serving(held) as upstream:
+            first = asyncio.create_task(forward(client, upstream.url, make_call()))
+            await asyncio.wait_for(arrived.wait(), WAIT)
+            waiting = asyncio.create_task(forward(client, upstream.url, make_call()))
+            await asyncio.sleep(0)  # let it queue for the one slot
+            assert not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            release.set()
+            assert (await asyncio.wait_for(first, WAIT))[0] == 200
+            # the slot came back: two more calls, one after the other, on the one connection
+            for _ in range(2):
+                assert (await forward(client, upstream.url, make_call()))[0] == 200
+            assert upstream.accepted == 1
+            assert len(upstream.requests) == 3
+    finally:
+        await client.close()
+
+
 async def test_the_pool_limit_holds_across_upstreams() -> None:
     """With one connection allowed, calling a second upstream closes the idle one of the first."""
     client = HttpUpstream(pool_size=1, timeout=30.0)
