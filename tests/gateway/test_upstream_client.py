@@ -17,11 +17,13 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import uvloop
 
+from coalmine.gateway import upstream as upstream_module
 from coalmine.gateway.asgi import CallFailed, Message, Receive
 from coalmine.gateway.upstream import Call, HttpUpstream, Origin, target_url
 
@@ -463,6 +465,37 @@ async def test_an_answer_sent_before_the_whole_body_is_passed_on(client: HttpUps
         assert (status, sent.start["status"], sent.body) == (413, 413, b"too big\n")
         assert first_sent.is_set()
         assert client.idle_connections == 0
+
+
+async def test_a_large_answer_that_arrived_whole_leaves_the_connection_readable(
+    client: HttpUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over 256 KiB in before the client takes it pauses reading; the next call must not hang."""
+    big = b"x" * (300 * 1024)
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big)
+    arrived = asyncio.Event()
+    complete = upstream_module._Connection.on_message_complete
+
+    def on_message_complete(conn: Any) -> None:
+        complete(conn)
+        arrived.set()
+
+    monkeypatch.setattr(upstream_module._Connection, "on_message_complete", on_message_complete)
+
+    async with serving(answering(answer)) as upstream:
+        sent = Sent()
+
+        async def slow_send(message: Message) -> None:
+            await asyncio.wait_for(arrived.wait(), WAIT)  # the whole answer is in first
+            await sent(message)
+
+        status = await asyncio.wait_for(
+            client.forward(upstream.url, make_call(), slow_send, []), WAIT
+        )
+        assert (status, sent.body) == (200, big)
+        status, again = await forward(client, upstream.url, make_call())
+        assert (status, again.body) == (200, b"ok")
+        assert upstream.accepted == 1
 
 
 async def test_a_second_answer_to_one_request_keeps_the_connection_out_of_the_pool(

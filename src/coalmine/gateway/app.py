@@ -321,7 +321,8 @@ class Gateway:
         """The target, the call to make of it and the signed context; `CallFailed` when none."""
         resolved = self._target(snapshot, function, version)
         if isinstance(resolved, CallFailed):
-            raise resolved
+            # a fresh exception: raising the cached one would grow its traceback each time
+            raise CallFailed(resolved.status, resolved.detail, **resolved.extra)
         ref, kind = resolved
         token = self._token(decision)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()

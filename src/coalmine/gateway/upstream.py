@@ -170,6 +170,7 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self._drain: asyncio.Future[None] | None = None
+        self._reading_paused = False
         self._head: asyncio.Future[tuple[int, RawHeaders]] | None = None
         self._begin_exchange(head_request=False)
         self._head = None  # no exchange yet
@@ -182,7 +183,6 @@ class _Connection(asyncio.Protocol):
         self.headers: RawHeaders = []
         self._chunks: list[bytes] = []
         self._buffered = 0
-        self._reading_paused = False
         self.complete = False
         self.got_bytes = False
         self._framed = False
@@ -236,14 +236,13 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        if self.complete:  # a second answer to one request: the connection is out of step
-            self._extra = True
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        if self.complete:  # a second answer to one request: the connection is out of step
+            self._extra = True
+            return
         status = self.parser.get_status_code()
         if status < 200:  # 1xx informational: the real answer follows
             self.headers = []
@@ -348,6 +347,10 @@ class _Connection(asyncio.Protocol):
 
     def park(self) -> None:
         """Between exchanges: any byte the upstream sends now closes the connection."""
+        if self._reading_paused and self.transport is not None:
+            # a large answer that arrived whole paused reading; the next one must be read
+            self._reading_paused = False
+            self.transport.resume_reading()
         self._head = None
         self.reused = False
         self.idle_since = time.monotonic()
