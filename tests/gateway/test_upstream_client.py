@@ -771,6 +771,33 @@ async def test_a_call_cancelled_while_waiting_for_the_pool_gives_no_slot_away() 
         await client.close()
 
 
+async def test_a_call_that_waits_for_the_pool_past_its_timeout_is_a_504() -> None:
+    client = HttpUpstream(pool_size=1, timeout=WAIT)
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def held(peer: Peer) -> None:
+        while await peer.read_request() is not None:
+            arrived.set()
+            await release.wait()
+            await peer.answer(OK)
+
+    try:
+        async with serving(held) as upstream:
+            first = asyncio.create_task(forward(client, upstream.url, make_call()))
+            await asyncio.wait_for(arrived.wait(), WAIT)
+            client.timeout = 0.3  # the next call's whole-call timeout; the first keeps its own
+            with pytest.raises(CallFailed) as failed:
+                await asyncio.wait_for(client.forward(upstream.url, make_call(), Sent(), []), WAIT)
+            assert failed.value.status == 504
+            assert "no connection of the pool (1) came free within 0.3s" in failed.value.detail
+            release.set()
+            assert (await asyncio.wait_for(first, WAIT))[0] == 200
+            assert upstream.accepted == 1
+            assert len(upstream.requests) == 1  # the second call never reached the upstream
+    finally:
+        await client.close()
+
+
 async def test_the_pool_limit_holds_across_upstreams() -> None:
     """With one connection allowed, calling a second upstream closes the idle one of the first."""
     client = HttpUpstream(pool_size=1, timeout=30.0)

@@ -419,8 +419,8 @@ class HttpUpstream:
             self._origins[target] = origin
         return origin
 
-    async def _take_slot(self) -> None:
-        """Wait for one of the ``pool_size`` slots (first come, first served).
+    async def _take_slot(self, deadline: float) -> None:
+        """Wait for one of the ``pool_size`` slots (first come, first served) until ``deadline``.
 
         Not an `asyncio.Semaphore`: its acquire and release were 4% of the
         gateway's CPU; this is a counter until the pool is full.
@@ -431,7 +431,8 @@ class HttpUpstream:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
         try:
-            await waiter  # `_give_slot` hands its slot over: the count stays
+            async with asyncio.timeout_at(deadline):
+                await waiter  # `_give_slot` hands its slot over: the count stays
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._give_slot()  # handed a slot this call will not use
@@ -530,7 +531,14 @@ class HttpUpstream:
         deadline_at = loop.time() + self.timeout
         started = False
         try:
-            await self._take_slot()  # (a slot: pool_size bounds the connections)
+            await self._take_slot(deadline_at)  # (pool_size bounds the connections)
+        except TimeoutError:
+            deadline.cancel()
+            raise CallFailed(
+                504,
+                f"upstream {target} for {call.function} {call.version} failed: no connection"
+                f" of the pool ({self.pool_size}) came free within {self.timeout:g}s",
+            ) from None
         except BaseException:
             deadline.cancel()
             raise
