@@ -576,15 +576,43 @@ async def test_a_body_ended_by_closing_arrives_whole_and_is_not_pooled(
 
 
 async def test_a_head_answer_with_a_length_and_no_body_completes(client: HttpUpstream) -> None:
-    handler = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", then="wait")
+    handler = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", then="serve")
     async with serving(handler) as upstream:
         status, sent = await forward(client, upstream.url, make_call("HEAD"))
         assert (status, sent.body) == (200, b"")
         assert sent.finished
         assert (b"content-length", b"10") in sent.headers
-        assert client.idle_connections == 0
+        assert client.idle_connections == 1
+        # the pooled connection reads the next answer from its start
+        status, sent = await forward(client, upstream.url, make_call())
+        assert (status, sent.body) == (200, b"ok")
+        assert upstream.accepted == 1
+
+
+async def test_a_body_sent_after_a_head_answer_drops_the_pooled_connection(
+    client: HttpUpstream,
+) -> None:
+    """A HEAD answer's stray body reaches a parked connection: it is closed, not misread."""
+    parked = asyncio.Event()
+
+    async def wrong(peer: Peer) -> None:
+        if peer.index > 1:
+            await peer.serve()
+            return
+        assert await peer.read_request() is not None
+        await peer.answer(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+        await asyncio.wait_for(parked.wait(), WAIT)
+        await peer.answer(b"oops")
+        await peer.until_closed()
+
+    async with serving(wrong) as upstream:
+        assert (await forward(client, upstream.url, make_call("HEAD")))[0] == 200
+        assert client.idle_connections == 1
+        upstream.closed.clear()
+        parked.set()
         await asyncio.wait_for(upstream.closed.wait(), WAIT)  # the client hung up
-        assert (await forward(client, upstream.url, make_call()))[0] == 200
+        status, sent = await forward(client, upstream.url, make_call())
+        assert (status, sent.body) == (200, b"ok")
         assert upstream.accepted == 2
 
 

@@ -257,7 +257,7 @@ class _Connection(asyncio.Protocol):
                 self._framed = True
         if self._head_request:
             # llhttp cannot be told a HEAD answer has no body: this exchange ends
-            # here, and the connection is not reused (see `reusable`)
+            # here, and `park` gives the connection a fresh parser
             self.complete = True
         if self._head is not None and not self._head.done():
             self._head.set_result((status, self.headers))
@@ -339,7 +339,6 @@ class _Connection(asyncio.Protocol):
         return (
             self.complete
             and not self.closed
-            and not self._head_request
             and self._failure is None
             and self._keep_alive
             and not self._extra
@@ -351,6 +350,8 @@ class _Connection(asyncio.Protocol):
             # a large answer that arrived whole paused reading; the next one must be read
             self._reading_paused = False
             self.transport.resume_reading()
+        if self._head_request:  # its parser still waits for the body a HEAD answer lacks
+            self.parser = httptools.HttpResponseParser(self)
         self._head = None
         self.reused = False
         self.idle_since = time.monotonic()
