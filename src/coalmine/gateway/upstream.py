@@ -50,7 +50,7 @@ import httptools
 
 from coalmine.gateway.asgi import HOP_BY_HOP, CallFailed, RawHeaders, Receive, Send
 
-__all__ = ["Call", "HttpUpstream", "target_url"]
+__all__ = ["Call", "HttpUpstream", "Origin"]
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +99,6 @@ class ClientGone(Exception):
 
 class UpstreamFailed(Exception):
     """The upstream connection broke, or answered something that is not HTTP/1.1."""
-
-
-def target_url(target: str, raw_rest: bytes, query: bytes) -> str:
-    """The target URL with the request's path rest and query string appended."""
-    base, _, target_query = target.partition("?")
-    rest = raw_rest.decode("latin-1")
-    if rest:
-        base = base.rstrip("/") + rest
-    q = "&".join(p for p in (target_query, query.decode("latin-1")) if p)
-    return f"{base}?{q}" if q else base
 
 
 @dataclass(frozen=True, slots=True)
