@@ -263,13 +263,43 @@ async def forward(
     return status, sent
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[HttpUpstream]:
-    upstream = HttpUpstream(timeout=30.0)
+@asynccontextmanager
+async def pooled(**options: Any) -> AsyncIterator[HttpUpstream]:
+    """An `HttpUpstream` (a 30 s timeout unless given), closed at the end."""
+    options.setdefault("timeout", 30.0)
+    upstream = HttpUpstream(**options)
     try:
         yield upstream
     finally:
         await upstream.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HttpUpstream]:
+    async with pooled() as upstream:
+        yield upstream
+
+
+class Held:
+    """A handler that holds every answer (`OK`) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.requests = 0
+        self._more = asyncio.Event()
+
+    async def __call__(self, peer: Peer) -> None:
+        while await peer.read_request() is not None:
+            self.requests += 1
+            self._more.set()
+            await self.release.wait()
+            await peer.answer(OK)
+
+    async def arrived(self, n: int) -> None:
+        """Wait until ``n`` requests are held (or were)."""
+        while self.requests < n:
+            self._more.clear()
+            await asyncio.wait_for(self._more.wait(), WAIT)
 
 
 # -- keep-alive --------------------------------------------------------------
@@ -277,27 +307,23 @@ async def client() -> AsyncIterator[HttpUpstream]:
 
 async def keep_alive_reuse() -> None:
     """Three sequential GETs go over one connection, with the right request line and host."""
-    client = HttpUpstream(timeout=30.0)
-    try:
-        async with serving(serve_all) as upstream:
-            target = f"{upstream.url}/api?stage=prod"
-            rests = [(b"/x", b"a=1"), (b"/orders/7", b""), (b"", b"b=2&c=%20")]
-            for rest, query in rests:
-                call = make_call(raw_rest=rest, query=query, headers=[(b"x-request-id", b"r1")])
-                status, sent = await forward(client, target, call)
-                assert (status, sent.start["status"], sent.body) == (200, 200, b"ok")
-                assert sent.finished
-            assert upstream.accepted == 1
-            assert client.idle_connections == 1
-            seen = [(r.line, r.header("host"), r.header("x-request-id")) for r in upstream.requests]
-            host = f"127.0.0.1:{upstream.port}"
-            assert seen == [
-                ("GET /api/x?stage=prod&a=1 HTTP/1.1", host, "r1"),
-                ("GET /api/orders/7?stage=prod HTTP/1.1", host, "r1"),
-                ("GET /api?stage=prod&b=2&c=%20 HTTP/1.1", host, "r1"),
-            ]
-    finally:
-        await client.close()
+    async with pooled() as client, serving(serve_all) as upstream:
+        target = f"{upstream.url}/api?stage=prod"
+        rests = [(b"/x", b"a=1"), (b"/orders/7", b""), (b"", b"b=2&c=%20")]
+        for rest, query in rests:
+            call = make_call(raw_rest=rest, query=query, headers=[(b"x-request-id", b"r1")])
+            status, sent = await forward(client, target, call)
+            assert (status, sent.start["status"], sent.body) == (200, 200, b"ok")
+            assert sent.finished
+        assert upstream.accepted == 1
+        assert client.idle_connections == 1
+        seen = [(r.line, r.header("host"), r.header("x-request-id")) for r in upstream.requests]
+        host = f"127.0.0.1:{upstream.port}"
+        assert seen == [
+            ("GET /api/x?stage=prod&a=1 HTTP/1.1", host, "r1"),
+            ("GET /api/orders/7?stage=prod HTTP/1.1", host, "r1"),
+            ("GET /api?stage=prod&b=2&c=%20 HTTP/1.1", host, "r1"),
+        ]
 
 
 async def test_sequential_calls_reuse_one_keep_alive_connection() -> None:
@@ -699,7 +725,6 @@ async def test_an_answer_cut_short_after_its_head_counts_502(client: HttpUpstrea
 
 
 async def test_the_call_timeout_also_bounds_a_stalled_request_body() -> None:
-    client = HttpUpstream(timeout=0.2)
     call = Call(
         function="fn",
         version="v1",
@@ -715,130 +740,88 @@ async def test_the_call_timeout_also_bounds_a_stalled_request_body() -> None:
     async def wait_for_the_rest(peer: Peer) -> None:
         await peer.until_closed()
 
-    try:
-        async with serving(wait_for_the_rest) as upstream:
-            with pytest.raises(CallFailed) as failed:
-                await asyncio.wait_for(client.forward(upstream.url, call, Sent(), []), WAIT)
-            assert failed.value.status == 504
-    finally:
-        await client.close()
+    async with pooled(timeout=0.2) as client, serving(wait_for_the_rest) as upstream:
+        with pytest.raises(CallFailed) as failed:
+            await asyncio.wait_for(client.forward(upstream.url, call, Sent(), []), WAIT)
+        assert failed.value.status == 504
 
 
 # -- the pool limit ------------------------------------------------------------
 
 
 async def test_the_pool_limits_connections_and_queues_the_rest() -> None:
-    client = HttpUpstream(pool_size=2, timeout=30.0)
-    release = asyncio.Event()
-    two_waiting = asyncio.Event()
-    waiting = 0
-
-    async def held(peer: Peer) -> None:
-        nonlocal waiting
-        while await peer.read_request() is not None:
-            waiting += 1
-            if waiting >= 2:
-                two_waiting.set()
-            await release.wait()
-            await peer.answer(OK)
-
-    try:
-        async with serving(held) as upstream:
-            calls = [
-                asyncio.create_task(forward(client, upstream.url, make_call(raw_rest=b"/%d" % i)))
-                for i in range(6)
-            ]
-            await asyncio.wait_for(two_waiting.wait(), WAIT)
-            assert upstream.accepted == 2
-            assert not any(call.done() for call in calls)
-            release.set()
-            results = await asyncio.wait_for(asyncio.gather(*calls), WAIT)
-            assert [(status, sent.body) for status, sent in results] == [(200, b"ok")] * 6
-            assert sorted(r.line for r in upstream.requests) == sorted(
-                f"GET /{i} HTTP/1.1" for i in range(6)
-            )
-            assert upstream.max_open <= 2
-            assert upstream.accepted == 2
-            assert client.idle_connections == 2
-    finally:
-        await client.close()
+    held = Held()
+    async with pooled(pool_size=2) as client, serving(held) as upstream:
+        calls = [
+            asyncio.create_task(forward(client, upstream.url, make_call(raw_rest=b"/%d" % i)))
+            for i in range(6)
+        ]
+        await held.arrived(2)
+        assert upstream.accepted == 2
+        assert not any(call.done() for call in calls)
+        held.release.set()
+        results = await asyncio.wait_for(asyncio.gather(*calls), WAIT)
+        assert [(status, sent.body) for status, sent in results] == [(200, b"ok")] * 6
+        assert sorted(r.line for r in upstream.requests) == sorted(
+            f"GET /{i} HTTP/1.1" for i in range(6)
+        )
+        assert upstream.max_open <= 2
+        assert upstream.accepted == 2
+        assert client.idle_connections == 2
 
 
 async def test_a_call_cancelled_while_waiting_for_the_pool_gives_no_slot_away() -> None:
-    client = HttpUpstream(pool_size=1, timeout=30.0)
-    release = asyncio.Event()
-    arrived = asyncio.Event()
-
-    async def held(peer: Peer) -> None:
-        while await peer.read_request() is not None:
-            arrived.set()
-            await release.wait()
-            await peer.answer(OK)
-
-    try:
-        async with serving(held) as upstream:
-            first = asyncio.create_task(forward(client, upstream.url, make_call()))
-            await asyncio.wait_for(arrived.wait(), WAIT)
-            waiting = asyncio.create_task(forward(client, upstream.url, make_call()))
-            await asyncio.sleep(0)  # let it queue for the one slot
-            assert not waiting.done()
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-            release.set()
-            assert (await asyncio.wait_for(first, WAIT))[0] == 200
-            # the slot came back: two more calls, one after the other, on the one connection
-            for _ in range(2):
-                assert (await forward(client, upstream.url, make_call()))[0] == 200
-            assert upstream.accepted == 1
-            assert len(upstream.requests) == 3
-    finally:
-        await client.close()
+    held = Held()
+    async with pooled(pool_size=1) as client, serving(held) as upstream:
+        first = asyncio.create_task(forward(client, upstream.url, make_call()))
+        await held.arrived(1)
+        waiting = asyncio.create_task(forward(client, upstream.url, make_call()))
+        await asyncio.sleep(0)  # let it queue for the one slot
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        held.release.set()
+        assert (await asyncio.wait_for(first, WAIT))[0] == 200
+        # the slot came back: two more calls, one after the other, on the one connection
+        for _ in range(2):
+            assert (await forward(client, upstream.url, make_call()))[0] == 200
+        assert upstream.accepted == 1
+        assert len(upstream.requests) == 3
 
 
 async def test_a_call_that_waits_for_the_pool_past_its_timeout_is_a_504() -> None:
-    client = HttpUpstream(pool_size=1, timeout=WAIT)
-    arrived, release = asyncio.Event(), asyncio.Event()
-
-    async def held(peer: Peer) -> None:
-        while await peer.read_request() is not None:
-            arrived.set()
-            await release.wait()
-            await peer.answer(OK)
-
-    try:
-        async with serving(held) as upstream:
-            first = asyncio.create_task(forward(client, upstream.url, make_call()))
-            await asyncio.wait_for(arrived.wait(), WAIT)
-            client.timeout = 0.3  # the next call's whole-call timeout; the first keeps its own
-            with pytest.raises(CallFailed) as failed:
-                await asyncio.wait_for(client.forward(upstream.url, make_call(), Sent(), []), WAIT)
-            assert failed.value.status == 504
-            assert "no connection of the pool (1) came free within 0.3s" in failed.value.detail
-            release.set()
-            assert (await asyncio.wait_for(first, WAIT))[0] == 200
-            assert upstream.accepted == 1
-            assert len(upstream.requests) == 1  # the second call never reached the upstream
-    finally:
-        await client.close()
+    held = Held()
+    async with pooled(pool_size=1, timeout=WAIT) as client, serving(held) as upstream:
+        first = asyncio.create_task(forward(client, upstream.url, make_call()))
+        await held.arrived(1)
+        client.timeout = 0.3  # the next call's whole-call timeout; the first keeps its own
+        with pytest.raises(CallFailed) as failed:
+            await asyncio.wait_for(client.forward(upstream.url, make_call(), Sent(), []), WAIT)
+        assert failed.value.status == 504
+        assert "no connection of the pool (1) came free within 0.3s" in failed.value.detail
+        held.release.set()
+        assert (await asyncio.wait_for(first, WAIT))[0] == 200
+        assert upstream.accepted == 1
+        assert len(upstream.requests) == 1  # the second call never reached the upstream
 
 
 async def test_the_pool_limit_holds_across_upstreams() -> None:
     """With one connection allowed, calling a second upstream closes the idle one of the first."""
-    client = HttpUpstream(pool_size=1, timeout=30.0)
-    try:
-        async with serving(serve_all) as first, serving(serve_all) as second:
-            assert (await forward(client, first.url, make_call()))[0] == 200
-            assert client.idle_connections == 1
-            first.closed.clear()
-            assert (await forward(client, second.url, make_call()))[0] == 200
-            await asyncio.wait_for(first.closed.wait(), WAIT)  # the first's connection went
-            assert (first.open_now, second.open_now) == (0, 1)
-            assert client.idle_connections == 1
-            assert (await forward(client, second.url, make_call()))[0] == 200
-            assert second.accepted == 1
-    finally:
-        await client.close()
+    async with (
+        pooled(pool_size=1) as client,
+        serving(serve_all) as first,
+        serving(serve_all) as second,
+    ):
+        assert (await forward(client, first.url, make_call()))[0] == 200
+        assert client.idle_connections == 1
+        first.closed.clear()
+        assert (await forward(client, second.url, make_call()))[0] == 200
+        await asyncio.wait_for(first.closed.wait(), WAIT)  # the first's connection went
+        assert (first.open_now, second.open_now) == (0, 1)
+        assert client.idle_connections == 1
+        assert (await forward(client, second.url, make_call()))[0] == 200
+        assert second.accepted == 1
 
 
 # -- unusable targets ----------------------------------------------------------
