@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Record", "Stream"]
+__all__ = ["Record", "Stream", "require_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +80,9 @@ class Stream(Protocol):
     def ack(self, topic: str, group: str, records: Sequence[Record]) -> None:
         """Mark ``records`` as processed by ``group``: they are not delivered to it again."""
         ...
+
+
+def require_bytes(data: object) -> None:
+    """What every `Stream.publish` checks first: record data is bytes (``TypeError`` if not)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"record data must be bytes, not {type(data).__name__}")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coalmine._extras import require
-from coalmine.core.ports import Record
+from coalmine.core.ports import Record, require_bytes
 from coalmine.integrations.memory import DEFAULT_ACK_WAIT, InFlight
 
 __all__ = ["NO_KEY", "KinesisStream"]
@@ -124,8 +124,7 @@ class KinesisStream:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+        require_bytes(data)
         if headers:
             raise ValueError(
                 "Kinesis records have no headers: wrap the context in the envelope"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from coalmine.core.ports import Record
+from coalmine.core.ports import Record, require_bytes
 
 __all__ = ["DEFAULT_ACK_WAIT", "InFlight", "MemoryStream", "partition_of"]
 
@@ -129,8 +129,7 @@ class MemoryStream:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+        require_bytes(data)
         if headers and not self.supports_headers:
             raise ValueError(
                 "this stream has no record headers: wrap the context in the envelope"

@@ -23,7 +23,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from coalmine._extras import require
-from coalmine.core.ports import Record
+from coalmine.core.ports import Record, require_bytes
 
 __all__ = ["DEFAULT_NATS_URL", "KEY_HEADER", "NatsJetStream"]
 
@@ -137,8 +137,7 @@ class NatsJetStream:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+        require_bytes(data)
         sent = {k: v for k, v in (headers or {}).items() if k != KEY_HEADER}
         if key is not None:
             sent[KEY_HEADER] = key

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from coalmine._extras import require
-from coalmine.core.ports import Record
+from coalmine.core.ports import Record, require_bytes
 
 __all__ = ["DATA_FIELD", "DEFAULT_REDIS_URL", "HEADER_PREFIX", "KEY_FIELD", "RedisStream"]
 
@@ -72,8 +72,7 @@ class RedisStream:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+        require_bytes(data)
         if not isinstance(topic, str) or not topic:
             raise ValueError("a topic is a non-empty string")
         fields: dict[str, bytes | str] = {DATA_FIELD: bytes(data)}
