@@ -73,6 +73,7 @@ from UnleashClient import UnleashClient  # type: ignore[attr-defined]  # re-expo
 from UnleashClient.cache import FileCache
 from UnleashClient.utils import InstanceAllowType
 
+from _table import print_aligned
 from coalmine.core import (
     BUCKETS,
     Channel,
@@ -353,14 +354,7 @@ def print_table(
                 f"{share:.2%}" if share is not None else "-",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for i, line in enumerate(lines):
-        cells = [line[0].ljust(widths[0])] + [
-            cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)
-        ]
-        print("  ".join(cells))
-        if i == 0:
-            print("  ".join("-" * width for width in widths))
+    print_aligned(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

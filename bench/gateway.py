@@ -95,6 +95,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 
+from _table import print_aligned
 from coalmine.core import (
     Channel,
     Keyring,
@@ -726,14 +727,7 @@ def print_table(rows: Sequence[Row], direct: Row, nginx: Row) -> None:
                 "-" if cpu is None else f"{cpu:,.0f}",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for i, line in enumerate(lines):
-        cells = [line[0].ljust(widths[0])] + [
-            cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)
-        ]
-        print("  ".join(cells))
-        if i == 0:
-            print("  ".join("-" * width for width in widths))
+    print_aligned(lines)
 
 
 def _round(value: float | None, digits: int) -> float | None:
