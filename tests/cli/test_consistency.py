@@ -42,7 +42,7 @@ def control_plane(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         assert rel.status_code == 201, rel.text
         from coalmine.core.machine import Tick
 
-        app.state.service.advance(rel.json()["id"], Tick(time.time() + 1e6))
+        app.state.plane.releases.advance(rel.json()["id"], Tick(time.time() + 1e6))
         assert api.post("/v1/apps", json={"name": "blog"}).status_code == 201
         key = api.post("/v1/tokens", json={"name": "k", "role": "sdk", "app": "shop"}).json()
         yield base, key["token"]

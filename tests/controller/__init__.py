@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-from coalmine.controller.hooks import HookOutcome
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import (
     AppSpec,
     FunctionSpec,
     HookSpec,
     ReleaseCreate,
-    ReleaseRead,
     ReleaseSettings,
 )
-from coalmine.controller.service import ControlService
 from coalmine.core.machine import Hook
+from coalmine.core.ports import HookOutcome
+from coalmine.core.records import HookConfig, ReleaseRecord
 
 APP = "shop"
 ACTOR = "alice@example.com"
@@ -64,16 +64,16 @@ def shop_spec(webhooks: list[str] | None = None, app: str = APP) -> AppSpec:
 
 
 def start_release(
-    svc: ControlService,
+    svc: ControlPlane,
     strategy: str,
     hooks: dict[str, HookSpec] | None = None,
     *,
     app: str = APP,
     webhooks: list[str] | None = None,
-) -> ReleaseRead:
+) -> ReleaseRecord:
     """Create the app (if needed) and start a release of cart and pay v2."""
-    svc.apply(shop_spec(webhooks, app), ACTOR)
-    return svc.start_release(
+    svc.catalog.apply(shop_spec(webhooks, app), ACTOR)
+    return svc.releases.start(
         app,
         ReleaseCreate.model_validate(
             {"candidate": {"cart": "v2", "pay": "v2"}, "strategy": strategy, "hooks": hooks or {}}
@@ -85,13 +85,13 @@ def start_release(
 class NoHooks:
     """A hook runner for releases without hooks: running one is a test failure."""
 
-    def run(self, release: ReleaseRead, hook: Hook, spec: HookSpec) -> HookOutcome:
+    def run(self, release: ReleaseRecord, hook: Hook, spec: HookConfig) -> HookOutcome:
         raise AssertionError(f"unexpected {hook} hook")
 
 
-def release_events(svc: ControlService, release_id: str) -> list[tuple[str, int | None]]:
+def release_events(svc: ControlPlane, release_id: str) -> list[tuple[str, int | None]]:
     """(kind, exposure) of each event of a release, oldest first."""
-    return [(e.kind, e.exposure) for e in svc.events(release_id=release_id, limit=1000)]
+    return [(e.kind, e.exposure) for e in svc.audit.events(release_id=release_id, limit=1000)]
 
 
 def closed_port() -> int:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
 from coalmine.store.db import Store, open_store
 from tests.controller import FakeClock, HttpServer
 
@@ -24,8 +24,8 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture
-def svc(store: Store, clock: FakeClock) -> ControlService:
-    return ControlService(store, clock=clock)
+def svc(store: Store, clock: FakeClock) -> ControlPlane:
+    return ControlPlane(store, clock=clock)
 
 
 @pytest.fixture

@@ -19,30 +19,28 @@ from typing import Any
 import httpx
 import pytest
 
-from coalmine.controller.alarms import (
-    AlarmWatcher,
-    EvaluationState,
-    PrometheusAlarm,
-    attributable,
-)
+from coalmine.controller.alarms import AlarmWatcher
 from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
-from coalmine.controller.schemas import ReleaseCreate, ReleaseRead
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
+from coalmine.controller.schemas import ReleaseCreate
+from coalmine.core.alarms import EvaluationState, attributable
 from coalmine.core.errors import InvalidInput, NotFound
+from coalmine.core.records import ReleaseRecord
+from coalmine.integrations.prometheus import PrometheusAlarm
 from coalmine.store.db import Store, open_store
 from coalmine.store.models import AlarmRow
 from tests.controller import ACTOR, APP, T0, FakeClock, NoHooks, closed_port, shop_spec
 from tests.controller.prometheus import METRIC, Exporter, PrometheusServer
 
 
-def controller(svc: ControlService, clock: Callable[[], float]) -> Controller:
+def controller(svc: ControlPlane, clock: Callable[[], float]) -> Controller:
     return Controller(svc, leadership=SoleLeadership(), hooks=NoHooks(), clock=clock)
 
 
-def start(svc: ControlService, analysis: dict[str, Any] | None = None) -> ReleaseRead:
-    svc.apply(shop_spec(), ACTOR)
-    return svc.start_release(
+def start(svc: ControlPlane, analysis: dict[str, Any] | None = None) -> ReleaseRecord:
+    svc.catalog.apply(shop_spec(), ACTOR)
+    return svc.releases.start(
         APP,
         ReleaseCreate.model_validate(
             {"candidate": {"cart": "v2"}, "strategy": "10%:1h, 100%", "analysis": analysis or {}}
@@ -55,49 +53,49 @@ def start(svc: ControlService, analysis: dict[str, Any] | None = None) -> Releas
 
 
 def test_an_alarm_firing_during_a_release_rolls_it_back_at_once(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     release = start(svc)
     ctl = controller(svc, clock)
     ctl.tick()
     clock.advance(30)
-    ok = svc.raise_alarm(APP, "p99", "OK", "p99 is 120 ms", ACTOR)
+    ok = svc.alarms.raise_alarm(APP, "p99", "OK", "p99 is 120 ms", ACTOR)
     assert (ok.action, ok.changed, ok.release_id) == ("none", True, release.id)
-    assert svc.get_release(release.id).phase == "running"
+    assert svc.releases.get(release.id).phase == "running"
 
     clock.advance(30)
-    handled = svc.raise_alarm(APP, "p99", "ALARM", "p99 > 500 ms for 3 datapoints", ACTOR)
+    handled = svc.alarms.raise_alarm(APP, "p99", "ALARM", "p99 > 500 ms for 3 datapoints", ACTOR)
     assert handled.action == "rolled_back"
     assert handled.changed
     assert handled.alarm.since == T0 + 60
-    after = svc.get_release(release.id)
+    after = svc.releases.get(release.id)
     assert after.phase == "rolling_back", "at once, before any tick"
     assert after.reason == "alarm p99 fired: p99 > 500 ms for 3 datapoints"
-    assert svc.routing_snapshot(APP).to_dict()["release"]["phase"] == "rolling_back"
-    events = svc.events(release_id=release.id, limit=100)
+    assert svc.snapshots.snapshot(APP).to_dict()["release"]["phase"] == "rolling_back"
+    events = svc.audit.events(release_id=release.id, limit=100)
     assert (events[-1].kind, events[-1].actor) == ("rolling_back", "alarm:p99")
     assert events[-1].message == "rolling back: alarm p99 fired: p99 > 500 ms for 3 datapoints"
     assert ctl.tick() == 1
-    assert svc.get_release(release.id).phase == "rolled_back"
-    assert [a.state for a in svc.list_alarms(APP)] == ["ALARM"]
+    assert svc.releases.get(release.id).phase == "rolled_back"
+    assert [a.state for a in svc.alarms.of_app(APP)] == ["ALARM"]
 
 
 def test_an_alarm_firing_before_the_release_is_reported_not_attributed(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
-    svc.apply(shop_spec(), ACTOR)
-    before = svc.raise_alarm(APP, "errors", "ALARM", "5xx > 5%", ACTOR)
+    svc.catalog.apply(shop_spec(), ACTOR)
+    before = svc.alarms.raise_alarm(APP, "errors", "ALARM", "5xx > 5%", ACTOR)
     assert (before.action, before.release_id) == ("none", None)
     assert before.message == "alarm errors is firing: 5xx > 5% (no active release)"
-    app_events = svc.events(app=APP, limit=1000)
+    app_events = svc.audit.events(app=APP, limit=1000)
     assert (app_events[-1].kind, app_events[-1].release_id) == ("alarm", None)
 
     clock.advance(60)
     release = start(svc)  # a fix-forward release while the alarm fires
     ctl = controller(svc, clock)
     ctl.tick()
-    assert svc.get_release(release.id).phase == "running"
-    reported = [e for e in svc.events(release_id=release.id) if e.kind == "alarm"]
+    assert svc.releases.get(release.id).phase == "running"
+    reported = [e for e in svc.audit.events(release_id=release.id) if e.kind == "alarm"]
     assert len(reported) == 1, "the controller reports it once"
     assert reported[0].message == (
         "alarm errors has been firing since 2023-11-14 22:13:20Z, before release shop-1 was"
@@ -105,23 +103,23 @@ def test_an_alarm_firing_before_the_release_is_reported_not_attributed(
     )
     clock.advance(1)
     ctl.tick()
-    assert len([e for e in svc.events(release_id=release.id) if e.kind == "alarm"]) == 1
+    assert len([e for e in svc.audit.events(release_id=release.id) if e.kind == "alarm"]) == 1
 
-    again = svc.raise_alarm(APP, "errors", "ALARM", "5xx > 5%", ACTOR)  # still firing
+    again = svc.alarms.raise_alarm(APP, "errors", "ALARM", "5xx > 5%", ACTOR)  # still firing
     assert (again.action, again.changed) == ("not_attributed", False)
     assert "not attributed to the canary" in again.message
-    assert svc.get_release(release.id).phase == "running"
+    assert svc.releases.get(release.id).phase == "running"
 
     clock.advance(30)
-    assert svc.raise_alarm(APP, "errors", "OK", "5xx < 1%", ACTOR).action == "none"
+    assert svc.alarms.raise_alarm(APP, "errors", "OK", "5xx < 1%", ACTOR).action == "none"
     clock.advance(30)
-    fired = svc.raise_alarm(APP, "errors", "ALARM", "5xx > 5% again", ACTOR)
+    fired = svc.alarms.raise_alarm(APP, "errors", "ALARM", "5xx > 5% again", ACTOR)
     assert fired.action == "rolled_back", "OK -> ALARM during the release is attributable"
-    assert svc.get_release(release.id).reason == "alarm errors fired: 5xx > 5% again"
+    assert svc.releases.get(release.id).reason == "alarm errors fired: 5xx > 5% again"
 
 
 def test_the_controller_rolls_back_for_a_stored_alarm_whose_rollback_was_lost(
-    svc: ControlService, clock: FakeClock, store: Store
+    svc: ControlPlane, clock: FakeClock, store: Store
 ) -> None:
     release = start(svc)
     ctl = controller(svc, clock)
@@ -139,24 +137,24 @@ def test_the_controller_rolls_back_for_a_stored_alarm_whose_rollback_was_lost(
             )
         )
     assert ctl.tick() == 2
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert done.phase == "rolled_back"
     assert done.reason == "alarm cpu fired: cpu > 90%"
-    assert svc.events(release_id=release.id, limit=100)[-2].actor == "alarm:cpu"
+    assert svc.audit.events(release_id=release.id, limit=100)[-2].actor == "alarm:cpu"
 
 
 def test_alarms_of_unknown_apps_and_bad_states_write_nothing(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     with pytest.raises(NotFound):
-        svc.raise_alarm("nope", "p99", "ALARM", "", ACTOR)
-    svc.apply(shop_spec(), ACTOR)
+        svc.alarms.raise_alarm("nope", "p99", "ALARM", "", ACTOR)
+    svc.catalog.apply(shop_spec(), ACTOR)
     with pytest.raises(InvalidInput, match="invalid alarm state 'FIRE'"):
-        svc.raise_alarm(APP, "p99", "FIRE", "", ACTOR)
+        svc.alarms.raise_alarm(APP, "p99", "FIRE", "", ACTOR)
     with pytest.raises(InvalidInput, match="invalid alarm name"):
-        svc.raise_alarm(APP, " p99", "ALARM", "", ACTOR)
-    assert svc.list_alarms(APP) == []
-    assert svc.firing_alarms() == []
+        svc.alarms.raise_alarm(APP, " p99", "ALARM", "", ACTOR)
+    assert svc.alarms.of_app(APP) == []
+    assert svc.alarms.firing() == []
 
 
 def test_attribution_is_by_when_the_alarm_started_firing() -> None:
@@ -166,10 +164,10 @@ def test_attribution_is_by_when_the_alarm_started_firing() -> None:
 
 
 def test_a_watcher_without_firing_alarms_reads_nothing_else(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     start(svc)
-    assert AlarmWatcher(svc).check() == 0
+    assert AlarmWatcher(svc.alarms, svc.releases).check() == 0
 
 
 # -- PrometheusAlarm on canned answers ------------------------------------------------
@@ -278,11 +276,11 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
 
 
 @pytest.fixture
-def real(sqlite_url: str) -> Iterator[ControlService]:
+def real(sqlite_url: str) -> Iterator[ControlPlane]:
     """The service on the real clock (Prometheus answers in real time)."""
     store = open_store(sqlite_url)
     try:
-        yield ControlService(store)
+        yield ControlPlane(store)
     finally:
         store.dispose()
 
@@ -308,73 +306,73 @@ def tick_until(ctl: Controller, check: Callable[[], bool], what: str, timeout: f
         time.sleep(0.05)
 
 
-def alarm_state(svc: ControlService, release_id: str) -> str | None:
-    runs = svc.list_analysis_runs(release_id)
+def alarm_state(svc: ControlPlane, release_id: str) -> str | None:
+    runs = svc.runs.of_release(release_id)
     return runs[-1].results["alarms"]["p99"]["state"] if runs else None
 
 
 @pytest.mark.slow
 def test_a_prometheus_alarm_fires_and_rolls_the_release_back(
-    prom: Prom, real: ControlService
+    prom: Prom, real: ControlPlane
 ) -> None:
     prom.show(0.12)
     release = start(real, prometheus_analysis(prom.server.url))
     ctl = controller(real, time.time)
     tick_until(ctl, lambda: alarm_state(real, release.id) == "ok", "an OK evaluation")
-    run = real.list_analysis_runs(release.id)[-1]
+    run = real.runs.of_release(release.id)[-1]
     assert run.results["alarms"]["p99"]["preexisting"] is False
-    assert real.get_release(release.id).phase == "running"
+    assert real.releases.get(release.id).phase == "running"
 
     prom.show(0.93)
-    tick_until(ctl, lambda: real.get_release(release.id).phase == "rolled_back", "the rollback")
-    reason = real.get_release(release.id).reason
+    tick_until(ctl, lambda: real.releases.get(release.id).phase == "rolled_back", "the rollback")
+    reason = real.releases.get(release.id).reason
     assert reason is not None
     assert reason.startswith(f"alarm p99 fired: {METRIC} = 0.93{{")
     assert 'job="coalmine-test"' in reason
     assert reason.endswith("} > 0.5")
-    last = real.list_analysis_runs(release.id)[-1]
+    last = real.runs.of_release(release.id)[-1]
     assert (last.outcome, last.action) == ("fail", "rollback")
-    rolling = [e for e in real.events(release_id=release.id) if e.kind == "rolling_back"]
+    rolling = [e for e in real.audit.events(release_id=release.id) if e.kind == "rolling_back"]
     assert rolling[0].actor == "judge"
 
 
 @pytest.mark.slow
 def test_a_prometheus_alarm_firing_before_the_release_is_not_attributed(
-    prom: Prom, real: ControlService
+    prom: Prom, real: ControlPlane
 ) -> None:
     prom.show(0.97)
     release = start(real, prometheus_analysis(prom.server.url))
     ctl = controller(real, time.time)
     tick_until(ctl, lambda: alarm_state(real, release.id) == "firing", "a firing evaluation")
-    tick_until(ctl, lambda: len(real.list_analysis_runs(release.id)) >= 2, "a second run")
-    assert real.get_release(release.id).phase == "running", "fix forward: no rollback"
-    reports = [e for e in real.events(release_id=release.id) if e.kind == "alarm"]
+    tick_until(ctl, lambda: len(real.runs.of_release(release.id)) >= 2, "a second run")
+    assert real.releases.get(release.id).phase == "running", "fix forward: no rollback"
+    reports = [e for e in real.audit.events(release_id=release.id) if e.kind == "alarm"]
     assert len(reports) == 1, "reported once, not every interval"
     assert reports[0].message.startswith(
         f"alarm p99 was already firing when release {release.id} was created: {METRIC} = 0.97"
     )
     assert reports[0].message.endswith("not attributed to the canary, no rollback")
-    run = real.list_analysis_runs(release.id)[-1]
+    run = real.runs.of_release(release.id)[-1]
     assert run.results["alarms"]["p99"]["preexisting"] is True
     assert run.action == "continue"
 
     prom.show(0.2)
     tick_until(ctl, lambda: alarm_state(real, release.id) == "ok", "the alarm clearing")
     prom.show(0.8)
-    tick_until(ctl, lambda: real.get_release(release.id).phase == "rolled_back", "the rollback")
-    assert (real.get_release(release.id).reason or "").startswith(
+    tick_until(ctl, lambda: real.releases.get(release.id).phase == "rolled_back", "the rollback")
+    assert (real.releases.get(release.id).reason or "").startswith(
         f"alarm p99 fired: {METRIC} = 0.8"
     )
 
 
 @pytest.mark.slow
-def test_a_bad_query_is_reported_and_does_not_roll_back(prom: Prom, real: ControlService) -> None:
+def test_a_bad_query_is_reported_and_does_not_roll_back(prom: Prom, real: ControlPlane) -> None:
     release = start(real, prometheus_analysis(prom.server.url, query="sum(" + METRIC))
     ctl = controller(real, time.time)
-    tick_until(ctl, lambda: len(real.list_analysis_runs(release.id)) >= 2, "two runs")
-    assert real.get_release(release.id).phase == "running"
+    tick_until(ctl, lambda: len(real.runs.of_release(release.id)) >= 2, "two runs")
+    assert real.releases.get(release.id).phase == "running"
     assert alarm_state(real, release.id) == "error"
-    reports = [e for e in real.events(release_id=release.id) if e.kind == "alarm"]
+    reports = [e for e in real.audit.events(release_id=release.id) if e.kind == "alarm"]
     assert len(reports) == 1
     assert reports[0].message.startswith("alarm p99 could not be evaluated: Prometheus at")
     assert "bad_data" in reports[0].message
@@ -382,19 +380,19 @@ def test_a_bad_query_is_reported_and_does_not_roll_back(prom: Prom, real: Contro
 
 
 def test_an_unreachable_prometheus_is_reported_and_does_not_roll_back(
-    real: ControlService,
+    real: ControlPlane,
 ) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     release = start(real, prometheus_analysis(url))
     ctl = controller(real, time.time)
-    tick_until(ctl, lambda: len(real.list_analysis_runs(release.id)) >= 2, "two runs")
-    assert real.get_release(release.id).phase == "running"
-    run = real.list_analysis_runs(release.id)[-1]
+    tick_until(ctl, lambda: len(real.runs.of_release(release.id)) >= 2, "two runs")
+    assert real.releases.get(release.id).phase == "running"
+    run = real.runs.of_release(release.id)[-1]
     assert run.results["alarms"]["p99"]["state"] == "error"
     assert run.action == "continue"
-    analysis = [e for e in real.events(release_id=release.id) if e.kind == "analysis"]
+    analysis = [e for e in real.audit.events(release_id=release.id) if e.kind == "analysis"]
     assert analysis[-1].message.endswith("; alarm p99 could not be evaluated (no rollback)")
-    reports = [e for e in real.events(release_id=release.id) if e.kind == "alarm"]
+    reports = [e for e in real.audit.events(release_id=release.id) if e.kind == "alarm"]
     assert len(reports) == 1
     assert reports[0].message.startswith(
         f"alarm p99 could not be evaluated: cannot query Prometheus at {url}"

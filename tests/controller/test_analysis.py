@@ -1,6 +1,6 @@
 """The analysis step in the real controller over the real store (SQLite and PostgreSQL).
 
-Metrics go in through `ControlService.ingest_metrics` (as flushed by SDKs and
+Metrics go in through `ControlPlane.ingest_metrics` (as flushed by SDKs and
 gateways), one 10-second window per interval; the clock is a fake one, so
 every interval is exact.
 """
@@ -14,15 +14,17 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from coalmine.controller.analysis import AnalysisRunner, combine, release_analysis
+from coalmine.controller.analysis import AnalysisRunner, combine
+from coalmine.controller.analysis_settings import release_analysis
 from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
-from coalmine.controller.schemas import MetricsBatch, ReleaseCreate, ReleaseRead
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
+from coalmine.controller.schemas import MetricsBatch, ReleaseCreate
 from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import VersionMetrics
 from coalmine.core.judge import Outcome, judge
 from coalmine.core.machine import Command
+from coalmine.core.records import ReleaseRecord
 from coalmine.metrics.recorder import MetricWindow
 from coalmine.store.db import open_store
 from coalmine.store.models import ReleaseRow
@@ -36,19 +38,19 @@ Side = tuple[int, int, float]
 HEALTHY: Side = (2700, 27, 10.0)
 
 
-def controller(svc: ControlService, clock: FakeClock) -> Controller:
+def controller(svc: ControlPlane, clock: FakeClock) -> Controller:
     return Controller(svc, leadership=SoleLeadership(), hooks=NoHooks(), clock=clock)
 
 
 def start(
-    svc: ControlService,
+    svc: ControlPlane,
     *,
     candidate: dict[str, str] | None = None,
     strategy: str = "10%:1h, 100%",
     analysis: dict[str, Any] | None = None,
-) -> ReleaseRead:
-    svc.apply(shop_spec(), ACTOR)
-    return svc.start_release(
+) -> ReleaseRecord:
+    svc.catalog.apply(shop_spec(), ACTOR)
+    return svc.releases.start(
         APP,
         ReleaseCreate.model_validate(
             {
@@ -71,7 +73,7 @@ def window(fn: str, version: str, channel: str, at: float, side: Side, seed: int
 
 
 def feed(
-    svc: ControlService,
+    svc: ControlPlane,
     at: float,
     canary: Side,
     stable: Side = HEALTHY,
@@ -85,11 +87,11 @@ def feed(
         window(fn, "v1", "stable", at, stable, seed + 1),
     ]
     batch = MetricsBatch.model_validate({"app": APP, "window": WINDOW, "windows": windows})
-    svc.ingest_metrics(APP, batch, "test")
+    svc.metrics.ingest(APP, batch, "test")
 
 
 def interval(
-    svc: ControlService,
+    svc: ControlPlane,
     clock: FakeClock,
     ctl: Controller,
     canary: Side,
@@ -104,36 +106,36 @@ def interval(
     return ctl.tick()
 
 
-def kinds(svc: ControlService, release_id: str) -> list[str]:
-    return [e.kind for e in svc.events(release_id=release_id, limit=1000)]
+def kinds(svc: ControlPlane, release_id: str) -> list[str]:
+    return [e.kind for e in svc.audit.events(release_id=release_id, limit=1000)]
 
 
 def test_a_canary_with_more_errors_rolls_back_after_failure_limit_intervals(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     release = start(svc)
     ctl = controller(svc, clock)
     assert ctl.tick() == 1  # started at 10%
-    assert svc.list_analysis_runs(release.id) == []
+    assert svc.runs.of_release(release.id) == []
 
     interval(svc, clock, ctl, (300, 30, 10.0))
-    run = svc.list_analysis_runs(release.id)[-1]
+    run = svc.runs.of_release(release.id)[-1]
     assert (run.outcome, run.action) == ("fail", "continue")
     assert (run.window_start, run.window_end) == (T0, T0 + 10)
     assert run.results["tracker"]["consecutive_failures"] == 1
-    assert svc.get_release(release.id).phase == "running", "one failed interval of two"
+    assert svc.releases.get(release.id).phase == "running", "one failed interval of two"
     assert ctl.analysis.next_due_at() == T0 + 20
 
     made = interval(svc, clock, ctl, (300, 30, 10.0))
     assert made == 2, "rolling back (the judge), then rolled back in the same tick"
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert done.phase == "rolled_back"
     assert done.reason is not None
     assert done.reason.startswith("canary failed analysis for 2 consecutive intervals: cart")
     assert "error_rate" in done.reason
     assert "canary errors 10% (60 of 600)" in done.reason
 
-    events = svc.events(release_id=release.id, limit=100)
+    events = svc.audit.events(release_id=release.id, limit=100)
     assert [e.kind for e in events] == [
         "created",
         "started",
@@ -153,41 +155,41 @@ def test_a_canary_with_more_errors_rolls_back_after_failure_limit_intervals(
     assert rolling_back.actor == "judge"
     assert "error_rate" in rolling_back.message
     # the data plane sees the rollback: everyone is back on the baseline
-    snap = svc.routing_snapshot(APP)
+    snap = svc.snapshots.snapshot(APP)
     assert snap.to_dict()["release"]["phase"] == "rolled_back"
-    assert svc.list_analysis_runs(release.id)[-1].action == "rollback"
+    assert svc.runs.of_release(release.id)[-1].action == "rollback"
 
 
 def test_a_slower_canary_rolls_back_naming_the_latency_metric(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     release = start(svc)
     ctl = controller(svc, clock)
     ctl.tick()
     interval(svc, clock, ctl, (300, 3, 25.0))
     interval(svc, clock, ctl, (300, 3, 25.0))
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert done.phase == "rolled_back"
     assert done.reason is not None
     assert "cart latency_p50" in done.reason or "cart latency_p95" in done.reason
     assert "error_rate" not in done.reason, "only the failing metrics are the reason"
-    run = svc.list_analysis_runs(release.id)[-1]
+    run = svc.runs.of_release(release.id)[-1]
     metrics = {m["name"]: m["outcome"] for m in run.results["functions"]["cart"]["metrics"]}
     assert metrics["error_rate"] == "pass"
     assert metrics["latency_p99"] == "fail"
 
 
 def test_a_healthy_canary_passes_every_interval_and_is_promoted_by_the_steps(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     release = start(svc, strategy="10%:30s, 50%:30s, 100%")
     ctl = controller(svc, clock)
     ctl.tick()
     for _ in range(6):
         interval(svc, clock, ctl, (300, 3, 10.0))
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert done.phase == "promoted"
-    runs = svc.list_analysis_runs(release.id)
+    runs = svc.runs.of_release(release.id)
     assert [r.outcome for r in runs] == ["pass"] * 6
     assert {r.action for r in runs} == {"continue"}
     assert [r.window_end for r in runs] == [T0 + 10 * i for i in range(1, 7)]
@@ -207,15 +209,15 @@ def test_a_healthy_canary_passes_every_interval_and_is_promoted_by_the_steps(
         "promoting",
         "promoted",
     ]
-    message = svc.events(release_id=release.id, limit=100)[2].message
+    message = svc.audit.events(release_id=release.id, limit=100)[2].message
     assert message.startswith("canary passed analysis: cart error_rate: canary errors 1%")
     clock.advance(60)
     assert ctl.tick() == 0
-    assert len(svc.list_analysis_runs(release.id)) == 6, "no analysis after the release ends"
+    assert len(svc.runs.of_release(release.id)) == 6, "no analysis after the release ends"
 
 
 def test_too_little_traffic_is_inconclusive_and_pauses_after_max_inconclusive(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     release = start(svc)
     ctl = controller(svc, clock)
@@ -223,54 +225,54 @@ def test_too_little_traffic_is_inconclusive_and_pauses_after_max_inconclusive(
     every_request_fails = (20, 20, 50.0)
     interval(svc, clock, ctl, every_request_fails)
     interval(svc, clock, ctl, every_request_fails)
-    runs = svc.list_analysis_runs(release.id)
+    runs = svc.runs.of_release(release.id)
     assert [(r.outcome, r.action) for r in runs] == [("inconclusive", "continue")] * 2
-    assert svc.get_release(release.id).phase == "running", "never a rollback on its own"
+    assert svc.releases.get(release.id).phase == "running", "never a rollback on its own"
     assert runs[0].results["reason"] == "cart: too little traffic (canary 20 requests, need 100)"
 
     interval(svc, clock, ctl, every_request_fails)
-    paused = svc.get_release(release.id)
+    paused = svc.releases.get(release.id)
     assert paused.phase == "paused"
     assert paused.reason == (
         "analysis inconclusive for 3 intervals: cart: too little traffic"
         " (canary 60 requests, need 100)"
     )
     assert kinds(svc, release.id)[-1] == "paused"
-    assert svc.events(release_id=release.id, limit=100)[-1].actor == "judge"
+    assert svc.audit.events(release_id=release.id, limit=100)[-1].actor == "judge"
 
     # paused: no analysis; resumed by an operator: the count starts again
     clock.advance(60)
     ctl.tick()
-    assert len(svc.list_analysis_runs(release.id)) == 3
-    svc.operate(release.id, Command.RESUME, ACTOR)
+    assert len(svc.runs.of_release(release.id)) == 3
+    svc.releases.operate(release.id, Command.RESUME, ACTOR)
     interval(svc, clock, ctl, every_request_fails)
-    assert svc.get_release(release.id).phase == "running"
-    last = svc.list_analysis_runs(release.id)[-1]
+    assert svc.releases.get(release.id).phase == "running"
+    last = svc.runs.of_release(release.id)[-1]
     assert last.results["tracker"]["consecutive_inconclusive"] == 1
 
 
-def test_no_data_at_all_is_inconclusive(svc: ControlService, clock: FakeClock) -> None:
+def test_no_data_at_all_is_inconclusive(svc: ControlPlane, clock: FakeClock) -> None:
     release = start(svc, analysis={**ANALYSIS, "inconclusive": "continue"})
     ctl = controller(svc, clock)
     ctl.tick()
     for _ in range(4):
         clock.advance(WINDOW)
         ctl.tick()
-    runs = svc.list_analysis_runs(release.id)
+    runs = svc.runs.of_release(release.id)
     assert [r.outcome for r in runs] == ["inconclusive"] * 4
     assert runs[0].results["reason"] == (
         "cart: no data: neither canary nor stable served a request in this window"
     )
-    assert svc.get_release(release.id).phase == "running", "inconclusive: continue"
+    assert svc.releases.get(release.id).phase == "running", "inconclusive: continue"
     assert "continuing (inconclusive: continue)" in runs[-1].results["tracker"]["reason"]
 
 
-def test_the_worst_function_decides_and_is_named(svc: ControlService, clock: FakeClock) -> None:
+def test_the_worst_function_decides_and_is_named(svc: ControlPlane, clock: FakeClock) -> None:
     release = start(svc, candidate={"cart": "v2", "pay": "v2"})
     ctl = controller(svc, clock)
     ctl.tick()
     interval(svc, clock, ctl, (300, 45, 10.0), functions=("cart", "pay"))
-    run = svc.list_analysis_runs(release.id)[-1]
+    run = svc.runs.of_release(release.id)[-1]
     assert run.outcome == "fail"
     assert run.results["functions"]["cart"]["outcome"] == "pass"
     assert run.results["functions"]["pay"]["outcome"] == "fail"
@@ -278,25 +280,25 @@ def test_the_worst_function_decides_and_is_named(svc: ControlService, clock: Fak
 
 
 def test_a_restarted_controller_keeps_the_failure_count(
-    svc: ControlService, clock: FakeClock, database_url: str
+    svc: ControlPlane, clock: FakeClock, database_url: str
 ) -> None:
     release = start(svc)
     first = controller(svc, clock)
     first.tick()
     interval(svc, clock, first, (300, 30, 10.0))
-    assert svc.get_release(release.id).phase == "running"
+    assert svc.releases.get(release.id).phase == "running"
 
     # a new process: its own store, service and controller
     store = open_store(database_url)
     try:
-        svc2 = ControlService(store, clock=clock)
+        svc2 = ControlPlane(store, clock=clock)
         second = controller(svc2, clock)
         feed(svc2, clock.now, (300, 30, 10.0))
         clock.advance(WINDOW - 5)
         assert second.tick() == 0, "due 10 s after the last run, whoever runs it"
         clock.advance(5)
         assert second.tick() == 2
-        done = svc2.get_release(release.id)
+        done = svc2.releases.get(release.id)
         assert done.phase == "rolled_back"
         assert done.reason is not None
         assert done.reason.startswith("canary failed analysis for 2 consecutive intervals")
@@ -305,7 +307,7 @@ def test_a_restarted_controller_keeps_the_failure_count(
 
 
 def test_a_rollback_decided_before_a_crash_is_carried_out_after_it(
-    svc: ControlService, clock: FakeClock, database_url: str, monkeypatch: pytest.MonkeyPatch
+    svc: ControlPlane, clock: FakeClock, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = start(svc, analysis={**ANALYSIS, "failure_limit": 1})
     ctl = controller(svc, clock)
@@ -314,37 +316,37 @@ def test_a_rollback_decided_before_a_crash_is_carried_out_after_it(
     def crash(*_args: object, **_kw: object) -> None:
         raise RuntimeError("the controller died here")
 
-    monkeypatch.setattr(svc, "operate", crash)
+    monkeypatch.setattr(svc.releases, "operate", crash)
     interval(svc, clock, ctl, (300, 30, 10.0))
-    assert svc.list_analysis_runs(release.id)[-1].action == "rollback"
-    assert svc.get_release(release.id).phase == "running", "the rollback never happened"
+    assert svc.runs.of_release(release.id)[-1].action == "rollback"
+    assert svc.releases.get(release.id).phase == "running", "the rollback never happened"
 
     store = open_store(database_url)
     try:
-        svc2 = ControlService(store, clock=clock)
+        svc2 = ControlPlane(store, clock=clock)
         assert controller(svc2, clock).tick() == 2, "carried out at once, not an interval later"
-        done = svc2.get_release(release.id)
+        done = svc2.releases.get(release.id)
         assert done.phase == "rolled_back"
         assert done.reason is not None
         assert done.reason.startswith("canary failed analysis for 1 interval: cart error_rate")
-        assert len(svc2.list_analysis_runs(release.id)) == 1
+        assert len(svc2.runs.of_release(release.id)) == 1
     finally:
         store.dispose()
 
 
-def test_releases_without_analysis_are_not_analysed(svc: ControlService, clock: FakeClock) -> None:
+def test_releases_without_analysis_are_not_analysed(svc: ControlPlane, clock: FakeClock) -> None:
     release = start(svc, analysis={})
     ctl = controller(svc, clock)
     ctl.tick()
     interval(svc, clock, ctl, (300, 300, 10.0))
     interval(svc, clock, ctl, (300, 300, 10.0))
-    assert svc.list_analysis_runs(release.id) == []
-    assert svc.get_release(release.id).phase == "running"
+    assert svc.runs.of_release(release.id) == []
+    assert svc.releases.get(release.id).phase == "running"
     assert ctl.analysis.next_due_at() is None
 
 
 def test_invalid_settings_are_refused_at_start_and_pause_a_stored_release(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     with pytest.raises(InvalidInput, match="analysis: unknown analysis field"):
         start(svc, analysis={"intervall": "1m"})
@@ -357,7 +359,7 @@ def test_invalid_settings_are_refused_at_start_and_pause_a_stored_release(
                 "alarms": [{"name": "p99", "prometheus": "http://127.0.0.1:1", "query": "x"}]
             },
         )
-    assert svc.list_releases(APP) == []
+    assert svc.releases.recent(APP) == []
 
     release = start(svc)
     with svc.store.transaction() as s:  # a row written before validation existed
@@ -368,7 +370,7 @@ def test_invalid_settings_are_refused_at_start_and_pause_a_stored_release(
     ctl.tick()
     clock.advance(WINDOW)
     ctl.tick()
-    paused = svc.get_release(release.id)
+    paused = svc.releases.get(release.id)
     assert paused.phase == "paused"
     assert paused.reason is not None
     assert paused.reason.startswith("analysis settings are invalid: analysis: interval")
@@ -415,7 +417,7 @@ def test_combine_takes_the_worst_and_names_function_and_metric() -> None:
 
 
 def test_metrics_that_cannot_be_read_are_inconclusive_never_a_pass(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     class Broken:
         def metrics_for(self, *args: object, **kwargs: object) -> VersionMetrics:
@@ -432,6 +434,6 @@ def test_metrics_that_cannot_be_read_are_inconclusive_never_a_pass(
     ctl.tick()
     clock.advance(WINDOW)
     ctl.tick()
-    run = svc.list_analysis_runs(release.id)[-1]
+    run = svc.runs.of_release(release.id)[-1]
     assert run.outcome == "inconclusive"
     assert run.results["reason"] == "cart: metrics unavailable: metrics store unreachable"

@@ -17,8 +17,8 @@ from typing import IO
 
 import pytest
 
-from coalmine.controller.schemas import EventRead
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
+from coalmine.core.records import EventRecord
 from coalmine.store.db import open_store
 from tests import services
 from tests.controller import start_release, wait_for
@@ -107,11 +107,11 @@ def spawn(tmp_path: Path, child_env: dict[str, str]) -> Iterator[Spawner]:
         print(f"--- controller pid {p.proc.pid} ---\n{p.log}")
 
 
-def _transitions(svc: ControlService, release_id: str) -> list[EventRead]:
-    return [e for e in svc.events(release_id=release_id, limit=1000) if e.kind != "created"]
+def _transitions(svc: ControlPlane, release_id: str) -> list[EventRecord]:
+    return [e for e in svc.audit.events(release_id=release_id, limit=1000) if e.kind != "created"]
 
 
-def _assert_each_step_once_in_order(events: list[EventRead]) -> None:
+def _assert_each_step_once_in_order(events: list[EventRecord]) -> None:
     assert [(e.kind, e.exposure) for e in events] == EXPECTED
     # each 1 s hold is kept: measured from the tick that made a step, which is stamped
     # on its event a transaction later (slower on a busy machine)
@@ -124,7 +124,7 @@ def test_a_killed_controller_continues_where_the_release_was(
 ) -> None:
     store = open_store(database_url)
     try:
-        svc = ControlService(store)
+        svc = ControlPlane(store)
         release = start_release(svc, STRATEGY)
 
         def n() -> int:
@@ -142,12 +142,12 @@ def test_a_killed_controller_continues_where_the_release_was(
         assert n() < len(EXPECTED), "killed before the end"
 
         third = spawn(database_url)
-        wait_for(lambda: svc.get_release(release.id).phase == "promoted", 20, "promoted")
+        wait_for(lambda: svc.releases.get(release.id).phase == "promoted", 20, "promoted")
         assert third.terminate() == 0
         assert "controller: stopped" in third.log
 
         _assert_each_step_once_in_order(_transitions(svc, release.id))
-        app = svc.get_app(release.app)
+        app = svc.catalog.get_app(release.app)
         assert {f.name: f.current_version for f in app.functions} == {"cart": "v2", "pay": "v2"}
         for p in (first, second, third):
             assert "controller: acquired leadership" in p.log
@@ -158,7 +158,7 @@ def test_a_killed_controller_continues_where_the_release_was(
 def test_a_standby_takes_over_when_the_leader_is_killed(pg_url: str, spawn: Spawner) -> None:
     store = open_store(pg_url)
     try:
-        svc = ControlService(store)
+        svc = ControlPlane(store)
         a = spawn(pg_url)
         b = spawn(pg_url)
         acquired = "controller: acquired leadership"
@@ -182,7 +182,7 @@ def test_a_standby_takes_over_when_the_leader_is_killed(pg_url: str, spawn: Spaw
         assert all(e.actor.endswith(leader.actor_suffix) for e in before)
 
         wait_for(lambda: acquired in standby.log, 5, "the standby to take over")
-        wait_for(lambda: svc.get_release(release.id).phase == "promoted", 20, "promoted")
+        wait_for(lambda: svc.releases.get(release.id).phase == "promoted", 20, "promoted")
         assert standby.terminate() == 0
 
         events = _transitions(svc, release.id)

@@ -6,13 +6,18 @@ from typing import Any
 
 import pytest
 
-from coalmine.controller.hooks import MAX_BACKOFF, HookOutcome, HttpHookRunner, hook_payload
+from coalmine.controller.hooks import MAX_BACKOFF, HttpHookRunner, hook_payload
 from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
-from coalmine.controller.schemas import HookSpec, ReleaseRead
-from coalmine.controller.service import ControlService, Outcome
+from coalmine.controller.plane import ControlPlane
+from coalmine.controller.releases import ReleaseService
+from coalmine.controller.schemas import HookSpec
 from coalmine.core.errors import Conflict
 from coalmine.core.machine import Command, Event, Hook, HookResult, Tick
+from coalmine.core.model import Phase, RouteMode, Targeting
+from coalmine.core.ports import HookOutcome, Transitioned
+from coalmine.core.records import HookConfig, ReleaseRecord
+from coalmine.core.strategy import parse_strategy
 from coalmine.store.db import Store
 from tests.controller import (
     ACTOR,
@@ -28,28 +33,29 @@ BEFORE = Hook.BEFORE_ALLOW_TRAFFIC
 AFTER = Hook.AFTER_ALLOW_TRAFFIC
 
 
-def a_release(**hooks: HookSpec) -> ReleaseRead:
-    return ReleaseRead(
+def a_release(**hooks: HookSpec) -> ReleaseRecord:
+    return ReleaseRecord(
         id="shop-1",
         app="shop",
-        phase="pending",
-        route_mode="user",
-        exposure=0,
-        step=-1,
-        steps=[],
-        strategy="AllAtOnce",
+        phase=Phase.PENDING,
+        route_mode=RouteMode.USER,
+        salt="0123456789abcdef",
+        strategy=parse_strategy("AllAtOnce"),
         baseline={"cart": "v1"},
         candidate={"cart": "v2"},
-        changed=["cart"],
-        targeting={"always_canary": [], "never_canary": []},  # type: ignore[arg-type]
-        hooks=hooks,
+        targeting=Targeting(),
+        hooks={Hook(k): v.config() for k, v in hooks.items()},
         analysis={},
+        exposure=0,
+        step=-1,
         next_action_at=0.0,
+        paused_remaining=None,
         reason=None,
         created_by=ACTOR,
         created_at=0.0,
         updated_at=0.0,
         finished_at=None,
+        started_at=None,
         row_version=1,
     )
 
@@ -70,7 +76,7 @@ def test_a_2xx_answer_passes_and_the_payload_says_what_to_check(http_server: Htt
     spec = HookSpec(url=url, headers={"authorization": "Bearer s3cret"})
     release = a_release(before_allow_traffic=spec)
     with HttpHookRunner() as runner:
-        outcome = runner.run(release, BEFORE, spec)
+        outcome = runner.run(release, BEFORE, spec.config())
     assert outcome == HookOutcome(True, f"before_allow_traffic hook {url} passed")
     (req,) = http_server.at("/check")
     assert req.headers["authorization"] == "Bearer s3cret"
@@ -90,7 +96,7 @@ def test_a_failing_answer_is_retried_then_fails_with_a_readable_detail(
     spec = HookSpec(url=url, retries=2)
     sleeps = Sleeps()
     with HttpHookRunner(backoff=0.25, sleep=sleeps) as runner:
-        outcome = runner.run(a_release(), AFTER, spec)
+        outcome = runner.run(a_release(), AFTER, spec.config())
     assert not outcome.passed
     assert outcome.detail == (
         f"after_allow_traffic hook {url} answered 500 ('database down') after 3 attempts"
@@ -102,7 +108,7 @@ def test_a_failing_answer_is_retried_then_fails_with_a_readable_detail(
 def test_a_retry_that_passes_passes(http_server: HttpServer) -> None:
     url = http_server.route("/check", 503, 200)
     with HttpHookRunner(sleep=Sleeps()) as runner:
-        outcome = runner.run(a_release(), BEFORE, HookSpec(url=url, retries=3))
+        outcome = runner.run(a_release(), BEFORE, HookSpec(url=url, retries=3).config())
     assert outcome == HookOutcome(True, f"before_allow_traffic hook {url} passed on attempt 2")
     assert len(http_server.at("/check")) == 2
 
@@ -110,7 +116,9 @@ def test_a_retry_that_passes_passes(http_server: HttpServer) -> None:
 def test_a_timeout_is_a_failed_attempt(http_server: HttpServer) -> None:
     url = http_server.route("/slow", 200, delay=1.0)
     with HttpHookRunner() as runner:
-        outcome = runner.run(a_release(), BEFORE, HookSpec(url=url, timeout=0.1, retries=0))
+        outcome = runner.run(
+            a_release(), BEFORE, HookSpec(url=url, timeout=0.1, retries=0).config()
+        )
     assert outcome == HookOutcome(
         False, f"before_allow_traffic hook {url} timed out (0.1s) after 1 attempt"
     )
@@ -119,7 +127,7 @@ def test_a_timeout_is_a_failed_attempt(http_server: HttpServer) -> None:
 def test_an_unreachable_hook_fails() -> None:
     url = f"http://127.0.0.1:{closed_port()}/check"
     with HttpHookRunner(sleep=Sleeps()) as runner:
-        outcome = runner.run(a_release(), BEFORE, HookSpec(url=url, retries=1))
+        outcome = runner.run(a_release(), BEFORE, HookSpec(url=url, retries=1).config())
     assert not outcome.passed
     assert outcome.detail.startswith(f"before_allow_traffic hook {url} could not be reached (")
     assert outcome.detail.endswith("after 2 attempts")
@@ -137,7 +145,7 @@ def test_backoff_is_exponential_and_capped() -> None:
 # -- the loop runs hooks --------------------------------------------------------------
 
 
-def controller(svc: ControlService, clock: FakeClock, runner: Any) -> Controller:
+def controller(svc: ControlPlane, clock: FakeClock, runner: Any) -> Controller:
     return Controller(svc, leadership=SoleLeadership(), hooks=runner, clock=clock)
 
 
@@ -190,7 +198,7 @@ def controller(svc: ControlService, clock: FakeClock, runner: Any) -> Controller
     ids=["before-200", "before-500", "before-timeout", "after-200", "after-500", "after-timeout"],
 )
 def test_a_hook_gates_the_release(
-    svc: ControlService,
+    svc: ControlPlane,
     clock: FakeClock,
     http_server: HttpServer,
     hook: Hook,
@@ -207,14 +215,14 @@ def test_a_hook_gates_the_release(
     release = start_release(svc, "10%:0s, 100%", {str(hook): spec})
     with HttpHookRunner(backoff=0.01) as runner:
         assert controller(svc, clock, runner).tick() == len(kinds)
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert done.phase == phase
-    events = svc.events(release_id=release.id)
+    events = svc.audit.events(release_id=release.id)
     assert [e.kind for e in events] == ["created", *kinds]
     calls = http_server.at("/hook")
     assert [c.body["hook"] for c in calls] == [str(hook)] * len(calls)
     assert calls[0].body["release"]["phase"] == ("pending" if hook is BEFORE else "promoting")
-    app = svc.get_app(APP)
+    app = svc.catalog.get_app(APP)
     current = {f.name: f.current_version for f in app.functions}
     if reason is None:
         assert len(calls) == 1
@@ -238,7 +246,7 @@ class Recorder:
         self.during = during
         self.calls: list[tuple[str, str, str]] = []
 
-    def run(self, release: ReleaseRead, hook: Hook, spec: HookSpec) -> HookOutcome:
+    def run(self, release: ReleaseRecord, hook: Hook, spec: HookConfig) -> HookOutcome:
         self.calls.append((release.id, str(hook), release.phase))
         if self.during is not None:
             self.during(release)
@@ -246,12 +254,12 @@ class Recorder:
 
 
 def test_a_hook_cut_short_by_a_crash_runs_again_after_its_deadline(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     spec = HookSpec(url="http://127.0.0.1:9/never", timeout=10, retries=2)
     release = start_release(svc, "10%:1m, 100%", {"before_allow_traffic": spec})
     # a controller asked for the hook, then died before reporting its result
-    first = svc.advance(release.id, Tick(clock.now))
+    first = svc.releases.advance(release.id, Tick(clock.now))
     assert first is not None
     assert first.transition.run_hook is BEFORE
     deadline = first.release.next_action_at
@@ -274,17 +282,17 @@ def test_a_hook_cut_short_by_a_crash_runs_again_after_its_deadline(
 
 
 def test_a_hook_result_that_arrives_after_a_rollback_is_ignored(
-    svc: ControlService, clock: FakeClock
+    svc: ControlPlane, clock: FakeClock
 ) -> None:
     spec = HookSpec(url="http://127.0.0.1:9/never")
     release = start_release(svc, "10%:1m, 100%", {"before_allow_traffic": spec})
     runner = Recorder(
-        during=lambda r: svc.operate(r.id, Command.ROLLBACK, ACTOR, "changed my mind")
+        during=lambda r: svc.releases.operate(r.id, Command.ROLLBACK, ACTOR, "changed my mind")
     )
     ctl = controller(svc, clock, runner)
     assert ctl.tick() == 1  # the hook started; its (passing) result is stale
     assert ctl.tick() == 1  # rolling_back -> rolled_back
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert (done.phase, done.reason) == ("rolled_back", "changed my mind")
     assert [k for k, _ in release_events(svc, release.id)] == [
         "created",
@@ -294,25 +302,27 @@ def test_a_hook_result_that_arrives_after_a_rollback_is_ignored(
     ]
 
 
-def test_a_broken_hook_runner_fails_the_hook(svc: ControlService, clock: FakeClock) -> None:
-    def boom(_release: ReleaseRead) -> None:
+def test_a_broken_hook_runner_fails_the_hook(svc: ControlPlane, clock: FakeClock) -> None:
+    def boom(_release: ReleaseRecord) -> None:
         raise RuntimeError("runner bug")
 
     spec = HookSpec(url="http://127.0.0.1:9/never")
     release = start_release(svc, "10%:1m, 100%", {"before_allow_traffic": spec})
     assert controller(svc, clock, Recorder(during=boom)).tick() == 3
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert done.phase == "rolled_back"
     assert done.reason is not None
     assert "could not be run: runner bug" in done.reason
 
 
-class ConflictOnce(ControlService):
+class ConflictOnce(ReleaseService):
     """Another writer bumps the release just as the first hook result comes back."""
 
     conflicts = 0
 
-    def advance(self, release_id: str, event: Event, actor: str = "controller") -> Outcome | None:
+    def advance(
+        self, release_id: str, event: Event, actor: str = "controller"
+    ) -> Transitioned | None:
         if isinstance(event, HookResult) and not self.conflicts:
             self.conflicts += 1
             raise Conflict(f"release {release_id} was changed by someone else")
@@ -320,11 +330,12 @@ class ConflictOnce(ControlService):
 
 
 def test_a_hook_result_is_reported_again_after_a_conflict(store: Store, clock: FakeClock) -> None:
-    svc = ConflictOnce(store, clock=clock)
+    svc = ControlPlane(store, clock=clock)
+    releases = svc.releases = ConflictOnce(svc.uow)
     spec = HookSpec(url="http://127.0.0.1:9/never")
     release = start_release(svc, "10%:1m, 100%", {"before_allow_traffic": spec})
     runner = Recorder()
     assert controller(svc, clock, runner).tick() == 2
-    assert svc.conflicts == 1
+    assert releases.conflicts == 1
     assert len(runner.calls) == 1, "the hook is not run twice"
-    assert svc.get_release(release.id).phase == "running"
+    assert svc.releases.get(release.id).phase == "running"

@@ -13,11 +13,11 @@ import pytest
 from coalmine.controller.leader import (
     LEADER_KEY,
     FileLockLeadership,
-    Leadership,
     PgAdvisoryLeadership,
     SoleLeadership,
     leadership_for,
 )
+from coalmine.core.ports import Leadership
 from coalmine.store.db import Store, open_store
 from tests.controller import closed_port
 

@@ -11,11 +11,14 @@ import pytest
 
 from coalmine.controller.leader import FileLockLeadership, SoleLeadership
 from coalmine.controller.loop import MAX_TRANSITIONS_PER_TICK, Controller
-from coalmine.controller.service import ControlService, Outcome
+from coalmine.controller.plane import ControlPlane
+from coalmine.controller.releases import ReleaseService
 from coalmine.core.errors import Conflict
 from coalmine.core.machine import Command, Event
+from coalmine.core.ports import Transitioned
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store, open_store
+from coalmine.store.uow import UnitOfWork
 from tests.controller import (
     ACTOR,
     APP,
@@ -27,7 +30,7 @@ from tests.controller import (
 )
 
 
-def controller(svc: ControlService, clock: FakeClock | None = None, **kw: object) -> Controller:
+def controller(svc: ControlPlane, clock: FakeClock | None = None, **kw: object) -> Controller:
     return Controller(
         svc,
         leadership=SoleLeadership(),
@@ -37,25 +40,25 @@ def controller(svc: ControlService, clock: FakeClock | None = None, **kw: object
     )
 
 
-def test_tick_walks_a_custom_strategy_to_promoted(svc: ControlService, clock: FakeClock) -> None:
+def test_tick_walks_a_custom_strategy_to_promoted(svc: ControlPlane, clock: FakeClock) -> None:
     release = start_release(svc, "10%:1m, 50%:2m, 100%")
     ctl = controller(svc, clock)
 
     assert ctl.tick() == 1
-    assert svc.get_release(release.id).exposure == 1000
+    assert svc.releases.get(release.id).exposure == 1000
     assert ctl.tick() == 0, "a second tick at the same time changes nothing"
 
     clock.advance(59.9)
     assert ctl.tick() == 0, "the hold is not over"
     clock.advance(0.1)
     assert ctl.tick() == 1
-    assert svc.get_release(release.id).exposure == 5000
+    assert svc.releases.get(release.id).exposure == 5000
     assert ctl.tick() == 0
 
     clock.advance(120)
     # 100% holds 0 s, so promoting and promoted follow within the same tick
     assert ctl.tick() == 3
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert (done.phase, done.exposure, done.next_action_at) == ("promoted", 10000, None)
     assert done.finished_at == clock.now
     assert release_events(svc, release.id) == [
@@ -66,13 +69,13 @@ def test_tick_walks_a_custom_strategy_to_promoted(svc: ControlService, clock: Fa
         ("promoting", 10000),
         ("promoted", 10000),
     ]
-    app = svc.get_app(APP)
+    app = svc.catalog.get_app(APP)
     assert {f.name: f.current_version for f in app.functions} == {"cart": "v2", "pay": "v2"}
     assert app.active_release is None
     assert ctl.tick() == 0
 
 
-def test_zero_second_holds_chain_within_one_tick(svc: ControlService, clock: FakeClock) -> None:
+def test_zero_second_holds_chain_within_one_tick(svc: ControlPlane, clock: FakeClock) -> None:
     release = start_release(svc, "10%:0s, 50%:0s, 100%")
     assert controller(svc, clock).tick() == 5
     assert [k for k, _ in release_events(svc, release.id)] == [
@@ -85,53 +88,53 @@ def test_zero_second_holds_chain_within_one_tick(svc: ControlService, clock: Fak
     ]
 
 
-def test_a_tick_is_bounded_per_release(svc: ControlService, clock: FakeClock) -> None:
+def test_a_tick_is_bounded_per_release(svc: ControlPlane, clock: FakeClock) -> None:
     steps = ", ".join(f"{p}%:0s" for p in range(1, 30)) + ", 100%"
     release = start_release(svc, steps)
     ctl = controller(svc, clock)
     assert ctl.tick() == MAX_TRANSITIONS_PER_TICK
     assert ctl.tick() == 30 + 2 - MAX_TRANSITIONS_PER_TICK  # 30 steps, promoting, promoted
-    assert svc.get_release(release.id).phase == "promoted"
+    assert svc.releases.get(release.id).phase == "promoted"
 
 
-def test_pause_keeps_the_remaining_hold(svc: ControlService, clock: FakeClock) -> None:
+def test_pause_keeps_the_remaining_hold(svc: ControlPlane, clock: FakeClock) -> None:
     release = start_release(svc, "10%:1m, 100%")
     ctl = controller(svc, clock)
     ctl.tick()
     clock.advance(20)
-    svc.operate(release.id, Command.PAUSE, ACTOR, "look at the graphs")
+    svc.releases.operate(release.id, Command.PAUSE, ACTOR, "look at the graphs")
     clock.advance(3600)
     assert ctl.tick() == 0, "a paused release does not move"
-    svc.operate(release.id, Command.RESUME, ACTOR)
+    svc.releases.operate(release.id, Command.RESUME, ACTOR)
     clock.advance(39)
     assert ctl.tick() == 0
     clock.advance(1)
     assert ctl.tick() == 3
-    assert svc.get_release(release.id).phase == "promoted"
+    assert svc.releases.get(release.id).phase == "promoted"
 
 
-def test_operator_rollback_completes_on_the_next_tick(
-    svc: ControlService, clock: FakeClock
-) -> None:
+def test_operator_rollback_completes_on_the_next_tick(svc: ControlPlane, clock: FakeClock) -> None:
     release = start_release(svc, "10%:1m, 100%")
     ctl = controller(svc, clock)
     ctl.tick()
-    svc.operate(release.id, Command.ROLLBACK, ACTOR, "error rate")
+    svc.releases.operate(release.id, Command.ROLLBACK, ACTOR, "error rate")
     assert ctl.tick() == 1
-    done = svc.get_release(release.id)
+    done = svc.releases.get(release.id)
     assert (done.phase, done.exposure, done.reason) == ("rolled_back", 0, "error rate")
-    app = svc.get_app(APP)
+    app = svc.catalog.get_app(APP)
     assert {f.name: f.current_version for f in app.functions} == {"cart": "v1", "pay": "v1"}
 
 
-class FlakyService(ControlService):
+class FlakyReleases(ReleaseService):
     """Fails to advance chosen releases: with Conflict, or with a bug."""
 
-    def __init__(self, *args: object, failures: dict[str, Exception], **kw: object) -> None:
-        super().__init__(*args, **kw)  # type: ignore[arg-type]
+    def __init__(self, uow: UnitOfWork, failures: dict[str, Exception]) -> None:
+        super().__init__(uow)
         self.failures = failures
 
-    def advance(self, release_id: str, event: Event, actor: str = "controller") -> Outcome | None:
+    def advance(
+        self, release_id: str, event: Event, actor: str = "controller"
+    ) -> Transitioned | None:
         if release_id in self.failures:
             raise self.failures[release_id]
         return super().advance(release_id, event, actor)
@@ -144,7 +147,8 @@ def test_a_failing_release_does_not_stop_the_others(
     store: Store, clock: FakeClock, error: Exception, caplog: pytest.LogCaptureFixture
 ) -> None:
     failures: dict[str, Exception] = {}
-    svc = FlakyService(store, clock=clock, failures=failures)
+    svc = ControlPlane(store, clock=clock)
+    svc.releases = FlakyReleases(svc.uow, failures)
     bad = start_release(svc, "10%:1m, 100%", app="bad")
     clock.advance(1)
     good = start_release(svc, "10%:1m, 100%", app="good")
@@ -152,12 +156,12 @@ def test_a_failing_release_does_not_stop_the_others(
     ctl = controller(svc, clock)
     with caplog.at_level(logging.INFO, logger="coalmine.controller.loop"):
         assert ctl.tick() == 1
-    assert svc.get_release(good.id).phase == "running"
-    assert svc.get_release(bad.id).phase == "pending"
+    assert svc.releases.get(good.id).phase == "running"
+    assert svc.releases.get(bad.id).phase == "pending"
     assert bad.id in caplog.text
     del failures[bad.id]
     assert ctl.tick() == 1
-    assert svc.get_release(bad.id).phase == "running"
+    assert svc.releases.get(bad.id).phase == "running"
 
 
 def test_two_controllers_never_both_make_a_step(database_url: str, clock: FakeClock) -> None:
@@ -165,7 +169,7 @@ def test_two_controllers_never_both_make_a_step(database_url: str, clock: FakeCl
     racers = 4
     stores = [open_store(database_url) for _ in range(racers)]
     try:
-        services = [ControlService(st, clock=clock) for st in stores]
+        services = [ControlPlane(st, clock=clock) for st in stores]
         release = start_release(services[0], "5%:10s, 10%:10s, 20%:10s, 40%:10s, 70%:10s, 100%")
         controllers = [controller(s, clock) for s in services]
         made: list[int] = []
@@ -209,12 +213,12 @@ def test_two_controllers_never_both_make_a_step(database_url: str, clock: FakeCl
 
 
 def test_the_loop_sleeps_until_the_next_timer(store: Store) -> None:
-    svc = ControlService(store)
+    svc = ControlPlane(store)
     ctl = Controller(svc, leadership=SoleLeadership(), hooks=NoHooks(), interval=30)
     release = start_release(svc, "10%:0.3s, 50%:0.3s, 100%")
     ctl.start()
     try:
-        wait_for(lambda: svc.get_release(release.id).phase == "promoted", 10, "promoted")
+        wait_for(lambda: svc.releases.get(release.id).phase == "promoted", 10, "promoted")
     finally:
         ctl.stop()
     assert not ctl.running
@@ -231,15 +235,15 @@ def test_the_change_feed_wakes_the_loop(store: Store) -> None:
     """With nothing due the loop sleeps a whole interval, unless the feed says something changed."""
     feed = ChangeFeed(store)
     feed.start()
-    svc = ControlService(store, feed)
+    svc = ControlPlane(store, feed)
     ctl = Controller(svc, feed=feed, leadership=SoleLeadership(), hooks=NoHooks(), interval=60)
     ctl.start()
     try:
         wait_for(lambda: ctl.ticks >= 1, 10, "the first tick")
         release = start_release(svc, "10%:1h, 100%")
-        wait_for(lambda: svc.get_release(release.id).phase == "running", 10, "started")
-        svc.operate(release.id, Command.ROLLBACK, ACTOR, "alarm")
-        wait_for(lambda: svc.get_release(release.id).phase == "rolled_back", 10, "rolled back")
+        wait_for(lambda: svc.releases.get(release.id).phase == "running", 10, "started")
+        svc.releases.operate(release.id, Command.ROLLBACK, ACTOR, "alarm")
+        wait_for(lambda: svc.releases.get(release.id).phase == "rolled_back", 10, "rolled back")
         started = time.monotonic()
     finally:
         ctl.stop()
@@ -250,7 +254,7 @@ def test_the_change_feed_wakes_the_loop(store: Store) -> None:
 def test_only_the_leader_ticks_and_a_standby_takes_over(sqlite_url: str, tmp_path: Path) -> None:
     store = open_store(sqlite_url)
     try:
-        svc = ControlService(store)
+        svc = ControlPlane(store)
         lock = tmp_path / "leader.lock"
         a = Controller(svc, leadership=FileLockLeadership(lock), hooks=NoHooks(), interval=0.05)
         b = Controller(svc, leadership=FileLockLeadership(lock), hooks=NoHooks(), interval=0.05)
@@ -258,7 +262,7 @@ def test_only_the_leader_ticks_and_a_standby_takes_over(sqlite_url: str, tmp_pat
         wait_for(lambda: a.leadership.held, 5, "a leads")
         b.start()
         release = start_release(svc, "10%:0.2s, 100%")
-        wait_for(lambda: svc.get_release(release.id).phase == "promoted", 10, "promoted")
+        wait_for(lambda: svc.releases.get(release.id).phase == "promoted", 10, "promoted")
         assert b.ticks == 0
         assert not b.leadership.held
         a.stop()
@@ -272,7 +276,8 @@ def test_only_the_leader_ticks_and_a_standby_takes_over(sqlite_url: str, tmp_pat
 def test_a_stuck_release_does_not_make_the_loop_spin(store: Store) -> None:
     """A due release that cannot advance (another writer, a bug) is retried each interval."""
     failures: dict[str, Exception] = {}
-    svc = FlakyService(store, failures=failures)
+    svc = ControlPlane(store)
+    svc.releases = FlakyReleases(svc.uow, failures)
     release = start_release(svc, "10%:1h, 100%")
     failures[release.id] = RuntimeError("a bug")
     ctl = Controller(svc, leadership=SoleLeadership(), hooks=NoHooks(), interval=0.2)
@@ -285,4 +290,4 @@ def test_a_stuck_release_does_not_make_the_loop_spin(store: Store) -> None:
     finally:
         ctl.stop()
     assert elapsed >= 0.5, f"3 ticks in {elapsed:.3f}s: the loop spins"
-    assert svc.get_release(release.id).phase == "pending"
+    assert svc.releases.get(release.id).phase == "pending"

@@ -9,15 +9,16 @@ import pytest
 
 from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import EventRead
-from coalmine.controller.service import ControlService
 from coalmine.controller.webhooks import EventWebhooks
+from coalmine.core.records import EventRecord
 from coalmine.store.db import Store
 from tests.controller import FakeClock, HttpServer, NoHooks, start_release
 
 
-def an_event(n: int, release_id: str | None = "shop-1", kind: str = "step") -> EventRead:
-    return EventRead(
+def an_event(n: int, release_id: str | None = "shop-1", kind: str = "step") -> EventRecord:
+    return EventRecord(
         id=n,
         app="shop",
         release_id=release_id,
@@ -27,6 +28,7 @@ def an_event(n: int, release_id: str | None = "shop-1", kind: str = "step") -> E
         message=f"event {n}",
         phase="running",
         exposure=1000,
+        data={},
     )
 
 
@@ -42,14 +44,14 @@ def test_release_events_reach_the_apps_webhooks_in_order(
     store: Store, clock: FakeClock, http_server: HttpServer, webhooks: EventWebhooks
 ) -> None:
     urls = [http_server.url("/a"), http_server.url("/b")]
-    svc = ControlService(store, clock=clock, sinks=[webhooks])
+    svc = ControlPlane(store, clock=clock, sinks=[webhooks])
     release = start_release(svc, "10%:0s, 100%", webhooks=urls)
     Controller(svc, leadership=SoleLeadership(), hooks=NoHooks(), clock=clock).tick()
-    events = svc.events(release_id=release.id)
+    events = svc.audit.events(release_id=release.id)
     assert [e.kind for e in events] == ["created", "started", "step", "promoting", "promoted"]
     for path in ("/a", "/b"):
         got = http_server.wait(path, len(events))
-        assert [r.body for r in got] == [e.model_dump(mode="json") for e in events]
+        assert [r.body for r in got] == [EventRead.of(e).model_dump(mode="json") for e in events]
         assert [r.headers["coalmine-event-id"] for r in got] == [str(e.id) for e in events]
         assert got[-1].headers["coalmine-event-kind"] == "promoted"
     webhooks.stop()

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from coalmine.controller.plane import ControlPlane as Plane
 from coalmine.controller.schemas import AppSpec, ReleaseCreate
-from coalmine.controller.service import ControlService
 from coalmine.core import Channel, bucket, decide
 from coalmine.core.machine import Command, Tick
 from coalmine.sdk import Client
@@ -48,7 +48,7 @@ class Stack:
 def stack(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     plane = ControlPlane(sqlite_url)
     plane.start()
-    plane.service.apply(AppSpec.model_validate(SPEC), "e2e")
+    plane.service.catalog.apply(AppSpec.model_validate(SPEC), "e2e")
     key = plane.sdk_key(APP)
     gateway = GatewayServer(plane, key).start()
     monkeypatch.setenv("CHAIN_GATEWAY_URL", gateway.url)
@@ -63,11 +63,11 @@ def stack(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 
 def start_release(plane: ControlPlane) -> str:
-    rel = plane.service.start_release(
+    rel = plane.service.releases.start(
         APP, ReleaseCreate(candidate={"a": "v2", "b": "v2", "c": "v2"}), "e2e"
     )
-    plane.service.advance(rel.id, Tick(time.time()))  # pending -> running at 20%
-    assert plane.service.get_release(rel.id).exposure == 2000
+    plane.service.releases.advance(rel.id, Tick(time.time()))  # pending -> running at 20%
+    assert plane.service.releases.get(rel.id).exposure == 2000
     return rel.id
 
 
@@ -105,9 +105,9 @@ def test_chains_run_one_channel_end_to_end_while_exposure_rises(stack: Stack) ->
         results += pool.map(run, users)
         # raise the exposure to 60% while chains are in flight
         later = pool.map(run, users * 2)
-        stack.plane.service.advance(rid, Tick(time.time() + 3601))
+        stack.plane.service.releases.advance(rid, Tick(time.time() + 3601))
         results += later
-        assert stack.plane.service.get_release(rid).exposure == 6000
+        assert stack.plane.service.releases.get(rid).exposure == 6000
         results += pool.map(run, users)
 
     for user, channel, chain in results:
@@ -177,9 +177,11 @@ def test_fail_static_and_catch_up_within_a_second(stack: Stack) -> None:
         # while it is down, the release is rolled back in the store (as by another replica)
         store = open_store(stack.plane.database_url)
         try:
-            service = ControlService(store)
-            service.operate(rid, Command.ROLLBACK, "e2e", "rolled back while the plane was down")
-            snapshot = service.routing_snapshot(APP)
+            service = Plane(store)
+            service.releases.operate(
+                rid, Command.ROLLBACK, "e2e", "rolled back while the plane was down"
+            )
+            snapshot = service.snapshots.snapshot(APP)
         finally:
             store.dispose()
         expected = {u: decide(snapshot.state, u).channel for u in users}

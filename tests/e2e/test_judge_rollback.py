@@ -28,7 +28,8 @@ import pytest
 
 from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
-from coalmine.controller.schemas import AppSpec, EventRead, ReleaseCreate
+from coalmine.controller.schemas import AppSpec, ReleaseCreate
+from coalmine.core.records import EventRecord
 from coalmine.gateway import GatewayConfig
 from coalmine.gateway.app import Gateway
 from coalmine.gateway.source import SyncSource
@@ -127,7 +128,7 @@ class Stack:
         self.plane, self.controller, self.load = plane, controller, load
 
     def release(self, version: str, strategy: str) -> str:
-        rel = self.plane.service.start_release(
+        rel = self.plane.service.releases.start(
             APP,
             ReleaseCreate(candidate={"api": version}, strategy=strategy, analysis=ANALYSIS),
             "e2e",
@@ -139,17 +140,17 @@ class Stack:
         """Poll the release (its phase is store state, no event to wait on) until it ends."""
         deadline = time.monotonic() + timeout
         while True:
-            phase = self.plane.service.get_release(release_id).phase
+            phase = self.plane.service.releases.get(release_id).phase
             if phase in phases:
                 return phase
             if time.monotonic() > deadline:
-                runs = self.plane.service.list_analysis_runs(release_id)
+                runs = self.plane.service.runs.of_release(release_id)
                 last = runs[-1].results.get("reason") if runs else "no analysis run"
                 pytest.fail(f"{release_id} still {phase} after {timeout}s; last analysis: {last}")
             time.sleep(0.05)
 
-    def events(self, release_id: str) -> list[EventRead]:
-        return self.plane.service.events(release_id=release_id, limit=1000)
+    def events(self, release_id: str) -> list[EventRecord]:
+        return self.plane.service.audit.events(release_id=release_id, limit=1000)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     db = tmp_path_factory.mktemp("judge") / "coalmine.db"
     plane = ControlPlane(f"sqlite:///{Path(db)}")
     plane.start()
-    plane.service.apply(AppSpec.model_validate(SPEC), "e2e")
+    plane.service.catalog.apply(AppSpec.model_validate(SPEC), "e2e")
     gateway = JudgedGateway(plane, plane.sdk_key(APP)).start()
     assert plane.app is not None
     controller = Controller(
@@ -183,7 +184,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         plane.stop()
 
 
-def rollback_events(stack: Stack, release_id: str) -> tuple[EventRead, EventRead]:
+def rollback_events(stack: Stack, release_id: str) -> tuple[EventRecord, EventRecord]:
     events = stack.events(release_id)
     [rolling] = [e for e in events if e.kind == "rolling_back"]
     [rolled] = [e for e in events if e.kind == "rolled_back"]
@@ -203,7 +204,7 @@ def test_a_slower_candidate_is_rolled_back_by_the_judge(stack: Stack) -> None:
     assert "canary p50" in rolling.message or "canary p99" in rolling.message
     assert rolled.message.startswith("rolled back: canary failed analysis")
     assert "latency_p" in rolled.message
-    runs = stack.plane.service.list_analysis_runs(rid)
+    runs = stack.plane.service.runs.of_release(rid)
     assert [r.action for r in runs][-1] == "rollback"
     assert runs[-1].results["functions"]["api"]["canary_requests"] >= ANALYSIS["min_requests"]
     assert stack.load.seen["v2", 200] > 0, "the canary was served"
@@ -221,13 +222,13 @@ def test_a_failing_candidate_is_rolled_back_by_the_judge(stack: Stack) -> None:
 def test_a_healthy_candidate_is_judged_at_every_step_and_promoted(stack: Stack) -> None:
     rid = stack.release("v4", "20%:4s, 50%:4s, 100%")
     assert stack.wait_phase(rid, {"rolled_back", "promoted", "paused"}, 30) == "promoted"
-    runs = stack.plane.service.list_analysis_runs(rid)
+    runs = stack.plane.service.runs.of_release(rid)
     assert "rollback" not in [r.action for r in runs]
     assert sum(r.outcome == "pass" for r in runs) >= 2, [r.results["reason"] for r in runs]
     kinds = [e.kind for e in stack.events(rid)]
     assert kinds.index("analysis") < kinds.index("step") < kinds.index("promoting")
     judged_at_50 = kinds[kinds.index("step") : kinds.index("promoting")]
     assert "analysis" in judged_at_50, "judged again after the exposure was raised"
-    app = stack.plane.service.get_app(APP)
+    app = stack.plane.service.catalog.get_app(APP)
     assert {f.name: f.current_version for f in app.functions} == {"api": "v4"}
     assert stack.load.seen["v4", 200] > 0

@@ -59,11 +59,13 @@ def test_bad_usage_is_one_line_and_exit_2(
 def control_plane(sqlite_url: str) -> Iterator[tuple[str, str]]:
     control = create_app(database_url=sqlite_url)
     service = control.state.service
-    service.create_app("shop", "test")
-    service.add_function("shop", "orders", "test")
+    service.catalog.create_app("shop", "test")
+    service.catalog.add_function("shop", "orders", "test")
     target = "tests.gateway.fixtures.orders_v1:handler"
-    service.register_version("shop", "orders", VersionCreate(name="v1", target=target), "test")
-    service.set_current("shop", "orders", "v1", "test")
+    service.catalog.register_version(
+        "shop", "orders", VersionCreate(name="v1", target=target), "test"
+    )
+    service.catalog.set_current("shop", "orders", "v1", "test")
     key = control.state.tokens.create("gateway", "sdk", "shop").token
     with ThreadServer(control) as server:
         yield server.url, key

@@ -26,19 +26,21 @@ async def test_a_rollback_reaches_the_gateway_within_a_second_and_it_fails_stati
 ) -> None:
     control = create_app(database_url=sqlite_url, heartbeat=1.0)
     service, tokens = control.state.service, control.state.tokens
-    service.create_app("shop", "test")
-    service.add_function("shop", "orders", "test")
+    service.catalog.create_app("shop", "test")
+    service.catalog.add_function("shop", "orders", "test")
     for v in (1, 2):
-        service.register_version(
+        service.catalog.register_version(
             "shop", "orders", VersionCreate(name=f"v{v}", target=ORDERS.format(v)), "test"
         )
-    service.set_current("shop", "orders", "v1", "test")
-    release = service.start_release(
+    service.catalog.set_current("shop", "orders", "v1", "test")
+    release = service.releases.start(
         "shop",
         ReleaseCreate(candidate={"orders": "v2"}, strategy="Canary30Percent5Minutes"),
         "test",
     )
-    service.advance(release.id, Tick(time.time() + 1e6))  # the controller's first step: 30%
+    service.releases.advance(
+        release.id, Tick(time.time() + 1e6)
+    )  # the controller's first step: 30%
     key = tokens.create("gateway", "sdk", "shop").token
     cache = tmp_path / "cache"
 
@@ -70,7 +72,7 @@ async def test_a_rollback_reaches_the_gateway_within_a_second_and_it_fails_stati
             assert (r.headers["x-coalmine-channel"], r.json()["file"]) == ("canary", "orders_v2")
 
             await asyncio.to_thread(
-                service.operate, release.id, Command.ROLLBACK, "test", "p99 doubled"
+                service.releases.operate, release.id, Command.ROLLBACK, "test", "p99 doubled"
             )
             rolled_back = time.monotonic()
             while True:

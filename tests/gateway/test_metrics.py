@@ -127,7 +127,7 @@ async def test_with_a_control_plane_the_windows_arrive_in_the_store(sqlite_url: 
             assert flusher.stats.sent == 3
 
             def stored(function: str, version: str, channel: str) -> tuple[int, int, int]:
-                m = plane.service.metrics_for(APP, function, version, channel, since=0)
+                m = plane.service.metrics.metrics_for(APP, function, version, channel, since=0)
                 return (m.requests, m.errors, m.histogram.count)
 
             assert await asyncio.to_thread(stored, "greet", "v1", "stable") == (1, 0, 1)

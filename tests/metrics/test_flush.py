@@ -235,9 +235,11 @@ def test_windows_survive_a_control_plane_outage_and_arrive_exactly(sqlite_url: s
         assert r.stats.pending == 0
         assert f.stats.dropped == 0
         for total in r.totals():
-            stored = plane.service.metrics_for(*total.key, since=0)
+            stored = plane.service.metrics.metrics_for(*total.key, since=0)
             assert stored.to_dict() == total.to_dict()
-        canary = plane.service.metrics_for("shop", "api", "v2", "canary", since=T0, until=T0 + 10)
+        canary = plane.service.metrics.metrics_for(
+            "shop", "api", "v2", "canary", since=T0, until=T0 + 10
+        )
         assert (canary.requests, canary.errors) == (2, 1)
         assert isinstance(canary, VersionMetrics)
         assert canary.channel is Channel.CANARY

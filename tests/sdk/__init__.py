@@ -21,11 +21,12 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from coalmine.controller.schemas import AppSpec, ReleaseCreate, ReleaseRead
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane as Plane
+from coalmine.controller.schemas import AppSpec, ReleaseCreate
 from coalmine.controller.tokens import TokenService
 from coalmine.core.machine import Tick
 from coalmine.core.model import Release
+from coalmine.core.records import ReleaseRecord
 from coalmine.core.routing import RoutingState
 from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
@@ -73,9 +74,9 @@ class ControlPlane:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def service(self) -> ControlService:
+    def service(self) -> Plane:
         assert self.app is not None
-        service: ControlService = self.app.state.service
+        service: Plane = self.app.state.plane
         return service
 
     @property
@@ -130,21 +131,21 @@ class ControlPlane:
     # data ---------------------------------------------------------------------
 
     def seed(self, spec: dict[str, Any] | None = None) -> None:
-        self.service.apply(AppSpec.model_validate(spec or SHOP), ACTOR)
+        self.service.catalog.apply(AppSpec.model_validate(spec or SHOP), ACTOR)
 
-    def start_release(self, app: str = APP, **changes: str) -> ReleaseRead:
+    def start_release(self, app: str = APP, **changes: str) -> ReleaseRecord:
         """A release of ``changes`` (api -> v2 by default), moved to its first step (30%)."""
-        rel = self.service.start_release(
+        rel = self.service.releases.start(
             app, ReleaseCreate(candidate=changes or {"api": "v2"}), ACTOR
         )
-        self.service.advance(rel.id, Tick(time.time()))
-        return self.service.get_release(rel.id)
+        self.service.releases.advance(rel.id, Tick(time.time()))
+        return self.service.releases.get(rel.id)
 
     def sdk_key(self, app: str = APP) -> str:
         return self.tokens.create(f"sdk-{app}-{time.monotonic_ns()}", "sdk", app).token
 
     def snapshot(self, app: str = APP) -> RoutingSnapshot:
-        return self.service.routing_snapshot(app)
+        return self.service.snapshots.snapshot(app)
 
 
 @dataclass

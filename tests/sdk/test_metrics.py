@@ -174,8 +174,8 @@ def test_invocations_reach_the_control_plane(sqlite_url: str) -> None:
             assert client.flusher is not None
             assert client.flusher.flush()
             assert client.flusher.stats.sent == 2
-            stored_stable = plane.service.metrics_for(APP, "api", "v1", "stable", since=0)
-            stored_canary = plane.service.metrics_for(APP, "api", "v2", "canary", since=0)
+            stored_stable = plane.service.metrics.metrics_for(APP, "api", "v1", "stable", since=0)
+            stored_canary = plane.service.metrics.metrics_for(APP, "api", "v2", "canary", since=0)
             assert (stored_stable.requests, stored_stable.errors) == (4, 0)
             assert (stored_canary.requests, stored_canary.errors) == (2, 1)
             assert client.recorder is not None

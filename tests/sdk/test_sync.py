@@ -60,9 +60,9 @@ def test_follows_the_stream_and_a_rollback_arrives_within_a_second(
         assert status.age is not None
         assert status.age < 5
 
-        rel = plane.service.active_release(APP)
+        rel = plane.service.releases.active(APP)
         assert rel is not None
-        plane.service.operate(rel.id, Command.ROLLBACK, ACTOR, "p99 doubled")
+        plane.service.releases.operate(rel.id, Command.ROLLBACK, ACTOR, "p99 doubled")
         answered = time.monotonic()
         at, snap = changes.wait_for(lambda s: _phase(s) is Phase.ROLLING_BACK)
         latency = at - answered
@@ -103,9 +103,11 @@ def test_fail_static_while_down_then_catches_up_within_a_second_of_the_restart(
 
         # while it is down, an operator rolls the release back (in the same store)
         plane.prepare()
-        rel = plane.service.active_release(APP)
+        rel = plane.service.releases.active(APP)
         assert rel is not None
-        plane.service.operate(rel.id, Command.ROLLBACK, ACTOR, "rolled back during the outage")
+        plane.service.releases.operate(
+            rel.id, Command.ROLLBACK, ACTOR, "rolled back during the outage"
+        )
         assert client.snapshot(APP) is before
 
         up = plane.start()  # same port, same store
@@ -169,9 +171,9 @@ def test_poll_fallback_with_etag_gets_304s_then_the_change(plane: ControlPlane) 
         wait_until(lambda: sync.status(APP).not_modified >= 3, what="304 answers")
         assert sync.snapshot(APP) is first  # a 304 keeps the same snapshot
 
-        rel = plane.service.active_release(APP)
+        rel = plane.service.releases.active(APP)
         assert rel is not None
-        plane.service.operate(rel.id, Command.ROLLBACK, ACTOR, "by poll")
+        plane.service.releases.operate(rel.id, Command.ROLLBACK, ACTOR, "by poll")
         _, snap = changes.wait_for(lambda s: _phase(s) is Phase.ROLLING_BACK)
         assert snap.revision > first.revision
         status = sync.status(APP)
@@ -180,7 +182,7 @@ def test_poll_fallback_with_etag_gets_304s_then_the_change(plane: ControlPlane) 
 
 
 def test_a_key_of_another_app_is_refused_and_reported(plane: ControlPlane) -> None:
-    plane.service.create_app("blog", ACTOR)
+    plane.service.catalog.create_app("blog", ACTOR)
     with RoutingSync(plane.url, plane.sdk_key("blog"), [APP], backoff_max=0.2) as sync:
         assert not sync.wait_ready(0.5)
         status = sync.status(APP)

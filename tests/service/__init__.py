@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import func, select
 
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import AppSpec, FunctionSpec, ReleaseSettings
-from coalmine.controller.service import ControlService
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store, open_store
 from coalmine.store.models import AppRow, EventRow, FunctionRow, ReleaseRow, VersionRow
@@ -45,7 +45,7 @@ class Env:
     store: Store
     feed: ChangeFeed
     clock: FakeClock
-    svc: ControlService
+    svc: ControlPlane
 
 
 @contextmanager
@@ -55,7 +55,7 @@ def open_env(url: str) -> Iterator[Env]:
     feed = ChangeFeed(store)
     clock = FakeClock()
     try:
-        yield Env(store, feed, clock, ControlService(store, feed, clock=clock))
+        yield Env(store, feed, clock, ControlPlane(store, feed, clock=clock))
     finally:
         feed.stop()
         store.dispose()
@@ -87,7 +87,7 @@ def shop_spec(**release: object) -> AppSpec:
 
 
 def seed(env: Env) -> None:
-    env.svc.apply(shop_spec(), ACTOR)
+    env.svc.catalog.apply(shop_spec(), ACTOR)
 
 
 TABLES = {

@@ -23,7 +23,7 @@ def test_apply_creates_everything_then_is_idempotent(env: Env) -> None:
     env.feed.subscribe(got.append)
     spec = shop_spec()
 
-    dry = svc.apply(spec, ACTOR, dry_run=True)
+    dry = svc.catalog.apply(spec, ACTOR, dry_run=True)
     assert dry.dry_run
     assert dry.changed
     assert row_counts(env.store) == dict.fromkeys(
@@ -31,7 +31,7 @@ def test_apply_creates_everything_then_is_idempotent(env: Env) -> None:
     )
     assert got == []  # a dry run tells no one
 
-    result = svc.apply(spec, ACTOR)
+    result = svc.catalog.apply(spec, ACTOR)
     assert not result.dry_run
     assert result.changed
     assert result.changes == dry.changes  # the dry run reported exactly what apply did
@@ -51,7 +51,7 @@ def test_apply_creates_everything_then_is_idempotent(env: Env) -> None:
     ]
     assert got == ["shop"]
 
-    app = svc.get_app(APP)
+    app = svc.catalog.get_app(APP)
     assert {f.name: f.current_version for f in app.functions} == {
         "cart": "v1",
         "notify": None,
@@ -67,47 +67,50 @@ def test_apply_creates_everything_then_is_idempotent(env: Env) -> None:
     assert counts["apps"] == 1
     assert counts["functions"] == 3
     assert counts["versions"] == 6
-    events = svc.events(app=APP)
+    events = svc.audit.events(app=APP)
     assert events[0].kind == "app_created"
     assert all(e.actor == ACTOR for e in events)
 
-    again = svc.apply(spec, ACTOR)
+    again = svc.catalog.apply(spec, ACTOR)
     assert not again.changed
     assert again.changes == []
     assert row_counts(env.store) == counts
-    assert svc.events(app=APP) == events
-    assert svc.revision(APP) == app.revision
+    assert svc.audit.events(app=APP) == events
+    assert svc.snapshots.revision(APP) == app.revision
     assert got == ["shop"]
 
 
 @SQLITE_ONLY
 def test_apply_adds_to_an_existing_app_and_updates_settings(env: Env) -> None:
     svc = env.svc
-    svc.apply(shop_spec(), ACTOR)
-    revision = svc.revision(APP)
+    svc.catalog.apply(shop_spec(), ACTOR)
+    revision = svc.snapshots.revision(APP)
     spec = shop_spec(route_mode="request")
     spec.functions["cart"].versions["v4"] = "shop.cart:handler_v4"
 
-    dry = svc.apply(spec, ACTOR, dry_run=True)
+    dry = svc.catalog.apply(spec, ACTOR, dry_run=True)
     assert dry.changes == ["update release settings", "register cart v4 -> shop.cart:handler_v4"]
-    assert svc.get_app(APP).settings.route_mode == "user"
+    assert svc.catalog.get_app(APP).settings.route_mode == "user"
 
-    result = svc.apply(spec, ACTOR)
+    result = svc.catalog.apply(spec, ACTOR)
     assert result.changes == dry.changes
-    app = svc.get_app(APP)
+    app = svc.catalog.get_app(APP)
     assert app.settings.route_mode == "request"
     assert app.revision > revision
-    assert [e.kind for e in svc.events(app=APP)][-2:] == ["settings_updated", "version_registered"]
+    assert [e.kind for e in svc.audit.events(app=APP)][-2:] == [
+        "settings_updated",
+        "version_registered",
+    ]
 
 
 def test_a_spec_that_changes_a_running_version_writes_nothing(env: Env) -> None:
     svc = env.svc
-    svc.apply(shop_spec(), ACTOR)
+    svc.catalog.apply(shop_spec(), ACTOR)
     got: list[str] = []
     env.feed.subscribe(got.append)
     before = row_counts(env.store)
-    events = svc.events()
-    revision = svc.revision(APP)
+    events = svc.audit.events()
+    revision = svc.snapshots.revision(APP)
 
     # Earlier in the same apply: a new function, a new version, new settings. All or nothing.
     spec = shop_spec(strategy="AllAtOnce")
@@ -115,12 +118,12 @@ def test_a_spec_that_changes_a_running_version_writes_nothing(env: Env) -> None:
     spec.functions["cart"].versions["v4"] = "shop.cart:handler_v4"
     spec.functions["pay"].current = "v2"  # pay runs v1: that is a release's job
     with pytest.raises(Conflict, match="function pay runs v1, the file says current v2"):
-        svc.apply(spec, ACTOR)
+        svc.catalog.apply(spec, ACTOR)
 
     assert row_counts(env.store) == before
-    assert svc.events() == events
-    assert svc.revision(APP) == revision
-    app = svc.get_app(APP)
+    assert svc.audit.events() == events
+    assert svc.snapshots.revision(APP) == revision
+    app = svc.catalog.get_app(APP)
     assert app.settings.strategy == STRATEGY
     assert "audit" not in {f.name for f in app.functions}
     assert got == []
@@ -128,15 +131,15 @@ def test_a_spec_that_changes_a_running_version_writes_nothing(env: Env) -> None:
 
 def test_a_spec_that_changes_a_registered_target_writes_nothing(env: Env) -> None:
     svc = env.svc
-    svc.apply(shop_spec(), ACTOR)
+    svc.catalog.apply(shop_spec(), ACTOR)
     before = row_counts(env.store)
     spec = shop_spec()
     spec.functions["notify"].current = "v1"  # would be set, sorted before pay's conflict
     spec.functions["pay"].versions["v2"] = "shop.pay:rebuilt"
     with pytest.raises(Conflict, match=r"versions are\s+immutable"):
-        svc.apply(spec, ACTOR)
+        svc.catalog.apply(spec, ACTOR)
     assert row_counts(env.store) == before
-    assert {f.name: f.current_version for f in svc.get_app(APP).functions}["notify"] is None
+    assert {f.name: f.current_version for f in svc.catalog.get_app(APP).functions}["notify"] is None
 
 
 @pytest.mark.parametrize(
@@ -168,22 +171,22 @@ def test_invalid_specs_are_invalid_input_and_write_nothing(
     sqlite_url: str, spec: AppSpec, problem: str
 ) -> None:
     with open_env(sqlite_url) as env:
-        env.svc.apply(shop_spec(), ACTOR)
+        env.svc.catalog.apply(shop_spec(), ACTOR)
         before = row_counts(env.store)
         with pytest.raises(InvalidInput, match=problem):
-            env.svc.apply(spec, ACTOR)
+            env.svc.catalog.apply(spec, ACTOR)
         with pytest.raises(InvalidInput, match=problem):
-            env.svc.apply(spec, ACTOR, dry_run=True)
+            env.svc.catalog.apply(spec, ACTOR, dry_run=True)
         assert row_counts(env.store) == before
-        assert env.svc.get_app(APP).settings.strategy == STRATEGY
+        assert env.svc.catalog.get_app(APP).settings.strategy == STRATEGY
 
 
 def test_invalid_strategy_writes_nothing_on_postgres_too(env: Env) -> None:
     before = row_counts(env.store)
     with pytest.raises(InvalidInput, match="unknown strategy"):
-        env.svc.apply(shop_spec(strategy="Whenever"), ACTOR)
+        env.svc.catalog.apply(shop_spec(strategy="Whenever"), ACTOR)
     assert row_counts(env.store) == before
-    assert env.svc.list_apps() == []
+    assert env.svc.catalog.list_apps() == []
 
 
 def test_release_settings_schema_refuses_unknown_fields() -> None:

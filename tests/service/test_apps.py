@@ -19,7 +19,7 @@ def env(database_url: str) -> Iterator[Env]:
 
 
 def kinds(env: Env) -> list[str]:
-    return [e.kind for e in env.svc.events()]
+    return [e.kind for e in env.svc.audit.events()]
 
 
 def test_apps_functions_and_versions(env: Env) -> None:
@@ -27,7 +27,7 @@ def test_apps_functions_and_versions(env: Env) -> None:
     got: list[str] = []
     env.feed.subscribe(got.append)
 
-    created = svc.create_app(
+    created = svc.catalog.create_app(
         "shop", ACTOR, ReleaseSettings(strategy="AllAtOnce", webhooks=["https://hooks.example/x"])
     )
     assert created.name == "shop"
@@ -38,32 +38,34 @@ def test_apps_functions_and_versions(env: Env) -> None:
     assert created.settings.strategy == "AllAtOnce"
     assert got == ["shop"]
 
-    svc.create_app("blog", ACTOR)
-    assert [a.name for a in svc.list_apps()] == ["blog", "shop"]
-    assert svc.get_app("blog").settings == ReleaseSettings()
+    svc.catalog.create_app("blog", ACTOR)
+    assert [a.name for a in svc.catalog.list_apps()] == ["blog", "shop"]
+    assert svc.catalog.get_app("blog").settings == ReleaseSettings()
 
     env.clock.advance(5)
-    app = svc.add_function("shop", "cart", ACTOR)
+    app = svc.catalog.add_function("shop", "cart", ACTOR)
     assert [(f.name, f.current_version, f.versions) for f in app.functions] == [("cart", None, [])]
-    svc.add_function("shop", "aaa", ACTOR)
-    assert [f.name for f in svc.get_app("shop").functions] == ["aaa", "cart"]  # by name
+    svc.catalog.add_function("shop", "aaa", ACTOR)
+    assert [f.name for f in svc.catalog.get_app("shop").functions] == ["aaa", "cart"]  # by name
 
-    v1 = svc.register_version("shop", "cart", VersionCreate(name="v1", target="shop.cart:h"), ACTOR)
+    v1 = svc.catalog.register_version(
+        "shop", "cart", VersionCreate(name="v1", target="shop.cart:h"), ACTOR
+    )
     assert (v1.name, v1.target, v1.created_at) == ("v1", "shop.cart:h", T0 + 5)
     url = "https://cart.example.com/v2"
-    svc.register_version("shop", "cart", VersionCreate(name="v2", target=url), ACTOR)
+    svc.catalog.register_version("shop", "cart", VersionCreate(name="v2", target=url), ACTOR)
     arn = "arn:aws:lambda:us-east-1:123456789012:function:cart:7"
-    svc.register_version("shop", "cart", VersionCreate(name="v3", target=arn), ACTOR)
-    cart = next(f for f in svc.get_app("shop").functions if f.name == "cart")
+    svc.catalog.register_version("shop", "cart", VersionCreate(name="v3", target=arn), ACTOR)
+    cart = next(f for f in svc.catalog.get_app("shop").functions if f.name == "cart")
     assert [(v.name, v.target) for v in cart.versions] == [
         ("v1", "shop.cart:h"),
         ("v2", url),
         ("v3", arn),
     ]
 
-    app = svc.set_current("shop", "cart", "v1", ACTOR)
+    app = svc.catalog.set_current("shop", "cart", "v1", ACTOR)
     assert next(f for f in app.functions if f.name == "cart").current_version == "v1"
-    assert svc.revision("shop") == app.revision == 7  # every change bumped it
+    assert svc.snapshots.revision("shop") == app.revision == 7  # every change bumped it
     assert kinds(env)[-7:] == [
         "app_created",
         "function_added",
@@ -73,7 +75,7 @@ def test_apps_functions_and_versions(env: Env) -> None:
         "version_registered",
         "current_set",
     ]
-    last = svc.events(app="shop")[-1]
+    last = svc.audit.events(app="shop")[-1]
     assert (last.actor, last.message, last.data) == (
         ACTOR,
         "cart now runs v1",
@@ -86,50 +88,54 @@ def test_apps_functions_and_versions(env: Env) -> None:
 def test_lookups_of_unknown_things_are_not_found(env: Env) -> None:
     svc = env.svc
     with pytest.raises(NotFound, match="no app named 'nope'"):
-        svc.get_app("nope")
+        svc.catalog.get_app("nope")
     with pytest.raises(NotFound, match="no app named"):
-        svc.add_function("nope", "cart", ACTOR)
-    svc.create_app("shop", ACTOR)
+        svc.catalog.add_function("nope", "cart", ACTOR)
+    svc.catalog.create_app("shop", ACTOR)
     with pytest.raises(NotFound, match="no function named 'cart'"):
-        svc.register_version("shop", "cart", VersionCreate(name="v1", target="m:h"), ACTOR)
+        svc.catalog.register_version("shop", "cart", VersionCreate(name="v1", target="m:h"), ACTOR)
     with pytest.raises(NotFound, match="no function named 'cart'"):
-        svc.set_current("shop", "cart", "v1", ACTOR)
+        svc.catalog.set_current("shop", "cart", "v1", ACTOR)
     with pytest.raises(NotFound, match="no release with id 'shop-9'"):
-        svc.get_release("shop-9")
+        svc.releases.get("shop-9")
     with pytest.raises(NotFound):
-        svc.revision("nope")
+        svc.snapshots.revision("nope")
 
 
 def test_conflicts_and_invalid_input_write_nothing(env: Env) -> None:
     svc = env.svc
-    svc.create_app("shop", ACTOR)
-    svc.add_function("shop", "cart", ACTOR)
-    svc.register_version("shop", "cart", VersionCreate(name="v1", target="shop.cart:h"), ACTOR)
+    svc.catalog.create_app("shop", ACTOR)
+    svc.catalog.add_function("shop", "cart", ACTOR)
+    svc.catalog.register_version(
+        "shop", "cart", VersionCreate(name="v1", target="shop.cart:h"), ACTOR
+    )
     before = row_counts(env.store)
-    revision = svc.revision("shop")
+    revision = svc.snapshots.revision("shop")
 
     with pytest.raises(Conflict, match="app 'shop' already exists"):
-        svc.create_app("shop", ACTOR)
+        svc.catalog.create_app("shop", ACTOR)
     with pytest.raises(Conflict, match="already has a function named 'cart'"):
-        svc.add_function("shop", "cart", ACTOR)
+        svc.catalog.add_function("shop", "cart", ACTOR)
     with pytest.raises(Conflict, match="versions are immutable"):
-        svc.register_version(
+        svc.catalog.register_version(
             "shop", "cart", VersionCreate(name="v1", target="shop.cart:other"), ACTOR
         )
     with pytest.raises(Conflict, match="already registered"):
-        svc.register_version("shop", "cart", VersionCreate(name="v1", target="shop.cart:h"), ACTOR)
+        svc.catalog.register_version(
+            "shop", "cart", VersionCreate(name="v1", target="shop.cart:h"), ACTOR
+        )
     with pytest.raises(InvalidInput, match="invalid app name"):
-        svc.create_app("Shop!", ACTOR)
+        svc.catalog.create_app("Shop!", ACTOR)
     with pytest.raises(InvalidInput, match="invalid function name"):
-        svc.add_function("shop", "-cart", ACTOR)
+        svc.catalog.add_function("shop", "-cart", ACTOR)
     with pytest.raises(InvalidInput, match="unknown strategy"):
-        svc.create_app("blog", ACTOR, ReleaseSettings(strategy="Sometimes"))
+        svc.catalog.create_app("blog", ACTOR, ReleaseSettings(strategy="Sometimes"))
     with pytest.raises(InvalidInput, match="not registered"):
-        svc.set_current("shop", "cart", "v9", ACTOR)
+        svc.catalog.set_current("shop", "cart", "v9", ACTOR)
 
     assert row_counts(env.store) == before
-    assert svc.revision("shop") == revision
-    assert svc.get_app("shop").functions[0].versions[0].target == "shop.cart:h"
+    assert svc.snapshots.revision("shop") == revision
+    assert svc.catalog.get_app("shop").functions[0].versions[0].target == "shop.cart:h"
 
 
 @pytest.mark.parametrize(
@@ -144,22 +150,24 @@ def test_conflicts_and_invalid_input_write_nothing(env: Env) -> None:
 )
 def test_invalid_targets_are_invalid_input(sqlite_url: str, target: str, problem: str) -> None:
     with open_env(sqlite_url) as env:
-        env.svc.create_app("shop", ACTOR)
-        env.svc.add_function("shop", "cart", ACTOR)
+        env.svc.catalog.create_app("shop", ACTOR)
+        env.svc.catalog.add_function("shop", "cart", ACTOR)
         with pytest.raises(InvalidInput, match=problem):
-            env.svc.register_version("shop", "cart", VersionCreate(name="v1", target=target), ACTOR)
-        assert env.svc.get_app("shop").functions[0].versions == []
+            env.svc.catalog.register_version(
+                "shop", "cart", VersionCreate(name="v1", target=target), ACTOR
+            )
+        assert env.svc.catalog.get_app("shop").functions[0].versions == []
 
 
 @pytest.mark.parametrize("name", ["-v1", "v 1", "v1/x", "v" * 65])
 def test_invalid_version_names_are_refused_by_the_service(sqlite_url: str, name: str) -> None:
     """The schema refuses these too; the service must not rely on it (other callers)."""
     with open_env(sqlite_url) as env:
-        env.svc.create_app("shop", ACTOR)
-        env.svc.add_function("shop", "cart", ACTOR)
+        env.svc.catalog.create_app("shop", ACTOR)
+        env.svc.catalog.add_function("shop", "cart", ACTOR)
         before = row_counts(env.store)
         with pytest.raises(InvalidInput, match="invalid version name"):
-            env.svc.register_version(
+            env.svc.catalog.register_version(
                 "shop", "cart", VersionCreate.model_construct(name=name, target="m:h"), ACTOR
             )
         assert row_counts(env.store) == before
@@ -170,20 +178,22 @@ def test_invalid_version_names_are_refused_by_the_service(sqlite_url: str, name:
 @SQLITE_ONLY
 def test_set_current_is_refused_during_an_active_release(env: Env) -> None:
     svc = env.svc
-    svc.create_app("shop", ACTOR)
-    svc.add_function("shop", "cart", ACTOR)
+    svc.catalog.create_app("shop", ACTOR)
+    svc.catalog.add_function("shop", "cart", ACTOR)
     for name in ("v1", "v2"):
-        svc.register_version("shop", "cart", VersionCreate(name=name, target="m:h" + name), ACTOR)
-    svc.set_current("shop", "cart", "v1", ACTOR)
-    release = svc.start_release("shop", ReleaseCreate(candidate={"cart": "v2"}), ACTOR)
-    assert svc.get_app("shop").active_release == release.id
+        svc.catalog.register_version(
+            "shop", "cart", VersionCreate(name=name, target="m:h" + name), ACTOR
+        )
+    svc.catalog.set_current("shop", "cart", "v1", ACTOR)
+    release = svc.releases.start("shop", ReleaseCreate(candidate={"cart": "v2"}), ACTOR)
+    assert svc.catalog.get_app("shop").active_release == release.id
     before = row_counts(env.store)
     with pytest.raises(Conflict, match=f"active release {release.id}"):
-        svc.set_current("shop", "cart", "v2", ACTOR)
+        svc.catalog.set_current("shop", "cart", "v2", ACTOR)
     with pytest.raises(InvalidInput, match="not registered"):  # checked first
-        svc.set_current("shop", "cart", "v7", ACTOR)
+        svc.catalog.set_current("shop", "cart", "v7", ACTOR)
     assert row_counts(env.store) == before
-    cart = svc.get_app("shop").functions[0]
+    cart = svc.catalog.get_app("shop").functions[0]
     assert cart.current_version == "v1"
 
 
@@ -192,4 +202,4 @@ def test_concurrent_duplicate_app_is_a_conflict_not_an_integrity_error(env: Env)
     with env.store.transaction() as s:
         s.add(AppRow(name="shop", settings={}, created_at=T0))
     with pytest.raises(Conflict, match="already exists"):
-        env.svc.create_app("shop", ACTOR)
+        env.svc.catalog.create_app("shop", ACTOR)

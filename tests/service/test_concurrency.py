@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy.orm.exc import StaleDataError
 
-from coalmine.controller.schemas import ReleaseCreate, ReleaseRead, VersionCreate
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
+from coalmine.controller.schemas import ReleaseCreate, VersionCreate
 from coalmine.core.errors import Conflict
 from coalmine.core.machine import Command, InvalidTransition, Tick
+from coalmine.core.records import ReleaseRecord
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.store.models import ReleaseRow
 from tests.service import ACTOR, APP, POSTGRES_ONLY, T0, Env, open_env, seed, shop_spec
@@ -25,13 +26,13 @@ def env(database_url: str) -> Iterator[Env]:
 
 
 def start(env: Env) -> str:
-    return env.svc.start_release(APP, ReleaseCreate(candidate={"cart": "v2"}), ACTOR).id
+    return env.svc.releases.start(APP, ReleaseCreate(candidate={"cart": "v2"}), ACTOR).id
 
 
 class InterleavingClock:
     """A clock that runs ``between`` on its n-th reading: after the release was loaded.
 
-    `ControlService._apply_event` reads the clock once it has loaded the release and
+    `ControlPlane._apply_event` reads the clock once it has loaded the release and
     computed the transition, before writing; `operate` reads it once before that.
     """
 
@@ -50,27 +51,27 @@ class InterleavingClock:
 @POSTGRES_ONLY
 def test_two_services_change_the_same_release_one_wins(env: Env) -> None:
     rid = start(env)
-    env.svc.advance(rid, Tick(T0))  # running
-    other = ControlService(env.store, env.feed, clock=lambda: T0 + 1)
-    won: list[ReleaseRead] = []
+    env.svc.releases.advance(rid, Tick(T0))  # running
+    other = ControlPlane(env.store, env.feed, clock=lambda: T0 + 1)
+    won: list[ReleaseRecord] = []
 
     def other_pauses() -> None:
-        won.append(other.operate(rid, Command.PAUSE, "bob", "bob was faster"))
+        won.append(other.releases.operate(rid, Command.PAUSE, "bob", "bob was faster"))
 
-    loser = ControlService(env.store, env.feed, clock=InterleavingClock(2, other_pauses))
-    events_before = len(env.svc.events(release_id=rid))
+    loser = ControlPlane(env.store, env.feed, clock=InterleavingClock(2, other_pauses))
+    events_before = len(env.svc.audit.events(release_id=rid))
     with pytest.raises(Conflict, match=f"release {rid} was changed by someone else"):
-        loser.operate(rid, Command.ROLLBACK, "alice", "alice was slower")
+        loser.releases.operate(rid, Command.ROLLBACK, "alice", "alice was slower")
 
     assert [r.phase for r in won] == ["paused"]
-    r = env.svc.get_release(rid)
+    r = env.svc.releases.get(rid)
     assert (r.phase, r.reason, r.row_version) == ("paused", "bob was faster", 3)
-    events = env.svc.events(release_id=rid)
+    events = env.svc.audit.events(release_id=rid)
     assert len(events) == events_before + 1
     assert (events[-1].actor, events[-1].kind) == ("bob", "paused")
 
     # once it has seen the new state, the loser decides again: on the paused release
-    rolled = loser.operate(rid, Command.ROLLBACK, "alice", "still bad")
+    rolled = loser.releases.operate(rid, Command.ROLLBACK, "alice", "still bad")
     assert (rolled.phase, rolled.row_version) == ("rolling_back", 4)
 
 
@@ -78,21 +79,19 @@ def test_two_services_change_the_same_release_one_wins(env: Env) -> None:
 def test_a_tick_that_loses_to_an_operator_changes_nothing(env: Env) -> None:
     """The controller's tick and an operator's rollback race: the rollback must not be undone."""
     rid = start(env)
-    other = ControlService(env.store, env.feed, clock=lambda: T0)
+    other = ControlPlane(env.store, env.feed, clock=lambda: T0)
 
     def operator_rolls_back() -> None:
-        other.operate(rid, Command.ROLLBACK, "alice", "alarm")
+        other.releases.operate(rid, Command.ROLLBACK, "alice", "alarm")
 
-    controller = ControlService(
-        env.store, env.feed, clock=InterleavingClock(1, operator_rolls_back)
-    )
-    revision = env.svc.revision(APP)
+    controller = ControlPlane(env.store, env.feed, clock=InterleavingClock(1, operator_rolls_back))
+    revision = env.svc.snapshots.revision(APP)
     with pytest.raises(Conflict):
-        controller.advance(rid, Tick(T0))
-    r = env.svc.get_release(rid)
+        controller.releases.advance(rid, Tick(T0))
+    r = env.svc.releases.get(rid)
     assert (r.phase, r.exposure, r.reason) == ("rolling_back", 0, "alarm")
-    assert env.svc.revision(APP) == revision + 1  # only the winner bumped it
-    assert [e.kind for e in env.svc.events(release_id=rid)] == ["created", "rolling_back"]
+    assert env.svc.snapshots.revision(APP) == revision + 1  # only the winner bumped it
+    assert [e.kind for e in env.svc.audit.events(release_id=rid)] == ["created", "rolling_back"]
 
 
 def test_stale_row_version_is_refused_by_the_database(env: Env) -> None:
@@ -114,7 +113,7 @@ def test_stale_row_version_is_refused_by_the_database(env: Env) -> None:
                 slow.flush()
     finally:
         slow.close()
-    r = env.svc.get_release(rid)
+    r = env.svc.releases.get(rid)
     assert (r.phase, r.row_version) == ("running", 2)
 
 
@@ -126,7 +125,7 @@ def test_threads_racing_operate_one_wins_each_step(env: Env) -> None:
     serialised (BEGIN IMMEDIATE): the loser sees the winner's result, an InvalidTransition.
     """
     rid = start(env)
-    env.svc.advance(rid, Tick(T0))  # running
+    env.svc.releases.advance(rid, Tick(T0))  # running
     interleave = env.store.is_postgres
     gate = threading.Barrier(2, timeout=10)
     local = threading.local()
@@ -140,20 +139,20 @@ def test_threads_racing_operate_one_wins_each_step(env: Env) -> None:
     lock = threading.Lock()
 
     def race(
-        svc: ControlService, actor: str, command: Command, results: list[ReleaseRead | Exception]
+        svc: ControlPlane, actor: str, command: Command, results: list[ReleaseRecord | Exception]
     ) -> None:
         local.calls = 0
         try:
-            out: ReleaseRead | Exception = svc.operate(rid, command, actor)
+            out: ReleaseRecord | Exception = svc.releases.operate(rid, command, actor)
         except (Conflict, InvalidTransition) as exc:
             out = exc
         with lock:
             results.append(out)
 
-    services = [ControlService(env.store, env.feed, clock=clock) for _ in range(2)]
+    services = [ControlPlane(env.store, env.feed, clock=clock) for _ in range(2)]
     rounds = [Command.PAUSE, Command.RESUME, Command.PAUSE, Command.ROLLBACK]
     for round_no, command in enumerate(rounds):
-        results: list[ReleaseRead | Exception] = []
+        results: list[ReleaseRecord | Exception] = []
         threads = [
             threading.Thread(target=race, args=(svc, f"op{i}", command, results))
             for i, svc in enumerate(services)
@@ -163,7 +162,7 @@ def test_threads_racing_operate_one_wins_each_step(env: Env) -> None:
         for t in threads:
             t.join(timeout=30)
         assert not any(t.is_alive() for t in threads)
-        wins = [r for r in results if isinstance(r, ReleaseRead)]
+        wins = [r for r in results if isinstance(r, ReleaseRecord)]
         losses = [r for r in results if isinstance(r, Exception)]
         assert len(wins) == 1, f"round {round_no} ({command}): {results}"
         assert len(losses) == 1
@@ -171,9 +170,9 @@ def test_threads_racing_operate_one_wins_each_step(env: Env) -> None:
         assert wins[0].row_version == round_no + 3
         gate.reset()
 
-    r = env.svc.get_release(rid)
+    r = env.svc.releases.get(rid)
     assert r.phase == "rolling_back"
-    kinds = [e.kind for e in env.svc.events(release_id=rid)]
+    kinds = [e.kind for e in env.svc.audit.events(release_id=rid)]
     assert kinds == ["created", "started", "paused", "resumed", "paused", "rolling_back"]
 
 
@@ -182,19 +181,19 @@ def test_concurrent_changes_to_one_app_never_share_a_revision(env: Env) -> None:
     """Every committed routing change gets its own revision: the ETag and the SSE stream
     skip a snapshot whose revision they have seen, so a lost bump would hide a rollback."""
     rid = start(env)
-    env.svc.advance(rid, Tick(T0))  # running at 10%
-    before = env.svc.routing_snapshot(APP)
+    env.svc.releases.advance(rid, Tick(T0))  # running at 10%
+    before = env.svc.snapshots.snapshot(APP)
     seen: list[RoutingSnapshot] = []
-    operator = ControlService(env.store, env.feed, clock=lambda: T0)
+    operator = ControlPlane(env.store, env.feed, clock=lambda: T0)
 
     def rollback_meanwhile() -> None:
-        operator.operate(rid, Command.ROLLBACK, "alice", "alarm")
-        seen.append(env.svc.routing_snapshot(APP))
+        operator.releases.operate(rid, Command.ROLLBACK, "alice", "alarm")
+        seen.append(env.svc.snapshots.snapshot(APP))
 
     # register_version loads the app, then reads the clock: the rollback commits in between
-    registrar = ControlService(env.store, env.feed, clock=InterleavingClock(1, rollback_meanwhile))
-    registrar.register_version(APP, "pay", VersionCreate(name="v9", target="m:h9"), ACTOR)
-    after = env.svc.routing_snapshot(APP)
+    registrar = ControlPlane(env.store, env.feed, clock=InterleavingClock(1, rollback_meanwhile))
+    registrar.catalog.register_version(APP, "pay", VersionCreate(name="v9", target="m:h9"), ACTOR)
+    after = env.svc.snapshots.snapshot(APP)
 
     [mid] = seen
     assert mid.revision == before.revision + 1
@@ -210,43 +209,43 @@ def test_two_applies_creating_one_app_at_once(env: Env) -> None:
     """Two CI jobs apply the same new coalmine.yaml: one creates it, the other gets a
     Conflict (not a database error), and applying again is then a no-op."""
     spec = shop_spec().model_copy(update={"app": "blog"})
-    other = ControlService(env.store, env.feed, clock=lambda: T0)
+    other = ControlPlane(env.store, env.feed, clock=lambda: T0)
     done: list[bool] = []
 
     def other_applies() -> None:
-        done.append(other.apply(spec, "ci-job-2").changed)
+        done.append(other.catalog.apply(spec, "ci-job-2").changed)
 
     # apply reads the clock once it has found no app named blog, before inserting it
-    first = ControlService(env.store, env.feed, clock=InterleavingClock(1, other_applies))
+    first = ControlPlane(env.store, env.feed, clock=InterleavingClock(1, other_applies))
     with pytest.raises(Conflict, match="'blog'"):
-        first.apply(spec, "ci-job-1")
+        first.catalog.apply(spec, "ci-job-1")
     assert done == [True]
-    assert not env.svc.apply(spec, "ci-job-1").changed
-    assert [a.name for a in env.svc.list_apps()] == ["blog", APP]
-    assert {e.actor for e in env.svc.events(app="blog")} == {"ci-job-2"}
+    assert not env.svc.catalog.apply(spec, "ci-job-1").changed
+    assert [a.name for a in env.svc.catalog.list_apps()] == ["blog", APP]
+    assert {e.actor for e in env.svc.audit.events(app="blog")} == {"ci-job-2"}
 
 
 @POSTGRES_ONLY
 def test_racing_duplicate_function_or_version_is_a_conflict(env: Env) -> None:
     """The service checks, then inserts; a writer in between loses to the unique constraint."""
-    other = ControlService(env.store, env.feed, clock=lambda: T0)
+    other = ControlPlane(env.store, env.feed, clock=lambda: T0)
     build = VersionCreate(name="v9", target="shop.cart:build9")
 
     def other_adds() -> None:
-        other.add_function(APP, "search", "bob")
+        other.catalog.add_function(APP, "search", "bob")
 
     def other_registers() -> None:
-        other.register_version(APP, "cart", build, "bob")
+        other.catalog.register_version(APP, "cart", build, "bob")
 
-    racing = ControlService(env.store, env.feed, clock=InterleavingClock(1, other_adds))
+    racing = ControlPlane(env.store, env.feed, clock=InterleavingClock(1, other_adds))
     with pytest.raises(Conflict, match="already has a function named 'search'"):
-        racing.add_function(APP, "search", ACTOR)
-    racing = ControlService(env.store, env.feed, clock=InterleavingClock(1, other_registers))
+        racing.catalog.add_function(APP, "search", ACTOR)
+    racing = ControlPlane(env.store, env.feed, clock=InterleavingClock(1, other_registers))
     with pytest.raises(Conflict, match="v9 of cart was registered at the same time"):
-        racing.register_version(APP, "cart", build, ACTOR)
+        racing.catalog.register_version(APP, "cart", build, ACTOR)
 
-    app = env.svc.get_app(APP)
+    app = env.svc.catalog.get_app(APP)
     assert "search" in [f.name for f in app.functions]
     cart = next(f for f in app.functions if f.name == "cart")
     assert [v.name for v in cart.versions].count("v9") == 1
-    assert {e.actor for e in env.svc.events(app=APP)[-2:]} == {"bob"}
+    assert {e.actor for e in env.svc.audit.events(app=APP)[-2:]} == {"bob"}

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from coalmine.controller.schemas import HookSpec, ReleaseCreate, TargetingSpec
+from coalmine.controller.schemas import HookSpec, ReleaseCreate, ReleaseRead, TargetingSpec
 from coalmine.core.errors import Conflict, InvalidInput, NotFound
 from coalmine.core.machine import Command, Tick
 from coalmine.store.models import AppRow, ReleaseRow
@@ -41,10 +41,10 @@ def test_start_release_creates_a_pending_release(env: Env) -> None:
     svc = env.svc
     got: list[str] = []
     env.feed.subscribe(got.append)
-    revision = svc.revision(APP)
+    revision = svc.snapshots.revision(APP)
     env.clock.advance(10)
 
-    r = svc.start_release(
+    r = svc.releases.start(
         APP,
         ReleaseCreate(
             candidate={"cart": "v2", "pay": "v2"},
@@ -61,24 +61,25 @@ def test_start_release_creates_a_pending_release(env: Env) -> None:
     assert r.baseline == {"cart": "v1", "pay": "v1"}  # notify has no current version: not in it
     assert r.candidate == {"cart": "v2", "pay": "v2"}
     assert r.changed == ["cart", "pay"]
-    assert r.strategy == "10%:1m, 50%:2m, 100%"  # the app's default
-    assert [(s.exposure, s.hold) for s in r.steps] == [(1000, 60.0), (5000, 120.0), (10000, 0.0)]
+    api = ReleaseRead.of(r)  # as the API shows it
+    assert api.strategy == "10%:1m, 50%:2m, 100%"  # the app's default
+    assert [(s.exposure, s.hold) for s in api.steps] == [(1000, 60.0), (5000, 120.0), (10000, 0.0)]
     assert r.route_mode == "user"
-    assert r.targeting.always_canary == ["tester"]
-    assert r.hooks["before_allow_traffic"].url == "https://ci.example/check"
+    assert api.targeting.always_canary == ["tester"]
+    assert api.hooks["before_allow_traffic"].url == "https://ci.example/check"
     assert r.analysis == {"interval": "1m"}
     assert r.created_by == "bob"
     assert r.created_at == r.updated_at == r.next_action_at == T0 + 10
     assert r.finished_at is None
     assert r.row_version == 1
 
-    assert svc.get_release("shop-1") == r
-    assert svc.active_release(APP) == r
-    assert svc.list_releases(APP) == [r]
-    assert svc.get_app(APP).active_release == "shop-1"
-    assert svc.revision(APP) == revision + 1
+    assert svc.releases.get("shop-1") == r
+    assert svc.releases.active(APP) == r
+    assert svc.releases.recent(APP) == [r]
+    assert svc.catalog.get_app(APP).active_release == "shop-1"
+    assert svc.snapshots.revision(APP) == revision + 1
     assert got == [APP]
-    created = svc.events(release_id="shop-1")
+    created = svc.audit.events(release_id="shop-1")
     assert len(created) == 1
     assert (created[0].kind, created[0].actor, created[0].phase, created[0].exposure) == (
         "created",
@@ -88,14 +89,14 @@ def test_start_release_creates_a_pending_release(env: Env) -> None:
     )
     assert "cart v1->v2" in created[0].message
     assert "pay v1->v2" in created[0].message
-    assert svc.due_releases(T0 + 10) == ["shop-1"]
-    assert svc.due_releases(T0 + 9) == []
-    assert svc.next_due_at() == T0 + 10
+    assert svc.releases.due(T0 + 10) == ["shop-1"]
+    assert svc.releases.due(T0 + 9) == []
+    assert svc.releases.next_due_at() == T0 + 10
 
 
 @SQLITE_ONLY
 def test_a_release_keeps_unchanged_functions_in_both_channels(env: Env) -> None:
-    r = env.svc.start_release(
+    r = env.svc.releases.start(
         APP,
         ReleaseCreate(candidate={"cart": "v3"}, strategy="AllAtOnce", route_mode="request"),
         ACTOR,
@@ -103,14 +104,14 @@ def test_a_release_keeps_unchanged_functions_in_both_channels(env: Env) -> None:
     assert r.baseline == {"cart": "v1", "pay": "v1"}
     assert r.candidate == {"cart": "v3", "pay": "v1"}
     assert r.changed == ["cart"]
-    assert r.strategy == "AllAtOnce"
+    assert ReleaseRead.of(r).strategy == "AllAtOnce"
     assert r.route_mode == "request"
 
 
 def test_refused_releases_write_nothing(env: Env) -> None:
     svc = env.svc
     before = row_counts(env.store)
-    revision = svc.revision(APP)
+    revision = svc.snapshots.revision(APP)
     cases: list[tuple[str, ReleaseCreate, type[Exception], str]] = [
         (APP, ReleaseCreate(candidate={"search": "v1"}), NotFound, "no function named 'search'"),
         (APP, ReleaseCreate(candidate={"cart": "v9"}), InvalidInput, "'v9' of cart is not reg"),
@@ -135,47 +136,47 @@ def test_refused_releases_write_nothing(env: Env) -> None:
     ]
     for app, req, error, problem in cases:
         with pytest.raises(error, match=problem):
-            svc.start_release(app, req, ACTOR)
+            svc.releases.start(app, req, ACTOR)
     assert row_counts(env.store) == before
-    assert svc.revision(APP) == revision
+    assert svc.snapshots.revision(APP) == revision
 
 
 def test_one_active_release_per_app_and_a_new_one_after_it_ends(env: Env) -> None:
     svc = env.svc
-    first = svc.start_release(APP, cart_v2(), ACTOR)
+    first = svc.releases.start(APP, cart_v2(), ACTOR)
     before = row_counts(env.store)
     with pytest.raises(Conflict, match="already has an active release shop-1 \\(pending\\)"):
-        svc.start_release(APP, ReleaseCreate(candidate={"pay": "v2"}), ACTOR)
+        svc.releases.start(APP, ReleaseCreate(candidate={"pay": "v2"}), ACTOR)
     assert row_counts(env.store) == before
 
-    svc.operate(first.id, Command.ROLLBACK, ACTOR, "bad canary")
+    svc.releases.operate(first.id, Command.ROLLBACK, ACTOR, "bad canary")
     with pytest.raises(Conflict, match="rolling_back"):  # rolling back still owns the app
-        svc.start_release(APP, cart_v2(), ACTOR)
-    svc.advance(first.id, Tick(env.clock()))
-    assert svc.get_release(first.id).phase == "rolled_back"
-    assert svc.active_release(APP) is None
+        svc.releases.start(APP, cart_v2(), ACTOR)
+    svc.releases.advance(first.id, Tick(env.clock()))
+    assert svc.releases.get(first.id).phase == "rolled_back"
+    assert svc.releases.active(APP) is None
 
-    second = svc.start_release(APP, cart_v2(), ACTOR)
+    second = svc.releases.start(APP, cart_v2(), ACTOR)
     assert second.id == "shop-2"
     assert second.baseline == {"cart": "v1", "pay": "v1"}
-    svc.operate(second.id, Command.PROMOTE, ACTOR)
-    svc.advance(second.id, Tick(env.clock()))
-    assert svc.get_release(second.id).phase == "promoted"
+    svc.releases.operate(second.id, Command.PROMOTE, ACTOR)
+    svc.releases.advance(second.id, Tick(env.clock()))
+    assert svc.releases.get(second.id).phase == "promoted"
 
-    third = svc.start_release(APP, ReleaseCreate(candidate={"cart": "v3"}), ACTOR)
+    third = svc.releases.start(APP, ReleaseCreate(candidate={"cart": "v3"}), ACTOR)
     assert third.id == "shop-3"
     assert third.baseline == {"cart": "v2", "pay": "v1"}  # the promoted candidate
-    assert [r.id for r in svc.list_releases(APP)] == ["shop-3", "shop-2", "shop-1"]
-    assert [r.id for r in svc.list_releases(APP, limit=1)] == ["shop-3"]
+    assert [r.id for r in svc.releases.recent(APP)] == ["shop-3", "shop-2", "shop-1"]
+    assert [r.id for r in svc.releases.recent(APP, limit=1)] == ["shop-3"]
 
 
 @SQLITE_ONLY
 def test_salts_differ_between_releases(env: Env) -> None:
     svc = env.svc
-    first = svc.start_release(APP, cart_v2(), ACTOR)
-    svc.operate(first.id, Command.ROLLBACK, ACTOR)
-    svc.advance(first.id, Tick(env.clock()))
-    svc.start_release(APP, cart_v2(), ACTOR)
+    first = svc.releases.start(APP, cart_v2(), ACTOR)
+    svc.releases.operate(first.id, Command.ROLLBACK, ACTOR)
+    svc.releases.advance(first.id, Tick(env.clock()))
+    svc.releases.start(APP, cart_v2(), ACTOR)
     with env.store.transaction() as s:
         salts = list(s.scalars(select(ReleaseRow.salt)))
     assert len(salts) == len(set(salts)) == 2
@@ -199,7 +200,7 @@ def release_row(app_id: int, seq: int, phase: str) -> ReleaseRow:
 
 def test_the_database_itself_allows_one_active_release_per_app(env: Env) -> None:
     """The partial unique index holds even for a writer that skips the service's check."""
-    env.svc.start_release(APP, cart_v2(), ACTOR)
+    env.svc.releases.start(APP, cart_v2(), ACTOR)
     with env.store.transaction() as s:
         app_id = s.scalar(select(AppRow.id).where(AppRow.name == APP))
     assert app_id is not None
@@ -236,8 +237,8 @@ def test_a_racing_second_start_is_a_conflict(env: Env) -> None:
 
     racing = type(svc)(env.store, env.feed, clock=clock)
     with pytest.raises(Conflict, match="started concurrently"):
-        racing.start_release(APP, cart_v2(), ACTOR)
-    assert [r.id for r in svc.list_releases(APP)] == ["shop-7"]
+        racing.releases.start(APP, cart_v2(), ACTOR)
+    assert [r.id for r in svc.releases.recent(APP)] == ["shop-7"]
 
 
 @SQLITE_ONLY
@@ -246,14 +247,14 @@ def test_release_ids_of_long_app_names_stay_valid_and_distinct(env: Env) -> None
     names = ["a" * 54 + "-payments", "a" * 54 + "-shipping", "b" * 61]  # 63, 63, 61
     ids = []
     for name in names:
-        env.svc.apply(shop_spec().model_copy(update={"app": name}), ACTOR)
-        ids.append(env.svc.start_release(name, cart_v2(), ACTOR).id)
+        env.svc.catalog.apply(shop_spec().model_copy(update={"app": name}), ACTOR)
+        ids.append(env.svc.releases.start(name, cart_v2(), ACTOR).id)
     assert ids[2] == "b" * 61 + "-1"  # short enough: <app>-<seq>
     assert len(set(ids)) == 3
     for rid, name in zip(ids, names, strict=True):
         assert len(rid) <= 64
         assert rid.endswith("-1")
         assert rid.startswith(name[:40])
-        snap = env.svc.routing_snapshot(name)  # a valid core Release
+        snap = env.svc.snapshots.snapshot(name)  # a valid core Release
         assert snap.state.release is not None
         assert snap.state.release.id == rid

@@ -24,16 +24,16 @@ def env(database_url: str) -> Iterator[Env]:
 
 
 def finish(env: Env, rid: str, command: Command) -> None:
-    env.svc.operate(rid, command, ACTOR, f"{command} by test")
-    env.svc.advance(rid, Tick(env.clock()))
+    env.svc.releases.operate(rid, command, ACTOR, f"{command} by test")
+    env.svc.releases.advance(rid, Tick(env.clock()))
 
 
 def test_snapshot_versions_targets_release_and_rolled_back_history(env: Env) -> None:
     svc = env.svc
     with pytest.raises(NotFound):
-        svc.routing_snapshot("nope")
+        svc.snapshots.snapshot("nope")
 
-    snap = svc.routing_snapshot(APP)
+    snap = svc.snapshots.snapshot(APP)
     assert snap.app == APP
     assert dict(snap.state.versions) == {"cart": "v1", "pay": "v1"}  # notify has none yet
     assert snap.targets == {
@@ -48,23 +48,23 @@ def test_snapshot_versions_targets_release_and_rolled_back_history(env: Env) -> 
     assert snap.target_of("pay", "v2") == "shop.pay:handler_v2"
     assert snap.state.release is None
     assert dict(snap.state.rolled_back) == {}
-    assert snap.revision == svc.revision(APP)
+    assert snap.revision == svc.snapshots.revision(APP)
     assert snap.etag == f'"shop-{snap.revision}"'
     assert decide(snap.state, "user-1").reason is Reason.NO_RELEASE
 
     # shop-1 rolled back, shop-2 promoted, shop-3 rolled back, shop-4 running
-    r1 = svc.start_release(APP, ReleaseCreate(candidate={"cart": "v2"}), ACTOR)
+    r1 = svc.releases.start(APP, ReleaseCreate(candidate={"cart": "v2"}), ACTOR)
     finish(env, r1.id, Command.ROLLBACK)
-    r2 = svc.start_release(APP, ReleaseCreate(candidate={"pay": "v2"}), ACTOR)
+    r2 = svc.releases.start(APP, ReleaseCreate(candidate={"pay": "v2"}), ACTOR)
     finish(env, r2.id, Command.PROMOTE)
-    r3 = svc.start_release(APP, ReleaseCreate(candidate={"cart": "v3"}), ACTOR)
+    r3 = svc.releases.start(APP, ReleaseCreate(candidate={"cart": "v3"}), ACTOR)
     finish(env, r3.id, Command.ROLLBACK)
-    r4 = svc.start_release(
+    r4 = svc.releases.start(
         APP, ReleaseCreate(candidate={"cart": "v2"}, route_mode="request"), ACTOR
     )
-    svc.advance(r4.id, Tick(env.clock()))
+    svc.releases.advance(r4.id, Tick(env.clock()))
 
-    snap = svc.routing_snapshot(APP)
+    snap = svc.snapshots.snapshot(APP)
     assert dict(snap.state.versions) == {"cart": "v1", "pay": "v2"}
     rel = snap.state.release
     assert rel is not None
@@ -90,16 +90,16 @@ def test_snapshot_versions_targets_release_and_rolled_back_history(env: Env) -> 
 @SQLITE_ONLY
 def test_the_etag_follows_the_revision(env: Env) -> None:
     svc = env.svc
-    first = svc.routing_snapshot(APP)
-    assert svc.routing_snapshot(APP).etag == first.etag  # nothing changed: same ETag
-    rid = svc.start_release(APP, ReleaseCreate(candidate={"cart": "v2"}), ACTOR).id
-    second = svc.routing_snapshot(APP)
+    first = svc.snapshots.snapshot(APP)
+    assert svc.snapshots.snapshot(APP).etag == first.etag  # nothing changed: same ETag
+    rid = svc.releases.start(APP, ReleaseCreate(candidate={"cart": "v2"}), ACTOR).id
+    second = svc.snapshots.snapshot(APP)
     assert second.revision == first.revision + 1
     assert second.etag != first.etag
-    svc.record(rid, "analysis", "inconclusive", "judge")  # an audit note is not routing
-    assert svc.routing_snapshot(APP).etag == second.etag
-    svc.advance(rid, Tick(env.clock()))
-    third = svc.routing_snapshot(APP)
+    svc.releases.note(rid, "analysis", "inconclusive", "judge")  # an audit note is not routing
+    assert svc.snapshots.snapshot(APP).etag == second.etag
+    svc.releases.advance(rid, Tick(env.clock()))
+    third = svc.snapshots.snapshot(APP)
     assert third.etag not in (first.etag, second.etag)
     state = third.state
     canary = [u for u in (f"user-{i}" for i in range(2000)) if decide(state, u).is_canary]
@@ -111,9 +111,9 @@ def test_rolled_back_history_is_bounded_to_the_last_ten(sqlite_url: str) -> None
     with open_env(sqlite_url) as env:
         seed(env)
         for _ in range(12):
-            rid = env.svc.start_release(APP, ReleaseCreate(candidate={"cart": "v2"}), ACTOR).id
+            rid = env.svc.releases.start(APP, ReleaseCreate(candidate={"cart": "v2"}), ACTOR).id
             finish(env, rid, Command.ROLLBACK)
-        snap = env.svc.routing_snapshot(APP)
+        snap = env.svc.snapshots.snapshot(APP)
         assert snap.state.release is not None
         assert snap.state.release.id == "shop-12"
         assert sorted(snap.state.rolled_back, key=lambda k: int(k.split("-")[1])) == [

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
+from coalmine.controller.schemas import EventRead, ReleaseRead
 from coalmine.controller.tokens import TokenService
 from coalmine.web import create_app
 from tests.servers import start_uvicorn
@@ -54,8 +55,8 @@ class Web:
     secrets: dict[str, str] = field(default_factory=dict)
 
     @property
-    def service(self) -> ControlService:
-        service: ControlService = self.app.state.service
+    def service(self) -> ControlPlane:
+        service: ControlPlane = self.app.state.plane
         return service
 
     @property
@@ -83,9 +84,9 @@ class Web:
         """Everything the store holds that a request could change."""
         s = self.service
         return (
-            [a.model_dump() for a in s.list_apps()],
-            [r.model_dump() for r in s.list_releases(limit=1000)],
-            [e.model_dump() for e in s.events(limit=100_000)],
+            [a.model_dump() for a in s.catalog.list_apps()],
+            [ReleaseRead.of(r).model_dump() for r in s.releases.recent(limit=1000)],
+            [EventRead.of(e).model_dump() for e in s.audit.events(limit=100_000)],
             [t.model_dump() for t in self.tokens.list()],
         )
 

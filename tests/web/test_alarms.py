@@ -69,8 +69,8 @@ def running_release(web: Web) -> str:
     )
     assert r.status_code == 201, r.text
     rid: str = r.json()["id"]
-    web.service.advance(rid, Tick(time.time()))
-    assert web.service.get_release(rid).phase == "running"
+    web.service.releases.advance(rid, Tick(time.time()))
+    assert web.service.releases.get(rid).phase == "running"
     return rid
 
 
@@ -104,7 +104,7 @@ def test_a_cloudwatch_sns_notification_rolls_the_release_back(web: Web) -> None:
     assert body["action"] == "rolled_back"
     assert body["release_id"] == rid
     assert body["alarm"]["name"] == "p99-latency", "the app is taken out of the name"
-    release = web.service.get_release(rid)
+    release = web.service.releases.get(rid)
     assert release.phase == "rolling_back"
     assert release.reason == "alarm p99-latency fired: p99 > 500 ms (3 datapoints)"
     events = web.client.get(f"/v1/releases/{rid}/events", headers=web.as_("viewer")).json()
@@ -138,7 +138,7 @@ def test_an_alarm_firing_before_the_release_does_not_roll_it_back(web: Web) -> N
     body = r.json()
     assert body["action"] == "not_attributed"
     assert "before release shop-1 was created: not attributed to the canary" in body["message"]
-    assert web.service.get_release(rid).phase == "running"
+    assert web.service.releases.get(rid).phase == "running"
     assert post(web, {"app": "shop", "name": "errors", "state": "OK"}).json()["action"] == "none"
     assert post(web, {"app": "shop", "name": "errors", "state": "ALARM"}).json()["action"] == (
         "rolled_back"
@@ -192,7 +192,7 @@ def test_malformed_bodies_are_400_naming_the_problem_and_write_nothing(
     assert r.status_code == 400, r.text
     assert problem in r.json()["detail"]
     assert sqlite_web.fingerprint() == before
-    assert sqlite_web.service.list_alarms("shop") == []
+    assert sqlite_web.service.alarms.of_app("shop") == []
 
 
 def test_not_utf8_is_400(sqlite_web: Web) -> None:
@@ -272,4 +272,4 @@ def test_a_release_with_invalid_analysis_is_refused(sqlite_web: Web) -> None:
     )
     assert r.status_code == 400
     assert r.json()["detail"].startswith("analysis: unknown metric 'latency'")
-    assert sqlite_web.service.list_releases("shop") == []
+    assert sqlite_web.service.releases.recent("shop") == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from coalmine import __version__
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import open_store
 from coalmine.web import create_app
@@ -90,7 +90,7 @@ def test_validation_errors_are_one_readable_line(sqlite_web: Web) -> None:
 
 
 class FakeController:
-    def __init__(self, service: ControlService, feed: ChangeFeed) -> None:
+    def __init__(self, service: ControlPlane, feed: ChangeFeed) -> None:
         self.service, self.feed = service, feed
         self.calls: list[str] = []
 
@@ -104,7 +104,7 @@ class FakeController:
 def test_controller_runs_only_when_asked(sqlite_url: str, admin_env: str) -> None:
     made: list[FakeController] = []
 
-    def factory(service: ControlService, feed: ChangeFeed) -> Any:
+    def factory(service: ControlPlane, feed: ChangeFeed) -> Any:
         made.append(FakeController(service, feed))
         return made[-1]
 
@@ -112,7 +112,7 @@ def test_controller_runs_only_when_asked(sqlite_url: str, admin_env: str) -> Non
     with TestClient(app):
         assert len(made) == 1
         assert made[0].calls == ["start"]
-        assert made[0].service is app.state.service
+        assert made[0].service is app.state.plane
         assert made[0].feed is app.state.feed
         assert app.state.controller is made[0]
     assert made[0].calls == ["start", "stop"]

@@ -198,4 +198,4 @@ def test_documents_that_would_blow_up_are_refused(sqlite_web: Web) -> None:
     assert "too large" in r.json()["detail"]
     r = _post_doc(sqlite_web, "app: shop\n# " + "x" * (1 << 20) + "\n")
     assert r.status_code == 413
-    assert sqlite_web.service.list_apps() == []
+    assert sqlite_web.service.catalog.list_apps() == []

@@ -112,4 +112,4 @@ def test_operating_a_release_needs_deployer(sqlite_web: Web, role: str) -> None:
         r = web.client.post(f"/v1/releases/{rel['id']}/{op}", headers=web.as_(role))
         assert r.status_code == 403
         assert r.json()["detail"] == f"role {role} cannot operate releases; needs deployer"
-    assert web.service.get_release(rel["id"]).phase == "pending"
+    assert web.service.releases.get(rel["id"]).phase == "pending"

@@ -63,12 +63,12 @@ def start_release(web: Web, candidate: dict[str, str] | None = None, **extra: An
     )
     assert r.status_code == 201, r.text
     rid: str = r.json()["id"]
-    web.service.advance(rid, Tick(time.time() + 1e6))
+    web.service.releases.advance(rid, Tick(time.time() + 1e6))
     return rid
 
 
 def find_user(web: Web, channel: Channel) -> str:
-    state = web.service.routing_snapshot("shop").state
+    state = web.service.snapshots.snapshot("shop").state
     for user in USERS:
         d = evaluate(state, user, keyring=None, now=0)
         if d.channel is channel and d.reason is Reason.COHORT:
@@ -101,7 +101,7 @@ def ask(web: Web, key: str, **params: Any) -> httpx.Response:
 
 def test_batch_answers_equal_core_evaluate_for_10000_users(sqlite_url: str, no_env: None) -> None:
     with shop(sqlite_url, gateway_url=GATEWAY) as (web, key):
-        snapshot = web.service.routing_snapshot("shop")
+        snapshot = web.service.snapshots.snapshot("shop")
         start = time.perf_counter()
         r = web.client.post(
             "/v1/discovery/batch", json={"app": "shop", "users": USERS}, headers=bearer(key)
@@ -355,7 +355,7 @@ class _FakeStream:
 
 def test_stream_sends_only_changes_and_renews_the_context(sqlite_url: str, no_env: None) -> None:
     with shop(sqlite_url) as (web, _):
-        snap = web.service.routing_snapshot("shop")
+        snap = web.service.snapshots.snapshot("shop")
     user = "user-1"
     clock = iter([1000.0, 1001.0, 1002.0, 1000.0 + CONTEXT_WINDOW_SECONDS, 1999.0])
     settings = DiscoverySettings(KEYS)
@@ -419,11 +419,11 @@ def test_stream_follows_a_rollback_within_a_second(database_url: str, admin_env:
             "/v1/apps/shop/releases",
             json={"candidate": {"api": "v2"}, "strategy": "30%:5m, 100%"},
         ).json()
-        app.state.service.advance(rel["id"], Tick(time.time() + 1e6))
+        app.state.plane.releases.advance(rel["id"], Tick(time.time() + 1e6))
         key = api.post("/v1/tokens", json={"name": "web", "role": "sdk", "app": "shop"}).json()[
             "token"
         ]
-        state = app.state.service.routing_snapshot("shop").state
+        state = app.state.plane.snapshots.snapshot("shop").state
         user = next(u for u in USERS if evaluate(state, u, keyring=None, now=0).is_canary)
 
         r = api.get("/v1/discovery/stream", params={"app": "nope", "user": "u"})

@@ -64,14 +64,14 @@ def test_two_batches_into_one_window_add_up_exactly(web: Web) -> None:
     r = post(web, body(b, c), key)  # c is in the same window too: merged in the batch
     assert r.json() == {"app": "shop", "merged": 2}
 
-    got = web.service.metrics_for("shop", "api", "v2", "canary", since=T0)
+    got = web.service.metrics.metrics_for("shop", "api", "v2", "canary", since=T0)
     expected = a.metrics.copy()
     expected.merge(b.metrics)
     expected.merge(c.metrics)
     assert got.to_dict() == expected.to_dict()
     assert (got.requests, got.errors, got.histogram.max) == (5, 2, 5000.0)
     # the other channel of the window is its own row
-    assert web.service.metrics_for("shop", "api", "v2", "stable", since=T0).requests == 0
+    assert web.service.metrics.metrics_for("shop", "api", "v2", "stable", since=T0).requests == 0
 
 
 def test_metrics_for_merges_the_windows_whose_start_is_in_the_range(web: Web) -> None:
@@ -80,7 +80,7 @@ def test_metrics_for_merges_the_windows_whose_start_is_in_the_range(web: Web) ->
     assert post(web, body(*windows), web.as_("deployer")).status_code == 200
 
     def requests(since: float, until: float | None = None) -> int:
-        m = web.service.metrics_for("shop", "api", "v2", "canary", since=since, until=until)
+        m = web.service.metrics.metrics_for("shop", "api", "v2", "canary", since=since, until=until)
         assert isinstance(m, VersionMetrics)
         assert m.histogram.count == m.requests
         return m.requests
@@ -92,7 +92,7 @@ def test_metrics_for_merges_the_windows_whose_start_is_in_the_range(web: Web) ->
     assert requests(T0 + 5, T0 + 15) == 2  # by window start
     assert requests(T0 + 30) == 0
     assert requests(T0 + 20, T0 + 20) == 0
-    empty = web.service.metrics_for("nowhere", "api", "v2", "canary", since=0)
+    empty = web.service.metrics.metrics_for("nowhere", "api", "v2", "canary", since=0)
     assert (empty.app, empty.channel, empty.requests, empty.histogram.count) == (
         "nowhere",
         Channel.CANARY,
@@ -100,9 +100,9 @@ def test_metrics_for_merges_the_windows_whose_start_is_in_the_range(web: Web) ->
         0,
     )
     with pytest.raises(InvalidInput, match="channel"):
-        web.service.metrics_for("shop", "api", "v2", "beta", since=0)
+        web.service.metrics.metrics_for("shop", "api", "v2", "beta", since=0)
     with pytest.raises(InvalidInput, match="since"):
-        web.service.metrics_for("shop", "api", "v2", "canary", since=math.nan)
+        web.service.metrics.metrics_for("shop", "api", "v2", "canary", since=math.nan)
 
 
 def _bad_histogram(w: dict[str, Any]) -> None:
@@ -141,7 +141,7 @@ def test_a_bad_window_is_a_400_naming_it_and_nothing_is_written(
     assert r.status_code == 400, r.text
     assert r.json()["detail"].startswith("windows[1]: ")
     assert message in r.json()["detail"]
-    assert web.service.metrics_for("shop", "worker", "v2", "canary", since=0).requests == 0
+    assert web.service.metrics.metrics_for("shop", "worker", "v2", "canary", since=0).requests == 0
 
 
 def test_bad_batches_on_both_stores(web: Web) -> None:
@@ -163,7 +163,7 @@ def test_bad_batches_on_both_stores(web: Web) -> None:
     r = post(web, {"app": "shop", "windows": {"start": T0}}, deployer)
     assert r.status_code == 422
     assert r.json()["detail"].startswith("windows: ")
-    assert web.service.metrics_for("shop", "worker", "v2", "canary", since=0).requests == 0
+    assert web.service.metrics.metrics_for("shop", "worker", "v2", "canary", since=0).requests == 0
 
 
 def test_who_may_send_metrics(sqlite_web: Web) -> None:
@@ -184,10 +184,10 @@ def test_who_may_send_metrics(sqlite_web: Web) -> None:
         "this sdk key sends only the metrics of app 'bank', not 'shop';"
         " use the sdk key of 'shop' or a deployer token"
     )
-    assert web.service.metrics_for("shop", "api", "v2", "canary", since=0).requests == 0
+    assert web.service.metrics.metrics_for("shop", "api", "v2", "canary", since=0).requests == 0
     for headers in (bearer(web.sdk_key("shop")), web.as_("deployer"), web.as_("admin")):
         assert post(web, data, headers).status_code == 200
-    assert web.service.metrics_for("shop", "api", "v2", "canary", since=0).requests == 3
+    assert web.service.metrics.metrics_for("shop", "api", "v2", "canary", since=0).requests == 3
 
 
 def web_doc_bank() -> str:
@@ -201,7 +201,7 @@ def test_the_control_plane_exposes_what_it_ingested_and_release_exposure(sqlite_
         "/v1/apps/shop/releases", json={"candidate": {"api": "v2"}}, headers=web.as_("deployer")
     )
     release_id = r.json()["id"]
-    web.service.advance(release_id, Tick(time.time()))  # the first step: 10%
+    web.service.releases.advance(release_id, Tick(time.time()))  # the first step: 10%
     key = bearer(web.sdk_key("shop"))
     post(web, body(window(latencies=(100.0,) * 4, errors=1)), key)
     post(web, body(window(T0 + 10, latencies=(300.0,))), key)
@@ -246,7 +246,7 @@ def test_concurrent_batches_into_the_same_windows_add_up(web: Web) -> None:
                     window(T0 + 10 * (i + 1), latencies=(5.0, 6.0)),
                 ]
                 data = MetricsBatch.model_validate(body(*windows))
-                web.service.ingest_metrics("shop", data, f"writer-{n}")
+                web.service.metrics.ingest("shop", data, f"writer-{n}")
         except BaseException as exc:
             failures.append(exc)
 
@@ -256,9 +256,9 @@ def test_concurrent_batches_into_the_same_windows_add_up(web: Web) -> None:
     for t in workers:
         t.join(timeout=60)
     assert failures == []
-    api = web.service.metrics_for("shop", "api", "v2", "canary", since=0)
+    api = web.service.metrics.metrics_for("shop", "api", "v2", "canary", since=0)
     assert api.requests == threads * rounds * 3
     assert api.errors == threads * rounds // 2
     assert api.histogram.count == api.requests
-    worker = web.service.metrics_for("shop", "worker", "v1", "stable", since=0)
+    worker = web.service.metrics.metrics_for("shop", "worker", "v1", "stable", since=0)
     assert worker.requests == threads * rounds

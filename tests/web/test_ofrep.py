@@ -67,7 +67,7 @@ def test_single_flag_shapes(shop_web: tuple[Web, str]) -> None:
     assert (worker["value"], worker["variant"]) == ("v1", "v1")  # no URL, no gateway
 
     # the evaluation agrees with the one routing function
-    state = web.service.routing_snapshot("shop").state
+    state = web.service.snapshots.snapshot("shop").state
     for name in (f"user-{i}" for i in range(0, 400, 7)):
         d = evaluate(state, name, keyring=None, now=time.time())
         got = flag(web, "shop.api", user(name), **auth).json()
@@ -202,7 +202,7 @@ def test_reasons_map_to_openfeature(shop_web: tuple[Web, str]) -> None:
     r = web.client.post("/v1/releases/shop-1/promote", headers=web.as_("deployer"))
     assert r.json()["phase"] == "promoting"
     assert reason(user(stable)) == ("canary", "SPLIT", "cohort")  # exposure 100%
-    web.service.advance("shop-1", Tick(time.time() + 1e6))
+    web.service.releases.advance("shop-1", Tick(time.time() + 1e6))
     assert web.client.get("/v1/releases/shop-1", headers=web.as_("viewer")).json()["phase"] == (
         "promoted"
     )
@@ -221,7 +221,9 @@ def test_rolled_back_then_a_new_release(sqlite_url: str, admin_env: str) -> None
         got = flag(web, "shop", user("user-7"), **{"X-API-Key": key}).json()
         assert (got["value"], got["reason"]) == ("stable", "DISABLED")
         assert got["metadata"]["reason"] == "rolled_back"
-        web.service.advance("shop-1", Tick(time.time() + 1e6))  # rolling_back -> rolled_back
+        web.service.releases.advance(
+            "shop-1", Tick(time.time() + 1e6)
+        )  # rolling_back -> rolled_back
         start_release(web, {"api": "v2"})
         got = flag(web, "shop.api", user("user-7"), **{"X-API-Key": key}).json()
         assert got["metadata"]["release_id"] == "shop-2"

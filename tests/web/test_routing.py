@@ -14,7 +14,7 @@ def test_snapshot_etag_and_304(web: Web) -> None:
     r = c.get("/v1/apps/shop/routing", headers=key)
     assert r.status_code == 200
     body = r.json()
-    snapshot = web.service.routing_snapshot("shop")
+    snapshot = web.service.snapshots.snapshot("shop")
     assert body == snapshot.to_dict()
     assert r.headers["etag"] == snapshot.etag == f'"shop-{body["revision"]}"'
     assert r.headers["cache-control"] == "no-cache"

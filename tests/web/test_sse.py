@@ -90,7 +90,7 @@ def test_stream_sends_the_snapshot_then_each_change_within_a_second(
 ) -> None:
     app = create_app(database_url=database_url, heartbeat=0.3)
     feed = app.state.feed
-    service = app.state.service
+    service = app.state.plane
     active = 0
     unsubscribed = threading.Event()
     subscribe = feed.subscribe
@@ -114,14 +114,14 @@ def test_stream_sends_the_snapshot_then_each_change_within_a_second(
         r = api.post("/v1/apply", content=APP_DOC, headers={"Content-Type": "application/yaml"})
         assert r.status_code == 200, r.text
         rel = api.post("/v1/apps/shop/releases", json={"candidate": {"api": "v2"}}).json()
-        service.advance(rel["id"], Tick(time.time() + 1e6))  # the controller's first step
+        service.releases.advance(rel["id"], Tick(time.time() + 1e6))  # the controller's first step
         sdk = api.post("/v1/tokens", json={"name": "lambdas", "role": "sdk", "app": "shop"})
         key = sdk.json()["token"]
 
         with stream(base, "shop", key) as messages:
             first = _next(messages, lambda m: m.event == "snapshot")
             assert first.data is not None
-            assert first.data == service.routing_snapshot("shop").to_dict()
+            assert first.data == service.snapshots.snapshot("shop").to_dict()
             assert first.id == str(first.data["revision"])
             assert (_phase(first), first.data["release"]["exposure"]) == ("running", 1000)
             assert active == 1
@@ -145,7 +145,7 @@ def test_stream_sends_the_snapshot_then_each_change_within_a_second(
                     "/v1/apps/shop/functions/worker/versions",
                     json={"name": f"v{i}", "target": f"shop.worker_v{i}:handler"},
                 )
-            final = service.routing_snapshot("shop").revision
+            final = service.snapshots.snapshot("shop").revision
             seen = [_next(messages, lambda m: m.event == "snapshot")]
             while int(seen[-1].id or 0) < final:
                 seen.append(_next(messages, lambda m: m.event == "snapshot"))

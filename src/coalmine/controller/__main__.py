@@ -21,7 +21,7 @@ from types import FrameType
 from coalmine.controller.hooks import HttpHookRunner
 from coalmine.controller.leader import leadership_for
 from coalmine.controller.loop import Controller
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.webhooks import EventWebhooks
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import database_url, open_store
@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     feed = ChangeFeed(store)
     webhooks = EventWebhooks()
     hooks = HttpHookRunner()
-    service = ControlService(store, feed, sinks=[webhooks])
+    plane = ControlPlane(store, feed, sinks=[webhooks])
     controller = Controller(
-        service,
+        plane,
         feed=feed,
         leadership=leadership_for(store),
         hooks=hooks,

@@ -9,7 +9,8 @@ started), it:
    the time traffic started to now): the candidate version in the canary
    channel and the baseline version in the stable channel, and judges them
    (`coalmine.core.judge.judge`); the run's outcome is its worst function's;
-2. evaluates the release's Prometheus alarms (`coalmine.controller.alarms`);
+2. evaluates the release's alarm sources (Prometheus queries,
+   `coalmine.integrations.prometheus`);
 3. folds the verdict into the `Tracker` stored with the previous run (so a
    restarted controller loses nothing) and writes an analysis-run record
    and an ``analysis`` audit event whose message is one readable line;
@@ -19,8 +20,10 @@ started), it:
    than ``max_inconclusive`` inconclusive intervals with ``inconclusive:
    pause``. A rollback goes to the data plane at once (the change feed).
 
-All timing is in the store: the next run is due ``interval`` after the last
-run's time. Settings that no longer parse pause the release and say why:
+All timing is in the store: the window starts at the release's
+``started_at``, the next run is due ``interval`` after the last run's time,
+and a run's rollback or pause stays unapplied in its record until it is
+done. A release's settings are parsed once per process. Settings that no longer parse pause the release and say why:
 never a silent pass.
 """
 
@@ -29,86 +32,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import httpx
 
-from coalmine.controller.alarms import (
-    AlarmEvaluation,
-    AlarmSource,
-    AlarmWatcher,
-    EvaluationState,
-    parse_alarms,
-    roll_back,
-)
+from coalmine.controller.alarms import AlarmWatcher
+from coalmine.controller.analysis_settings import ReleaseAnalysis, release_analysis
+from coalmine.controller.plane import ControlPlane
+from coalmine.core.alarms import AlarmEvaluation, EvaluationState
 from coalmine.core.analysis import AnalysisSettings
-from coalmine.core.errors import Conflict, InvalidInput
-from coalmine.core.histogram import VersionMetrics
+from coalmine.core.errors import InvalidInput
 from coalmine.core.judge import Action, Outcome, Tracker, Verdict, judge
-from coalmine.core.machine import Command, EventKind, InvalidTransition
+from coalmine.core.machine import Command, EventKind
 from coalmine.core.model import Phase
+from coalmine.core.ports import AlarmSource, MetricsProvider
+from coalmine.core.records import AnalysisRunRecord, ReleaseRecord
 from coalmine.metrics.recorder import window_start
 
-if TYPE_CHECKING:
-    from coalmine.controller.schemas import AnalysisRunRead, ReleaseRead
-    from coalmine.controller.service import ControlService
-
-__all__ = [
-    "AnalysisRunner",
-    "MetricsSource",
-    "ReleaseAnalysis",
-    "combine",
-    "release_analysis",
-]
+__all__ = ["AnalysisRunner", "combine"]
 
 log = logging.getLogger(__name__)
-_ATTEMPTS = 3
-
-
-class MetricsSource(Protocol):
-    """Per-version metrics over a time window (`ControlService.metrics_for` is one)."""
-
-    def metrics_for(
-        self,
-        app: str,
-        function: str,
-        version: str,
-        channel: str,
-        *,
-        since: float,
-        until: float | None = None,
-    ) -> VersionMetrics: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseAnalysis:
-    """A release's ``analysis`` object, read: the judge's settings and the alarms."""
-
-    settings: AnalysisSettings
-    alarms: tuple[AlarmSource, ...] = ()
-
-
-def release_analysis(
-    spec: Mapping[str, Any] | None, *, transport: httpx.BaseTransport | None = None
-) -> ReleaseAnalysis | None:
-    """Read a release's ``analysis`` object; None when it is empty (no analysis).
-
-    Every field of `AnalysisSettings.parse`, plus ``alarms`` (a list of
-    Prometheus alarms, see `coalmine.controller.alarms.parse_alarms`).
-    Raises `InvalidInput` naming the problem.
-    """
-    if spec is None or (isinstance(spec, Mapping) and not spec):
-        return None
-    if not isinstance(spec, Mapping):
-        raise InvalidInput('analysis must be an object like {"interval": "1m", ...}')
-    rest = {k: v for k, v in spec.items() if k != "alarms"}
-    try:
-        settings = AnalysisSettings.parse(rest)
-        alarms = parse_alarms(spec.get("alarms"), transport=transport)
-    except InvalidInput as exc:
-        raise InvalidInput(f"analysis: {exc}") from None
-    return ReleaseAnalysis(settings, alarms)
 
 
 def _inconclusive(reason: str) -> Verdict:
@@ -148,28 +92,32 @@ def combine(verdicts: Mapping[str, Verdict]) -> Verdict:
 class AnalysisRunner:
     """Runs the judge and the release's alarms every interval; see the module docstring.
 
-    ``metrics`` defaults to the service (`ControlService.metrics_for`);
-    ``transport`` is handed to the Prometheus alarms (tests). The runner
-    also runs an `AlarmWatcher` over the HTTP-raised alarms on every call.
+    ``metrics`` is where per-version metrics come from (by default the
+    control plane's `coalmine.controller.metrics.MetricsService`); ``transport`` is handed to
+    the Prometheus alarms (tests). The runner also runs an `AlarmWatcher`
+    over the HTTP-raised alarms on every call.
     """
 
     def __init__(
         self,
-        service: ControlService,
+        plane: ControlPlane,
         *,
-        metrics: MetricsSource | None = None,
+        metrics: MetricsProvider | None = None,
         clock: Callable[[], float] = time.time,
         actor: str = "judge",
         transport: httpx.BaseTransport | None = None,
         watcher: AlarmWatcher | None = None,
     ) -> None:
-        self.service = service
-        self.metrics: MetricsSource = metrics if metrics is not None else service
+        self.releases = plane.releases
+        self.runs_store = plane.runs
+        self.metrics: MetricsProvider = metrics if metrics is not None else plane.metrics
+        self.watcher = (
+            watcher if watcher is not None else AlarmWatcher(plane.alarms, plane.releases)
+        )
         self.clock = clock
         self.actor = actor
         self.transport = transport
-        self.watcher = watcher if watcher is not None else AlarmWatcher(service)
-        self._started: dict[str, float] = {}
+        self._settings: dict[str, ReleaseAnalysis | InvalidInput] = {}
         self._next_due: float | None = None
         self.runs = 0
         """analysis runs recorded by this runner, for tests and metrics"""
@@ -187,13 +135,13 @@ class AnalysisRunner:
         except Exception:
             log.exception("analysis: checking the alarms failed")
         try:
-            releases = self.service.active_releases()
+            releases = self.releases.all_active()
         except Exception:
             log.exception("analysis: cannot list the active releases")
             return made
         next_due: float | None = None
         for release in releases:
-            if release.phase != Phase.RUNNING or not release.analysis:
+            if release.phase is not Phase.RUNNING or not release.analysis:
                 continue
             try:
                 done, due = self._step(release, now)
@@ -204,63 +152,64 @@ class AnalysisRunner:
             if due is not None and (next_due is None or due < next_due):
                 next_due = due
         self._next_due = next_due
-        running = {r.id for r in releases}
-        self._started = {k: v for k, v in self._started.items() if k in running}
+        active = {r.id for r in releases}
+        self._settings = {k: v for k, v in self._settings.items() if k in active}
         return made
 
     def _now(self, fixed: float | None) -> float:
         return self.clock() if fixed is None else fixed
 
-    def _step(self, release: ReleaseRead, fixed: float | None) -> tuple[int, float | None]:
+    def _spec(self, release: ReleaseRecord) -> ReleaseAnalysis:
+        """The release's analysis settings, parsed once (they never change)."""
+        spec = self._settings.get(release.id)
+        if spec is None:
+            try:
+                parsed = release_analysis(release.analysis, transport=self.transport)
+                assert parsed is not None  # only releases with analysis settings come here
+                spec = parsed
+            except InvalidInput as exc:
+                spec = exc
+            self._settings[release.id] = spec
+        if isinstance(spec, InvalidInput):
+            raise spec
+        return spec
+
+    def _step(self, release: ReleaseRecord, fixed: float | None) -> tuple[int, float | None]:
         """Analyse ``release`` if due: (transitions made, when the next run is due)."""
         now = self._now(fixed)
         try:
-            spec = release_analysis(release.analysis, transport=self.transport)
+            spec = self._spec(release)
         except InvalidInput as exc:
-            done = self._command(release.id, Command.PAUSE, f"analysis settings are invalid: {exc}")
-            return done, None
-        assert spec is not None
+            reason = f"analysis settings are invalid: {exc}"
+            return self._pause(release.id, reason), None
         interval = spec.settings.interval
-        last = self.service.last_analysis_run(release.id)
-        if last is not None:
-            pending = self._unfinished(release, last)
-            if pending:
-                return pending, None
-        start = self._window_start(release)
+        last = self.runs_store.last(release.id)
+        if last is not None and not last.applied:
+            return self._carry_out(last), None
+        start = _window_start(release)
         due = (last.at if last is not None else start) + interval
         if now < due:
             return 0, due
-        run, done = self.analyse(release, spec, now, last=last, window_start=start)
+        run, done = self.analyse(release, spec, now, last=last)
         return done, (None if done else run.at + interval)
 
-    def _unfinished(self, release: ReleaseRead, last: AnalysisRunRead) -> int:
-        """Carry out a rollback or pause that the last run decided but that did not happen
-        (the controller stopped between the two); transitions made."""
-        if last.action == Action.ROLLBACK:
-            reason = str(last.results.get("tracker", {}).get("reason") or "canary failed analysis")
-            return 1 if roll_back(self.service, release.id, self.actor, reason) else 0
-        if last.action != Action.PAUSE:
-            return 0
-        after = last.results.get("event_id")
-        if isinstance(after, int):
-            later = self.service.events(release_id=release.id, after=after, limit=100)
-            if any(e.kind == EventKind.PAUSED for e in later):
-                return 0  # paused, then resumed by an operator: analysis goes on
-        reason = str(last.results.get("tracker", {}).get("reason") or "analysis inconclusive")
-        return self._command(release.id, Command.PAUSE, reason)
+    def _carry_out(self, run: AnalysisRunRecord) -> int:
+        """Carry out the rollback or pause ``run`` decided (now, or on a controller that
+        stopped between deciding and doing); transitions made."""
+        reason = str(run.results.get("tracker", {}).get("reason") or "")
+        if run.action is Action.ROLLBACK:
+            done = self.releases.rollback(run.release_id, self.actor, reason or _FAILED)
+        else:
+            done = self.releases.command(
+                run.release_id, Command.PAUSE, self.actor, reason or _INCONCLUSIVE
+            )
+        self.runs_store.applied(run.id)
+        return 1 if done else 0
 
-    def _window_start(self, release: ReleaseRead) -> float:
-        """When traffic started (the ``started`` event), else when the release was created."""
-        cached = self._started.get(release.id)
-        if cached is not None:
-            return cached
-        for ev in self.service.events(release_id=release.id, limit=20):
-            if ev.kind == EventKind.STARTED:
-                self._started[release.id] = ev.at
-                return ev.at
-        return release.created_at
+    def _pause(self, release_id: str, reason: str) -> int:
+        return 1 if self.releases.command(release_id, Command.PAUSE, self.actor, reason) else 0
 
-    def _tracker(self, settings: AnalysisSettings, last: AnalysisRunRead | None) -> Tracker:
+    def _tracker(self, settings: AnalysisSettings, last: AnalysisRunRecord | None) -> Tracker:
         state = last.results.get("tracker") if last is not None else None
         if not isinstance(state, Mapping):
             return Tracker.start(settings)
@@ -276,16 +225,15 @@ class AnalysisRunner:
 
     def analyse(
         self,
-        release: ReleaseRead,
+        release: ReleaseRecord,
         spec: ReleaseAnalysis,
         now: float,
         *,
-        last: AnalysisRunRead | None = None,
-        window_start: float | None = None,
-    ) -> tuple[AnalysisRunRead, int]:
+        last: AnalysisRunRecord | None = None,
+    ) -> tuple[AnalysisRunRecord, int]:
         """One analysis run of ``release`` at ``now``: (the stored run, transitions made)."""
         settings = spec.settings
-        start = window_start if window_start is not None else self._window_start(release)
+        start = _window_start(release)
         verdicts = {fn: self._judge(release, fn, settings, start, now) for fn in release.changed}
         verdict = combine(verdicts)
         before = last.results.get("alarms", {}) if last is not None else {}
@@ -317,12 +265,12 @@ class AnalysisRunner:
             "alarms": alarms,
             "tracker": tracker.to_dict(),
         }
-        run = self.service.record_analysis_run(
+        run = self.runs_store.record(
             release.id,
             window_start=start,
             window_end=now,
-            outcome=str(outcome),
-            action=str(tracker.action),
+            outcome=outcome,
+            action=tracker.action,
             results=results,
             message=message,
             actor=self.actor,
@@ -331,17 +279,13 @@ class AnalysisRunner:
         self.runs += 1
         log.info("analysis: release %s: %s", release.id, message)
         for text, data in reports:
-            self.service.record(release.id, str(EventKind.ALARM), text, self.actor, data)
-        done = 0
-        if tracker.action is Action.ROLLBACK:
-            done = 1 if roll_back(self.service, release.id, self.actor, tracker.reason) else 0
-        elif tracker.action is Action.PAUSE:
-            done = self._command(release.id, Command.PAUSE, tracker.reason)
+            self.releases.note(release.id, EventKind.ALARM, text, self.actor, data)
+        done = 0 if run.applied else self._carry_out(run)
         return run, done
 
     def _judge(
         self,
-        release: ReleaseRead,
+        release: ReleaseRecord,
         fn: str,
         settings: AnalysisSettings,
         since: float,
@@ -364,7 +308,7 @@ class AnalysisRunner:
             return _inconclusive(f"cannot judge: {exc}")
 
     def _alarms(
-        self, release: ReleaseRead, sources: tuple[AlarmSource, ...], before: Mapping[str, Any]
+        self, release: ReleaseRecord, sources: tuple[AlarmSource, ...], before: Mapping[str, Any]
     ) -> tuple[dict[str, dict[str, Any]], list[AlarmEvaluation], list[tuple[str, dict[str, Any]]]]:
         """Evaluate each alarm: (states to store, attributable firings, events to write)."""
         states: dict[str, dict[str, Any]] = {}
@@ -407,19 +351,11 @@ class AnalysisRunner:
                 reports.append((f"alarm {source.name} is OK: {now.detail}", data))
         return states, fired, reports
 
-    def _command(self, release_id: str, command: Command, reason: str) -> int:
-        """Pause (or another command) as the judge, retrying on a concurrent change;
-        transitions made (0 when the phase no longer allows it)."""
-        for attempt in range(_ATTEMPTS):
-            try:
-                self.service.operate(release_id, command, self.actor, reason)
-            except Conflict:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-                continue
-            except InvalidTransition as exc:
-                log.info("analysis: release %s: not %s: %s", release_id, command, exc)
-                return 0
-            log.warning("analysis: release %s: %s: %s", release_id, command, reason)
-            return 1
-        return 0  # pragma: no cover - the loop returns or raises
+
+def _window_start(release: ReleaseRecord) -> float:
+    """When users first reached the candidate, else when the release was created."""
+    return release.started_at if release.started_at is not None else release.created_at
+
+
+_FAILED = "canary failed analysis"
+_INCONCLUSIVE = "analysis inconclusive"

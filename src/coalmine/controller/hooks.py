@@ -1,4 +1,4 @@
-"""Lifecycle hooks: the `HookRunner` port and its HTTP implementation.
+"""Lifecycle hooks: `HttpHookRunner`, the HTTP implementation of `coalmine.core.ports.HookRunner`.
 
 A hook is CodeDeploy's ``before_allow_traffic`` (run before the first user
 sees the candidate) or ``after_allow_traffic`` (run once every user does,
@@ -13,44 +13,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
-from coalmine.controller.schemas import HookSpec, ReleaseRead
+from coalmine.controller.schemas import ReleaseRead
 from coalmine.core.machine import Hook
+from coalmine.core.ports import HookOutcome
+from coalmine.core.records import HookConfig, ReleaseRecord
 
-__all__ = ["HookOutcome", "HookRunner", "HttpHookRunner", "hook_payload"]
+__all__ = ["HttpHookRunner", "hook_payload"]
 
 MAX_BACKOFF = 2.0
 """seconds: the longest pause between two attempts of a hook"""
 _BODY_EXCERPT = 200
 
 
-@dataclass(frozen=True, slots=True)
-class HookOutcome:
-    """Whether a hook passed, and a sentence a person can read saying why."""
-
-    passed: bool
-    detail: str
-
-
-class HookRunner(Protocol):
-    """Runs one hook of one release; never raises for a failing hook, returns a failed outcome."""
-
-    def run(self, release: ReleaseRead, hook: Hook, spec: HookSpec) -> HookOutcome: ...
-
-
-def hook_payload(release: ReleaseRead, hook: Hook, attempt: int) -> dict[str, Any]:
+def hook_payload(release: ReleaseRecord, hook: Hook, attempt: int) -> dict[str, Any]:
     """The JSON body POSTed to a hook.
 
     The release is sent without its hooks' headers: they may hold another
     endpoint's credentials.
     """
-    body = release.model_dump(mode="json")
+    body = ReleaseRead.of(release).model_dump(mode="json")
     body["hooks"] = {
-        name: {"url": spec.url, "timeout": spec.timeout, "retries": spec.retries}
+        str(name): {"url": spec.url, "timeout": spec.timeout, "retries": spec.retries}
         for name, spec in release.hooks.items()
     }
     return {"hook": str(hook), "app": release.app, "release": body, "attempt": attempt}
@@ -90,7 +77,7 @@ class HttpHookRunner:
         """The pause after failed attempt ``attempt`` (1-based)."""
         return float(min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)))
 
-    def run(self, release: ReleaseRead, hook: Hook, spec: HookSpec) -> HookOutcome:
+    def run(self, release: ReleaseRecord, hook: Hook, spec: HookConfig) -> HookOutcome:
         attempts = spec.retries + 1
         problem = ""
         for attempt in range(1, attempts + 1):
@@ -105,7 +92,7 @@ class HttpHookRunner:
             False, f"{hook} hook {spec.url} {problem} after {attempts} attempt{plural}"
         )
 
-    def _attempt(self, release: ReleaseRead, hook: Hook, spec: HookSpec, attempt: int) -> str:
+    def _attempt(self, release: ReleaseRecord, hook: Hook, spec: HookConfig, attempt: int) -> str:
         """One POST; an empty string when it passed, else what went wrong."""
         try:
             response = self._client.post(

@@ -1,6 +1,6 @@
 """Leader election: at most one controller replica drives the rollouts at a time.
 
-`Leadership` is the port; `leadership_for(store)` picks the backend by
+`coalmine.core.ports.Leadership` is the port; `leadership_for(store)` picks the backend by
 database dialect: a PostgreSQL session advisory lock (`PgAdvisoryLeadership`)
 or an exclusive ``flock`` beside the SQLite file (`FileLockLeadership`). Both
 locks belong to the holder's connection or open file, so they free themselves
@@ -18,11 +18,12 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from coalmine.core.ports import Leadership
 from coalmine.store.db import Store
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LEADER_KEY",
     "FileLockLeadership",
-    "Leadership",
     "PgAdvisoryLeadership",
     "SoleLeadership",
     "leadership_for",
@@ -46,25 +46,6 @@ def _advisory_key(name: str) -> int:
 
 LEADER_KEY = _advisory_key("coalmine-controller")
 """The PostgreSQL advisory lock key (a signed int64) the controllers compete for."""
-
-
-class Leadership(Protocol):
-    """Who may drive the rollouts. Implementations are thread-safe."""
-
-    def try_acquire(self) -> bool:
-        """Take the lead if it is free, without blocking; True while this process holds it.
-
-        Called again and again by the loop: each call also checks the lead is
-        still held (e.g. the lock's connection is alive).
-        """
-        ...
-
-    @property
-    def held(self) -> bool: ...
-
-    def release(self) -> None:
-        """Give the lead up (idempotent)."""
-        ...
 
 
 class SoleLeadership:

@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable
 
 from coalmine.controller.analysis import AnalysisRunner
-from coalmine.controller.hooks import HookOutcome, HookRunner
-from coalmine.controller.leader import Leadership
-from coalmine.controller.service import ControlService, Outcome
-from coalmine.core.errors import Conflict, NotFound
+from coalmine.controller.plane import ControlPlane
+from coalmine.core.errors import Conflict, NotFound, retry_on_conflict
 from coalmine.core.machine import Hook, HookResult, Tick
+from coalmine.core.ports import HookOutcome, HookRunner, Leadership, ReleaseStore, Transitioned
 from coalmine.store.changes import ChangeFeed
 
 __all__ = ["MAX_TRANSITIONS_PER_TICK", "Controller"]
@@ -47,7 +46,7 @@ class Controller:
 
     def __init__(
         self,
-        service: ControlService,
+        plane: ControlPlane,
         *,
         feed: ChangeFeed | None = None,
         leadership: Leadership,
@@ -59,14 +58,14 @@ class Controller:
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
-        self.service = service
+        self.releases: ReleaseStore = plane.releases
         self.feed = feed
         self.leadership = leadership
         self.hooks = hooks
         self.clock = clock
         self.interval = interval
         self.actor = actor
-        self.analysis = analysis if analysis is not None else AnalysisRunner(service, clock=clock)
+        self.analysis = analysis if analysis is not None else AnalysisRunner(plane, clock=clock)
         """judges running releases and checks alarms at the start of every tick"""
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -90,7 +89,7 @@ class Controller:
         except Exception:
             log.exception("controller: analysis failed")
         try:
-            due = self.service.due_releases(self._now(now))
+            due = self.releases.due(self._now(now))
         except Exception:
             log.exception("controller: cannot list due releases")
             return 0
@@ -149,8 +148,8 @@ class Controller:
             )
         return made
 
-    def _advance(self, release_id: str, event: Tick | HookResult) -> Outcome | None:
-        outcome = self.service.advance(release_id, event, actor=self.actor)
+    def _advance(self, release_id: str, event: Tick | HookResult) -> Transitioned | None:
+        outcome = self.releases.advance(release_id, event, actor=self.actor)
         if outcome is not None:
             log.info(
                 "controller: release %s: %s: %s",
@@ -160,21 +159,22 @@ class Controller:
             )
         return outcome
 
-    def _report(self, release_id: str, result: HookResult) -> Outcome | None:
+    def _report(self, release_id: str, result: HookResult) -> Transitioned | None:
         """Feed a hook's result back; retried on `Conflict`, so a concurrent edit of the
         release (an operator's command) does not lose it. A result the release no
         longer waits for is stale and changes nothing.
         """
-        for _ in range(_REPORT_ATTEMPTS - 1):
-            try:
-                return self._advance(release_id, result)
-            except Conflict:
-                log.info("controller: release %s changed meanwhile; reporting again", release_id)
-        return self._advance(release_id, result)
+        return retry_on_conflict(
+            lambda: self._advance(release_id, result),
+            attempts=_REPORT_ATTEMPTS,
+            on_retry=lambda _: log.info(
+                "controller: release %s changed meanwhile; reporting again", release_id
+            ),
+        )
 
-    def _run_hook(self, outcome: Outcome, hook: Hook) -> HookOutcome:
+    def _run_hook(self, outcome: Transitioned, hook: Hook) -> HookOutcome:
         release = outcome.release
-        spec = release.hooks.get(str(hook))
+        spec = release.hooks.get(hook)
         if spec is None:  # the machine only asks for hooks the release has
             return HookOutcome(False, f"{hook} hook is not configured for release {release.id}")
         try:
@@ -255,7 +255,7 @@ class Controller:
     def _delay(self, started: float, made: int) -> float:
         """Seconds until the next timer, at most `interval`."""
         try:
-            due = self.service.next_due_at()
+            due = self.releases.next_due_at()
         except Exception:
             log.exception("controller: cannot read the next due time")
             return self.interval

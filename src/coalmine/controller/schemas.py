@@ -11,6 +11,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from coalmine.core.model import NAME_PATTERN, VERSION_PATTERN
+from coalmine.core.records import (
+    AlarmRecord,
+    AnalysisRunRecord,
+    EventRecord,
+    HookConfig,
+    ReleaseRecord,
+)
 
 __all__ = [
     "AlarmHandled",
@@ -57,6 +64,15 @@ class HookSpec(_In):
     timeout: float = Field(default=10.0, gt=0, le=300, description="seconds per attempt")
     retries: int = Field(default=2, ge=0, le=10, description="extra attempts after a failure")
     headers: dict[str, str] = Field(default_factory=dict)
+
+    def config(self) -> HookConfig:
+        return HookConfig(self.url, self.timeout, self.retries, dict(self.headers))
+
+    @classmethod
+    def of(cls, hook: HookConfig) -> HookSpec:
+        return cls(
+            url=hook.url, timeout=hook.timeout, retries=hook.retries, headers=dict(hook.headers)
+        )
 
 
 class TargetingSpec(_In):
@@ -176,6 +192,39 @@ class ReleaseRead(BaseModel):
     finished_at: float | None
     row_version: int
 
+    @classmethod
+    def of(cls, r: ReleaseRecord) -> ReleaseRead:
+        strategy = r.strategy
+        return cls(
+            id=r.id,
+            app=r.app,
+            phase=str(r.phase),
+            route_mode=str(r.route_mode),
+            exposure=r.exposure,
+            step=r.step,
+            steps=[
+                StepRead(index=i, exposure=st.exposure, hold=st.hold)
+                for i, st in enumerate(strategy.steps)
+            ],
+            strategy=strategy.name if strategy.name != "custom" else strategy.describe(),
+            baseline=dict(r.baseline),
+            candidate=dict(r.candidate),
+            changed=r.changed,
+            targeting=TargetingSpec(
+                always_canary=sorted(r.targeting.always_canary),
+                never_canary=sorted(r.targeting.never_canary),
+            ),
+            hooks={str(k): HookSpec.of(v) for k, v in r.hooks.items()},
+            analysis=dict(r.analysis),
+            next_action_at=r.next_action_at,
+            reason=r.reason,
+            created_by=r.created_by,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            finished_at=r.finished_at,
+            row_version=r.row_version,
+        )
+
 
 class EventRead(BaseModel):
     id: int
@@ -188,6 +237,21 @@ class EventRead(BaseModel):
     phase: str | None
     exposure: int | None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, e: EventRecord) -> EventRead:
+        return cls(
+            id=e.id,
+            app=e.app,
+            release_id=e.release_id,
+            at=e.at,
+            actor=e.actor,
+            kind=e.kind,
+            message=e.message,
+            phase=e.phase,
+            exposure=e.exposure,
+            data=dict(e.data),
+        )
 
 
 class ApplyRead(BaseModel):
@@ -232,6 +296,19 @@ class AnalysisRunRead(BaseModel):
         description="per-function verdicts, alarm evaluations, the tracker after the run",
     )
 
+    @classmethod
+    def of(cls, run: AnalysisRunRecord) -> AnalysisRunRead:
+        return cls(
+            id=run.id,
+            release_id=run.release_id,
+            at=run.at,
+            window_start=run.window_start,
+            window_end=run.window_end,
+            outcome=str(run.outcome),
+            action=str(run.action),
+            results=dict(run.results),
+        )
+
 
 class AlarmRead(BaseModel):
     app: str
@@ -240,6 +317,17 @@ class AlarmRead(BaseModel):
     reason: str
     since: float = Field(description="when the alarm entered its current state")
     updated_at: float
+
+    @classmethod
+    def of(cls, a: AlarmRecord) -> AlarmRead:
+        return cls(
+            app=a.app,
+            name=a.name,
+            state="ALARM" if a.state == "ALARM" else "OK",
+            reason=a.reason,
+            since=a.since,
+            updated_at=a.updated_at,
+        )
 
 
 class AlarmHandled(BaseModel):

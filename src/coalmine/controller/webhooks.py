@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import httpx
 
 from coalmine.controller.schemas import EventRead
+from coalmine.core.records import EventRecord
 
 __all__ = ["EventWebhooks"]
 
@@ -61,13 +62,13 @@ class EventWebhooks:
         self.delivered = 0
         self.failed = 0
 
-    def __call__(self, event: EventRead, urls: list[str]) -> None:
+    def __call__(self, event: EventRecord, urls: list[str]) -> None:
         """Enqueue ``event`` for each URL and return at once; never raises."""
         if event.release_id is None:
             return
         for url in urls:
             try:
-                self._queue.put_nowait(_Delivery(event, url))
+                self._queue.put_nowait(_Delivery(EventRead.of(event), url))
             except queue.Full:
                 self.failed += 1
                 log.warning(

@@ -6,9 +6,19 @@ bad input, 1 for a failed operation); every message says what to fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
-__all__ = ["CoalmineError", "Conflict", "InvalidInput", "NotFound", "require_fields"]
+__all__ = [
+    "CoalmineError",
+    "Conflict",
+    "InvalidInput",
+    "NotFound",
+    "require_fields",
+    "retry_on_conflict",
+]
+
+T = TypeVar("T")
 
 
 class CoalmineError(Exception):
@@ -39,3 +49,20 @@ def require_fields(data: Mapping[str, object], expected: Iterable[str], what: st
             + (f"; missing: {', '.join(missing)}" if missing else "")
             + (f"; unknown: {', '.join(unknown)}" if unknown else "")
         )
+
+
+def retry_on_conflict(
+    attempt: Callable[[], T],
+    *,
+    attempts: int = 3,
+    on_retry: Callable[[Conflict], None] | None = None,
+) -> T:
+    """``attempt()``, tried again (up to ``attempts`` times in all) while it raises `Conflict`:
+    another writer changed the same thing first. The last `Conflict` propagates."""
+    for _ in range(attempts - 1):
+        try:
+            return attempt()
+        except Conflict as exc:
+            if on_retry is not None:
+                on_retry(exc)
+    return attempt()

@@ -4,8 +4,11 @@ One small Protocol per plug-in point (STYLE.md): the core names what it needs,
 ``coalmine.integrations`` supplies the implementations (each with an
 in-memory twin), and a contract test suite runs against every one of them.
 
-So far: the event ``Stream`` a function publishes to and consumes from, and
-the ``Record`` it delivers.
+The event ``Stream`` a function publishes to and consumes from (and the
+``Record`` it delivers); the controller's ports: ``HookRunner`` (lifecycle
+hooks), ``AlarmSource`` (an outside signal the analysis evaluates),
+``MetricsProvider`` (per-version metrics over a window), ``Leadership`` (who
+drives the rollouts) and ``ReleaseStore`` (the releases the loop drives).
 """
 
 from __future__ import annotations
@@ -14,7 +17,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Record", "Stream", "require_bytes"]
+from coalmine.core.alarms import AlarmEvaluation
+from coalmine.core.histogram import VersionMetrics
+from coalmine.core.machine import Event, Hook, Transition
+from coalmine.core.records import HookConfig, ReleaseRecord
+
+__all__ = [
+    "AlarmSource",
+    "HookOutcome",
+    "HookRunner",
+    "Leadership",
+    "MetricsProvider",
+    "Record",
+    "ReleaseStore",
+    "Stream",
+    "Transitioned",
+    "require_bytes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +105,99 @@ def require_bytes(data: object) -> None:
     """What every `Stream.publish` checks first: record data is bytes (``TypeError`` if not)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+
+
+# -- the controller's ports ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HookOutcome:
+    """Whether a hook passed, and a sentence a person can read saying why."""
+
+    passed: bool
+    detail: str
+
+
+class HookRunner(Protocol):
+    """Runs one hook of one release; never raises for a failing hook, returns a failed outcome."""
+
+    def run(self, release: ReleaseRecord, hook: Hook, spec: HookConfig) -> HookOutcome: ...
+
+
+@runtime_checkable
+class AlarmSource(Protocol):
+    """An outside signal the analysis evaluates every interval."""
+
+    @property
+    def name(self) -> str: ...
+
+    def evaluate(self, *, at: float | None = None) -> AlarmEvaluation:
+        """The state now, or at Unix time ``at`` (to learn whether it fired before a release)."""
+        ...
+
+
+class MetricsProvider(Protocol):
+    """Per-version metrics over a time window: what the judge compares."""
+
+    def metrics_for(
+        self,
+        app: str,
+        function: str,
+        version: str,
+        channel: str,
+        *,
+        since: float,
+        until: float | None = None,
+    ) -> VersionMetrics:
+        """The merged windows of one version in one channel whose start is in [since, until)."""
+        ...
+
+
+class Leadership(Protocol):
+    """Who may drive the rollouts. Implementations are thread-safe."""
+
+    def try_acquire(self) -> bool:
+        """Take the lead if it is free, without blocking; True while this process holds it.
+
+        Called again and again by the loop: each call also checks the lead is
+        still held (e.g. the lock's connection is alive).
+        """
+        ...
+
+    @property
+    def held(self) -> bool: ...
+
+    def release(self) -> None:
+        """Give the lead up (idempotent)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Transitioned:
+    """A release after a transition, and the transition (what to do next)."""
+
+    release: ReleaseRecord
+    transition: Transition
+
+
+class ReleaseStore(Protocol):
+    """The releases the controller drives: due timers, and one transition at a time.
+
+    `advance` stores a transition and its audit event atomically, or raises
+    `coalmine.core.errors.Conflict` when another writer changed the release
+    first (optimistic concurrency): two controllers never both make a step.
+    """
+
+    def due(self, now: float) -> list[str]:
+        """Ids of the releases whose timer has come, oldest first."""
+        ...
+
+    def next_due_at(self) -> float | None:
+        """The earliest timer of any release (None: none is set)."""
+        ...
+
+    def advance(
+        self, release_id: str, event: Event, actor: str = "controller"
+    ) -> Transitioned | None:
+        """Feed the state machine a tick or a hook result; None when nothing changed."""
+        ...

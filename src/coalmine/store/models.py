@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -126,6 +127,8 @@ class ReleaseRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+    started_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """when users first reached the candidate: the judge's window starts here"""
     row_version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
@@ -183,6 +186,8 @@ class AnalysisRunRow(Base):
     """per-function verdicts, alarm evaluations and the tracker's state after this run"""
     action: Mapped[str] = mapped_column(String(16))
     """continue, pause or rollback"""
+    applied: Mapped[bool] = mapped_column(Boolean, default=True)
+    """False while the run's rollback or pause is still to be carried out"""
 
 
 class AlarmRow(Base):
@@ -200,6 +205,8 @@ class AlarmRow(Base):
     since: Mapped[float] = mapped_column(Float)
     """when the alarm entered its current state"""
     updated_at: Mapped[float] = mapped_column(Float)
+    reported_release: Mapped[str | None] = mapped_column(String(80), default=None)
+    """the release a firing-before-the-release report was written for (once each)"""
 
 
 class MetricWindowRow(Base):

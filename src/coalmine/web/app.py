@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from coalmine import __version__
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.tokens import TokenService
 from coalmine.core.signing import Keyring
 from coalmine.store.changes import ChangeFeed
@@ -31,7 +31,7 @@ from coalmine.web.routes.apply import openapi_schemas
 __all__ = ["ControllerFactory", "create_app"]
 
 log = logging.getLogger(__name__)
-ControllerFactory = Callable[[ControlService, ChangeFeed], Any]
+ControllerFactory = Callable[[ControlPlane, ChangeFeed], Any]
 """Builds the rollout controller: an object with ``start()`` and ``stop()``."""
 
 _DESCRIPTION = (
@@ -72,7 +72,7 @@ def create_app(
     owns_store = store is None
     store = store if store is not None else open_store(database_url)
     feed = ChangeFeed(store)
-    service = ControlService(store, feed)
+    plane = ControlPlane(store, feed)
     tokens = TokenService(store)
 
     @asynccontextmanager
@@ -82,7 +82,7 @@ def create_app(
         try:
             await run_in_threadpool(bootstrap_admin, tokens)
             if start_controller and controller_factory is not None:
-                controller = controller_factory(service, feed)
+                controller = controller_factory(plane, feed)
                 await run_in_threadpool(controller.start)
             elif start_controller:
                 log.warning("start_controller without a controller_factory: no rollout controller")
@@ -103,7 +103,7 @@ def create_app(
     )
     app.state.store = store
     app.state.feed = feed
-    app.state.service = service
+    app.state.plane = plane
     app.state.tokens = tokens
     app.state.heartbeat = heartbeat
     app.state.discovery = discovery

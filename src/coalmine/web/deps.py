@@ -6,15 +6,15 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.tokens import TokenService
 from coalmine.store.changes import ChangeFeed
 
-__all__ = ["FeedDep", "ServiceDep", "TokensDep", "get_feed", "get_service", "get_tokens"]
+__all__ = ["FeedDep", "PlaneDep", "TokensDep", "get_feed", "get_plane", "get_tokens"]
 
 
-async def get_service(request: Request) -> ControlService:
-    return cast(ControlService, request.app.state.service)
+async def get_plane(request: Request) -> ControlPlane:
+    return cast(ControlPlane, request.app.state.plane)
 
 
 async def get_tokens(request: Request) -> TokenService:
@@ -25,6 +25,6 @@ async def get_feed(request: Request) -> ChangeFeed:
     return cast(ChangeFeed, request.app.state.feed)
 
 
-ServiceDep = Annotated[ControlService, Depends(get_service)]
+PlaneDep = Annotated[ControlPlane, Depends(get_plane)]
 TokensDep = Annotated[TokenService, Depends(get_tokens)]
 FeedDep = Annotated[ChangeFeed, Depends(get_feed)]

@@ -22,7 +22,7 @@ from contextlib import aclosing
 
 from starlette.concurrency import run_in_threadpool
 
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
 from coalmine.core.errors import CoalmineError
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.store.changes import ChangeFeed
@@ -52,9 +52,9 @@ class SnapshotStream:
     """One subscriber: `open` subscribes and reads the snapshot, `events` streams it."""
 
     def __init__(
-        self, service: ControlService, feed: ChangeFeed, app: str, *, heartbeat: float
+        self, plane: ControlPlane, feed: ChangeFeed, app: str, *, heartbeat: float
     ) -> None:
-        self.service = service
+        self.plane = plane
         self.feed = feed
         self.app = app
         self.heartbeat = heartbeat
@@ -68,7 +68,7 @@ class SnapshotStream:
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = self.feed.subscribe(self._on_change)
         try:
-            self._first = await run_in_threadpool(self.service.routing_snapshot, self.app)
+            self._first = await run_in_threadpool(self.plane.snapshots.snapshot, self.app)
         except BaseException:
             self.close()
             raise
@@ -110,7 +110,7 @@ class SnapshotStream:
                     continue
                 self._changed.clear()  # changes from here on wake us again
                 try:
-                    snapshot = await run_in_threadpool(self.service.routing_snapshot, self.app)
+                    snapshot = await run_in_threadpool(self.plane.snapshots.snapshot, self.app)
                 except CoalmineError as exc:
                     log.info("stream of %s ends: %s", self.app, exc)
                     return

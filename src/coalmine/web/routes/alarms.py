@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from coalmine.controller.alarms import parse_notice
+from coalmine.controller.alarm_notice import parse_notice
 from coalmine.controller.schemas import AlarmHandled, AlarmRead, AnalysisRunRead
 from coalmine.controller.tokens import Principal
 from coalmine.web.auth import Require
-from coalmine.web.deps import ServiceDep
+from coalmine.web.deps import PlaneDep
 
 __all__ = ["MAX_ALARM_BYTES", "router"]
 
@@ -71,20 +71,20 @@ async def _read_body(request: Request) -> bytes:
 async def raise_alarm(
     request: Request,
     who: Raiser,
-    service: ServiceDep,
+    plane: PlaneDep,
     app: Annotated[
         str | None, Query(description="the app, unless the name is coalmine:<app>:<name>")
     ] = None,
 ) -> AlarmHandled:
     notice = parse_notice(await _read_body(request), app=app)
     return await run_in_threadpool(
-        service.raise_alarm, notice.app, notice.name, notice.state, notice.reason, who.name
+        plane.alarms.raise_alarm, notice.app, notice.name, notice.state, notice.reason, who.name
     )
 
 
 @router.get("/v1/apps/{app}/alarms", summary="An app's alarms and their last state")
-def list_alarms(app: str, _: Viewer, service: ServiceDep) -> list[AlarmRead]:
-    return service.list_alarms(app)
+def list_alarms(app: str, _: Viewer, plane: PlaneDep) -> list[AlarmRead]:
+    return [AlarmRead.of(a) for a in plane.alarms.of_app(app)]
 
 
 @router.get(
@@ -94,8 +94,10 @@ def list_alarms(app: str, _: Viewer, service: ServiceDep) -> list[AlarmRead]:
 def release_analysis(
     release_id: str,
     _: Viewer,
-    service: ServiceDep,
+    plane: PlaneDep,
     after: Annotated[int, Query(ge=0, description="only runs with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AnalysisRunRead]:
-    return service.list_analysis_runs(release_id, after=after, limit=limit)
+    return [
+        AnalysisRunRead.of(r) for r in plane.runs.of_release(release_id, after=after, limit=limit)
+    ]

@@ -22,7 +22,7 @@ from coalmine.controller.schemas import ApplyRead, AppSpec
 from coalmine.controller.tokens import Principal
 from coalmine.core.errors import InvalidInput
 from coalmine.web.auth import Require
-from coalmine.web.deps import ServiceDep
+from coalmine.web.deps import PlaneDep
 
 __all__ = ["MAX_DOCUMENT_BYTES", "openapi_schemas", "parse_document", "router"]
 
@@ -140,8 +140,8 @@ async def _read_body(request: Request) -> bytes:
 async def apply(
     request: Request,
     who: Applier,
-    service: ServiceDep,
+    plane: PlaneDep,
     dry_run: Annotated[bool, Query(description="report the changes without making them")] = False,
 ) -> ApplyRead:
     spec = parse_document(await _read_body(request), request.headers.get("content-type"))
-    return await run_in_threadpool(service.apply, spec, who.name, dry_run=dry_run)
+    return await run_in_threadpool(plane.catalog.apply, spec, who.name, dry_run=dry_run)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coalmine.controller.schemas import AppRead, ReleaseSettings, VersionCreate, VersionRead
 from coalmine.controller.tokens import Principal
 from coalmine.web.auth import Require
-from coalmine.web.deps import ServiceDep
+from coalmine.web.deps import PlaneDep
 
 __all__ = ["AppCreate", "CurrentSet", "FunctionCreate", "router"]
 
@@ -44,25 +44,23 @@ CurrentSetter = Annotated[Principal, Depends(Require("deployer", "set current ve
 
 
 @router.get("", summary="List apps")
-def list_apps(_: Viewer, service: ServiceDep) -> list[AppRead]:
-    return service.list_apps()
+def list_apps(_: Viewer, plane: PlaneDep) -> list[AppRead]:
+    return plane.catalog.list_apps()
 
 
 @router.post("", status_code=201, summary="Create an app")
-def create_app(body: AppCreate, who: AppCreator, service: ServiceDep) -> AppRead:
-    return service.create_app(body.name, who.name, body.release)
+def create_app(body: AppCreate, who: AppCreator, plane: PlaneDep) -> AppRead:
+    return plane.catalog.create_app(body.name, who.name, body.release)
 
 
 @router.get("/{app}", summary="Read an app, its functions and versions")
-def get_app(app: str, _: Viewer, service: ServiceDep) -> AppRead:
-    return service.get_app(app)
+def get_app(app: str, _: Viewer, plane: PlaneDep) -> AppRead:
+    return plane.catalog.get_app(app)
 
 
 @router.post("/{app}/functions", status_code=201, summary="Add a function to an app")
-def add_function(
-    app: str, body: FunctionCreate, who: FunctionAdder, service: ServiceDep
-) -> AppRead:
-    return service.add_function(app, body.name, who.name)
+def add_function(app: str, body: FunctionCreate, who: FunctionAdder, plane: PlaneDep) -> AppRead:
+    return plane.catalog.add_function(app, body.name, who.name)
 
 
 @router.post(
@@ -71,9 +69,9 @@ def add_function(
     summary="Register an immutable version of a function",
 )
 def register_version(
-    app: str, function: str, body: VersionCreate, who: Registrar, service: ServiceDep
+    app: str, function: str, body: VersionCreate, who: Registrar, plane: PlaneDep
 ) -> VersionRead:
-    return service.register_version(app, function, body, who.name)
+    return plane.catalog.register_version(app, function, body, who.name)
 
 
 @router.put(
@@ -81,6 +79,6 @@ def register_version(
     summary="Set the version a function runs outside a release",
 )
 def set_current(
-    app: str, function: str, body: CurrentSet, who: CurrentSetter, service: ServiceDep
+    app: str, function: str, body: CurrentSet, who: CurrentSetter, plane: PlaneDep
 ) -> AppRead:
-    return service.set_current(app, function, body.version, who.name)
+    return plane.catalog.set_current(app, function, body.version, who.name)

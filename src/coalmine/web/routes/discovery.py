@@ -24,7 +24,7 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from coalmine.controller.service import ControlService
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.tokens import Principal
 from coalmine.core.errors import NotFound
 from coalmine.core.model import NAME_PATTERN
@@ -34,7 +34,7 @@ from coalmine.web.auth import (
     _bearer,  # one scheme in the OpenAPI document
     routing_reader,
 )
-from coalmine.web.deps import FeedDep, ServiceDep, TokensDep
+from coalmine.web.deps import FeedDep, PlaneDep, TokensDep
 from coalmine.web.discovery import (
     DiscoverySettings,
     answer_etag,
@@ -126,9 +126,9 @@ async def _check_reader(app: str, principal: Principal) -> None:
         raise _refuse(exc.status_code, str(exc.detail)) from exc
 
 
-async def _snapshot(service: ControlService, app: str) -> RoutingSnapshot:
+async def _snapshot(plane: ControlPlane, app: str) -> RoutingSnapshot:
     try:
-        snapshot: RoutingSnapshot = await run_in_threadpool(service.routing_snapshot, app)
+        snapshot: RoutingSnapshot = await run_in_threadpool(plane.snapshots.snapshot, app)
     except NotFound as exc:
         raise _refuse(404, str(exc)) from exc
     return snapshot
@@ -167,7 +167,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 async def discovery(
     request: Request,
     principal: DiscoveryCaller,
-    service: ServiceDep,
+    plane: PlaneDep,
     app: AppQuery = None,
     user: UserQuery = None,
     context: ContextQuery = None,
@@ -177,7 +177,7 @@ async def discovery(
     app_name = _required(app, "app", "the app's name")
     user_key = _required(user, "user", "the user's key")
     await _check_reader(app_name, principal)
-    snapshot = await _snapshot(service, app_name)
+    snapshot = await _snapshot(plane, app_name)
     answer = discover(
         snapshot,
         user_key,
@@ -209,13 +209,13 @@ class DiscoveryBatch(BaseModel):
     responses={200: {"description": '`{"app", "revision", "answers": [answer, ...]}`'}},
 )
 async def discovery_batch(
-    body: DiscoveryBatch, request: Request, principal: DiscoveryCaller, service: ServiceDep
+    body: DiscoveryBatch, request: Request, principal: DiscoveryCaller, plane: PlaneDep
 ) -> Response:
     await _check_reader(body.app, principal)
     settings = _settings(request)
 
     def build() -> bytes:
-        snapshot = service.routing_snapshot(body.app)
+        snapshot = plane.snapshots.snapshot(body.app)
         now = time.time()
         answers = [discover(snapshot, u, settings, now=now) for u in body.users]
         return canonical({"app": body.app, "revision": snapshot.revision, "answers": answers})
@@ -275,7 +275,7 @@ async def answer_events(
 async def discovery_stream(
     request: Request,
     principal: DiscoveryCaller,
-    service: ServiceDep,
+    plane: PlaneDep,
     feed: FeedDep,
     app: AppQuery = None,
     user: UserQuery = None,
@@ -286,7 +286,7 @@ async def discovery_stream(
     user_key = _required(user, "user", "the user's key")
     await _check_reader(app_name, principal)
     settings = _settings(request)
-    stream = SnapshotStream(service, feed, app_name, heartbeat=float(request.app.state.heartbeat))
+    stream = SnapshotStream(plane, feed, app_name, heartbeat=float(request.app.state.heartbeat))
     try:
         await stream.open()
     except NotFound as exc:

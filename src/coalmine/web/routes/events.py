@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from coalmine.controller.schemas import EventRead
 from coalmine.controller.tokens import Principal
 from coalmine.web.auth import Require
-from coalmine.web.deps import ServiceDep
+from coalmine.web.deps import PlaneDep
 
 __all__ = ["router"]
 
@@ -21,10 +21,13 @@ Viewer = Annotated[Principal, Depends(Require("viewer", "read events"))]
 @router.get("/v1/events", summary="Audit events, oldest first; page with ?after=<last id>")
 def list_events(
     _: Viewer,
-    service: ServiceDep,
+    plane: PlaneDep,
     app: Annotated[str | None, Query(description="only this app's events")] = None,
     release: Annotated[str | None, Query(description="only this release's events")] = None,
     after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventRead]:
-    return service.events(app=app, release_id=release, after=after, limit=limit)
+    return [
+        EventRead.of(e)
+        for e in plane.audit.events(app=app, release_id=release, after=after, limit=limit)
+    ]

@@ -14,12 +14,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Response
 
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import MetricsBatch, MetricsIngestRead
-from coalmine.controller.service import ControlService
 from coalmine.controller.tokens import Principal
 from coalmine.metrics.exposition import FunctionCollector, RecorderCollector, registry, render
 from coalmine.web.auth import Caller
-from coalmine.web.deps import ServiceDep
+from coalmine.web.deps import PlaneDep
 
 __all__ = ["router"]
 
@@ -55,20 +55,18 @@ def _check_writer(principal: Principal, app: str) -> None:
     summary="Merge a batch of per-version metric windows into the store",
     responses={400: {"description": "a window is invalid (it is named); nothing was written"}},
 )
-def ingest_metrics(
-    batch: MetricsBatch, principal: Caller, service: ServiceDep
-) -> MetricsIngestRead:
+def ingest_metrics(batch: MetricsBatch, principal: Caller, plane: PlaneDep) -> MetricsIngestRead:
     _check_writer(principal, batch.app)
-    merged = service.ingest_metrics(batch.app, batch, principal.name)
+    merged = plane.metrics.ingest(batch.app, batch, principal.name)
     return MetricsIngestRead(app=batch.app, merged=merged)
 
 
-def _exposure(service: ControlService) -> FunctionCollector:
+def _exposure(plane: ControlPlane) -> FunctionCollector:
     return FunctionCollector(
         "coalmine_release_exposure",
         "Share of users in the canary channel of an active release, in basis points (0-10000).",
         ("app", "release"),
-        lambda: [((r.app, r.id), float(r.exposure)) for r in service.active_releases()],
+        lambda: [((r.app, r.id), float(r.exposure)) for r in plane.releases.all_active()],
     )
 
 
@@ -78,8 +76,8 @@ def _exposure(service: ControlService) -> FunctionCollector:
     response_class=Response,
     responses=_EXPOSITION_DOC,
 )
-def metrics(service: ServiceDep, accept: Annotated[str | None, Header()] = None) -> Response:
+def metrics(plane: PlaneDep, accept: Annotated[str | None, Header()] = None) -> Response:
     body, content_type = render(
-        registry(RecorderCollector(service.ingested), _exposure(service)), accept
+        registry(RecorderCollector(plane.metrics.ingested), _exposure(plane)), accept
     )
     return Response(body, media_type=content_type)

@@ -33,7 +33,7 @@ from coalmine.web.auth import (
     INVALID_TOKEN,
     _bearer,  # one scheme in the OpenAPI document
 )
-from coalmine.web.deps import ServiceDep, TokensDep
+from coalmine.web.deps import PlaneDep, TokensDep
 from coalmine.web.discovery import answer_etag, discover, ofrep_flag, ofrep_flags
 from coalmine.web.routes.discovery import CORS, preflight
 from coalmine.web.routes.routing import etag_matches
@@ -135,10 +135,10 @@ async def _principal(
 
 
 async def _answer(
-    service: ServiceDep, request: Request, app: str, parsed: OfrepRequest
+    plane: PlaneDep, request: Request, app: str, parsed: OfrepRequest
 ) -> dict[str, Any] | None:
     try:
-        snapshot: RoutingSnapshot = await run_in_threadpool(service.routing_snapshot, app)
+        snapshot: RoutingSnapshot = await run_in_threadpool(plane.snapshots.snapshot, app)
     except NotFound:
         return None
     return discover(
@@ -163,7 +163,7 @@ ApiKey = Annotated[str | None, Depends(_api_key)]
 async def evaluate_flag(
     key: str,
     request: Request,
-    service: ServiceDep,
+    plane: PlaneDep,
     tokens: TokensDep,
     credentials: Bearer,
     api_key: ApiKey,
@@ -176,7 +176,7 @@ async def evaluate_flag(
     if isinstance(parsed, tuple):
         code, details = parsed
         return _json(400, {"key": key, "errorCode": code, "errorDetails": details})
-    answer = await _answer(service, request, app, parsed)
+    answer = await _answer(plane, request, app, parsed)
     flag = ofrep_flag(answer, key) if answer is not None else None
     if answer is None or flag is None:
         flags = ", ".join(f["key"] for f in ofrep_flags(answer)) if answer else "none"
@@ -197,7 +197,7 @@ async def evaluate_flag(
 )
 async def evaluate_flags(
     request: Request,
-    service: ServiceDep,
+    plane: PlaneDep,
     tokens: TokensDep,
     credentials: Bearer,
     api_key: ApiKey,
@@ -210,7 +210,7 @@ async def evaluate_flags(
     if isinstance(parsed, tuple):
         code, details = parsed
         return _json(400, {"errorCode": code, "errorDetails": details})
-    answer = await _answer(service, request, principal.app or "", parsed)
+    answer = await _answer(plane, request, principal.app or "", parsed)
     body = {"flags": ofrep_flags(answer) if answer is not None else []}
     etag = answer_etag(body)
     if etag_matches(if_none_match, etag.removeprefix("W/")):

@@ -10,7 +10,7 @@ from coalmine.controller.schemas import EventRead, OperateRequest, ReleaseCreate
 from coalmine.controller.tokens import Principal
 from coalmine.core.machine import Command
 from coalmine.web.auth import Require
-from coalmine.web.deps import ServiceDep
+from coalmine.web.deps import PlaneDep
 
 __all__ = ["router"]
 
@@ -29,10 +29,10 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 def list_releases(
     app: str,
     _: Viewer,
-    service: ServiceDep,
+    plane: PlaneDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[ReleaseRead]:
-    return service.list_releases(app, limit=limit)
+    return [ReleaseRead.of(r) for r in plane.releases.recent(app, limit=limit)]
 
 
 @router.post(
@@ -41,24 +41,26 @@ def list_releases(
     summary="Start a release (409 while another release of the app is active)",
     responses={409: {"description": "the app already has an active release"}},
 )
-def start_release(app: str, body: ReleaseCreate, who: Starter, service: ServiceDep) -> ReleaseRead:
-    return service.start_release(app, body, who.name)
+def start_release(app: str, body: ReleaseCreate, who: Starter, plane: PlaneDep) -> ReleaseRead:
+    return ReleaseRead.of(plane.releases.start(app, body, who.name))
 
 
 @router.get("/v1/releases/{release_id}", summary="Read a release")
-def get_release(release_id: str, _: Viewer, service: ServiceDep) -> ReleaseRead:
-    return service.get_release(release_id)
+def get_release(release_id: str, _: Viewer, plane: PlaneDep) -> ReleaseRead:
+    return ReleaseRead.of(plane.releases.get(release_id))
 
 
 @router.get("/v1/releases/{release_id}/events", summary="A release's audit events, oldest first")
 def release_events(
     release_id: str,
     _: Viewer,
-    service: ServiceDep,
+    plane: PlaneDep,
     after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventRead]:
-    return service.events(release_id=release_id, after=after, limit=limit)
+    return [
+        EventRead.of(e) for e in plane.audit.events(release_id=release_id, after=after, limit=limit)
+    ]
 
 
 _OPERATIONS = {
@@ -71,9 +73,10 @@ _OPERATIONS = {
 
 def _register_operation(command: Command, summary: str) -> None:
     def operate(
-        release_id: str, who: Operator, service: ServiceDep, body: OptionalOperate = None
+        release_id: str, who: Operator, plane: PlaneDep, body: OptionalOperate = None
     ) -> ReleaseRead:
-        return service.operate(release_id, command, who.name, body.reason if body else "")
+        done = plane.releases.operate(release_id, command, who.name, body.reason if body else "")
+        return ReleaseRead.of(done)
 
     operate.__name__ = str(command)
     router.post(f"/v1/releases/{{release_id}}/{command}", summary=summary, responses=_CONFLICT)(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from coalmine.web.auth import RoutingReader
-from coalmine.web.deps import FeedDep, ServiceDep
+from coalmine.web.deps import FeedDep, PlaneDep
 from coalmine.web.sse import SnapshotStream
 
 __all__ = ["etag_matches", "router"]
@@ -47,10 +47,10 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 def routing(
     app: str,
     _: RoutingReader,
-    service: ServiceDep,
+    plane: PlaneDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    snapshot = service.routing_snapshot(app)
+    snapshot = plane.snapshots.snapshot(app)
     headers = {"ETag": snapshot.etag, **_NO_CACHE}
     if etag_matches(if_none_match, snapshot.etag):
         return Response(status_code=304, headers=headers)
@@ -64,9 +64,9 @@ def routing(
     responses=_STREAM_DOC,
 )
 async def routing_stream(
-    app: str, request: Request, _: RoutingReader, service: ServiceDep, feed: FeedDep
+    app: str, request: Request, _: RoutingReader, plane: PlaneDep, feed: FeedDep
 ) -> StreamingResponse:
-    stream = SnapshotStream(service, feed, app, heartbeat=float(request.app.state.heartbeat))
+    stream = SnapshotStream(plane, feed, app, heartbeat=float(request.app.state.heartbeat))
     await stream.open()
     return StreamingResponse(
         stream.events(),

@@ -1,0 +1,256 @@
+"""The catalog: apps, their functions and versions, and the declarative ``apply``.
+
+Each public method is one unit of work (`coalmine.store.uow`): a failure
+changes nothing, and every change writes an audit event and bumps the app's
+routing revision. Versions are immutable; a function's current version
+changes outside releases only while the app has no active release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import IntegrityError
+
+from coalmine.controller.analysis_settings import release_analysis
+from coalmine.controller.schemas import (
+    ApplyRead,
+    AppRead,
+    AppSpec,
+    FunctionRead,
+    ReleaseSettings,
+    VersionCreate,
+    VersionRead,
+)
+from coalmine.core.errors import Conflict, InvalidInput
+from coalmine.core.model import Target, validate_name, validate_version_name
+from coalmine.core.strategy import parse_strategy
+from coalmine.store.models import AppRow, FunctionRow, VersionRow
+from coalmine.store.uow import UnitOfWork, Work
+
+__all__ = ["CatalogService", "check_settings"]
+
+
+def check_settings(settings: ReleaseSettings) -> None:
+    """Raise `InvalidInput` unless an app's release defaults parse (strategy, analysis)."""
+    parse_strategy(settings.strategy)
+    release_analysis(settings.analysis)
+
+
+@contextmanager
+def _conflict_on_integrity_error(message: str) -> Iterator[None]:
+    """A unique constraint that a concurrent writer won is a Conflict, not a database error."""
+    try:
+        yield
+    except IntegrityError:
+        raise Conflict(message) from None
+
+
+class CatalogService:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    # -- reads ---------------------------------------------------------------
+    def list_apps(self) -> list[AppRead]:
+        with self.uow() as w:
+            return [self._app_read(w, row) for row in w.apps.all()]
+
+    def get_app(self, name: str) -> AppRead:
+        with self.uow() as w:
+            return self._app_read(w, w.apps.get(name))
+
+    @staticmethod
+    def _app_read(w: Work, app: AppRow) -> AppRead:
+        functions = [
+            FunctionRead(
+                name=fn.name,
+                current_version=fn.current_version,
+                versions=[
+                    VersionRead(name=v.name, target=v.target, created_at=v.created_at)
+                    for v in w.apps.versions(fn)
+                ],
+            )
+            for fn in w.apps.functions(app)
+        ]
+        active = w.releases.active(app)
+        return AppRead(
+            name=app.name,
+            revision=app.revision,
+            created_at=app.created_at,
+            settings=ReleaseSettings.model_validate(app.settings),
+            functions=functions,
+            active_release=active.id if active is not None else None,
+        )
+
+    # -- writes --------------------------------------------------------------
+    def create_app(self, name: str, actor: str, settings: ReleaseSettings | None = None) -> AppRead:
+        validate_name(name, "app")
+        settings = settings or ReleaseSettings()
+        check_settings(settings)
+        with _conflict_on_integrity_error(f"app {name!r} already exists"), self.uow() as w:
+            if w.apps.find(name) is not None:
+                raise Conflict(f"app {name!r} already exists")
+            app = w.apps.add(
+                AppRow(name=name, settings=settings.model_dump(mode="json"), created_at=w.clock())
+            )
+            w.event(app, actor, "app_created", f"app {name} created")
+            w.changed(app)
+            w.session.flush()
+            return self._app_read(w, app)
+
+    def add_function(self, app_name: str, name: str, actor: str) -> AppRead:
+        validate_name(name, "function")
+        clash = f"app {app_name!r} already has a function named {name!r}"
+        with _conflict_on_integrity_error(clash), self.uow() as w:
+            app = w.apps.get(app_name)
+            self._add_function(w, app, name, actor)
+            w.session.flush()
+            return self._app_read(w, app)
+
+    @staticmethod
+    def _add_function(w: Work, app: AppRow, name: str, actor: str) -> FunctionRow:
+        if w.apps.find_function(app, name) is not None:
+            raise Conflict(f"app {app.name!r} already has a function named {name!r}")
+        fn = w.apps.add_function(FunctionRow(app_id=app.id, name=name, created_at=w.clock()))
+        w.event(app, actor, "function_added", f"function {name} added")
+        w.changed(app)
+        return fn
+
+    def register_version(
+        self, app_name: str, function: str, version: VersionCreate, actor: str
+    ) -> VersionRead:
+        validate_version_name(version.name)
+        target = Target.parse(version.target)
+        clash = f"version {version.name} of {function} was registered at the same time"
+        with _conflict_on_integrity_error(clash), self.uow() as w:
+            app = w.apps.get(app_name)
+            fn = w.apps.function(app, function)
+            row = self._register(w, app, fn, version.name, target, actor)
+            return VersionRead(name=row.name, target=row.target, created_at=row.created_at)
+
+    @staticmethod
+    def _register(
+        w: Work, app: AppRow, fn: FunctionRow, name: str, target: Target, actor: str
+    ) -> VersionRow:
+        existing = w.apps.version(fn, name)
+        if existing is not None:
+            if existing.target == target.ref:
+                raise Conflict(f"version {name} of {fn.name} is already registered")
+            raise Conflict(
+                f"version {name} of {fn.name} is registered with target {existing.target!r};"
+                " versions are immutable: register the new build under a new version name"
+            )
+        row = w.apps.add_version(
+            VersionRow(function_id=fn.id, name=name, target=target.ref, created_at=w.clock())
+        )
+        w.event(
+            app,
+            actor,
+            "version_registered",
+            f"{fn.name} {name} -> {target.ref}",
+            data={"function": fn.name, "version": name, "target": target.ref},
+        )
+        w.changed(app)
+        return row
+
+    def set_current(self, app_name: str, function: str, version: str, actor: str) -> AppRead:
+        """Set the version a function runs outside a release (only with no active release)."""
+        with self.uow() as w:
+            app = w.apps.get(app_name, lock=True)
+            fn = w.apps.function(app, function)
+            self._set_current(w, app, fn, version, actor)
+            w.session.flush()
+            return self._app_read(w, app)
+
+    @staticmethod
+    def _set_current(w: Work, app: AppRow, fn: FunctionRow, version: str, actor: str) -> None:
+        if w.apps.version(fn, version) is None:
+            raise InvalidInput(f"version {version!r} of {fn.name} is not registered")
+        active = w.releases.active(app)
+        if active is not None:
+            raise Conflict(
+                f"app {app.name!r} has an active release {active.id} ({active.phase});"
+                " change current versions through releases"
+            )
+        fn.current_version = version
+        w.event(
+            app,
+            actor,
+            "current_set",
+            f"{fn.name} now runs {version}",
+            data={"function": fn.name, "version": version},
+        )
+        w.changed(app)
+
+    # -- declarative apply ---------------------------------------------------
+    def apply(self, spec: AppSpec, actor: str, *, dry_run: bool = False) -> ApplyRead:
+        """Make the store hold what ``spec`` describes; applying twice changes nothing.
+
+        Creates the app, functions and versions that are missing, sets each
+        function's current version when it has none, and replaces the release
+        settings. A version that exists with another target is an error
+        (versions are immutable), as is changing a current version (that is
+        what releases are for).
+        """
+        validate_name(spec.app, "app")
+        check_settings(spec.release)
+        targets = {
+            (fname, ver): Target.parse(ref)
+            for fname, fs in spec.functions.items()
+            for ver, ref in fs.versions.items()
+        }
+        for fname, fs in spec.functions.items():
+            for ver in fs.versions:
+                validate_version_name(ver)
+            if fs.current is not None and fs.current not in fs.versions:
+                raise InvalidInput(
+                    f"function {fname}: current version {fs.current!r} is not among its versions"
+                )
+        changes: list[str] = []
+        # another apply may create the same app, function or version at the same time
+        retry = f"app {spec.app!r} was changed by someone else at the same time; apply again"
+        with _conflict_on_integrity_error(retry), self.uow() as w:
+            app = w.apps.find(spec.app)
+            if app is None:
+                app = w.apps.add(AppRow(name=spec.app, settings={}, created_at=w.clock()))
+                changes.append(f"create app {spec.app}")
+                w.event(app, actor, "app_created", f"app {spec.app} created by apply")
+            settings = spec.release.model_dump(mode="json")
+            if app.settings != settings:
+                if app.settings:
+                    changes.append("update release settings")
+                    w.event(app, actor, "settings_updated", "release settings updated by apply")
+                app.settings = settings
+            for fn_name, fs in sorted(spec.functions.items()):
+                fn = w.apps.find_function(app, fn_name)
+                if fn is None:
+                    fn = self._add_function(w, app, fn_name, actor)
+                    changes.append(f"create function {fn_name}")
+                for ver, _ref in sorted(fs.versions.items()):
+                    target = targets[fn_name, ver]
+                    existing = w.apps.version(fn, ver)
+                    if existing is None:
+                        self._register(w, app, fn, ver, target, actor)
+                        changes.append(f"register {fn_name} {ver} -> {target.ref}")
+                    elif existing.target != target.ref:
+                        raise Conflict(
+                            f"version {ver} of {fn_name} is registered with target"
+                            f" {existing.target!r}, the file says {target.ref!r}; versions are"
+                            " immutable: give the new build a new version name"
+                        )
+                if fs.current is not None and fn.current_version != fs.current:
+                    if fn.current_version is None:
+                        self._set_current(w, app, fn, fs.current, actor)
+                        changes.append(f"set {fn_name} current version {fs.current}")
+                    else:
+                        raise Conflict(
+                            f"function {fn_name} runs {fn.current_version}, the file says current"
+                            f" {fs.current}: change running versions with a release"
+                            f" (coalmine release start {spec.app} --set {fn_name}={fs.current})"
+                        )
+            if changes:
+                w.changed(app)
+            if dry_run:
+                w.discard()
+        return ApplyRead(app=spec.app, changed=bool(changes), changes=changes, dry_run=dry_run)

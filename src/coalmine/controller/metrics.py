@@ -1,0 +1,143 @@
+"""Per-version metrics in the control plane: ingest what SDKs and gateways flush, read windows.
+
+`MetricsService` implements `coalmine.core.ports.MetricsProvider` (what the
+judge reads) over the store's metric windows: mergeable counts and
+histograms per (app, function, version, channel, window start), never raw
+samples (DESIGN rule 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import cast
+
+from coalmine.controller.schemas import MetricsBatch
+from coalmine.core.errors import InvalidInput
+from coalmine.core.histogram import LatencyHistogram, VersionMetrics
+from coalmine.core.model import Channel, validate_name
+from coalmine.metrics.recorder import MetricWindow, Recorder
+from coalmine.store.uow import UnitOfWork
+
+__all__ = ["MetricsService"]
+
+log = logging.getLogger(__name__)
+_METRIC_CHUNK = 200  # metric windows per statement (bound parameters stay few)
+
+
+class MetricsService:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self.ingested = Recorder(deltas=False)
+        """cumulative totals of the metric windows this process ingested (for ``/metrics``)"""
+
+    def ingest(self, app: str, batch: MetricsBatch, actor: str) -> int:
+        """Merge a batch of metric windows (deltas an SDK or gateway flushed) into the store.
+
+        Every window is validated first (names, channel, a finite start aligned
+        to the batch's window, counts, the histogram): a bad one is an
+        `InvalidInput` naming it, and nothing is written. Each window is then
+        added to the row of its (app, function, version, channel, start),
+        created if missing, read and rewritten inside one transaction with the
+        rows locked (FOR UPDATE on PostgreSQL; SQLite serialises writers), so
+        two batches for one window add up exactly. Not idempotent: a batch
+        sent twice counts twice. Returns the number of windows merged.
+        """
+        validate_name(app, "app")
+        if batch.app != app:
+            raise InvalidInput(f"the batch is of app {batch.app!r}, not {app!r}")
+        windows = self._metric_windows(app, batch)
+        merged: dict[tuple[str, str, str, float], VersionMetrics] = {}
+        for window in windows:
+            m = window.metrics
+            key = (m.function, m.version, str(m.channel), window.start)
+            if key in merged:
+                merged[key].merge(m)
+            else:
+                merged[key] = m.copy()
+        keys = sorted(merged)  # one lock order for every writer: no deadlocks
+        empty = LatencyHistogram().to_dict()
+        with self.uow() as w:
+            w.apps.get(app)
+            for i in range(0, len(keys), _METRIC_CHUNK):
+                chunk = keys[i : i + _METRIC_CHUNK]
+                for row in w.metrics.locked(app, chunk, empty):
+                    key = (row.function, row.version, row.channel, row.start)
+                    total = VersionMetrics(
+                        app,
+                        row.function,
+                        row.version,
+                        cast(Channel, row.channel),
+                        row.requests,
+                        row.errors,
+                        LatencyHistogram.from_dict(row.histogram),
+                    )
+                    total.merge(merged[key])
+                    row.requests = total.requests
+                    row.errors = total.errors
+                    row.histogram = total.histogram.to_dict()
+        for window in windows:
+            self.ingested.add(window)
+        log.debug("%s: %d metric windows of %s merged", actor, len(windows), app)
+        return len(windows)
+
+    @staticmethod
+    def _metric_windows(app: str, batch: MetricsBatch) -> list[MetricWindow]:
+        layout = LatencyHistogram()
+        out = []
+        for i, data in enumerate(batch.windows):
+            try:
+                w = MetricWindow.from_dict(app, data.model_dump())
+                if not (w.start / batch.window).is_integer():
+                    raise InvalidInput(
+                        f"start {w.start!r} is not aligned to the batch's {batch.window:g} s window"
+                    )
+                if not w.metrics.histogram.same_layout(layout):
+                    raise InvalidInput(
+                        "the control plane keeps histograms with alpha"
+                        f" {layout.alpha}, min_value {layout.min_value} and max_buckets"
+                        f" {layout.max_buckets}; this one has {w.metrics.histogram.alpha},"
+                        f" {w.metrics.histogram.min_value} and {w.metrics.histogram.max_buckets}"
+                    )
+            except InvalidInput as exc:
+                raise InvalidInput(f"windows[{i}]: {exc}") from None
+            out.append(w)
+        return out
+
+    def metrics_for(
+        self,
+        app: str,
+        function: str,
+        version: str,
+        channel: str,
+        *,
+        since: float,
+        until: float | None = None,
+    ) -> VersionMetrics:
+        """The merged windows of one version in one channel whose start is in [since, until).
+
+        An empty `VersionMetrics` when there are none (or the app is unknown).
+        """
+        out = VersionMetrics(app, function, version, cast(Channel, channel))  # validates
+        for what, value in (("since", since), ("until", until)):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise InvalidInput(f"{what} must be finite Unix seconds, got {value!r}")
+        with self.uow() as w:
+            rows = w.metrics.totals(app, function, version, str(out.channel), since, until)
+        for requests, errors, histogram in rows:
+            out.merge(
+                VersionMetrics(
+                    app,
+                    function,
+                    version,
+                    out.channel,
+                    requests,
+                    errors,
+                    LatencyHistogram.from_dict(histogram),
+                )
+            )
+        return out

@@ -1,0 +1,65 @@
+"""The control plane's services, built once over one store: what the API and the loop use.
+
+One service per concern, each over the same unit of work
+(`coalmine.store.uow.UnitOfWork`):
+
+| attribute | service | owns |
+|---|---|---|
+| ``catalog`` | `CatalogService` | apps, functions, versions, ``apply`` |
+| ``releases`` | `ReleaseService` | releases and their transitions, ``rollback`` |
+| ``snapshots`` | `SnapshotService` | the routing snapshot and revision |
+| ``audit`` | `AuditLog` | reading the audit log |
+| ``metrics`` | `MetricsService` | per-version metric windows |
+| ``runs`` | `AnalysisRunService` | analysis-run records |
+| ``alarms`` | `AlarmService` | HTTP-raised alarms |
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from coalmine.controller.alarms import AlarmService
+from coalmine.controller.audit import AuditLog
+from coalmine.controller.catalog import CatalogService
+from coalmine.controller.metrics import MetricsService
+from coalmine.controller.releases import ReleaseService
+from coalmine.controller.runs import AnalysisRunService
+from coalmine.controller.snapshots import SnapshotService
+from coalmine.store.changes import ChangeFeed
+from coalmine.store.db import Store
+from coalmine.store.uow import EventSink, UnitOfWork
+
+__all__ = ["ControlPlane", "EventSink"]
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        store: Store,
+        feed: ChangeFeed | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sinks: Iterable[EventSink] = (),
+    ) -> None:
+        self.uow = UnitOfWork(store, feed, clock=clock, sinks=sinks)
+        self.catalog = CatalogService(self.uow)
+        self.releases = ReleaseService(self.uow)
+        self.snapshots = SnapshotService(self.uow)
+        self.audit = AuditLog(self.uow)
+        self.metrics = MetricsService(self.uow)
+        self.runs = AnalysisRunService(self.uow)
+        self.alarms = AlarmService(self.uow, self.releases)
+
+    @property
+    def store(self) -> Store:
+        return self.uow.store
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.uow.clock
+
+    @property
+    def sinks(self) -> list[EventSink]:
+        """Told of every committed event (append to add one, e.g. the event webhooks)."""
+        return self.uow.sinks

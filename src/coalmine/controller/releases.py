@@ -1,0 +1,287 @@
+"""Releases: start one, read them, and every transition of their state machine.
+
+Each public method is one unit of work (`coalmine.store.uow`): a transition
+is stored with its audit event, bumps the app's routing revision when
+routing changed, and marks the change feed, all in one transaction.
+Optimistic concurrency (``row_version``) makes two writers of one release
+never both win: the loser gets `Conflict`. `rollback` (and `command`) own
+the retry on such a conflict, so the judge, an alarm and a hook's report
+all roll back the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from coalmine.controller.analysis_settings import release_analysis
+from coalmine.controller.schemas import ReleaseCreate, ReleaseSettings
+from coalmine.core.bucketing import new_salt
+from coalmine.core.errors import Conflict, InvalidInput, retry_on_conflict
+from coalmine.core.machine import (
+    Command,
+    Event,
+    EventKind,
+    InvalidTransition,
+    Operator,
+    start_progress,
+    transition,
+)
+from coalmine.core.model import Phase, Release, RouteMode, Targeting
+from coalmine.core.ports import Transitioned
+from coalmine.core.records import EventRecord, ReleaseRecord
+from coalmine.core.strategy import parse_strategy
+from coalmine.store.models import ReleaseRow
+from coalmine.store.uow import UnitOfWork
+
+__all__ = ["ReleaseService", "Transitioned", "release_id_for"]
+
+log = logging.getLogger(__name__)
+_MAX_RELEASE_ID = 64  # a release id is a version-like name (core.model.VERSION_PATTERN)
+_ATTEMPTS = 3
+"""tries of a rollback or pause that another writer keeps beating"""
+
+
+def release_id_for(app: str, seq: int) -> str:
+    """``<app>-<seq>``; an app name too long for a release id (64 characters) keeps a
+    prefix and a hash of the whole name, so that two apps never share a release id."""
+    rid = f"{app}-{seq}"
+    if len(rid) <= _MAX_RELEASE_ID:
+        return rid
+    tail = f"-{hashlib.sha256(app.encode()).hexdigest()[:8]}-{seq}"
+    return app[: _MAX_RELEASE_ID - len(tail)] + tail
+
+
+class ReleaseService:
+    """Implements `coalmine.core.ports.ReleaseStore` over the SQL store."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, release_id: str) -> ReleaseRecord:
+        with self.uow() as w:
+            row = w.releases.get(release_id)
+            return w.releases.record(row, w.releases.app_name(row))
+
+    def recent(self, app: str | None = None, *, limit: int = 50) -> list[ReleaseRecord]:
+        """The newest releases (of one app, or of all), newest first."""
+        with self.uow() as w:
+            app_row = w.apps.get(app) if app is not None else None
+            return [w.releases.record(r, n) for r, n in w.releases.newest(app_row, limit=limit)]
+
+    def active(self, app: str) -> ReleaseRecord | None:
+        """The release that owns ``app`` now, if any."""
+        with self.uow() as w:
+            row = w.releases.active(w.apps.get(app))
+            return w.releases.record(row, app) if row is not None else None
+
+    def all_active(self) -> list[ReleaseRecord]:
+        """Every release that still owns its app (pending to rolling back), oldest first."""
+        with self.uow() as w:
+            return [w.releases.record(r, n) for r, n in w.releases.all_active()]
+
+    def due(self, now: float) -> list[str]:
+        with self.uow() as w:
+            return w.releases.due(now)
+
+    def next_due_at(self) -> float | None:
+        with self.uow() as w:
+            return w.releases.next_due_at()
+
+    # -- start ---------------------------------------------------------------
+    def start(self, app_name: str, req: ReleaseCreate, actor: str) -> ReleaseRecord:
+        try:
+            with self.uow() as w:
+                app = w.apps.get(app_name, lock=True)
+                active = w.releases.active(app)
+                if active is not None:
+                    raise Conflict(
+                        f"app {app_name!r} already has an active release {active.id}"
+                        f" ({active.phase}); promote or roll it back first"
+                    )
+                defaults = ReleaseSettings.model_validate(app.settings)
+                current: dict[str, str] = {}
+                for fn in w.apps.functions(app):
+                    if fn.current_version is not None:
+                        current[fn.name] = fn.current_version
+                    elif fn.name in req.candidate:
+                        raise InvalidInput(
+                            f"function {fn.name} has no current version yet: set one"
+                            " (current: in coalmine.yaml) before releasing a candidate"
+                        )
+                for fn_name, ver in req.candidate.items():
+                    if w.apps.version(w.apps.function(app, fn_name), ver) is None:
+                        raise InvalidInput(
+                            f"version {ver!r} of {fn_name} is not registered; register it first"
+                        )
+                strategy = parse_strategy(
+                    req.strategy if req.strategy is not None else defaults.strategy
+                )
+                hooks = req.hooks if req.hooks is not None else defaults.hooks
+                analysis = req.analysis if req.analysis is not None else defaults.analysis
+                release_analysis(analysis)
+                route_mode = RouteMode(req.route_mode or defaults.route_mode)
+                seq = w.releases.next_seq(app)
+                release = Release.start(
+                    id=release_id_for(app.name, seq),
+                    app=app.name,
+                    current=current,
+                    changes=req.candidate,
+                    salt=new_salt(),
+                    strategy=strategy,
+                    route_mode=route_mode,
+                    targeting=Targeting(
+                        frozenset(req.targeting.always_canary),
+                        frozenset(req.targeting.never_canary),
+                    ),
+                )
+                now = w.clock()
+                p = start_progress(now)
+                row = w.releases.add(
+                    ReleaseRow(
+                        id=release.id,
+                        app_id=app.id,
+                        seq=seq,
+                        phase=str(p.phase),
+                        route_mode=str(route_mode),
+                        salt=release.salt,
+                        strategy=strategy.to_dict(),
+                        baseline=dict(release.baseline),
+                        candidate=dict(release.candidate),
+                        targeting=req.targeting.model_dump(),
+                        hooks={k: v.model_dump(mode="json") for k, v in hooks.items()},
+                        analysis=dict(analysis),
+                        exposure=p.exposure,
+                        step=p.step,
+                        next_action_at=p.next_action_at,
+                        created_by=actor,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                changed = ", ".join(
+                    f"{fn} {release.baseline[fn]}->{release.candidate[fn]}"
+                    for fn in release.changed_functions
+                )
+                w.event(
+                    app,
+                    actor,
+                    EventKind.CREATED,
+                    f"release {row.id} created: {changed}; strategy {strategy.name}"
+                    f" ({strategy.describe()})",
+                    release=row,
+                )
+                w.changed(app)
+                out = w.releases.record(row, app.name)
+        except IntegrityError:
+            raise Conflict(
+                f"app {app_name!r} already has an active release (started concurrently)"
+            ) from None
+        return out
+
+    # -- transitions ---------------------------------------------------------
+    def operate(
+        self, release_id: str, command: Command, actor: str, reason: str = ""
+    ) -> ReleaseRecord:
+        """An operator's promote / rollback / pause / resume (409 if the phase forbids it)."""
+        done = self._apply(release_id, Operator(command, self.uow.clock(), reason), actor)
+        assert done is not None  # operator commands always transition or raise
+        return done.release
+
+    def advance(
+        self, release_id: str, event: Event, actor: str = "controller"
+    ) -> Transitioned | None:
+        """Feed the state machine a tick or a hook result; None when nothing changed."""
+        return self._apply(release_id, event, actor)
+
+    def command(self, release_id: str, command: Command, actor: str, reason: str) -> bool:
+        """Carry out ``command`` as ``actor`` (the judge, an alarm), retrying when another
+        writer changed the release meanwhile. False when the release's phase no longer
+        allows it (it ended, or was paused or promoted meanwhile)."""
+        try:
+            retry_on_conflict(
+                lambda: self.operate(release_id, command, actor, reason), attempts=_ATTEMPTS
+            )
+        except InvalidTransition as exc:
+            log.info("release %s: not %s: %s", release_id, command, exc)
+            return False
+        log.warning("release %s: %s by %s: %s", release_id, command, actor, reason)
+        return True
+
+    def rollback(self, release_id: str, actor: str, reason: str) -> bool:
+        """Roll a release back (see `command`); False when it cannot be any more."""
+        return self.command(release_id, Command.ROLLBACK, actor, reason)
+
+    def _apply(self, release_id: str, event: Event, actor: str) -> Transitioned | None:
+        try:
+            with self.uow() as w:
+                row = w.releases.get(release_id)
+                app = w.apps.by_id(row.app_id)
+                before = w.releases.record(row, app.name)
+                t = transition(
+                    before.strategy,
+                    frozenset(before.hooks),
+                    before.progress,
+                    event,
+                    hook_deadline=before.hook_deadline,
+                )
+                if t is None:
+                    return None
+                now = w.clock()
+                p = t.progress
+                routing_changed = (p.phase, p.exposure) != (before.phase, before.exposure)
+                row.phase = str(p.phase)
+                row.step = p.step
+                row.exposure = p.exposure
+                row.next_action_at = p.next_action_at
+                row.paused_remaining = p.paused_remaining
+                row.reason = p.reason
+                row.updated_at = now
+                if t.kind is EventKind.STARTED and row.started_at is None:
+                    row.started_at = now
+                if p.phase is Phase.PROMOTED:
+                    row.finished_at = now
+                    for fn in w.apps.functions(app):
+                        if fn.name in row.candidate:
+                            fn.current_version = row.candidate[fn.name]
+                elif p.phase is Phase.ROLLED_BACK:
+                    row.finished_at = now
+                w.session.flush()
+                w.event(
+                    app,
+                    actor,
+                    t.kind,
+                    t.message,
+                    release=row,
+                    data={"reason": p.reason} if p.reason else None,
+                )
+                if routing_changed:
+                    w.changed(app)
+                out = Transitioned(w.releases.record(row, app.name), t)
+        except StaleDataError:
+            raise Conflict(
+                f"release {release_id} was changed by someone else at the same time; try again"
+            ) from None
+        return out
+
+    # -- the audit log of a release -------------------------------------------
+    def note(
+        self,
+        release_id: str,
+        kind: str,
+        message: str,
+        actor: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> EventRecord:
+        """Write an audit event about a release without changing it (analysis, alarms)."""
+        with self.uow() as w:
+            row = w.releases.get(release_id)
+            event = w.event(w.apps.by_id(row.app_id), actor, kind, message, release=row, data=data)
+            w.session.flush()
+            return w.events.record(event)

@@ -1,0 +1,56 @@
+"""The analysis runs' repository: one record per interval the judge looked at a release."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coalmine.core.judge import Action, Outcome
+from coalmine.core.records import AnalysisRunRecord
+from coalmine.store.models import AnalysisRunRow
+
+__all__ = ["AnalysisRunRepository"]
+
+
+class AnalysisRunRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: AnalysisRunRow) -> AnalysisRunRow:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, run_id: int) -> AnalysisRunRow | None:
+        return self.session.get(AnalysisRunRow, run_id)
+
+    def page(self, release_id: str, *, after: int = 0, limit: int = 1000) -> list[AnalysisRunRow]:
+        q = (
+            select(AnalysisRunRow)
+            .where(AnalysisRunRow.release_id == release_id, AnalysisRunRow.id > after)
+            .order_by(AnalysisRunRow.id)
+            .limit(limit)
+        )
+        return list(self.session.scalars(q))
+
+    def last(self, release_id: str) -> AnalysisRunRow | None:
+        return self.session.scalar(
+            select(AnalysisRunRow)
+            .where(AnalysisRunRow.release_id == release_id)
+            .order_by(AnalysisRunRow.id.desc())
+            .limit(1)
+        )
+
+    @staticmethod
+    def record(row: AnalysisRunRow) -> AnalysisRunRecord:
+        return AnalysisRunRecord(
+            id=row.id,
+            release_id=row.release_id,
+            at=row.at,
+            window_start=row.window_start,
+            window_end=row.window_end,
+            outcome=Outcome(row.outcome),
+            action=Action(row.action),
+            results=dict(row.results or {}),
+            applied=row.applied,
+        )

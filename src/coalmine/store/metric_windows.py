@@ -1,0 +1,87 @@
+"""The per-version metric windows' repository: lock-and-merge rows, and range reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from coalmine.store.models import MetricWindowRow
+
+__all__ = ["MetricWindowRepository", "WindowKey"]
+
+WindowKey = tuple[str, str, str, float]
+"""(function, version, channel, start) of one window of an app"""
+
+
+class MetricWindowRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def locked(
+        self, app: str, keys: list[WindowKey], empty: dict[str, Any]
+    ) -> list[MetricWindowRow]:
+        """The rows of ``keys`` (created with ``empty`` histograms if missing), locked until
+        the commit. Callers pass ``keys`` sorted: one lock order, no deadlocks."""
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.session.execute(
+            insert(MetricWindowRow)
+            .values(
+                [
+                    {
+                        "app": app,
+                        "function": function,
+                        "version": version,
+                        "channel": channel,
+                        "start": start,
+                        "requests": 0,
+                        "errors": 0,
+                        "histogram": empty,
+                    }
+                    for function, version, channel, start in keys
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+        q = (
+            select(MetricWindowRow)
+            .where(
+                MetricWindowRow.app == app,
+                tuple_(
+                    MetricWindowRow.function,
+                    MetricWindowRow.version,
+                    MetricWindowRow.channel,
+                    MetricWindowRow.start,
+                ).in_(keys),
+            )
+            .order_by(MetricWindowRow.id)
+            .with_for_update()
+        )
+        return list(self.session.scalars(q))
+
+    def totals(
+        self,
+        app: str,
+        function: str,
+        version: str,
+        channel: str,
+        since: float,
+        until: float | None,
+    ) -> list[tuple[int, int, dict[str, Any]]]:
+        """(requests, errors, histogram) of each window whose start is in [since, until)."""
+        q = select(
+            MetricWindowRow.requests, MetricWindowRow.errors, MetricWindowRow.histogram
+        ).where(
+            MetricWindowRow.app == app,
+            MetricWindowRow.function == function,
+            MetricWindowRow.version == version,
+            MetricWindowRow.channel == channel,
+            MetricWindowRow.start >= since,
+        )
+        if until is not None:
+            q = q.where(MetricWindowRow.start < until)
+        rows = self.session.execute(q.order_by(MetricWindowRow.start)).all()
+        return [(requests, errors, histogram) for requests, errors, histogram in rows]
