@@ -423,6 +423,9 @@ def test_metrics_that_cannot_be_read_are_inconclusive_never_a_pass(
         def metrics_for(self, *args: object, **kwargs: object) -> VersionMetrics:
             raise ConnectionError("metrics store unreachable")
 
+        def metrics_for_many(self, *args: object, **kwargs: object) -> list[VersionMetrics]:
+            raise ConnectionError("metrics store unreachable")
+
     release = start(svc)
     ctl = Controller(
         svc,

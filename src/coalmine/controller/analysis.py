@@ -139,12 +139,16 @@ class AnalysisRunner:
         except Exception:
             log.exception("analysis: cannot list the active releases")
             return made
+        analysed = [r for r in releases if r.phase is Phase.RUNNING and r.analysis]
+        try:
+            last_runs = self.runs_store.last_of([r.id for r in analysed])
+        except Exception:
+            log.exception("analysis: cannot read the last analysis runs")
+            return made
         next_due: float | None = None
-        for release in releases:
-            if release.phase is not Phase.RUNNING or not release.analysis:
-                continue
+        for release in analysed:
             try:
-                done, due = self._step(release, now)
+                done, due = self._step(release, last_runs.get(release.id), now)
             except Exception:
                 log.exception("analysis: release %s: analysis failed", release.id)
                 continue
@@ -174,8 +178,11 @@ class AnalysisRunner:
             raise spec
         return spec
 
-    def _step(self, release: ReleaseRecord, fixed: float | None) -> tuple[int, float | None]:
-        """Analyse ``release`` if due: (transitions made, when the next run is due)."""
+    def _step(
+        self, release: ReleaseRecord, last: AnalysisRunRecord | None, fixed: float | None
+    ) -> tuple[int, float | None]:
+        """Analyse ``release`` if due, after ``last``: (transitions made, when the next run is
+        due)."""
         now = self._now(fixed)
         try:
             spec = self._spec(release)
@@ -183,7 +190,6 @@ class AnalysisRunner:
             reason = f"analysis settings are invalid: {exc}"
             return self._pause(release.id, reason), None
         interval = spec.settings.interval
-        last = self.runs_store.last(release.id)
         if last is not None and not last.applied:
             return self._carry_out(last), None
         start = _window_start(release)
@@ -234,7 +240,7 @@ class AnalysisRunner:
         """One analysis run of ``release`` at ``now``: (the stored run, transitions made)."""
         settings = spec.settings
         start = _window_start(release)
-        verdicts = {fn: self._judge(release, fn, settings, start, now) for fn in release.changed}
+        verdicts = self._verdicts(release, settings, start, now)
         verdict = combine(verdicts)
         before = last.results.get("alarms", {}) if last is not None else {}
         alarms, fired, reports = self._alarms(release, spec.alarms, before)
@@ -283,29 +289,32 @@ class AnalysisRunner:
         done = 0 if run.applied else self._carry_out(run)
         return run, done
 
-    def _judge(
-        self,
-        release: ReleaseRecord,
-        fn: str,
-        settings: AnalysisSettings,
-        since: float,
-        until: float,
-    ) -> Verdict:
+    def _verdicts(
+        self, release: ReleaseRecord, settings: AnalysisSettings, since: float, until: float
+    ) -> dict[str, Verdict]:
+        """Each changed function's verdict: canary candidate against stable baseline."""
+        changed = release.changed
+        queries = [
+            q
+            for fn in changed
+            for q in ((fn, release.candidate[fn], "canary"), (fn, release.baseline[fn], "stable"))
+        ]
         since = window_start(since)  # the metric window holding the start
         try:
-            canary = self.metrics.metrics_for(
-                release.app, fn, release.candidate[fn], "canary", since=since, until=until
-            )
-            stable = self.metrics.metrics_for(
-                release.app, fn, release.baseline[fn], "stable", since=since, until=until
-            )
+            got = self.metrics.metrics_for_many(release.app, queries, since=since, until=until)
         except Exception as exc:
-            log.exception("analysis: release %s: cannot read the metrics of %s", release.id, fn)
-            return _inconclusive(f"metrics unavailable: {exc or type(exc).__name__}")
-        try:
-            return judge(canary, stable, settings)
-        except InvalidInput as exc:
-            return _inconclusive(f"cannot judge: {exc}")
+            log.exception("analysis: release %s: cannot read the metrics", release.id)
+            return {
+                fn: _inconclusive(f"metrics unavailable: {exc or type(exc).__name__}")
+                for fn in changed
+            }
+        out: dict[str, Verdict] = {}
+        for i, fn in enumerate(changed):
+            try:
+                out[fn] = judge(got[2 * i], got[2 * i + 1], settings)
+            except InvalidInput as exc:
+                out[fn] = _inconclusive(f"cannot judge: {exc}")
+        return out
 
     def _alarms(
         self, release: ReleaseRecord, sources: tuple[AlarmSource, ...], before: Mapping[str, Any]

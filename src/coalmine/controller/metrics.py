@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import cast
 
 from coalmine.controller.schemas import MetricsBatch
 from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import LatencyHistogram, VersionMetrics
 from coalmine.core.model import Channel, validate_name
+from coalmine.core.ports import MetricsQuery
 from coalmine.metrics.recorder import MetricWindow, Recorder
 from coalmine.store.uow import UnitOfWork
 
@@ -118,7 +120,21 @@ class MetricsService:
 
         An empty `VersionMetrics` when there are none (or the app is unknown).
         """
-        out = VersionMetrics(app, function, version, cast(Channel, channel))  # validates
+        (out,) = self.metrics_for_many(
+            app, [(function, version, channel)], since=since, until=until
+        )
+        return out
+
+    def metrics_for_many(
+        self,
+        app: str,
+        queries: Sequence[MetricsQuery],
+        *,
+        since: float,
+        until: float | None = None,
+    ) -> list[VersionMetrics]:
+        """`metrics_for` of each (function, version, channel), in order, in one read."""
+        outs = [VersionMetrics(app, f, v, cast(Channel, c)) for f, v, c in queries]  # validates
         for what, value in (("since", since), ("until", until)):
             if value is not None and (
                 isinstance(value, bool)
@@ -126,18 +142,22 @@ class MetricsService:
                 or not math.isfinite(value)
             ):
                 raise InvalidInput(f"{what} must be finite Unix seconds, got {value!r}")
+        if not outs:
+            return []
+        series = sorted({(m.function, m.version, str(m.channel)) for m in outs})
         with self.uow() as w:
-            rows = w.metrics.totals(app, function, version, str(out.channel), since, until)
-        for requests, errors, histogram in rows:
-            out.merge(
+            rows = w.metrics.totals_many(app, series, since, until)
+        merged = {key: VersionMetrics(app, *key[:2], cast(Channel, key[2])) for key in series}
+        for function, version, channel, requests, errors, histogram in rows:
+            merged[function, version, channel].merge(
                 VersionMetrics(
                     app,
                     function,
                     version,
-                    out.channel,
+                    cast(Channel, channel),
                     requests,
                     errors,
                     LatencyHistogram.from_dict(histogram),
                 )
             )
-        return out
+        return [merged[m.function, m.version, str(m.channel)].copy() for m in outs]

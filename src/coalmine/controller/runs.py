@@ -83,6 +83,13 @@ class AnalysisRunService:
             w.releases.get(release_id)
             return [w.runs.record(r) for r in w.runs.page(release_id, after=after, limit=limit)]
 
+    def last_of(self, release_ids: list[str]) -> dict[str, AnalysisRunRecord]:
+        """The latest run of each release that has one, in one read."""
+        if not release_ids:
+            return {}
+        with self.uow() as w:
+            return {r.release_id: w.runs.record(r) for r in w.runs.last_of(release_ids)}
+
     def last(self, release_id: str) -> AnalysisRunRecord | None:
         with self.uow() as w:
             run = w.runs.last(release_id)

@@ -28,6 +28,7 @@ __all__ = [
     "HookRunner",
     "Leadership",
     "MetricsProvider",
+    "MetricsQuery",
     "Record",
     "ReleaseStore",
     "Stream",
@@ -136,6 +137,10 @@ class AlarmSource(Protocol):
         ...
 
 
+MetricsQuery = tuple[str, str, str]
+"""(function, version, channel) of one app: one series of per-version metrics"""
+
+
 class MetricsProvider(Protocol):
     """Per-version metrics over a time window: what the judge compares."""
 
@@ -150,6 +155,17 @@ class MetricsProvider(Protocol):
         until: float | None = None,
     ) -> VersionMetrics:
         """The merged windows of one version in one channel whose start is in [since, until)."""
+        ...
+
+    def metrics_for_many(
+        self,
+        app: str,
+        queries: Sequence[MetricsQuery],
+        *,
+        since: float,
+        until: float | None = None,
+    ) -> list[VersionMetrics]:
+        """`metrics_for` of each query, in order, read together (one round trip)."""
         ...
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from coalmine.core.judge import Action, Outcome
@@ -32,6 +32,17 @@ class AnalysisRunRepository:
             .limit(limit)
         )
         return list(self.session.scalars(q))
+
+    def last_of(self, release_ids: list[str]) -> list[AnalysisRunRow]:
+        """The latest run of each of ``release_ids`` that has one."""
+        latest = (
+            select(func.max(AnalysisRunRow.id))
+            .where(AnalysisRunRow.release_id.in_(release_ids))
+            .group_by(AnalysisRunRow.release_id)
+        )
+        return list(
+            self.session.scalars(select(AnalysisRunRow).where(AnalysisRunRow.id.in_(latest)))
+        )
 
     def last(self, release_id: str) -> AnalysisRunRow | None:
         return self.session.scalar(

@@ -62,26 +62,30 @@ class MetricWindowRepository:
         )
         return list(self.session.scalars(q))
 
-    def totals(
+    def totals_many(
         self,
         app: str,
-        function: str,
-        version: str,
-        channel: str,
+        series: list[tuple[str, str, str]],
         since: float,
         until: float | None,
-    ) -> list[tuple[int, int, dict[str, Any]]]:
-        """(requests, errors, histogram) of each window whose start is in [since, until)."""
+    ) -> list[tuple[str, str, str, int, int, dict[str, Any]]]:
+        """(function, version, channel, requests, errors, histogram) of each window of any
+        of ``series`` (function, version, channel) whose start is in [since, until)."""
         q = select(
-            MetricWindowRow.requests, MetricWindowRow.errors, MetricWindowRow.histogram
+            MetricWindowRow.function,
+            MetricWindowRow.version,
+            MetricWindowRow.channel,
+            MetricWindowRow.requests,
+            MetricWindowRow.errors,
+            MetricWindowRow.histogram,
         ).where(
             MetricWindowRow.app == app,
-            MetricWindowRow.function == function,
-            MetricWindowRow.version == version,
-            MetricWindowRow.channel == channel,
+            tuple_(MetricWindowRow.function, MetricWindowRow.version, MetricWindowRow.channel).in_(
+                series
+            ),
             MetricWindowRow.start >= since,
         )
         if until is not None:
             q = q.where(MetricWindowRow.start < until)
         rows = self.session.execute(q.order_by(MetricWindowRow.start)).all()
-        return [(requests, errors, histogram) for requests, errors, histogram in rows]
+        return [(f, v, c, requests, errors, h) for f, v, c, requests, errors, h in rows]

@@ -1,0 +1,209 @@
+"""In-memory twins of the controller's ports, shipped like httpx's ``MockTransport``.
+
+Each implements one Protocol of `coalmine.core.ports` with no database and
+no network, and passes the same contract tests as the real implementation
+(``tests/controller/test_port_contracts.py``):
+
+| twin | port | the real one |
+|---|---|---|
+| `MemoryReleaseStore` | `ReleaseStore` | `coalmine.controller.releases.ReleaseService` |
+| `MemoryMetrics` | `MetricsProvider` | `coalmine.controller.metrics.MetricsService` |
+| `ScriptedAlarm` | `AlarmSource` | `coalmine.integrations.prometheus.PrometheusAlarm` |
+| `CallableHookRunner` | `HookRunner` | `coalmine.controller.hooks.HttpHookRunner` |
+
+(`coalmine.controller.leader.SoleLeadership` is the twin of `Leadership`.)
+Use them to drive a `coalmine.controller.loop.Controller` in a test or an
+example without a store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import cast
+
+from coalmine.core.alarms import AlarmEvaluation, EvaluationState, validate_alarm_name
+from coalmine.core.errors import Conflict, NotFound
+from coalmine.core.histogram import VersionMetrics
+from coalmine.core.machine import Event, EventKind, Hook, transition
+from coalmine.core.model import Channel, Phase
+from coalmine.core.ports import HookOutcome, MetricsQuery, Transitioned
+from coalmine.core.records import HookConfig, ReleaseRecord
+
+__all__ = ["CallableHookRunner", "MemoryMetrics", "MemoryReleaseStore", "ScriptedAlarm"]
+
+
+class MemoryReleaseStore:
+    """Releases held in a dict; `advance` is atomic per release and checks ``row_version``."""
+
+    def __init__(self, releases: Iterable[ReleaseRecord] = (), *, clock: Callable[[], float]):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._releases = {r.id: r for r in releases}
+        self.events: list[tuple[str, EventKind, str]] = []
+        """(release id, kind, message) of every transition, in order"""
+
+    def put(self, release: ReleaseRecord) -> None:
+        """Add or replace a release (as an operator's write would)."""
+        with self._lock:
+            self._releases[release.id] = release
+
+    def get(self, release_id: str) -> ReleaseRecord:
+        with self._lock:
+            try:
+                return self._releases[release_id]
+            except KeyError:
+                raise NotFound(f"no release with id {release_id!r}") from None
+
+    def due(self, now: float) -> list[str]:
+        with self._lock:
+            due = [
+                r
+                for r in self._releases.values()
+                if r.next_action_at is not None and r.next_action_at <= now
+            ]
+        return [r.id for r in sorted(due, key=lambda r: cast(float, r.next_action_at))]
+
+    def next_due_at(self) -> float | None:
+        with self._lock:
+            timers = [r.next_action_at for r in self._releases.values()]
+        return min((t for t in timers if t is not None), default=None)
+
+    def advance(
+        self, release_id: str, event: Event, actor: str = "controller"
+    ) -> Transitioned | None:
+        before = self.get(release_id)
+        t = transition(
+            before.strategy,
+            frozenset(before.hooks),
+            before.progress,
+            event,
+            hook_deadline=before.hook_deadline,
+        )
+        if t is None:
+            return None
+        now = self.clock()
+        p = t.progress
+        after = replace(
+            before,
+            phase=p.phase,
+            step=p.step,
+            exposure=p.exposure,
+            next_action_at=p.next_action_at,
+            paused_remaining=p.paused_remaining,
+            reason=p.reason,
+            updated_at=now,
+            started_at=(
+                now
+                if t.kind is EventKind.STARTED and before.started_at is None
+                else before.started_at
+            ),
+            finished_at=now if p.phase in (Phase.PROMOTED, Phase.ROLLED_BACK) else None,
+            row_version=before.row_version + 1,
+        )
+        with self._lock:
+            if self._releases[release_id].row_version != before.row_version:
+                raise Conflict(
+                    f"release {release_id} was changed by someone else at the same time; try again"
+                )
+            self._releases[release_id] = after
+            self.events.append((release_id, t.kind, t.message))
+        return Transitioned(after, t)
+
+
+class MemoryMetrics:
+    """Per-version metric windows in a dict; `add` merges a window's counts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, str, str, str, float], VersionMetrics] = {}
+
+    def add(self, start: float, metrics: VersionMetrics) -> None:
+        """Merge ``metrics`` into the window that starts at ``start``."""
+        key = (metrics.app, metrics.function, metrics.version, str(metrics.channel), start)
+        with self._lock:
+            if key in self._windows:
+                self._windows[key].merge(metrics)
+            else:
+                self._windows[key] = metrics.copy()
+
+    def metrics_for(
+        self,
+        app: str,
+        function: str,
+        version: str,
+        channel: str,
+        *,
+        since: float,
+        until: float | None = None,
+    ) -> VersionMetrics:
+        out = VersionMetrics(app, function, version, cast(Channel, channel))  # validates
+        with self._lock:
+            for (a, f, v, c, start), m in sorted(self._windows.items(), key=lambda kv: kv[0][4]):
+                wanted = (a, f, v, c) == (app, function, version, str(out.channel))
+                if wanted and since <= start and (until is None or start < until):
+                    out.merge(m)
+        return out
+
+    def metrics_for_many(
+        self,
+        app: str,
+        queries: Sequence[MetricsQuery],
+        *,
+        since: float,
+        until: float | None = None,
+    ) -> list[VersionMetrics]:
+        return [self.metrics_for(app, f, v, c, since=since, until=until) for f, v, c in queries]
+
+
+class ScriptedAlarm:
+    """An alarm source that answers what it is told: ``state`` now, ``before`` for ``at=``."""
+
+    def __init__(
+        self,
+        name: str,
+        state: EvaluationState = EvaluationState.OK,
+        *,
+        before: EvaluationState | None = None,
+        detail: str = "scripted",
+    ) -> None:
+        self._name = validate_alarm_name(name)
+        self.state = state
+        self.before = before
+        self.detail = detail
+        self.calls: list[float | None] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def evaluate(self, *, at: float | None = None) -> AlarmEvaluation:
+        self.calls.append(at)
+        state = self.state if at is None or self.before is None else self.before
+        return AlarmEvaluation(self._name, state, self.detail)
+
+
+class CallableHookRunner:
+    """A hook runner from a function: ``decide(release, hook, spec) -> bool | HookOutcome``.
+
+    A function that raises fails the hook with the error as its detail (as a
+    hook runner must never raise for a failing hook).
+    """
+
+    def __init__(
+        self, decide: Callable[[ReleaseRecord, Hook, HookConfig], bool | HookOutcome]
+    ) -> None:
+        self.decide = decide
+        self.calls: list[tuple[str, Hook]] = []
+
+    def run(self, release: ReleaseRecord, hook: Hook, spec: HookConfig) -> HookOutcome:
+        self.calls.append((release.id, hook))
+        try:
+            answer = self.decide(release, hook, spec)
+        except Exception as exc:  # a runner never raises: the hook fails
+            return HookOutcome(False, f"{hook} hook {spec.url} failed: {exc}")
+        if isinstance(answer, HookOutcome):
+            return answer
+        verdict = "passed" if answer else "failed"
+        return HookOutcome(bool(answer), f"{hook} hook {spec.url} {verdict}")
