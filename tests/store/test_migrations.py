@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -130,3 +131,81 @@ def test_replicas_starting_together_on_postgres_all_get_the_schema(pg_url: str) 
     finally:
         for store in stores:
             store.dispose()
+
+
+def test_0004_fills_the_release_state_from_the_audit_log(database_url: str) -> None:
+    """A store written before 0004 keeps what its events said: when traffic started,
+    which decided pause was still to be done, which alarm report was written."""
+    engine = db.make_engine(database_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).with_name("migrations")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    release = (
+        "INSERT INTO releases (id, app_id, seq, phase, route_mode, salt, strategy, baseline,"
+        " candidate, targeting, hooks, analysis, exposure, step, created_by, created_at,"
+        " updated_at, row_version) VALUES (:id, :app, :seq, :phase, 'user', 'abcdefgh', '{}',"
+        " '{}', '{}', '{}', '{}', '{}', 0, 0, 'me', 10, 10, 1)"
+    )
+    event = (
+        "INSERT INTO events (id, app, release_id, at, actor, kind, message, data)"
+        " VALUES (:id, 'shop', :rid, :at, 'c', :kind, '', :data)"
+    )
+    run = (
+        "INSERT INTO analysis_runs (id, release_id, at, window_start, window_end, outcome,"
+        " results, action) VALUES (:id, :rid, 1, 0, 1, 'inconclusive', :results, :action)"
+    )
+    with engine.begin() as conn:
+        for app_id, name in ((1, "shop"), (2, "blog")):  # one active release per app
+            conn.execute(
+                text(
+                    "INSERT INTO apps (id, name, settings, revision, created_at)"
+                    " VALUES (:id, :name, '{}', 0, 1)"
+                ),
+                {"id": app_id, "name": name},
+            )
+        for rid, app_id, seq, phase in (
+            ("shop-1", 1, 1, "rolled_back"),
+            ("shop-2", 1, 2, "paused"),
+            ("shop-3", 2, 3, "running"),
+        ):
+            conn.execute(text(release), {"id": rid, "app": app_id, "seq": seq, "phase": phase})
+        for eid, rid, at, kind, data in (
+            (1, "shop-2", 20.0, "started", "{}"),
+            (2, "shop-2", 30.0, "analysis", "{}"),  # run 2 decided a pause...
+            (3, "shop-2", 31.0, "paused", "{}"),  # ...and it was done
+            (4, "shop-3", 40.0, "started", "{}"),
+            (5, "shop-3", 50.0, "analysis", "{}"),  # run 3 decided a pause, never done
+            (6, "shop-3", 51.0, "alarm", '{"alarm": "p99", "since": 5.0}'),
+        ):
+            conn.execute(text(event), {"id": eid, "rid": rid, "at": at, "kind": kind, "data": data})
+        for run_id, rid, event_id, action in (
+            (1, "shop-2", 0, "continue"),
+            (2, "shop-2", 2, "pause"),
+            (3, "shop-3", 5, "pause"),
+        ):
+            results = f'{{"event_id": {event_id}}}'
+            conn.execute(
+                text(run), {"id": run_id, "rid": rid, "results": results, "action": action}
+            )
+        conn.execute(
+            text(
+                "INSERT INTO alarms (id, app, name, state, reason, since, updated_at)"
+                " VALUES (1, 'shop', 'p99', 'ALARM', '', 5.0, 5.0)"
+            )
+        )
+    engine.dispose()
+
+    store = open_store(database_url)
+    try:
+        assert schema_diff(store.engine) == []
+        with store.engine.connect() as conn:
+            started = dict(conn.execute(text("SELECT id, started_at FROM releases")).all())
+            applied = dict(conn.execute(text("SELECT id, applied FROM analysis_runs")).all())
+            reported = conn.scalar(text("SELECT reported_release FROM alarms"))
+        assert started == {"shop-1": None, "shop-2": 20.0, "shop-3": 40.0}
+        assert {k: bool(v) for k, v in applied.items()} == {1: True, 2: True, 3: False}
+        assert reported == "shop-3"
+    finally:
+        store.dispose()
