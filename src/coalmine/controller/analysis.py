@@ -191,7 +191,10 @@ class AnalysisRunner:
             return self._pause(release.id, reason), None
         interval = spec.settings.interval
         if last is not None and not last.applied:
-            return self._carry_out(last), None
+            done = self._carry_out(last)
+            if done:
+                return done, None
+            # moot (the release ended or moved on meanwhile): analysis goes on
         start = _window_start(release)
         due = (last.at if last is not None else start) + interval
         if now < due:

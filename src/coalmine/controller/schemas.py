@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from coalmine.core.model import NAME_PATTERN, VERSION_PATTERN
 from coalmine.core.records import (
     AlarmRecord,
+    AlarmState,
     AnalysisRunRecord,
     EventRecord,
     HookConfig,
@@ -323,7 +324,7 @@ class AlarmRead(BaseModel):
         return cls(
             app=a.app,
             name=a.name,
-            state="ALARM" if a.state == "ALARM" else "OK",
+            state="ALARM" if a.state is AlarmState.ALARM else "OK",
             reason=a.reason,
             since=a.since,
             updated_at=a.updated_at,
