@@ -27,24 +27,11 @@ from coalmine.controller.schemas import (
 )
 from coalmine.controller.service import ControlService
 from coalmine.core.machine import Hook
+from tests.helpers import FakeClock as FakeClock  # re-exported; it starts at T0 below
 
 APP = "shop"
 ACTOR = "alice@example.com"
 T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 def shop_spec(webhooks: list[str] | None = None, app: str = APP) -> AppSpec:
