@@ -25,8 +25,8 @@ garbage collector paused; rounds are interleaved (the order rotates each round)
 and the median of the rounds is reported in ns per decision. SDK contexts (an
 LDContext, an Unleash context dict) are built once per user before timing,
 which only flatters the SDKs; LaunchDarkly's three-argument ``variation`` sits
-behind a one-line adapter (one extra Python call, well under 1% of its cost).
-An empty call in the same loop is shown for scale. Before timing, one untimed
+behind a one-line adapter (one extra Python call; docs/benchmarks.md says what
+it costs). An empty call in the same loop is shown for scale. Before timing, one untimed
 pass per contender records its canary share over the keys: each must be within
 8%-12% (and coalmine's cohort must equal the floor's, key for key), else the
 script exits 1.

@@ -27,24 +27,12 @@ from coalmine.controller.schemas import (
 from coalmine.core.machine import Hook
 from coalmine.core.ports import HookOutcome
 from coalmine.core.records import HookConfig, ReleaseRecord
+from tests.helpers import T0 as T0  # re-exported, with the clock that starts there
+from tests.helpers import FakeClock as FakeClock
+from tests.helpers import free_port
 
 APP = "shop"
 ACTOR = "alice@example.com"
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 def shop_spec(webhooks: list[str] | None = None, app: str = APP) -> AppSpec:
@@ -96,10 +84,7 @@ def release_events(svc: ControlPlane, release_id: str) -> list[tuple[str, int | 
 
 def closed_port() -> int:
     """A local port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    return free_port()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

@@ -11,7 +11,8 @@ import uvicorn
 from coalmine.core.signing import Keyring
 from coalmine.gateway import GatewayConfig, create_gateway
 from coalmine.gateway.server import PROTOCOL
-from tests.sdk import ControlPlane, free_port
+from tests.helpers import free_port
+from tests.sdk import ControlPlane
 from tests.servers import start_uvicorn
 
 APP = "chain"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,17 +19,11 @@ from typing import Any
 
 import httpx
 
+from tests.helpers import free_port
 from tests.services import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "cm_e2e_admin_token_0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Server:

@@ -35,7 +35,8 @@ from coalmine.gateway.app import Gateway
 from coalmine.gateway.source import SyncSource
 from tests.controller import NoHooks
 from tests.e2e.dataplane import KEYRING, GatewayServer
-from tests.sdk import ControlPlane, free_port
+from tests.helpers import free_port
+from tests.sdk import ControlPlane
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,8 @@ import pytest
 from coalmine.cli.app import run
 from coalmine.controller.schemas import VersionCreate
 from coalmine.web import create_app
-from tests.gateway.fixtures.harness import ThreadServer, free_port
+from tests.gateway.fixtures.harness import ThreadServer
+from tests.helpers import free_port
 from tests.services import child_env
 
 ROOT = Path(__file__).resolve().parents[2]

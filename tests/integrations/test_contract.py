@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import pytest
 
+from coalmine.core.errors import InvalidInput
 from coalmine.core.ports import Record, Stream
 from tests.integrations.conftest import MakeStream
 
@@ -63,6 +64,11 @@ def test_a_stream_without_headers_refuses_them(make_stream: MakeStream, topic: s
     if stream.supports_headers:
         pytest.skip("this stream has headers")
     with pytest.raises(ValueError, match=r"no .*headers"):
+        stream.publish(topic, b"x", headers={"baggage": "coalmine=t"})
+    with pytest.raises(
+        InvalidInput,
+        match=r"headers: wrap the context in the envelope \(coalmine.sdk.publish does\)$",
+    ):
         stream.publish(topic, b"x", headers={"baggage": "coalmine=t"})
 
 
@@ -181,3 +187,24 @@ def drain_no_ack(stream: Stream, topic: str, *, want: int) -> list[Record]:
 def test_max_records_must_be_positive(make_stream: MakeStream, topic: str) -> None:
     with pytest.raises(ValueError, match="max_records"):
         make_stream().consume(topic, "g", "c1", max_records=0, timeout=0)
+
+
+# -- the argument checks: InvalidInput (a ValueError), one message for every stream ----------
+
+
+def test_max_records_below_one_is_invalid_input(make_stream: MakeStream, topic: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^max_records must be at least 1$"):
+        make_stream().consume(topic, "g", "c1", max_records=0, timeout=0)
+
+
+def test_ack_wait_must_be_positive(make_stream: MakeStream) -> None:
+    for ack_wait in (0, -1.5):
+        with pytest.raises(InvalidInput, match=r"^ack_wait must be a positive number of seconds$"):
+            make_stream(ack_wait=ack_wait)
+
+
+def test_a_topic_is_a_non_empty_string(make_stream: MakeStream, kind: str) -> None:
+    # NATS restricts topic names further (they become subjects and stream names)
+    message = "invalid topic '' for NATS" if kind == "nats" else "^a topic is a non-empty string$"
+    with pytest.raises(InvalidInput, match=message):
+        make_stream().publish("", b"x")

@@ -9,6 +9,7 @@ import pytest
 
 from coalmine.integrations import MemoryStream
 from coalmine.integrations.memory import partition_of
+from tests.helpers import FakeClock
 
 
 def test_partition_of_is_crc32_and_stable_across_processes() -> None:
@@ -33,18 +34,18 @@ def test_keyed_records_share_a_partition_and_unkeyed_ones_spread() -> None:
 
 
 def test_redelivery_follows_the_given_clock() -> None:
-    now = [100.0]
-    s = MemoryStream(ack_wait=5, clock=lambda: now[0])
+    clock = FakeClock(100.0)
+    s = MemoryStream(ack_wait=5, clock=clock)
     s.publish("t", b"a")
     first = s.consume("t", "g", "c", max_records=10, timeout=0)
     assert [r.data for r in first] == [b"a"]
     assert s.pending("t", "g") == 1
-    now[0] += 4.9
+    clock.advance(4.9)
     assert s.consume("t", "g", "c", max_records=10, timeout=0) == []
-    now[0] += 0.2
+    clock.advance(0.2)
     assert s.consume("t", "g", "c2", max_records=10, timeout=0) == first
     s.ack("t", "g", first)
-    now[0] += 60
+    clock.advance(60)
     assert s.consume("t", "g", "c", max_records=10, timeout=0) == []
     assert s.pending("t", "g") == 0
 

@@ -18,17 +18,8 @@ from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import VersionMetrics
 from coalmine.core.model import Channel
 from coalmine.metrics import Flusher, Recorder
+from tests.helpers import T0, FakeClock
 from tests.sdk import ControlPlane, wait_until
-
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Plane:
@@ -70,7 +61,7 @@ def fill(r: Recorder, n: int, app: str = "shop") -> None:
 
 
 def test_a_flush_posts_the_windows_as_a_batch_with_the_sdk_key() -> None:
-    plane, r = Plane(), Recorder(clock=Clock())
+    plane, r = Plane(), Recorder(clock=FakeClock())
     fill(r, 5)
     with plane.http() as http:
         f = Flusher(r, "http://plane/", "cmsdk_key", "shop", http=http, start=False, max_batch=2)
@@ -96,7 +87,7 @@ def test_a_flush_posts_the_windows_as_a_batch_with_the_sdk_key() -> None:
 
 
 def test_failures_keep_the_windows_and_the_retry_sends_them_merged() -> None:
-    plane, clock = Plane(), Clock()
+    plane, clock = Plane(), FakeClock()
     r = Recorder(clock=clock)
     r.record("shop", "api", "v2", "canary", 100.0)
     with plane.http() as http:
@@ -119,7 +110,7 @@ def test_failures_keep_the_windows_and_the_retry_sends_them_merged() -> None:
 
 
 def test_a_refused_batch_is_dropped_and_counted_not_retried() -> None:
-    plane, r = Plane(), Recorder(clock=Clock())
+    plane, r = Plane(), Recorder(clock=FakeClock())
     fill(r, 3)
     plane.status = 403
     with plane.http() as http:
@@ -133,7 +124,7 @@ def test_a_refused_batch_is_dropped_and_counted_not_retried() -> None:
 
 
 def test_a_failure_midway_keeps_only_the_batches_not_yet_sent() -> None:
-    plane, r = Plane(), Recorder(clock=Clock())
+    plane, r = Plane(), Recorder(clock=FakeClock())
     fill(r, 5)
     plane.status = lambda n: 200 if n == 1 else 500
     with plane.http() as http:
@@ -147,7 +138,7 @@ def test_a_failure_midway_keeps_only_the_batches_not_yet_sent() -> None:
 
 
 def test_without_an_app_every_app_is_sent_in_its_own_batch() -> None:
-    plane, r = Plane(), Recorder(clock=Clock())
+    plane, r = Plane(), Recorder(clock=FakeClock())
     fill(r, 2, "shop")
     fill(r, 1, "bank")
     with plane.http() as http:
@@ -210,7 +201,7 @@ def test_windows_survive_a_control_plane_outage_and_arrive_exactly(sqlite_url: s
     try:
         plane.seed()
         key = plane.sdk_key()
-        clock = Clock(T0 + 1)
+        clock = FakeClock(T0 + 1)
         r = Recorder(clock=clock)
         f = Flusher(r, plane.url, key, "shop", start=False, timeout=2.0)
         closing.append(f)
@@ -221,10 +212,10 @@ def test_windows_survive_a_control_plane_outage_and_arrive_exactly(sqlite_url: s
 
         plane.stop()
         r.record("shop", "api", "v2", "canary", 300.0)  # the window already sent
-        clock.t = T0 + 11
+        clock.now = T0 + 11
         r.record("shop", "api", "v2", "canary", 400.0, error=True)  # a new window
         assert not f.flush()
-        clock.t = T0 + 21
+        clock.now = T0 + 21
         r.record("shop", "api", "v1", "stable", 13.0)
         assert not f.flush()
         assert f.stats.failed == 2

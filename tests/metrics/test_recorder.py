@@ -13,16 +13,7 @@ from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import LatencyHistogram, VersionMetrics
 from coalmine.core.model import Channel
 from coalmine.metrics import MetricWindow, Recorder, window_start
-
-T0 = 1_700_000_000.0  # a multiple of 10
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.helpers import T0, FakeClock
 
 
 def merged(windows: list[MetricWindow], key: tuple[str, str, str, Channel]) -> VersionMetrics:
@@ -41,11 +32,11 @@ def test_window_start_is_aligned() -> None:
 
 
 def test_record_keeps_totals_and_windowed_deltas_until_drained() -> None:
-    clock = Clock(T0 + 3)
+    clock = FakeClock(T0 + 3)
     r = Recorder(clock=clock)
     r.record("shop", "api", "v1", "stable", 10.0)
     r.record("shop", "api", "v2", Channel.CANARY, 200.0, error=True)
-    clock.t = T0 + 12  # the next window
+    clock.now = T0 + 12  # the next window
     r.record("shop", "api", "v2", "canary", 300.0)
     r.record("shop", "api", "v2", "canary", None)  # a call without a measured latency
 
@@ -70,7 +61,7 @@ def test_record_keeps_totals_and_windowed_deltas_until_drained() -> None:
 
 
 def test_drain_by_app_leaves_the_other_apps_pending() -> None:
-    r = Recorder(clock=Clock())
+    r = Recorder(clock=FakeClock())
     r.record("shop", "api", "v1", "stable", 1.0)
     r.record("bank", "pay", "v1", "stable", 1.0)
     assert [w.app for w in r.drain("bank")] == ["bank"]
@@ -78,7 +69,7 @@ def test_drain_by_app_leaves_the_other_apps_pending() -> None:
 
 
 def test_bad_input_raises_and_counts_nothing() -> None:
-    r = Recorder(clock=Clock())
+    r = Recorder(clock=FakeClock())
     with pytest.raises(InvalidInput, match="channel"):
         r.record("shop", "api", "v1", "beta", 1.0)
     with pytest.raises(InvalidInput, match="function name"):
@@ -94,10 +85,10 @@ def test_bad_input_raises_and_counts_nothing() -> None:
 
 
 def test_pending_windows_are_capped_dropping_the_oldest_with_a_count() -> None:
-    clock = Clock()
+    clock = FakeClock()
     r = Recorder(clock=clock, max_windows=100, max_series=50)
     for i in range(10_000):  # 10,000 keys, far more than the caps
-        clock.t = T0 + 10 * (i // 1000)
+        clock.now = T0 + 10 * (i // 1000)
         r.record("shop", f"fn-{i}", "v1", "canary", 5.0, error=i % 2 == 0)
     stats = r.stats
     assert stats.pending == 100
@@ -113,7 +104,7 @@ def test_pending_windows_are_capped_dropping_the_oldest_with_a_count() -> None:
 
 
 def test_series_recorded_again_are_kept_least_recently_used_last() -> None:
-    r = Recorder(clock=Clock(), max_series=2)
+    r = Recorder(clock=FakeClock(), max_series=2)
     r.record("shop", "a", "v1", "stable", 1.0)
     r.record("shop", "b", "v1", "stable", 1.0)
     r.record("shop", "a", "v1", "stable", 1.0)  # a is used again: b is the oldest now
@@ -122,12 +113,12 @@ def test_series_recorded_again_are_kept_least_recently_used_last() -> None:
 
 
 def test_restore_merges_back_ahead_of_newer_windows_and_stays_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock()
     r = Recorder(clock=clock, max_windows=3)
     r.record("shop", "api", "v1", "stable", 1.0)
     failed = r.drain()  # a send that will fail
     r.record("shop", "api", "v1", "stable", 2.0)  # same window, recorded meanwhile
-    clock.t = T0 + 10
+    clock.now = T0 + 10
     r.record("shop", "api", "v1", "stable", 3.0)
     r.restore(failed)
     back = r.drain()
@@ -135,9 +126,9 @@ def test_restore_merges_back_ahead_of_newer_windows_and_stays_bounded() -> None:
 
     # restored (older) windows are the first dropped when the cap is reached
     r.restore(back)
-    clock.t = T0 + 20
+    clock.now = T0 + 20
     r.record("shop", "api", "v1", "stable", 4.0)
-    clock.t = T0 + 30
+    clock.now = T0 + 30
     r.record("shop", "api", "v1", "stable", 5.0)
     assert [w.start for w in r.drain()] == [T0 + 10, T0 + 20, T0 + 30]
     assert r.stats.dropped == 1
@@ -179,11 +170,11 @@ def test_concurrent_recording_and_draining_loses_nothing() -> None:
 
 def test_percentiles_of_drained_and_merged_windows_stay_within_one_percent() -> None:
     rng = random.Random(7)
-    clock = Clock()
+    clock = FakeClock()
     r = Recorder(clock=clock)
     values = [rng.lognormvariate(3, 1) for _ in range(20_000)]
     for i, v in enumerate(values):
-        clock.t = T0 + i * 0.01  # 200 s: twenty windows
+        clock.now = T0 + i * 0.01  # 200 s: twenty windows
         r.record("shop", "api", "v2", "canary", v)
     windows = r.drain()
     assert len(windows) == 20

@@ -32,6 +32,7 @@ from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.core.strategy import parse_strategy
 from coalmine.web import create_app
+from tests.helpers import free_port
 from tests.servers import start_uvicorn
 
 APP = "shop"
@@ -48,13 +49,6 @@ SHOP = {
     },
     "release": {"strategy": "30%:10m, 100%"},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ControlPlane:

@@ -18,6 +18,7 @@ from coalmine.controller.schemas import AppSpec, FunctionSpec, ReleaseSettings
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store, open_store
 from coalmine.store.models import AppRow, EventRow, FunctionRow, ReleaseRow, VersionRow
+from tests import helpers
 
 APP = "shop"
 ACTOR = "alice@example.com"
@@ -26,18 +27,11 @@ STRATEGY = "10%:1m, 50%:2m, 100%"
 """three steps: 10% for 60 s, 50% for 120 s, 100%"""
 
 
-class FakeClock:
-    """A clock the test moves by hand."""
+class FakeClock(helpers.FakeClock):
+    """The shared hand-moved clock (`tests.helpers.FakeClock`), starting at this package's T0."""
 
     def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
+        super().__init__(now)
 
 
 @dataclass

@@ -3,9 +3,10 @@
 `judge` compares per-version metrics (request and error counters and a
 latency histogram per channel) and returns a `Verdict`: ``pass``, ``fail`` or
 ``inconclusive``, its worst metric's outcome, with one sentence per metric a
-person can read. `Tracker` folds successive verdicts into an action: roll
-back after ``failure_limit`` failed intervals in a row, pause after more than
-``max_inconclusive`` inconclusive intervals in a row, else continue.
+person can read. This module owns the per-metric checks and their sentences;
+the result types are in `coalmine.core.verdict`, the statistical tests in
+`coalmine.core.stats`, and the `Tracker` that folds successive verdicts into
+an action in `coalmine.core.tracker` (all re-exported here).
 
 Every failure needs two things: an effect beyond the configured limit (the
 canary's error rate more than ``max_increase_pp`` points above stable's, a
@@ -30,7 +31,7 @@ same window, so a fault stable shares (an alarm already firing before the
 release, a dependency failing for everyone) is reported and not attributed
 to the canary.
 
-The module imports scipy only when a test is computed (it is part of the
+scipy is imported only when a test is computed (it is part of the
 ``server`` extra), so ``import coalmine`` stays light.
 """
 
@@ -38,19 +39,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any, Protocol, TypeGuard
 
-from coalmine.core.analysis import (
-    AnalysisSettings,
-    CustomCheck,
-    ErrorRateCheck,
-    InconclusivePolicy,
-    LatencyCheck,
-)
+from coalmine.core.analysis import AnalysisSettings, CustomCheck, ErrorRateCheck, LatencyCheck
 from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import LatencyHistogram
+from coalmine.core.stats import MannWhitney, fisher_greater, mann_whitney
+from coalmine.core.tracker import Action, Tracker
+from coalmine.core.verdict import MetricResult, Outcome, Verdict
 
 __all__ = [
     "ERROR_MARGIN",
@@ -75,28 +71,6 @@ a failure needs evidence that the canary is more than 0.5 pp above stable, not j
 above it (a test against zero, repeated every interval, fails too many good canaries)."""
 
 
-class Outcome(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    INCONCLUSIVE = "inconclusive"
-
-    @property
-    def severity(self) -> int:
-        """fail > inconclusive > pass: a verdict is its worst metric's outcome."""
-        return _SEVERITY[self]
-
-
-_SEVERITY = {Outcome.PASS: 0, Outcome.INCONCLUSIVE: 1, Outcome.FAIL: 2}
-
-
-class Action(StrEnum):
-    """What the controller does after an interval's verdict."""
-
-    CONTINUE = "continue"
-    PAUSE = "pause"
-    ROLLBACK = "rollback"
-
-
 class Traffic(Protocol):
     """What the judge reads of one channel's window: `VersionMetrics` is one."""
 
@@ -108,159 +82,6 @@ class Traffic(Protocol):
 
     @property
     def histogram(self) -> LatencyHistogram: ...
-
-
-@dataclass(frozen=True, slots=True)
-class MetricResult:
-    """One metric's outcome, the sentence that explains it, and its numbers.
-
-    ``canary`` and ``stable`` are in the metric's unit (error rate in percent,
-    latency in milliseconds, a custom metric in its own); ``change`` and
-    ``limit`` are in ``change_unit`` (``pp`` percentage points, ``%``
-    relative, or ``""`` absolute).
-    """
-
-    name: str
-    outcome: Outcome
-    reason: str
-    canary: float | None = None
-    stable: float | None = None
-    change: float | None = None
-    limit: float | None = None
-    change_unit: str = ""
-    p_value: float | None = None
-    note: str = ""
-    """what the comparison says about stable itself (e.g. its errors are as high)"""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "outcome": str(self.outcome),
-            "reason": self.reason,
-            "canary": _finite_or_none(self.canary),
-            "stable": _finite_or_none(self.stable),
-            "change": _finite_or_none(self.change),
-            "limit": self.limit,
-            "change_unit": self.change_unit,
-            "p_value": self.p_value,
-            "note": self.note,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """One interval's analysis: the worst metric's outcome, and why."""
-
-    outcome: Outcome
-    metrics: tuple[MetricResult, ...]
-    reasons: tuple[str, ...]
-    """the sentences of the metrics with the verdict's outcome"""
-    notes: tuple[str, ...]
-    """what the analysis found about stable, whatever the outcome"""
-    canary_requests: int
-    stable_requests: int
-
-    @property
-    def reason(self) -> str:
-        return "; ".join(self.reasons)
-
-    def metric(self, name: str) -> MetricResult:
-        for result in self.metrics:
-            if result.name == name:
-                return result
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "outcome": str(self.outcome),
-            "reason": self.reason,
-            "reasons": list(self.reasons),
-            "notes": list(self.notes),
-            "canary_requests": self.canary_requests,
-            "stable_requests": self.stable_requests,
-            "metrics": [m.to_dict() for m in self.metrics],
-        }
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-# -- statistics ------------------------------------------------------------------------
-
-
-def fisher_greater(a_events: int, a_total: int, b_events: int, b_total: int) -> float:
-    """One-sided p-value of Fisher's exact test that group a's rate exceeds group b's.
-
-    Exact at any size, so sparse events (3 of 1,000 against 0 of 9,000) are
-    judged on what they are. Needs scipy (the ``server`` extra).
-    """
-    for what, value in (
-        ("a_events", a_events),
-        ("a_total", a_total),
-        ("b_events", b_events),
-        ("b_total", b_total),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidInput(f"{what} must be a whole number >= 0, got {value!r}")
-    if a_events > a_total or b_events > b_total:
-        raise InvalidInput("events cannot exceed totals")
-    if a_events == 0 or a_total == 0 or b_total == 0:
-        return 1.0
-    from coalmine._extras import require
-
-    stats = require("scipy.stats", "server")
-    table = [[a_events, a_total - a_events], [b_events, b_total - b_events]]
-    result = stats.fisher_exact(table, alternative="greater")
-    return min(1.0, max(0.0, float(result.pvalue)))
-
-
-@dataclass(frozen=True, slots=True)
-class MannWhitney:
-    """The Mann-Whitney U test of canary against stable, from bucket counts."""
-
-    u: float
-    """pairs (canary, stable) where canary is slower, ties counting one half"""
-    p_greater: float
-    """one-sided p-value that the canary is stochastically slower"""
-    share: float
-    """u over all pairs: the probability a canary request is slower than a stable one"""
-
-
-def mann_whitney(canary: LatencyHistogram, stable: LatencyHistogram) -> MannWhitney:
-    """Mann-Whitney U from two histograms' bucket counts, in O(buckets).
-
-    Values in one bucket are ties (the data is binned at 1%). The variance has
-    the tie correction, and the p-value is the normal approximation with a
-    continuity correction: what ``scipy.stats.mannwhitneyu(x, y,
-    alternative="greater", method="asymptotic")`` gives on the bucketed values.
-    """
-    if not canary.same_layout(stable):
-        raise InvalidInput("Mann-Whitney U needs two histograms with the same layout")
-    n1, n2 = canary.count, stable.count
-    if not n1 or not n2:
-        return MannWhitney(0.0, 1.0, 0.5)
-    a = dict(canary.bins())
-    b = dict(stable.bins())
-    # The zero bucket sorts below every other (an index below any real one).
-    zero = min([*a, *b, 0]) - 1
-    a[zero], b[zero] = canary.zero_count, stable.zero_count
-    u = 0.0
-    below = 0
-    ties = 0
-    for index in sorted(a.keys() | b.keys()):
-        x, y = a.get(index, 0), b.get(index, 0)
-        u += x * (below + y / 2)
-        below += y
-        t = x + y
-        ties += t * t * t - t
-    n = n1 + n2
-    mean = n1 * n2 / 2
-    var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
-    if var <= 0:
-        return MannWhitney(u, 1.0, 0.5)
-    z = (u - mean - 0.5) / math.sqrt(var)
-    return MannWhitney(u, 0.5 * math.erfc(z / math.sqrt(2)), u / (n1 * n2))
 
 
 # -- formatting ------------------------------------------------------------------------
@@ -518,126 +339,3 @@ def _verdict(results: list[MetricResult], canary_requests: int, stable_requests:
             reasons.append(r.reason)
     notes = tuple(dict.fromkeys(r.note for r in results if r.note))
     return Verdict(outcome, tuple(results), tuple(reasons), notes, canary_requests, stable_requests)
-
-
-# -- successive verdicts ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Tracker:
-    """Folds interval verdicts into an action; immutable, so the controller persists it.
-
-    ``failure_limit`` failed intervals in a row roll the release back (and a
-    rollback is final: later verdicts do not undo it). More than
-    ``max_inconclusive`` inconclusive intervals in a row pause it (or, with
-    ``inconclusive: continue``, only say so). A pass resets both runs; a fail
-    ends a run of inconclusive intervals and an inconclusive one a run of
-    failures.
-    """
-
-    failure_limit: int = 2
-    max_inconclusive: int = 5
-    inconclusive: InconclusivePolicy = InconclusivePolicy.PAUSE
-    intervals: int = 0
-    consecutive_failures: int = 0
-    consecutive_inconclusive: int = 0
-    action: Action = Action.CONTINUE
-    reason: str = ""
-
-    @classmethod
-    def start(cls, settings: AnalysisSettings | None = None) -> Tracker:
-        settings = settings if settings is not None else AnalysisSettings()
-        return cls(settings.failure_limit, settings.max_inconclusive, settings.inconclusive)
-
-    def observe(self, verdict: Verdict) -> Tracker:
-        """The tracker after one more interval's verdict."""
-        if self.action is Action.ROLLBACK:
-            return replace(self, intervals=self.intervals + 1)
-        n = self.intervals + 1
-        why = verdict.reason
-        if verdict.outcome is Outcome.FAIL:
-            fails = self.consecutive_failures + 1
-            if fails >= self.failure_limit:
-                run = "1 interval" if fails == 1 else f"{fails} consecutive intervals"
-                return replace(
-                    self,
-                    intervals=n,
-                    consecutive_failures=fails,
-                    consecutive_inconclusive=0,
-                    action=Action.ROLLBACK,
-                    reason=f"canary failed analysis for {run}: {why}",
-                )
-            return replace(
-                self,
-                intervals=n,
-                consecutive_failures=fails,
-                consecutive_inconclusive=0,
-                action=Action.CONTINUE,
-                reason=(
-                    f"canary failed analysis ({fails} of {self.failure_limit} consecutive"
-                    f" failed intervals before rollback): {why}"
-                ),
-            )
-        if verdict.outcome is Outcome.INCONCLUSIVE:
-            runs = self.consecutive_inconclusive + 1
-            over = runs > self.max_inconclusive
-            if over and self.inconclusive is InconclusivePolicy.PAUSE:
-                action, reason = Action.PAUSE, f"analysis inconclusive for {runs} intervals: {why}"
-            elif over:
-                action, reason = (
-                    Action.CONTINUE,
-                    f"analysis inconclusive for {runs} intervals, continuing"
-                    f" (inconclusive: continue): {why}",
-                )
-            else:
-                action, reason = (
-                    Action.CONTINUE,
-                    f"analysis inconclusive ({runs} of {self.max_inconclusive} intervals"
-                    f" allowed): {why}",
-                )
-            return replace(
-                self,
-                intervals=n,
-                consecutive_failures=0,
-                consecutive_inconclusive=runs,
-                action=action,
-                reason=reason,
-            )
-        return replace(
-            self,
-            intervals=n,
-            consecutive_failures=0,
-            consecutive_inconclusive=0,
-            action=Action.CONTINUE,
-            reason=f"canary passed analysis: {why}",
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "failure_limit": self.failure_limit,
-            "max_inconclusive": self.max_inconclusive,
-            "inconclusive": str(self.inconclusive),
-            "intervals": self.intervals,
-            "consecutive_failures": self.consecutive_failures,
-            "consecutive_inconclusive": self.consecutive_inconclusive,
-            "action": str(self.action),
-            "reason": self.reason,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Tracker:
-        if not isinstance(data, Mapping):
-            raise InvalidInput("a tracker must be a JSON object")
-        try:
-            return cls(
-                failure_limit=int(data["failure_limit"]),
-                max_inconclusive=int(data["max_inconclusive"]),
-                inconclusive=InconclusivePolicy(data["inconclusive"]),
-                intervals=int(data["intervals"]),
-                consecutive_failures=int(data["consecutive_failures"]),
-                consecutive_inconclusive=int(data["consecutive_inconclusive"]),
-                action=Action(data["action"]),
-                reason=str(data["reason"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(f"invalid tracker state: {exc}") from None

@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coalmine._extras import require
+from coalmine.core.errors import InvalidInput
 from coalmine.core.ports import Record, require_bytes
+from coalmine.integrations._checks import (
+    check_ack_wait,
+    check_max_records,
+    check_topic,
+    refuse_headers,
+)
 from coalmine.integrations.memory import DEFAULT_ACK_WAIT, InFlight
 
 __all__ = ["NO_KEY", "KinesisStream"]
@@ -88,9 +95,8 @@ class KinesisStream:
             boto3 = require("boto3", "aws")
             client = boto3.client("kinesis", region_name=region_name, endpoint_url=endpoint_url)
         if shards < 1:
-            raise ValueError("a stream needs at least one shard")
-        if ack_wait <= 0:
-            raise ValueError("ack_wait must be a positive number of seconds")
+            raise InvalidInput("a stream needs at least one shard")
+        check_ack_wait(ack_wait)
         self._client = client
         self.shards = shards
         self.ack_wait = ack_wait
@@ -102,8 +108,7 @@ class KinesisStream:
     def _ensure_stream(self, topic: str) -> None:
         if topic in self._streams:
             return
-        if not isinstance(topic, str) or not topic:
-            raise ValueError("a topic is a non-empty string")
+        check_topic(topic)
         errors = self._client.exceptions
         try:
             self._client.describe_stream_summary(StreamName=topic)
@@ -125,11 +130,7 @@ class KinesisStream:
         headers: Mapping[str, str] | None = None,
     ) -> str:
         require_bytes(data)
-        if headers:
-            raise ValueError(
-                "Kinesis records have no headers: wrap the context in the envelope"
-                " (coalmine.sdk.publish does)"
-            )
+        refuse_headers(headers, "Kinesis records have no headers")
         self._ensure_stream(topic)
         args: dict[str, Any] = {"StreamName": topic, "Data": bytes(data)}
         if key is None:
@@ -207,8 +208,7 @@ class KinesisStream:
         self, topic: str, group: str, consumer: str, *, max_records: int, timeout: float
     ) -> list[Record]:
         """Read the group's shards in turn (``consumer`` only names the caller)."""
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
+        check_max_records(max_records)
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             with self._lock:

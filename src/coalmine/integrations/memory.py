@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from coalmine.core.errors import InvalidInput
 from coalmine.core.ports import Record, require_bytes
+from coalmine.integrations._checks import (
+    check_ack_wait,
+    check_max_records,
+    check_topic,
+    refuse_headers,
+)
 
 __all__ = ["DEFAULT_ACK_WAIT", "InFlight", "MemoryStream", "partition_of"]
 
@@ -45,8 +52,7 @@ class InFlight:
     """
 
     def __init__(self, ack_wait: float, clock: Clock) -> None:
-        if ack_wait <= 0:
-            raise ValueError("ack_wait must be a positive number of seconds")
+        check_ack_wait(ack_wait)
         self.ack_wait = ack_wait
         self._clock = clock
         self._records: dict[tuple[str, str], tuple[Record, float]] = {}
@@ -101,9 +107,8 @@ class MemoryStream:
         clock: Clock = time.monotonic,
     ) -> None:
         if partitions < 1:
-            raise ValueError("a topic needs at least one partition")
-        if ack_wait <= 0:
-            raise ValueError("ack_wait must be a positive number of seconds")
+            raise InvalidInput("a topic needs at least one partition")
+        check_ack_wait(ack_wait)
         self.partitions = partitions
         self.ack_wait = ack_wait
         self.supports_headers = supports_headers
@@ -116,8 +121,7 @@ class MemoryStream:
     def _topic(self, topic: str) -> _Topic:
         got = self._topics.get(topic)
         if got is None:
-            if not isinstance(topic, str) or not topic:
-                raise ValueError("a topic is a non-empty string")
+            check_topic(topic)
             got = self._topics[topic] = _Topic([[] for _ in range(self.partitions)])
         return got
 
@@ -130,11 +134,8 @@ class MemoryStream:
         headers: Mapping[str, str] | None = None,
     ) -> str:
         require_bytes(data)
-        if headers and not self.supports_headers:
-            raise ValueError(
-                "this stream has no record headers: wrap the context in the envelope"
-                " (coalmine.sdk.publish does)"
-            )
+        if not self.supports_headers:
+            refuse_headers(headers, "this stream has no record headers")
         with self._changed:
             t = self._topic(topic)
             if key is not None:
@@ -150,8 +151,7 @@ class MemoryStream:
     def consume(
         self, topic: str, group: str, consumer: str, *, max_records: int, timeout: float
     ) -> list[Record]:
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
+        check_max_records(max_records)
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._changed:
             t = self._topic(topic)

@@ -23,7 +23,9 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from coalmine._extras import require
+from coalmine.core.errors import InvalidInput
 from coalmine.core.ports import Record, require_bytes
+from coalmine.integrations._checks import check_ack_wait, check_max_records
 
 __all__ = ["DEFAULT_NATS_URL", "KEY_HEADER", "NatsJetStream"]
 
@@ -37,7 +39,7 @@ _T = TypeVar("_T")
 
 def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValueError(
+        raise InvalidInput(
             f"invalid {what} {value!r} for NATS: use 1-200 letters, digits, '-' or '_'"
         )
     return value
@@ -88,8 +90,7 @@ class NatsJetStream:
         self._nats = require("nats", "nats")
         self._api = require("nats.js.api", "nats")
         self._js_errors = require("nats.js.errors", "nats")
-        if ack_wait <= 0:
-            raise ValueError("ack_wait must be a positive number of seconds")
+        check_ack_wait(ack_wait)
         self.prefix = _check_name(prefix, "prefix")
         self.ack_wait = ack_wait
         self.storage = self._api.StorageType(storage)
@@ -152,8 +153,7 @@ class NatsJetStream:
         self, topic: str, group: str, consumer: str, *, max_records: int, timeout: float
     ) -> list[Record]:
         """Fetch from the group's durable pull consumer (``consumer`` names no NATS object)."""
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
+        check_max_records(max_records)
         _check_name(group, "group")
         msgs = self._loop.run(self._fetch(topic, group, max_records, max(timeout, 0.01)))
         out: list[Record] = []

@@ -22,6 +22,7 @@ from typing import Any
 
 from coalmine._extras import require
 from coalmine.core.ports import Record, require_bytes
+from coalmine.integrations._checks import check_ack_wait, check_max_records, check_topic
 
 __all__ = ["DATA_FIELD", "DEFAULT_REDIS_URL", "HEADER_PREFIX", "KEY_FIELD", "RedisStream"]
 
@@ -56,8 +57,7 @@ class RedisStream:
         maxlen: int | None = None,
     ) -> None:
         redis = require("redis", "redis")
-        if ack_wait <= 0:
-            raise ValueError("ack_wait must be a positive number of seconds")
+        check_ack_wait(ack_wait)
         self._redis = client if client is not None else redis.Redis.from_url(url)
         self._response_error = redis.exceptions.ResponseError
         self.ack_wait = ack_wait
@@ -73,8 +73,7 @@ class RedisStream:
         headers: Mapping[str, str] | None = None,
     ) -> str:
         require_bytes(data)
-        if not isinstance(topic, str) or not topic:
-            raise ValueError("a topic is a non-empty string")
+        check_topic(topic)
         fields: dict[str, bytes | str] = {DATA_FIELD: bytes(data)}
         if key is not None:
             fields[KEY_FIELD] = key
@@ -99,8 +98,7 @@ class RedisStream:
     def consume(
         self, topic: str, group: str, consumer: str, *, max_records: int, timeout: float
     ) -> list[Record]:
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
+        check_max_records(max_records)
         self._ensure_group(topic, group)
         try:
             entries = self._read(topic, group, consumer, max_records, timeout)

@@ -1,0 +1,68 @@
+"""The gateway process of bench/gateway.py: ``gateway.py --serve-gateway PORT UPSTREAM``.
+
+It serves `bench_snapshot` under uvicorn as ``coalmine gateway`` runs it
+(uvloop, the gateway's httptools protocol, access log off), optionally with
+a signing keyring and under cProfile (CPU time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from collections.abc import Sequence
+
+from _gateway_routing import APP, BENCH_KEY, bench_snapshot
+from _procs import terminate
+from coalmine.core import Keyring
+
+__all__ = ["serve_gateway"]
+
+
+def serve_gateway(argv: Sequence[str]) -> int:
+    """The gateway process: ``gateway.py --serve-gateway PORT UPSTREAM [--keyring] [--profile F]``."""
+    parser = argparse.ArgumentParser(prog="gateway.py --serve-gateway")
+    parser.add_argument("port", type=int)
+    parser.add_argument("upstream")
+    parser.add_argument("--keyring", action="store_true")
+    parser.add_argument("--profile")
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from coalmine.gateway import GatewayConfig, StaticSource, create_gateway
+    from coalmine.gateway.server import uvicorn_options
+
+    keyring = Keyring.single(BENCH_KEY) if args.keyring else None
+    config = GatewayConfig(app=APP, keyring=keyring)
+    gateway = create_gateway(config, StaticSource(bench_snapshot(args.upstream)))
+
+    def run() -> None:
+        uvicorn.run(  # as `coalmine gateway` runs it
+            gateway,
+            host="127.0.0.1",
+            port=args.port,
+            loop="uvloop",
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+            **uvicorn_options(),
+        )
+
+    # uvicorn re-raises the SIGTERM it stopped on once it is done: make that an exit
+    # that unwinds (so the profile below is written), not a kill
+    signal.signal(signal.SIGTERM, terminate)
+    if args.profile is None:
+        run()
+        return 0
+    import cProfile
+
+    # CPU time of this thread, not wall time: waiting for the upstream, and other
+    # processes running meanwhile, are not the gateway's cost
+    profiler = cProfile.Profile(time.thread_time)
+    profiler.enable()
+    try:
+        run()
+    finally:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    return 0
