@@ -6,7 +6,6 @@ Shared helpers live here; fixtures in ``conftest.py``.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable

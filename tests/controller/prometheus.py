@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from tests.sdk import free_port
+from tests.helpers import free_port
 from tests.services import required
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -43,11 +43,13 @@ from coalmine.controller.plane import ControlPlane
 from coalmine.core.alarms import AlarmEvaluation, EvaluationState
 from coalmine.core.analysis import AnalysisSettings
 from coalmine.core.errors import InvalidInput
-from coalmine.core.judge import Action, Outcome, Tracker, Verdict, judge
+from coalmine.core.judge import judge
 from coalmine.core.machine import Command, EventKind
 from coalmine.core.model import Phase
 from coalmine.core.ports import AlarmSource, MetricsProvider
 from coalmine.core.records import AnalysisRunRecord, ReleaseRecord
+from coalmine.core.tracker import Action, Tracker
+from coalmine.core.verdict import Outcome, Verdict
 from coalmine.metrics.recorder import window_start
 
 __all__ = ["AnalysisRunner", "combine"]

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coalmine.core.judge import Action, Outcome
 from coalmine.core.machine import EventKind
 from coalmine.core.records import AnalysisRunRecord
+from coalmine.core.tracker import Action
+from coalmine.core.verdict import Outcome
 from coalmine.store.models import AnalysisRunRow
 from coalmine.store.uow import UnitOfWork
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from coalmine.core.judge import Action, Outcome
 from coalmine.core.machine import Hook, Progress
 from coalmine.core.model import Phase, Release, RouteMode, Targeting, VersionMap
 from coalmine.core.strategy import Strategy
+from coalmine.core.tracker import Action
+from coalmine.core.verdict import Outcome
 
 __all__ = [
     "AlarmRecord",

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from coalmine.core.judge import Action, Outcome
 from coalmine.core.records import AnalysisRunRecord
+from coalmine.core.tracker import Action
+from coalmine.core.verdict import Outcome
 from coalmine.store.models import AnalysisRunRow
 
 __all__ = ["AnalysisRunRepository"]
