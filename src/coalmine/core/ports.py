@@ -6,6 +6,10 @@ in-memory twin), and a contract test suite runs against every one of them.
 
 So far: the event ``Stream`` a function publishes to and consumes from, and
 the ``Record`` it delivers.
+
+Routing (the section after the streams): the `Router` that decides for a
+user or a record, and the `SnapshotSource` a gateway reads its routing from
+(`ManagedSource`: one with a lifecycle).
 """
 
 from __future__ import annotations
@@ -14,7 +18,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Record", "Stream", "require_bytes"]
+from coalmine.core.model import Decision
+from coalmine.core.snapshot import RoutingSnapshot
+
+__all__ = [
+    "ManagedSource",
+    "Record",
+    "Router",
+    "SnapshotSource",
+    "Stream",
+    "require_bytes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +100,42 @@ def require_bytes(data: object) -> None:
     """What every `Stream.publish` checks first: record data is bytes (``TypeError`` if not)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+
+
+# -- routing: what decides for a user, where a gateway's snapshots come from ------
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Decides which versions a user (or a record) runs.
+
+    `coalmine.sdk.Client` is one, following the control plane;
+    `coalmine.sdk.StaticRouter` is the in-memory one, over a given
+    `RoutingState`. A router that also has ``encode(decision)`` signs the
+    context that the handler's own publishes carry; one with a ``keyring``
+    attribute lets `coalmine.sdk.dispatch` verify contexts itself.
+    """
+
+    def decide(self, app: str, user_key: str | None, context: str | None = None) -> Decision:
+        """The decision for ``user_key``, honouring the signed ``context`` (a token). Never raises."""
+        ...
+
+
+class SnapshotSource(Protocol):
+    """The latest routing snapshot of an app, or None when there is none yet.
+
+    A gateway reads it once per request: ``snapshot`` must not wait for the
+    network. `coalmine.gateway.StaticSource` holds fixed snapshots (the
+    in-memory one); `coalmine.gateway.SyncSource` follows the control plane.
+    """
+
+    def snapshot(self, app: str) -> RoutingSnapshot | None: ...
+
+
+@runtime_checkable
+class ManagedSource(Protocol):
+    """A source with a lifecycle, started and closed by the gateway's lifespan."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
