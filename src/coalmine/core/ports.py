@@ -8,8 +8,9 @@ So far: the event ``Stream`` a function publishes to and consumes from, and
 the ``Record`` it delivers.
 
 Routing (the section after the streams): the `Router` that decides for a
-user or a record, and the `SnapshotSource` a gateway reads its routing from
-(`ManagedSource`: one with a lifecycle).
+user or a record, and the `HandlerClient` the SDK's handler decorator runs
+with (a router that also signs and counts); the `SnapshotSource` a gateway
+reads its routing from (`ManagedSource`: one with a lifecycle).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from coalmine.core.model import Decision
+from coalmine.core.model import Channel, Decision
 from coalmine.core.snapshot import RoutingSnapshot
 
 __all__ = [
+    "HandlerClient",
     "ManagedSource",
     "Record",
     "Router",
@@ -118,6 +120,37 @@ class Router(Protocol):
 
     def decide(self, app: str, user_key: str | None, context: str | None = None) -> Decision:
         """The decision for ``user_key``, honouring the signed ``context`` (a token). Never raises."""
+        ...
+
+
+class HandlerClient(Router, Protocol):
+    """What the handler decorator (`coalmine.sdk.handler`) runs with: a `Router` that
+    also signs the context it propagates and counts the calls it sees.
+
+    `coalmine.sdk.Client` is one. Typed by this Protocol, the decorator does
+    not import the client (which offers it as ``client.handler``).
+    """
+
+    @property
+    def recorder(self) -> object | None:
+        """What counts the calls; None when metrics are off (then `record` is not called)."""
+        ...
+
+    def encode(self, decision: Decision) -> str | None:
+        """The signed context of ``decision`` to propagate, or None. Never raises."""
+        ...
+
+    def record(
+        self,
+        app: str,
+        function: str,
+        version: str,
+        channel: Channel | str,
+        duration_ms: float | None,
+        *,
+        error: bool = False,
+    ) -> None:
+        """Count one call of ``version`` of ``function`` in ``channel``. Never raises."""
         ...
 
 
