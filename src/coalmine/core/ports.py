@@ -11,22 +11,34 @@ Routing (the section after the streams): the `Router` that decides for a
 user or a record, and the `HandlerClient` the SDK's handler decorator runs
 with (a router that also signs and counts); the `SnapshotSource` a gateway
 reads its routing from (`ManagedSource`: one with a lifecycle).
+
+Function targets (the last section): the `FunctionTarget` a gateway calls a
+version through (one implementation per kind of target: a local handler, an
+HTTP URL), the `Call` it is given, the ASGI ``Send`` it answers through, and
+`CallFailed`, how it says that it could not answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from coalmine.core.model import Channel, Decision
 from coalmine.core.snapshot import RoutingSnapshot
 
 __all__ = [
+    "Call",
+    "CallFailed",
+    "FunctionTarget",
     "HandlerClient",
     "ManagedSource",
+    "Message",
+    "RawHeaders",
+    "Receive",
     "Record",
     "Router",
+    "Send",
     "SnapshotSource",
     "Stream",
     "require_bytes",
@@ -172,3 +184,91 @@ class ManagedSource(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+# -- function targets: what a gateway calls a version through ---------------------
+
+Message = MutableMapping[str, Any]
+"""An ASGI message: ``http.request``, ``http.response.start``, ``http.response.body``, ..."""
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+RawHeaders = list[tuple[bytes, bytes]]
+"""Header names (lowercase) and values as bytes, in order, as ASGI carries them."""
+
+
+class CallFailed(Exception):
+    """Calling the version's target failed before a response was started.
+
+    The gateway answers ``status`` with a JSON body, `body`.
+    """
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request for a function's version, as the gateway hands it to the version's target."""
+
+    target: str
+    """the version's target reference: a URL, ``pkg.mod:handler``, a Lambda ARN"""
+    function: str
+    version: str
+    decision: Decision
+    """the decision the version was chosen by (a local handler runs inside it)"""
+    method: str
+    path: str
+    """the request's full (decoded) path, e.g. ``/place-order/items/1``"""
+    raw_rest: bytes
+    """the still-encoded path after ``/{function}``: ``b""`` or starting with ``/``"""
+    query: bytes
+    headers: RawHeaders
+    """the headers to send downstream (already rewritten by the gateway)"""
+    receive: Receive
+    """the request body, as ASGI ``http.request`` messages"""
+    has_body: bool
+    token: str | None = None
+    """the signed routing context of ``decision`` (also in the ``baggage`` of ``headers``)"""
+    source_ip: str = ""
+    """the client's address, as the gateway saw it"""
+    response_headers: Sequence[tuple[bytes, bytes]] = ()
+    """headers the gateway adds to the answer (``x-coalmine-*``, a cookie): the
+    target appends them to the headers of its ``http.response.start``"""
+
+
+@runtime_checkable
+class FunctionTarget(Protocol):
+    """Where a gateway's call of a version goes: one implementation per kind of target.
+
+    `invoke` answers through the ASGI ``send`` it is given: one
+    ``http.response.start`` (with ``call.response_headers`` appended), then
+    ``http.response.body`` messages, the last without ``more_body``. A target
+    that streams (HTTP) sends as the answer comes; one that gets a whole
+    payload back (a local handler, a Lambda) sends it in one body message.
+    It returns the status to count the call by (the one it answered, or 502
+    when an answer was cut short, 499 when the client went away). When it
+    cannot answer at all it raises `CallFailed` before sending anything, and
+    the gateway answers that status.
+
+    `coalmine.gateway.HttpTarget` calls URLs, `coalmine.gateway.LocalTarget`
+    runs local handlers, and `coalmine.gateway.MockTarget` (the in-memory
+    one) answers with a function of the call.
+    """
+
+    async def start(self) -> None:
+        """Get ready to be called (in the running event loop); idempotent."""
+        ...
+
+    async def invoke(self, call: Call, send: Send) -> int:
+        """Call ``call.target`` with ``call``; send its answer; return the status to count."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the target holds (connections, threads)."""
+        ...
