@@ -166,6 +166,7 @@ class HandlerClient(Router, Protocol):
         ...
 
 
+@runtime_checkable
 class SnapshotSource(Protocol):
     """The latest routing snapshot of an app, or None when there is none yet.
 
