@@ -213,9 +213,14 @@ class CallFailed(Exception):
         return {"detail": self.detail, **self.extra}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
-    """One request for a function's version, as the gateway hands it to the version's target."""
+    """One request for a function's version, as the gateway hands it to the version's target.
+
+    Read-only by convention, not frozen: a frozen dataclass sets each field
+    through ``object.__setattr__``, which costs several times as much, and the
+    gateway makes one per request.
+    """
 
     target: str
     """the version's target reference: a URL, ``pkg.mod:handler``, a Lambda ARN"""

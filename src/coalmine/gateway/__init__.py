@@ -13,6 +13,7 @@ from coalmine._extras import require
 
 require("httptools", "gateway")
 
+from coalmine.core.ports import Call, FunctionTarget  # noqa: E402
 from coalmine.gateway.app import (  # noqa: E402
     CHANNEL_HEADER,
     OVERRIDE_HEADER,
@@ -22,7 +23,7 @@ from coalmine.gateway.app import (  # noqa: E402
     Gateway,
     create_gateway,
 )
-from coalmine.gateway.asgi import Call, CallFailed, FunctionTarget, Reply  # noqa: E402
+from coalmine.gateway.asgi import CallFailed, Reply  # noqa: E402
 from coalmine.gateway.config import GatewayConfig  # noqa: E402
 from coalmine.gateway.identity import Identity, IdentityConfig, IdentitySource  # noqa: E402
 from coalmine.gateway.mock import MockTarget  # noqa: E402

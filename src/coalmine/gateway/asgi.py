@@ -2,9 +2,9 @@
 
 Kept apart so that the app and the targets (`coalmine.gateway.upstream`,
 `coalmine.gateway.runtime`, `coalmine.gateway.mock`) speak one vocabulary
-without importing each other. The port, `FunctionTarget`, the `Call` it is
-given, the message types and `CallFailed` are those of `coalmine.core.ports`,
-re-exported here.
+without importing each other. The `Call` a target is given, the message
+types and `CallFailed` are those of the `FunctionTarget` port
+(`coalmine.core.ports`), re-exported here.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from coalmine.core.ports import Call, CallFailed, FunctionTarget, Message, RawHeaders, Receive, Send
+from coalmine.core.ports import Call, CallFailed, Message, RawHeaders, Receive, Send
 
 __all__ = [
     "HOP_BY_HOP",
     "Call",
     "CallFailed",
-    "FunctionTarget",
     "Message",
     "RawHeaders",
     "Receive",
