@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from coalmine.core.context import decode_context, encode_context, find_in_baggage
-from coalmine.core.model import Channel, Decision, Reason
+from coalmine.core.model import Channel, Decision, Reason, TargetKind
 from coalmine.core.override import issue_override
 from coalmine.core.routing import decide
 from coalmine.core.snapshot import RoutingSnapshot
-from coalmine.gateway import Gateway, GatewayConfig, IdentityConfig, StaticSource
+from coalmine.gateway import Gateway, GatewayConfig, IdentityConfig, LocalTarget, StaticSource
 from coalmine.gateway.server import PROTOCOL
 from tests.gateway.fixtures import counter
 from tests.gateway.fixtures.harness import (
@@ -401,7 +401,8 @@ async def test_local_versions_of_one_module_keep_separate_globals(gw: Running) -
             counts[version].append(body["count"])
     assert counts == {"v1": [1, 2, 3], "v2": [1, 2]}
     assert counter.count == 0  # the module imported normally is a third namespace
-    runtime = gw.gateway.runtime
+    runtime = gw.gateway.targets[TargetKind.LOCAL]
+    assert isinstance(runtime, LocalTarget)
     ref = "tests.gateway.fixtures.counter:handler"
     v1, v2 = runtime.module("greet", "v1", ref), runtime.module("greet", "v2", ref)
     assert v1 is not None

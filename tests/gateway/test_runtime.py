@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from coalmine.core.model import Channel, Decision, Reason
+from coalmine.core.ports import Call
 from coalmine.gateway.asgi import CallFailed, Message
-from coalmine.gateway.runtime import LocalRuntime, Reply, build_event, reply_of
-from coalmine.gateway.upstream import Call
+from coalmine.gateway.runtime import LocalTarget, Reply, build_event, reply_of
 
 DECISION = Decision("shop", "r1", Channel.CANARY, {"fn": "v2"}, Reason.COHORT)
 
@@ -30,6 +30,8 @@ def make_call(body: bytes = b"", **kw: Any) -> Call:
         return {"type": "http.request", "body": body, "more_body": False}
 
     fields: dict[str, Any] = {
+        "target": "tests.gateway.fixtures.counter:plain",
+        "decision": DECISION,
         "function": "fn",
         "version": "v2",
         "method": "POST",
@@ -120,15 +122,17 @@ async def test_every_version_gets_its_own_module_and_imports_are_shared(tmp_path
         "    return {'calls': calls, 'total': shared.total, 'name': __name__}\n"
     )
     with handler_package(tmp_path, {"fn.py": mod, "shared.py": "total = 0\n"}):
-        runtime = LocalRuntime(workers=2, timeout=5)
+        runtime = LocalTarget(workers=2, timeout=5)
         try:
             results = []
             for version in ("v1", "v2", "v1", "1.0-beta"):
-                call = make_call(version=version, function="my-fn", method="GET")
-                reply = await runtime.invoke("gwpkg.fn:handler", call, DECISION, None, source_ip="")
+                call = make_call(
+                    target="gwpkg.fn:handler", version=version, function="my-fn", method="GET"
+                )
+                reply = await runtime.run(call)
                 results.append(reply.body.decode())
         finally:
-            runtime.close()
+            await runtime.close()
     assert results == [
         '{"calls":1,"total":1,"name":"coalmine_fn.my_fn.v1.gwpkg.fn"}',
         '{"calls":1,"total":2,"name":"coalmine_fn.my_fn.v2.gwpkg.fn"}',
@@ -141,7 +145,7 @@ async def test_every_version_gets_its_own_module_and_imports_are_shared(tmp_path
 
 async def test_load_failures_are_502_and_retried(tmp_path: Path) -> None:
     with handler_package(tmp_path, {"broken.py": "raise RuntimeError('bad import')\n"}):
-        runtime = LocalRuntime(workers=1, timeout=5)
+        runtime = LocalTarget(workers=1, timeout=5)
         try:
             for ref, message in [
                 ("gwpkg.broken:handler", "RuntimeError: bad import"),
@@ -150,11 +154,11 @@ async def test_load_failures_are_502_and_retried(tmp_path: Path) -> None:
                 ("sys:path", "not a Python source file"),
             ]:
                 with pytest.raises(CallFailed, match=message) as info:
-                    await runtime.invoke(ref, make_call(), DECISION, None, source_ip="")
+                    await runtime.run(make_call(target=ref))
                 assert info.value.status == 502
             assert not [m for m in sys.modules if m.startswith("coalmine_fn.fn.v2.gwpkg.broken")]
         finally:
-            runtime.close()
+            await runtime.close()
 
 
 async def test_the_handler_runs_in_the_given_scope() -> None:
@@ -165,28 +169,22 @@ async def test_the_handler_runs_in_the_given_scope() -> None:
         seen.append((decision, token))
         yield
 
-    runtime = LocalRuntime(workers=1, timeout=5, scope=scope)
+    runtime = LocalTarget(workers=1, timeout=5, scope=scope)
     try:
-        reply = await runtime.invoke(
-            "tests.gateway.fixtures.counter:plain", make_call(), DECISION, "tok", source_ip=""
+        reply = await runtime.run(
+            make_call(target="tests.gateway.fixtures.counter:plain", token="tok")
         )
     finally:
-        runtime.close()
+        await runtime.close()
     assert reply.status == 200
     assert seen == [(DECISION, "tok")]
 
 
 async def test_a_returned_value_that_is_not_a_response_is_502() -> None:
-    runtime = LocalRuntime(workers=1, timeout=5)
+    runtime = LocalTarget(workers=1, timeout=5)
     try:
         with pytest.raises(CallFailed, match="not a response") as info:
-            await runtime.invoke(
-                "tests.gateway.fixtures.counter:not_json",
-                make_call(),
-                DECISION,
-                None,
-                source_ip="",
-            )
+            await runtime.run(make_call(target="tests.gateway.fixtures.counter:not_json"))
         assert info.value.status == 502
     finally:
-        runtime.close()
+        await runtime.close()

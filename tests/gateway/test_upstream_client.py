@@ -1,4 +1,4 @@
-"""The HTTP/1.1 client behind `HttpUpstream.forward`, against raw-byte servers.
+"""The HTTP/1.1 client behind `HttpTarget.invoke`, against raw-byte servers.
 
 Each test starts an `asyncio.start_server` on 127.0.0.1 whose handler reads the
 client's requests as bytes and writes exactly the answer the test wants, so
@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 import uvloop
 
+from coalmine.core.model import Channel, Decision, Reason
 from coalmine.gateway import upstream as upstream_module
 from coalmine.gateway.asgi import CallFailed, Message, Receive
-from coalmine.gateway.upstream import Call, HttpUpstream, Origin
+from coalmine.gateway.upstream import Call, HttpTarget, Origin
 
 WAIT = 5.0
 """seconds any awaited event may take (generous: the machine may be busy)"""
@@ -193,6 +194,14 @@ def body_messages(*chunks: bytes) -> list[Message]:
     ]
 
 
+DECISION = Decision("shop", "r1", Channel.STABLE, {"fn": "v1"}, Reason.COHORT)
+
+
+def aimed(call: Call, target: str) -> Call:
+    """``call`` sent to ``target``."""
+    return dataclasses.replace(call, target=target)
+
+
 def make_call(
     method: str = "GET",
     *,
@@ -203,6 +212,8 @@ def make_call(
 ) -> Call:
     chunks = list(body) if body is not None else None
     return Call(
+        target="http://127.0.0.1:9/unset",
+        decision=DECISION,
         function="fn",
         version="v1",
         method=method,
@@ -251,23 +262,22 @@ class Sent:
 
 
 async def forward(
-    client: HttpUpstream,
+    client: HttpTarget,
     target: str,
     call: Call,
     response_headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> tuple[int, Sent]:
     sent = Sent()
-    status = await asyncio.wait_for(
-        client.forward(target, call, sent, list(response_headers)), WAIT
-    )
+    call = dataclasses.replace(call, target=target, response_headers=list(response_headers))
+    status = await asyncio.wait_for(client.invoke(call, sent), WAIT)
     return status, sent
 
 
 @asynccontextmanager
-async def pooled(**options: Any) -> AsyncIterator[HttpUpstream]:
-    """An `HttpUpstream` (a 30 s timeout unless given), closed at the end."""
+async def pooled(**options: Any) -> AsyncIterator[HttpTarget]:
+    """An `HttpTarget` (a 30 s timeout unless given), closed at the end."""
     options.setdefault("timeout", 30.0)
-    upstream = HttpUpstream(**options)
+    upstream = HttpTarget(**options)
     try:
         yield upstream
     finally:
@@ -275,7 +285,7 @@ async def pooled(**options: Any) -> AsyncIterator[HttpUpstream]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[HttpUpstream]:
+async def client() -> AsyncIterator[HttpTarget]:
     async with pooled() as upstream:
         yield upstream
 
@@ -337,7 +347,7 @@ def test_keep_alive_reuse_under_uvloop() -> None:
         runner.run(keep_alive_reuse())
 
 
-async def test_a_connection_close_or_http_1_0_answer_is_not_pooled(client: HttpUpstream) -> None:
+async def test_a_connection_close_or_http_1_0_answer_is_not_pooled(client: HttpTarget) -> None:
     answers = [
         b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
         b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
@@ -364,7 +374,7 @@ async def echo(peer: Peer) -> None:
         )
 
 
-async def test_a_body_with_a_content_length_is_sent_as_is(client: HttpUpstream) -> None:
+async def test_a_body_with_a_content_length_is_sent_as_is(client: HttpTarget) -> None:
     call = make_call(
         "POST",
         headers=[(b"content-type", b"text/plain"), (b"content-length", b"11")],
@@ -383,7 +393,7 @@ async def test_a_body_with_a_content_length_is_sent_as_is(client: HttpUpstream) 
         assert (status, upstream.accepted) == (200, 1)
 
 
-async def test_a_body_without_a_length_goes_chunked(client: HttpUpstream) -> None:
+async def test_a_body_without_a_length_goes_chunked(client: HttpTarget) -> None:
     call = make_call(
         "PUT",
         headers=[(b"content-type", b"text/plain")],
@@ -416,7 +426,7 @@ def stale_after_first(peer: Peer) -> Awaitable[None]:
 
 
 async def test_a_bodiless_call_is_retried_when_a_reused_connection_was_closed(
-    client: HttpUpstream,
+    client: HttpTarget,
 ) -> None:
     async with serving(stale_after_first) as upstream:
         assert (await forward(client, upstream.url, make_call()))[0] == 200
@@ -431,7 +441,7 @@ async def test_a_bodiless_call_is_retried_when_a_reused_connection_was_closed(
         assert client.idle_connections == 1
 
 
-async def test_a_call_with_a_body_is_not_retried(client: HttpUpstream) -> None:
+async def test_a_call_with_a_body_is_not_retried(client: HttpTarget) -> None:
     async with serving(stale_after_first) as upstream:
         assert (await forward(client, upstream.url, make_call()))[0] == 200
         post = make_call("POST", headers=[(b"content-length", b"4")], body=[b"data"])
@@ -444,7 +454,7 @@ async def test_a_call_with_a_body_is_not_retried(client: HttpUpstream) -> None:
 
 
 async def test_a_bodiless_call_of_a_method_that_is_not_idempotent_is_not_retried(
-    client: HttpUpstream,
+    client: HttpTarget,
 ) -> None:
     async with serving(stale_after_first) as upstream:
         assert (await forward(client, upstream.url, make_call()))[0] == 200
@@ -455,7 +465,7 @@ async def test_a_bodiless_call_of_a_method_that_is_not_idempotent_is_not_retried
         assert [r.line for r in upstream.requests] == ["GET /x HTTP/1.1", "POST /x HTTP/1.1"]
 
 
-async def test_an_answer_sent_before_the_whole_body_is_passed_on(client: HttpUpstream) -> None:
+async def test_an_answer_sent_before_the_whole_body_is_passed_on(client: HttpTarget) -> None:
     """The upstream refuses an upload at its head and closes: the client gets that 413."""
     too_large = (
         b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big\n"
@@ -491,7 +501,7 @@ async def test_an_answer_sent_before_the_whole_body_is_passed_on(client: HttpUps
 
 
 async def test_a_large_answer_that_arrived_whole_leaves_the_connection_readable(
-    client: HttpUpstream, monkeypatch: pytest.MonkeyPatch
+    client: HttpTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Over 256 KiB in before the client takes it pauses reading; the next call must not hang."""
     big = b"x" * (300 * 1024)
@@ -513,7 +523,7 @@ async def test_a_large_answer_that_arrived_whole_leaves_the_connection_readable(
             await sent(message)
 
         status = await asyncio.wait_for(
-            client.forward(upstream.url, make_call(), slow_send, []), WAIT
+            client.invoke(aimed(make_call(), upstream.url), slow_send), WAIT
         )
         assert (status, sent.body) == (200, big)
         status, again = await forward(client, upstream.url, make_call())
@@ -522,7 +532,7 @@ async def test_a_large_answer_that_arrived_whole_leaves_the_connection_readable(
 
 
 async def test_a_second_answer_to_one_request_keeps_the_connection_out_of_the_pool(
-    client: HttpUpstream,
+    client: HttpTarget,
 ) -> None:
     async with serving(answering(OK + OK, then="wait")) as upstream:
         status, sent = await forward(client, upstream.url, make_call())
@@ -532,7 +542,7 @@ async def test_a_second_answer_to_one_request_keeps_the_connection_out_of_the_po
         assert upstream.accepted == 2
 
 
-async def test_a_fresh_connection_closed_unanswered_is_not_retried(client: HttpUpstream) -> None:
+async def test_a_fresh_connection_closed_unanswered_is_not_retried(client: HttpTarget) -> None:
     async def hang_up(peer: Peer) -> None:
         await peer.read_request()
 
@@ -566,7 +576,7 @@ def answering(*parts: bytes, then: str = "serve") -> Handler:
     return handler
 
 
-async def test_a_chunked_response_arrives_whole_and_dechunked(client: HttpUpstream) -> None:
+async def test_a_chunked_response_arrives_whole_and_dechunked(client: HttpTarget) -> None:
     handler = answering(
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n",
         b"6\r\nhello \r\n",
@@ -583,7 +593,7 @@ async def test_a_chunked_response_arrives_whole_and_dechunked(client: HttpUpstre
 
 
 async def test_a_body_ended_by_closing_arrives_whole_and_is_not_pooled(
-    client: HttpUpstream,
+    client: HttpTarget,
 ) -> None:
     handler = answering(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n",
@@ -598,7 +608,7 @@ async def test_a_body_ended_by_closing_arrives_whole_and_is_not_pooled(
         assert client.idle_connections == 0
 
 
-async def test_a_head_answer_with_a_length_and_no_body_completes(client: HttpUpstream) -> None:
+async def test_a_head_answer_with_a_length_and_no_body_completes(client: HttpTarget) -> None:
     handler = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", then="serve")
     async with serving(handler) as upstream:
         status, sent = await forward(client, upstream.url, make_call("HEAD"))
@@ -613,7 +623,7 @@ async def test_a_head_answer_with_a_length_and_no_body_completes(client: HttpUps
 
 
 async def test_a_body_sent_after_a_head_answer_drops_the_pooled_connection(
-    client: HttpUpstream,
+    client: HttpTarget,
 ) -> None:
     """A HEAD answer's stray body reaches a parked connection: it is closed, not misread."""
     parked = asyncio.Event()
@@ -639,7 +649,7 @@ async def test_a_body_sent_after_a_head_answer_drops_the_pooled_connection(
         assert upstream.accepted == 2
 
 
-async def test_an_informational_answer_is_skipped(client: HttpUpstream) -> None:
+async def test_an_informational_answer_is_skipped(client: HttpTarget) -> None:
     handler = answering(
         b"HTTP/1.1 103 Early Hints\r\nlink: </app.css>; rel=preload\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-real: 1\r\n\r\nfinal",
@@ -654,7 +664,7 @@ async def test_an_informational_answer_is_skipped(client: HttpUpstream) -> None:
         assert upstream.accepted == 1
 
 
-async def test_no_content(client: HttpUpstream) -> None:
+async def test_no_content(client: HttpTarget) -> None:
     handler = answering(b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n")
     async with serving(handler) as upstream:
         status, sent = await forward(client, upstream.url, make_call("DELETE"))
@@ -664,7 +674,7 @@ async def test_no_content(client: HttpUpstream) -> None:
         assert upstream.accepted == 1
 
 
-async def test_hop_by_hop_and_connection_named_headers_are_dropped(client: HttpUpstream) -> None:
+async def test_hop_by_hop_and_connection_named_headers_are_dropped(client: HttpTarget) -> None:
     handler = answering(
         b"HTTP/1.1 200 OK\r\n"
         b"Content-Length: 2\r\n"
@@ -699,11 +709,11 @@ async def test_hop_by_hop_and_connection_named_headers_are_dropped(client: HttpU
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
     ],
 )
-async def test_a_malformed_answer_fails_the_call(client: HttpUpstream, answer: bytes) -> None:
+async def test_a_malformed_answer_fails_the_call(client: HttpTarget, answer: bytes) -> None:
     async with serving(answering(answer, then="wait")) as upstream:
         sent = Sent()
         with pytest.raises(CallFailed) as failed:
-            await asyncio.wait_for(client.forward(upstream.url, make_call(), sent, []), WAIT)
+            await asyncio.wait_for(client.invoke(aimed(make_call(), upstream.url), sent), WAIT)
         assert failed.value.status == 502
         assert "malformed" in failed.value.detail
         assert sent.messages == []
@@ -711,7 +721,7 @@ async def test_a_malformed_answer_fails_the_call(client: HttpUpstream, answer: b
         assert client.idle_connections == 0
 
 
-async def test_an_answer_cut_short_after_its_head_counts_502(client: HttpUpstream) -> None:
+async def test_an_answer_cut_short_after_its_head_counts_502(client: HttpTarget) -> None:
     handler = answering(
         b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n", b"0123456789", then="close"
     )
@@ -726,6 +736,8 @@ async def test_an_answer_cut_short_after_its_head_counts_502(client: HttpUpstrea
 
 async def test_the_call_timeout_also_bounds_a_stalled_request_body() -> None:
     call = Call(
+        target="http://127.0.0.1:9/unset",
+        decision=DECISION,
         function="fn",
         version="v1",
         method="POST",
@@ -742,7 +754,7 @@ async def test_the_call_timeout_also_bounds_a_stalled_request_body() -> None:
 
     async with pooled(timeout=0.2) as client, serving(wait_for_the_rest) as upstream:
         with pytest.raises(CallFailed) as failed:
-            await asyncio.wait_for(client.forward(upstream.url, call, Sent(), []), WAIT)
+            await asyncio.wait_for(client.invoke(aimed(call, upstream.url), Sent()), WAIT)
         assert failed.value.status == 504
 
 
@@ -797,7 +809,7 @@ async def test_a_call_that_waits_for_the_pool_past_its_timeout_is_a_504() -> Non
         await held.arrived(1)
         client.timeout = 0.3  # the next call's whole-call timeout; the first keeps its own
         with pytest.raises(CallFailed) as failed:
-            await asyncio.wait_for(client.forward(upstream.url, make_call(), Sent(), []), WAIT)
+            await asyncio.wait_for(client.invoke(aimed(make_call(), upstream.url), Sent()), WAIT)
         assert failed.value.status == 504
         assert "no connection of the pool (1) came free within 0.3s" in failed.value.detail
         held.release.set()
@@ -845,7 +857,7 @@ def test_unusable_targets_are_refused(target: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         Origin.parse(target)
     with pytest.raises(CallFailed) as failed:
-        HttpUpstream().origin(target)
+        HttpTarget().origin(target)
     assert failed.value.status == 502
     assert "unusable upstream URL" in failed.value.detail
 
@@ -853,13 +865,13 @@ def test_unusable_targets_are_refused(target: str) -> None:
 async def test_forward_to_an_unusable_target_fails_without_answering() -> None:
     sent = Sent()
     with pytest.raises(CallFailed) as failed:
-        await HttpUpstream().forward("ftp://h/x", make_call(), sent, [])
+        await HttpTarget().invoke(aimed(make_call(), "ftp://h/x"), sent)
     assert failed.value.status == 502
     assert "ftp://h/x" in failed.value.detail
     assert sent.messages == []
 
 
-async def test_a_target_path_outside_ascii_is_sent_percent_encoded(client: HttpUpstream) -> None:
+async def test_a_target_path_outside_ascii_is_sent_percent_encoded(client: HttpTarget) -> None:
     async with serving(serve_all) as upstream:
         status, sent = await forward(client, f"{upstream.url}/caf\u20ac?q=\u00e9", make_call())
         assert (status, sent.body) == (200, b"ok")

@@ -4,33 +4,58 @@ One small Protocol per plug-in point (STYLE.md): the core names what it needs,
 ``coalmine.integrations`` supplies the implementations (each with an
 in-memory twin), and a contract test suite runs against every one of them.
 
-The event ``Stream`` a function publishes to and consumes from (and the
-``Record`` it delivers); the controller's ports: ``HookRunner`` (lifecycle
-hooks), ``AlarmSource`` (an outside signal the analysis evaluates),
-``MetricsProvider`` (per-version metrics over a window), ``Leadership`` (who
-drives the rollouts) and ``ReleaseStore`` (the releases the loop drives).
+Streams: the event ``Stream`` a function publishes to and consumes from, and
+the ``Record`` it delivers.
+
+Routing (the section after the streams): the `Router` that decides for a
+user or a record, and the `HandlerClient` the SDK's handler decorator runs
+with (a router that also signs and counts); the `SnapshotSource` a gateway
+reads its routing from (`ManagedSource`: one with a lifecycle).
+
+Function targets (the last section): the `FunctionTarget` a gateway calls a
+version through (one implementation per kind of target: a local handler, an
+HTTP URL), the `Call` it is given, the ASGI ``Send`` it answers through, and
+`CallFailed`, how it says that it could not answer.
+
+The controller's (the last section): `HookRunner` (lifecycle hooks),
+`AlarmSource` (an outside signal the analysis evaluates), `MetricsProvider`
+(per-version metrics over a window), `Leadership` (who drives the rollouts)
+and `ReleaseStore` (the releases the loop drives).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from coalmine.core.alarms import AlarmEvaluation
 from coalmine.core.histogram import VersionMetrics
 from coalmine.core.machine import Event, Hook, Transition
+from coalmine.core.model import Channel, Decision
 from coalmine.core.records import HookConfig, ReleaseRecord
+from coalmine.core.snapshot import RoutingSnapshot
 
 __all__ = [
     "AlarmSource",
+    "Call",
+    "CallFailed",
+    "FunctionTarget",
+    "HandlerClient",
     "HookOutcome",
     "HookRunner",
     "Leadership",
+    "ManagedSource",
+    "Message",
     "MetricsProvider",
     "MetricsQuery",
+    "RawHeaders",
+    "Receive",
     "Record",
     "ReleaseStore",
+    "Router",
+    "Send",
+    "SnapshotSource",
     "Stream",
     "Transitioned",
     "require_bytes",
@@ -106,6 +131,170 @@ def require_bytes(data: object) -> None:
     """What every `Stream.publish` checks first: record data is bytes (``TypeError`` if not)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+
+
+# -- routing: what decides for a user, where a gateway's snapshots come from ------
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Decides which versions a user (or a record) runs.
+
+    `coalmine.sdk.Client` is one, following the control plane;
+    `coalmine.sdk.StaticRouter` is the in-memory one, over a given
+    `RoutingState`. A router that also has ``encode(decision)`` signs the
+    context that the handler's own publishes carry; one with a ``keyring``
+    attribute lets `coalmine.sdk.dispatch` verify contexts itself.
+    """
+
+    def decide(self, app: str, user_key: str | None, context: str | None = None) -> Decision:
+        """The decision for ``user_key``, honouring the signed ``context`` (a token). Never raises."""
+        ...
+
+
+class HandlerClient(Router, Protocol):
+    """What the handler decorator (`coalmine.sdk.handler`) runs with: a `Router` that
+    also signs the context it propagates and counts the calls it sees.
+
+    `coalmine.sdk.Client` is one. Typed by this Protocol, the decorator does
+    not import the client (which offers it as ``client.handler``).
+    """
+
+    @property
+    def recorder(self) -> object | None:
+        """What counts the calls; None when metrics are off (then `record` is not called)."""
+        ...
+
+    def encode(self, decision: Decision) -> str | None:
+        """The signed context of ``decision`` to propagate, or None. Never raises."""
+        ...
+
+    def record(
+        self,
+        app: str,
+        function: str,
+        version: str,
+        channel: Channel | str,
+        duration_ms: float | None,
+        *,
+        error: bool = False,
+    ) -> None:
+        """Count one call of ``version`` of ``function`` in ``channel``. Never raises."""
+        ...
+
+
+@runtime_checkable
+class SnapshotSource(Protocol):
+    """The latest routing snapshot of an app, or None when there is none yet.
+
+    A gateway reads it once per request: ``snapshot`` must not wait for the
+    network. `coalmine.gateway.StaticSource` holds fixed snapshots (the
+    in-memory one); `coalmine.gateway.SyncSource` follows the control plane.
+    """
+
+    def snapshot(self, app: str) -> RoutingSnapshot | None: ...
+
+
+@runtime_checkable
+class ManagedSource(Protocol):
+    """A source with a lifecycle, started and closed by the gateway's lifespan."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# -- function targets: what a gateway calls a version through ---------------------
+
+Message = MutableMapping[str, Any]
+"""An ASGI message: ``http.request``, ``http.response.start``, ``http.response.body``, ..."""
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+RawHeaders = list[tuple[bytes, bytes]]
+"""Header names (lowercase) and values as bytes, in order, as ASGI carries them."""
+
+
+class CallFailed(Exception):
+    """Calling the version's target failed before a response was started.
+
+    The gateway answers ``status`` with a JSON body, `body`.
+    """
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, **self.extra}
+
+
+@dataclass(slots=True)
+class Call:
+    """One request for a function's version, as the gateway hands it to the version's target.
+
+    Read-only by convention, not frozen: a frozen dataclass sets each field
+    through ``object.__setattr__``, which costs several times as much, and the
+    gateway makes one per request.
+    """
+
+    target: str
+    """the version's target reference: a URL, ``pkg.mod:handler``, a Lambda ARN"""
+    function: str
+    version: str
+    decision: Decision
+    """the decision the version was chosen by (a local handler runs inside it)"""
+    method: str
+    path: str
+    """the request's full (decoded) path, e.g. ``/place-order/items/1``"""
+    raw_rest: bytes
+    """the still-encoded path after ``/{function}``: ``b""`` or starting with ``/``"""
+    query: bytes
+    headers: RawHeaders
+    """the headers to send downstream (already rewritten by the gateway)"""
+    receive: Receive
+    """the request body, as ASGI ``http.request`` messages"""
+    has_body: bool
+    token: str | None = None
+    """the signed routing context of ``decision`` (also in the ``baggage`` of ``headers``)"""
+    source_ip: str = ""
+    """the client's address, as the gateway saw it"""
+    response_headers: Sequence[tuple[bytes, bytes]] = ()
+    """headers the gateway adds to the answer (``x-coalmine-*``, a cookie): the
+    target appends them to the headers of its ``http.response.start``"""
+
+
+@runtime_checkable
+class FunctionTarget(Protocol):
+    """Where a gateway's call of a version goes: one implementation per kind of target.
+
+    `invoke` answers through the ASGI ``send`` it is given: one
+    ``http.response.start`` (with ``call.response_headers`` appended), then
+    ``http.response.body`` messages, the last without ``more_body``. A target
+    that streams (HTTP) sends as the answer comes; one that gets a whole
+    payload back (a local handler, a Lambda) sends it in one body message.
+    It returns the status to count the call by (the one it answered, or 502
+    when an answer was cut short, 499 when the client went away). When it
+    cannot answer at all it raises `CallFailed` before sending anything, and
+    the gateway answers that status.
+
+    `coalmine.gateway.HttpTarget` calls URLs, `coalmine.gateway.LocalTarget`
+    runs local handlers, and `coalmine.gateway.MockTarget` (the in-memory
+    one) answers with a function of the call.
+    """
+
+    async def start(self) -> None:
+        """Get ready to be called (in the running event loop); idempotent."""
+        ...
+
+    async def invoke(self, call: Call, send: Send) -> int:
+        """Call ``call.target`` with ``call``; send its answer; return the status to count."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the target holds (connections, threads)."""
+        ...
 
 
 # -- the controller's ports ---------------------------------------------------------

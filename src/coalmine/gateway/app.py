@@ -6,9 +6,11 @@ the app's snapshot from its `SnapshotSource`, and decides with
 `coalmine.core.routing.evaluate`: an incoming ``coalmine`` baggage member
 counts only when its signature verifies, so a client cannot choose its
 channel. Downstream it forwards the other baggage members plus the signed
-context of its own decision, and ``x-coalmine-user``. The target is an HTTP
-upstream (`coalmine.gateway.upstream`), a local handler
-(`coalmine.gateway.runtime`) or, not yet, a Lambda ARN (501).
+context of its own decision, and ``x-coalmine-user``. Every version is
+called through the `FunctionTarget` (`coalmine.core.ports`) of its kind of
+target: an HTTP URL (`HttpTarget`, `coalmine.gateway.upstream`), a local
+handler (`LocalTarget`, `coalmine.gateway.runtime`); a kind without one (a
+Lambda ARN, not yet) is answered 501.
 
 Every response after a decision carries ``x-coalmine-version``,
 ``x-coalmine-channel`` and, with a release, ``x-coalmine-release``.
@@ -29,11 +31,13 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from coalmine.core.context import ContextTooLarge, encode_context, find_in_baggage, set_in_baggage
 from coalmine.core.errors import InvalidInput
 from coalmine.core.model import Channel, Decision, Target, TargetKind
+from coalmine.core.ports import Call, FunctionTarget, ManagedSource, SnapshotSource
 from coalmine.core.routing import evaluate
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.gateway.asgi import (
@@ -47,9 +51,9 @@ from coalmine.gateway.asgi import (
 )
 from coalmine.gateway.config import GatewayConfig
 from coalmine.gateway.identity import Identifier
-from coalmine.gateway.runtime import LocalRuntime
-from coalmine.gateway.source import ManagedSource, SnapshotSource, SyncSource
-from coalmine.gateway.upstream import Call, HttpUpstream
+from coalmine.gateway.runtime import LocalTarget
+from coalmine.gateway.source import SyncSource
+from coalmine.gateway.upstream import HttpTarget
 from coalmine.metrics.exposition import RecorderCollector, registry, render
 from coalmine.metrics.flush import DEFAULT_INTERVAL, Flusher
 from coalmine.metrics.recorder import Recorder
@@ -84,15 +88,19 @@ _GATEWAYS = (b"x-coalmine-", b"x-forwarded-")
 
 
 class Gateway:
-    """The ASGI app of one gateway process, for the one app of its config."""
+    """The ASGI app of one gateway process, for the one app of its config.
+
+    ``targets`` calls the versions of each kind of target; by default an
+    `HttpTarget` and a `LocalTarget` made from ``config``, each replaced by
+    the one given for its kind (say, a `MockTarget` in a test).
+    """
 
     def __init__(
         self,
         config: GatewayConfig,
         source: SnapshotSource,
         *,
-        upstream: HttpUpstream | None = None,
-        runtime: LocalRuntime | None = None,
+        targets: Mapping[TargetKind, FunctionTarget] | None = None,
         recorder: Recorder | None = None,
         metrics_interval: float = DEFAULT_INTERVAL,
     ) -> None:
@@ -112,16 +120,32 @@ class Gateway:
             )
         self.source = source
         self.identifier = Identifier(config.identity)
-        self.upstream = upstream or HttpUpstream(
-            pool_size=config.pool_size,
-            timeout=config.timeout,
-            connect_timeout=config.connect_timeout,
-        )
-        self.runtime = runtime or LocalRuntime(
-            workers=config.local_workers, timeout=config.timeout, max_body=config.max_local_body
-        )
+        given = dict(targets or {})
+        http = given.pop(TargetKind.HTTP, None)
+        if http is None:
+            http = HttpTarget(
+                pool_size=config.pool_size,
+                timeout=config.timeout,
+                connect_timeout=config.connect_timeout,
+            )
+        local = given.pop(TargetKind.LOCAL, None)
+        if local is None:
+            local = LocalTarget(
+                workers=config.local_workers,
+                timeout=config.timeout,
+                max_body=config.max_local_body,
+            )
+        self.targets: dict[TargetKind, FunctionTarget] = {
+            TargetKind.HTTP: http,
+            TargetKind.LOCAL: local,
+            **given,
+        }
+        """the `FunctionTarget` of each kind of target; a kind without one answers 501"""
         self._functions: tuple[RoutingSnapshot | None, frozenset[str]] = (None, frozenset())
-        self._targets: tuple[RoutingSnapshot | None, dict[tuple[str, str], _Resolved]] = (None, {})
+        self._resolved: tuple[RoutingSnapshot | None, dict[tuple[str, str], _Resolved]] = (
+            None,
+            {},
+        )
         self._tokens: tuple[int, dict[_TokenKey, str | None]] = (0, {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,7 +161,8 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------
 
     async def startup(self) -> None:
-        await self.upstream.start()
+        for target in self.targets.values():
+            await target.start()
         if isinstance(self.source, ManagedSource):
             await self.source.start()
         if self.flusher is not None:
@@ -148,8 +173,8 @@ class Gateway:
             if isinstance(self.source, ManagedSource):
                 await self.source.close()
         finally:
-            await self.upstream.close()
-            self.runtime.close()
+            for target in self.targets.values():
+                await target.close()
             if self.flusher is not None:  # one last flush, off the event loop
                 await asyncio.get_running_loop().run_in_executor(None, self.flusher.close)
 
@@ -189,18 +214,18 @@ class Gateway:
 
     def _target(self, snapshot: RoutingSnapshot, function: str, version: str) -> _Resolved:
         """`_resolve`, once per snapshot and version (a proxy's hot path)."""
-        cached, targets = self._targets
+        cached, resolved_by_version = self._resolved
         if cached is not snapshot:
-            targets = {}
-            self._targets = (snapshot, targets)
+            resolved_by_version = {}
+            self._resolved = (snapshot, resolved_by_version)
         key = (function, version)
-        resolved = targets.get(key)
+        resolved = resolved_by_version.get(key)
         if resolved is None:
             try:
-                resolved = _resolve(snapshot, function, version)
+                resolved = _resolve(snapshot, function, version, self.targets)
             except CallFailed as exc:
                 resolved = exc
-            targets[key] = resolved
+            resolved_by_version[key] = resolved
         return resolved
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -263,13 +288,15 @@ class Gateway:
         started = time.perf_counter()
         try:
             try:
-                ref, kind, call, token = self._prepare(
-                    scope, receive, snapshot, function, version, decision, headers, identity.user
+                resolved = self._target(snapshot, function, version)
+                if isinstance(resolved, CallFailed):
+                    # a fresh exception: raising the cached one would grow its traceback each time
+                    raise CallFailed(resolved.status, resolved.detail, **resolved.extra)
+                ref, target = resolved
+                call = self._call(
+                    scope, receive, ref, function, version, decision, headers, identity.user, out
                 )
-                if kind is TargetKind.HTTP:
-                    status = await self.upstream.forward(ref, call, send, out)
-                else:
-                    status = await self._local(scope, send, ref, call, decision, token, out)
+                status = await target.invoke(call, send)
             except CallFailed as exc:
                 await send_json(send, exc.status, exc.body(), out)
                 status = exc.status
@@ -307,29 +334,28 @@ class Gateway:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _prepare(
+    def _call(
         self,
         scope: Scope,
         receive: Receive,
-        snapshot: RoutingSnapshot,
+        ref: str,
         function: str,
         version: str,
         decision: Decision,
         headers: dict[str, str],
         user: str,
-    ) -> tuple[str, TargetKind, Call, str | None]:
-        """The target, the call to make of it and the signed context; `CallFailed` when none."""
-        resolved = self._target(snapshot, function, version)
-        if isinstance(resolved, CallFailed):
-            # a fresh exception: raising the cached one would grow its traceback each time
-            raise CallFailed(resolved.status, resolved.detail, **resolved.extra)
-        ref, kind = resolved
+        out: RawHeaders,
+    ) -> Call:
+        """The call to make of the version's target ``ref``, with the signed context."""
         token = self._token(decision)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         slash = raw_path.find(b"/", 1)
-        call = Call(
+        client = scope.get("client")
+        return Call(
+            target=ref,
             function=function,
             version=version,
+            decision=decision,
             method=scope["method"],
             path=scope["path"],
             raw_rest=b"" if slash < 0 else raw_path[slash:],
@@ -337,34 +363,10 @@ class Gateway:
             headers=_forwarded(scope, headers, token, user),
             receive=receive,
             has_body=headers.get("content-length", "0") != "0" or "transfer-encoding" in headers,
+            token=token,
+            source_ip=client[0] if client else "",
+            response_headers=out,
         )
-        return ref, kind, call, token
-
-    async def _local(
-        self,
-        scope: Scope,
-        send: Send,
-        ref: str,
-        call: Call,
-        decision: Decision,
-        token: str | None,
-        out: RawHeaders,
-    ) -> int:
-        """Run a local handler and send its reply; its status (`CallFailed` when it failed)."""
-        client = scope.get("client")
-        reply = await self.runtime.invoke(
-            ref, call, decision, token, source_ip=client[0] if client else ""
-        )
-        length = (b"content-length", str(len(reply.body)).encode())
-        await send(
-            {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": [*reply.headers, length, *out],
-            }
-        )
-        await send({"type": "http.response.body", "body": reply.body})
-        return reply.status
 
     def _token(self, decision: Decision) -> str | None:
         """The signed context of ``decision``; the same for every user of one decision.
@@ -412,13 +414,18 @@ def _header_map(raw: RawHeaders) -> dict[str, str]:
     return headers
 
 
-_Resolved = tuple[str, TargetKind] | CallFailed
-"""a version's target reference and kind, or why it cannot be called"""
+_Resolved = tuple[str, FunctionTarget] | CallFailed
+"""a version's target reference and what calls it, or why it cannot be called"""
 _TokenKey = tuple[str, str, Channel, tuple[tuple[str, str], ...]]
 
 
-def _resolve(snapshot: RoutingSnapshot, function: str, version: str) -> tuple[str, TargetKind]:
-    """The version's target reference and kind, or `CallFailed` saying why there is none."""
+def _resolve(
+    snapshot: RoutingSnapshot,
+    function: str,
+    version: str,
+    targets: Mapping[TargetKind, FunctionTarget],
+) -> tuple[str, FunctionTarget]:
+    """The version's target reference and what calls it, or `CallFailed` saying why none can."""
     ref = snapshot.target_of(function, version)
     if ref is None:
         raise CallFailed(
@@ -428,13 +435,19 @@ def _resolve(snapshot: RoutingSnapshot, function: str, version: str) -> tuple[st
         kind = Target.parse(ref).kind
     except InvalidInput as exc:
         raise CallFailed(502, f"{function} {version} has an unusable target: {exc}") from None
-    if kind is TargetKind.LAMBDA:
-        raise CallFailed(
-            501,
-            f"Lambda targets are not supported by the gateway yet ({function} {version}"
-            f" is {ref}); register an HTTP or local target, or call the Lambda directly",
-        )
-    return ref, kind
+    target = targets.get(kind)
+    if target is None:
+        if kind is TargetKind.LAMBDA:
+            detail = (
+                f"Lambda targets are not supported by the gateway yet ({function} {version}"
+                f" is {ref}); register an HTTP or local target, or call the Lambda directly"
+            )
+        else:
+            detail = (
+                f"{kind} targets are not supported by this gateway ({function} {version} is {ref})"
+            )
+        raise CallFailed(501, detail)
+    return ref, target
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,4 +1,4 @@
-"""The local function runtime: run a version's ``pkg.mod:handler`` in-process, as Lambda would.
+"""`LocalTarget`: the `FunctionTarget` of local versions, running ``pkg.mod:handler`` in-process, as Lambda would.
 
 Each (function, version) loads its handler module afresh from the module's
 source file under its own name, ``coalmine_fn.<function>.<version>.<module>``,
@@ -10,7 +10,9 @@ A call gets an API Gateway HTTP API (payload 2.0) event and a small context
 object, runs in a thread pool inside the SDK's routing scope
 (`coalmine.sdk.scope.use`, so its instrumented outgoing calls carry the
 gateway's signed context), and its
-return value maps to a response as the Lambda proxy integration maps it.
+return value maps to a response as the Lambda proxy integration maps it
+(`build_event` and `reply_of`: what a Lambda target sends and gets back too).
+The whole reply is sent in one body message.
 """
 
 from __future__ import annotations
@@ -36,24 +38,17 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from coalmine.core.model import Decision
-from coalmine.gateway.asgi import CallFailed, RawHeaders, json_body
-from coalmine.gateway.upstream import Call
+from coalmine.core.ports import Call
+from coalmine.gateway.asgi import CallFailed, RawHeaders, Reply, Send, json_body, read_body
 from coalmine.sdk.scope import use
 
-__all__ = ["HandlerContext", "LocalRuntime", "Reply", "build_event", "reply_of"]
+__all__ = ["HandlerContext", "LocalRuntime", "LocalTarget", "Reply", "build_event", "reply_of"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], "HandlerContext"], object]
 ScopeFactory = Callable[[Decision, str | None], AbstractContextManager[object]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    headers: RawHeaders
-    body: bytes
 
 
 @dataclass
@@ -167,8 +162,9 @@ def reply_of(result: object) -> Reply:
     return Reply(status, headers, data)
 
 
-class LocalRuntime:
-    """Loads and runs local handlers, one module namespace per (function, version)."""
+class LocalTarget:
+    """The `FunctionTarget` of local versions: loads and runs handlers, one module
+    namespace per (function, version)."""
 
     def __init__(
         self,
@@ -186,7 +182,10 @@ class LocalRuntime:
         self._modules: dict[tuple[str, str, str], ModuleType] = {}
         self._lock = threading.Lock()
 
-    def close(self) -> None:
+    async def start(self) -> None:
+        """Nothing to prepare: handlers are loaded on their first call."""
+
+    async def close(self) -> None:
         """Stop the threads and unregister the loaded modules from ``sys.modules``."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
@@ -247,34 +246,26 @@ class LocalRuntime:
             raise TypeError(f"{ref} is not callable")
         return obj, module
 
-    async def _read_body(self, call: Call) -> bytes:
-        if not call.has_body:
-            return b""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await call.receive()
-            if message["type"] == "http.disconnect":
-                raise CallFailed(400, "the client disconnected before its request body ended")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise CallFailed(
-                    413, f"request body over {self.max_body} bytes, the local handler limit"
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+    async def invoke(self, call: Call, send: Send) -> int:
+        """Run the handler of ``call.target`` and send its reply; its status.
 
-    async def invoke(
-        self, ref: str, call: Call, decision: Decision, token: str | None, *, source_ip: str
-    ) -> Reply:
-        """Run the handler for ``call``; raise `CallFailed` when it cannot answer."""
+        Raises `CallFailed` when the handler cannot answer (see `run`).
+        """
+        reply = await self.run(call)
+        await send(reply.start(call.response_headers))
+        await send({"type": "http.response.body", "body": reply.body})
+        return reply.status
+
+    async def run(self, call: Call) -> Reply:
+        """Run the handler of ``call.target`` for ``call``; raise `CallFailed` when it cannot answer."""
+        ref = call.target
         what = f"local handler {ref} for {call.function} {call.version}"
-        body = await self._read_body(call)
+        body = await read_body(call, self.max_body, "the local handler limit")
         request_id = str(uuid.uuid4())
         deadline = time.monotonic() + self.timeout
-        event = build_event(call, body, request_id=request_id, now=time.time(), source_ip=source_ip)
+        event = build_event(
+            call, body, request_id=request_id, now=time.time(), source_ip=call.source_ip
+        )
         context = HandlerContext(call.function, call.version, request_id, deadline)
 
         def run() -> Reply:
@@ -286,7 +277,7 @@ class LocalRuntime:
                     502, f"{what} could not be loaded: {type(exc).__name__}: {exc}"
                 ) from exc
             try:
-                with self._scope(decision, token):
+                with self._scope(call.decision, call.token):
                     result = handler(event, context)
             except Exception as exc:
                 log.exception("%s raised", what)
@@ -308,3 +299,7 @@ class LocalRuntime:
             return await asyncio.wait_for(future, self.timeout)
         except TimeoutError:
             raise CallFailed(504, f"{what} did not return within {self.timeout:g}s") from None
+
+
+LocalRuntime = LocalTarget
+"""`LocalTarget`'s name before the `FunctionTarget` port (kept for imports of it)"""

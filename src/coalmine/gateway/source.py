@@ -1,11 +1,14 @@
-"""Where the gateway's routing snapshots come from: the `SnapshotSource` port.
+"""Where the gateway's routing snapshots come from: the implementations of `SnapshotSource`.
 
-The gateway reads the snapshot of its app once per request through
+The port itself, `SnapshotSource` (and `ManagedSource`, a source with a
+lifecycle), lives in `coalmine.core.ports` and is re-exported here. The
+gateway reads the snapshot of its app once per request through
 ``snapshot(app)``; it never waits for the control plane. `StaticSource`
-holds a fixed snapshot (tests, or a gateway run from a file). In production
-the source is `SyncSource`: the SDK's ``RoutingSync``, which follows the
-control plane's routing stream (a rollback arrives within a second) and
-keeps the last snapshot when the control plane is down (fail static).
+holds a fixed snapshot (tests, or a gateway run from a file): the in-memory
+one. In production the source is `SyncSource`: the SDK's ``RoutingSync``,
+which follows the control plane's routing stream (a rollback arrives within
+a second) and keeps the last snapshot when the control plane is down (fail
+static).
 
 A source that also has ``start()`` and ``close()`` coroutines (`ManagedSource`)
 is started and closed with the gateway's ASGI lifespan.
@@ -16,29 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Protocol, runtime_checkable
 
+from coalmine.core.ports import ManagedSource, SnapshotSource
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.sdk.sync import DEFAULT_KEEPALIVE, RoutingSync
 
 __all__ = ["ManagedSource", "SnapshotSource", "StaticSource", "SyncSource"]
 
 log = logging.getLogger(__name__)
-
-
-class SnapshotSource(Protocol):
-    """The latest routing snapshot of an app, or None when there is none yet."""
-
-    def snapshot(self, app: str) -> RoutingSnapshot | None: ...
-
-
-@runtime_checkable
-class ManagedSource(Protocol):
-    """A source with a lifecycle, started and closed by the gateway's lifespan."""
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class StaticSource:

@@ -1,4 +1,4 @@
-"""The HTTP upstream client: forward one call to a version's URL, streaming both ways.
+"""`HttpTarget`: the `FunctionTarget` of HTTP versions, forwarding a call to its URL, streaming both ways.
 
 A small HTTP/1.1 client on asyncio's protocol API and httptools' response
 parser (the llhttp parser uvicorn uses for requests), not a general-purpose
@@ -10,7 +10,7 @@ reached 2,857 req/s at 349 µs of CPU a request; see docs/benchmarks.md for the
 numbers with this client. httpx was slower still (8-14x aiohttp for 3,000
 small GETs).
 
-What it does: one keep-alive connection pool per `HttpUpstream`, at most
+What it does: one keep-alive connection pool per `HttpTarget`, at most
 ``pool_size`` connections open across upstreams (a call waits for one), each
 kept idle for at most ``idle_timeout`` seconds. The request body is streamed
 to the upstream as it arrives (chunked when the client sent no length) and
@@ -41,16 +41,16 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import quote, urlsplit
 
 import httptools
 
+from coalmine.core.ports import Call
 from coalmine.gateway.asgi import HOP_BY_HOP, CallFailed, RawHeaders, Receive, Send
 
-__all__ = ["Call", "HttpUpstream", "Origin"]
+__all__ = ["Call", "HttpTarget", "HttpUpstream", "Origin"]
 
 log = logging.getLogger(__name__)
 
@@ -73,24 +73,6 @@ CLIENT_GONE = 499
 DEFAULT_IDLE_TIMEOUT = 4.0
 """seconds an idle pooled connection is kept: under uvicorn's 5 s keep-alive
 default, so the gateway seldom picks a connection the upstream is closing"""
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One request for a function's version, as the gateway forwards it."""
-
-    function: str
-    version: str
-    method: str
-    path: str
-    """the request's full (decoded) path, e.g. ``/place-order/items/1``"""
-    raw_rest: bytes
-    """the still-encoded path after ``/{function}``: ``b""`` or starting with ``/``"""
-    query: bytes
-    headers: RawHeaders
-    """the headers to send downstream (already rewritten by the gateway)"""
-    receive: Receive
-    has_body: bool
 
 
 class ClientGone(Exception):
@@ -357,8 +339,8 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class HttpUpstream:
-    """A pooled HTTP/1.1 client that forwards calls to HTTP targets."""
+class HttpTarget:
+    """The `FunctionTarget` of HTTP versions: a pooled HTTP/1.1 client that forwards calls."""
 
     def __init__(
         self,
@@ -491,10 +473,8 @@ class HttpUpstream:
         conn.park()
         idle.append(conn)
 
-    async def forward(
-        self, target: str, call: Call, send: Send, response_headers: Iterable[tuple[bytes, bytes]]
-    ) -> int:
-        """Forward ``call`` to ``target``; stream the response to ``send``.
+    async def invoke(self, call: Call, send: Send) -> int:
+        """Forward ``call`` to its URL, ``call.target``; stream the response to ``send``.
 
         Returns the status to count the call by: the upstream's, 502 when the
         response was cut short, 499 when the client went away while sending
@@ -502,6 +482,7 @@ class HttpUpstream:
         """
         if not self._started:
             await self.start()
+        target = call.target
         try:
             origin = self.origin(target)
         except CallFailed as exc:
@@ -566,7 +547,7 @@ class HttpUpstream:
                 raise AssertionError
             named = _connection_named(raw)
             passed = [(k, v) for k, v in raw if k not in _NOT_PASSED_BACK and k not in named]
-            passed.extend(response_headers)
+            passed.extend(call.response_headers)
             await send({"type": "http.response.start", "status": status, "headers": passed})
             started = True
             body = conn.take_whole_body()
@@ -605,6 +586,10 @@ class HttpUpstream:
             if holder:
                 self._release(holder[-1])
             self._give_slot()
+
+
+HttpUpstream = HttpTarget
+"""`HttpTarget`'s name before the `FunctionTarget` port (kept for imports of it)"""
 
 
 def _request_head(origin: Origin, call: Call) -> tuple[bytes, bool]:

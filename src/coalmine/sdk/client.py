@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -31,6 +31,8 @@ from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.metrics.flush import DEFAULT_INTERVAL, Flusher
 from coalmine.metrics.recorder import Recorder
+from coalmine.sdk.handler import UserKey
+from coalmine.sdk.handler import handler as handler_decorator
 from coalmine.sdk.keys import keyring_from_env
 from coalmine.sdk.scope import use
 from coalmine.sdk.sync import (
@@ -40,9 +42,6 @@ from coalmine.sdk.sync import (
     RoutingSync,
     SyncStatus,
 )
-
-if TYPE_CHECKING:
-    from coalmine.sdk.handler import UserKey
 
 __all__ = ["Client", "Context"]
 
@@ -228,9 +227,7 @@ class Client:
         version: str | None = None,
     ) -> Callable[[F], F]:
         """Decorate a Lambda-style ``handler(event, context)``: see `coalmine.sdk.handler`."""
-        from coalmine.sdk.handler import handler
-
-        return handler(self, app, user=user, function=function, version=version)
+        return handler_decorator(self, app, user=user, function=function, version=version)
 
     # metrics -----------------------------------------------------------------------
 

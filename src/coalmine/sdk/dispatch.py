@@ -35,10 +35,9 @@ from typing import Any
 
 from coalmine.core.context import RoutingContext, decode_context
 from coalmine.core.model import Channel, Decision, Reason
-from coalmine.core.ports import Record, Stream
+from coalmine.core.ports import Record, Router, Stream
 from coalmine.core.signing import Keyring
 from coalmine.sdk.records import RecordView, view
-from coalmine.sdk.router import Router
 from coalmine.sdk.scope import use
 
 __all__ = [

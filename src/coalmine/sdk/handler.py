@@ -43,16 +43,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from coalmine.core.model import Decision
+from coalmine.core.ports import HandlerClient
 from coalmine.sdk.carriers import extract_http
 from coalmine.sdk.envelope import unwrap
 from coalmine.sdk.instrument import instrument_httpx
 from coalmine.sdk.scope import use
-
-if TYPE_CHECKING:
-    from coalmine.sdk.client import Client
 
 __all__ = [
     "RecordDecision",
@@ -194,7 +192,7 @@ def _user_of(item: Any, user: UserKey, *, record: bool) -> str | None:
 # deciding ----------------------------------------------------------------------
 
 
-def decide_event(client: Client, app: str, event: object, user: UserKey = None) -> Decision:
+def decide_event(client: HandlerClient, app: str, event: object, user: UserKey = None) -> Decision:
     """The decision for an API Gateway (or ``headers``) event. Never raises."""
     try:
         context, user_key = event_context(event), _user_of(event, user, record=False)
@@ -205,7 +203,7 @@ def decide_event(client: Client, app: str, event: object, user: UserKey = None) 
 
 
 def decide_records(
-    client: Client, app: str, event: object, user: UserKey = None
+    client: HandlerClient, app: str, event: object, user: UserKey = None
 ) -> tuple[RecordDecision, ...]:
     """One decision per record of a batch event (SQS, Kinesis). Never raises."""
     records = event.get("Records") if isinstance(event, Mapping) else None
@@ -275,7 +273,7 @@ def _record_id(record: Any) -> str | None:
 
 
 def _record_event(
-    client: Client,
+    client: HandlerClient,
     app: str,
     function: str | None,
     version: str | None,
@@ -296,7 +294,7 @@ def _record_event(
 
 
 def _record_batch(
-    client: Client,
+    client: HandlerClient,
     app: str,
     function: str | None,
     version: str | None,
@@ -318,7 +316,7 @@ def _record_batch(
 
 
 def handler(
-    client: Client,
+    client: HandlerClient,
     app: str,
     *,
     user: UserKey = None,

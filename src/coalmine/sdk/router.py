@@ -1,7 +1,8 @@
 """What decides for `coalmine.sdk.dispatch`: a `Router`, and `StaticRouter`, one without a control plane.
 
-A `Router` is anything with ``decide(app, user_key, context) -> Decision``:
-a `coalmine.sdk.Client` is one. A router that also has ``encode(decision)``
+A `Router` (the port, in `coalmine.core.ports`, re-exported here) is anything
+with ``decide(app, user_key, context) -> Decision``: a `coalmine.sdk.Client`
+is one. A router that also has ``encode(decision)``
 (the Client does) signs the context that the handler's own publishes carry;
 one with a ``keyring`` attribute lets dispatch verify contexts itself, which
 draining after a rollback or a promotion needs.
@@ -18,23 +19,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
 from coalmine.core.context import DEFAULT_TTL_SECONDS, encode_context
 from coalmine.core.model import Channel, Decision, Reason
+from coalmine.core.ports import Router
 from coalmine.core.routing import RoutingState, evaluate
 from coalmine.core.signing import Keyring
 
 __all__ = ["Router", "StaticRouter"]
-
-
-@runtime_checkable
-class Router(Protocol):
-    """Decides which versions a user (or a record) runs."""
-
-    def decide(self, app: str, user_key: str | None, context: str | None = None) -> Decision:
-        """The decision for ``user_key``, honouring the signed ``context`` (a token). Never raises."""
-        ...
 
 
 class StaticRouter:

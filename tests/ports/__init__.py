@@ -1,0 +1,1 @@
+"""Contract suites: each port of `coalmine.core.ports` against every implementation of it."""
