@@ -59,7 +59,7 @@ def test_bad_usage_is_one_line_and_exit_2(
 @pytest.fixture
 def control_plane(sqlite_url: str) -> Iterator[tuple[str, str]]:
     control = create_app(database_url=sqlite_url)
-    service = control.state.service
+    service = control.state.plane
     service.catalog.create_app("shop", "test")
     service.catalog.add_function("shop", "orders", "test")
     target = "tests.gateway.fixtures.orders_v1:handler"

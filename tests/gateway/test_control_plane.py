@@ -25,7 +25,7 @@ async def test_a_rollback_reaches_the_gateway_within_a_second_and_it_fails_stati
     sqlite_url: str, tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
     control = create_app(database_url=sqlite_url, heartbeat=1.0)
-    service, tokens = control.state.service, control.state.tokens
+    service, tokens = control.state.plane, control.state.tokens
     service.catalog.create_app("shop", "test")
     service.catalog.add_function("shop", "orders", "test")
     for v in (1, 2):
