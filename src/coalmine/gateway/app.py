@@ -373,8 +373,8 @@ class Gateway:
 
         A context names the app, release, channel and versions, not the user,
         and its expiry is whole seconds: so one signature serves every request
-        of a decision within a second (HMAC per request was 7% of the
-        gateway's CPU).
+        of a decision within a second (signing per request was a measurable
+        share of the gateway's CPU: docs/benchmarks.md).
         """
         keyring = self.config.keyring
         if keyring is None or decision.release_id is None:

@@ -5,14 +5,10 @@ writes to a connection during one step of the event loop leaves in one
 write, when the step ends (a ``call_soon``). An ASGI app sends a response's
 head and its body as two messages, which uvicorn writes as they come: two
 system calls and two TCP segments for a small answer, and on loopback each
-segment is delivered to the reader within the writer's system call. Measured
-with py-spy on the gateway bench (``bench/gateway.py``), those two writes
-were 19% of the gateway's CPU; joined, the gateway served 8-12% more requests
-per second (A/B runs of wrk against both, 4 s each, alternating). Holding
-only the head until the body's write came was no faster than not joining at
-all, and low-load latency showed no difference between the three beyond the
-run-to-run noise. Nothing waits on a timer, and a streamed body still leaves
-chunk by chunk, one write per loop step.
+segment is delivered to the reader within the writer's system call; joining
+them is measurably faster (docs/benchmarks.md, "How the gateway got there").
+Nothing waits on a timer, and a streamed body still leaves chunk by chunk,
+one write per loop step.
 
 `uvicorn_options` are the settings `coalmine gateway` runs with (the bench
 runs the same).

@@ -4,11 +4,8 @@ A small HTTP/1.1 client on asyncio's protocol API and httptools' response
 parser (the llhttp parser uvicorn uses for requests), not a general-purpose
 client: a proxy's exchanges are many and small, and what a general client does
 per request (building request and response objects, a task per stream, cookie
-and redirect machinery) was most of the gateway's cost. Measured on the
-gateway bench (``bench/gateway.py``, 2 CPUs): the gateway over aiohttp's client
-reached 2,857 req/s at 349 µs of CPU a request; see docs/benchmarks.md for the
-numbers with this client. httpx was slower still (8-14x aiohttp for 3,000
-small GETs).
+and redirect machinery) was most of the gateway's cost (aiohttp's and httpx's
+clients were both measured: docs/benchmarks.md, "How the gateway got there").
 
 What it does: one keep-alive connection pool per `HttpTarget`, at most
 ``pool_size`` connections open across upstreams (a call waits for one), each
@@ -395,8 +392,8 @@ class HttpTarget:
     async def _take_slot(self, deadline: float) -> None:
         """Wait for one of the ``pool_size`` slots (first come, first served) until ``deadline``.
 
-        Not an `asyncio.Semaphore`: its acquire and release were 4% of the
-        gateway's CPU; this is a counter until the pool is full.
+        Not an `asyncio.Semaphore`, whose acquire and release cost more than this
+        counter (docs/benchmarks.md); a counter until the pool is full.
         """
         if self._in_flight < self.pool_size and not self._waiting:
             self._in_flight += 1
