@@ -7,31 +7,15 @@ times however many releases are running (no per-release reads when idle).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-from tests.services import child_env
+from tests.bench import run_bench
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "controller_tick.py"
 TICKS = ["start", "idle", "analysis", "idle_after"]
 
 
 def run(releases: int) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--releases", str(releases)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=child_env(),
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) > 3, proc.stderr  # a table, then the JSON line
-    out: dict[str, Any] = json.loads(lines[-1])
+    out = run_bench("controller_tick.py", "--releases", str(releases), min_lines=4)
     assert out["bench"] == "controller_tick"
     assert out["releases"] == releases
     assert out["base"] is None

@@ -5,14 +5,9 @@ Only the shape of the output is checked; speed is never asserted in unit tests.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from tests.bench import run_bench
+from tests.services import need
 
-from tests.services import child_env, need
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "streams.py"
 BROKERS = ("nats", "redis", "memory")
 FIELDS = ("overhead_us_per_record", "ratio")
 
@@ -20,18 +15,7 @@ FIELDS = ("overhead_us_per_record", "ratio")
 def test_quick_run_ends_with_the_json_line() -> None:
     need("nats")
     need("redis")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=child_env(),
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) > 1, proc.stderr  # a table, then the JSON line
-    out = json.loads(lines[-1])
+    out = run_bench("streams.py", "--quick")  # a table, then the JSON line
     assert list(out)[:4] == ["bench", *BROKERS]
     assert out["bench"] == "streams"
     for broker in BROKERS:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import cast
 
 from coalmine.core.alarms import AlarmEvaluation, EvaluationState, validate_alarm_name
 from coalmine.core.errors import Conflict, NotFound
 from coalmine.core.histogram import VersionMetrics
 from coalmine.core.machine import Event, EventKind, Hook, transition
-from coalmine.core.model import Channel, Phase
+from coalmine.core.model import Channel
 from coalmine.core.ports import HookOutcome, MetricsQuery, Transitioned
 from coalmine.core.records import HookConfig, ReleaseRecord
 
@@ -83,25 +82,7 @@ class MemoryReleaseStore:
         )
         if t is None:
             return None
-        now = self.clock()
-        p = t.progress
-        after = replace(
-            before,
-            phase=p.phase,
-            step=p.step,
-            exposure=p.exposure,
-            next_action_at=p.next_action_at,
-            paused_remaining=p.paused_remaining,
-            reason=p.reason,
-            updated_at=now,
-            started_at=(
-                now
-                if t.kind is EventKind.STARTED and before.started_at is None
-                else before.started_at
-            ),
-            finished_at=now if p.phase in (Phase.PROMOTED, Phase.ROLLED_BACK) else None,
-            row_version=before.row_version + 1,
-        )
+        after = before.after(t, self.clock())
         with self._lock:
             if self._releases[release_id].row_version != before.row_version:
                 raise Conflict(

@@ -233,25 +233,12 @@ class ReleaseService:
                 )
                 if t is None:
                     return None
-                now = w.clock()
-                p = t.progress
-                routing_changed = (p.phase, p.exposure) != (before.phase, before.exposure)
-                row.phase = str(p.phase)
-                row.step = p.step
-                row.exposure = p.exposure
-                row.next_action_at = p.next_action_at
-                row.paused_remaining = p.paused_remaining
-                row.reason = p.reason
-                row.updated_at = now
-                if t.kind is EventKind.STARTED and row.started_at is None:
-                    row.started_at = now
-                if p.phase is Phase.PROMOTED:
-                    row.finished_at = now
+                after = before.after(t, w.clock())
+                w.releases.write(row, after)  # row_version is the mapper's to bump
+                if after.phase is Phase.PROMOTED:
                     for fn in w.apps.functions(app):
                         if fn.name in row.candidate:
                             fn.current_version = row.candidate[fn.name]
-                elif p.phase is Phase.ROLLED_BACK:
-                    row.finished_at = now
                 w.session.flush()
                 w.event(
                     app,
@@ -259,9 +246,9 @@ class ReleaseService:
                     t.kind,
                     t.message,
                     release=row,
-                    data={"reason": p.reason} if p.reason else None,
+                    data={"reason": after.reason} if after.reason else None,
                 )
-                if routing_changed:
+                if (after.phase, after.exposure) != (before.phase, before.exposure):
                     w.changed(app)
                 out = Transitioned(w.releases.record(row, app.name), t)
         except StaleDataError:

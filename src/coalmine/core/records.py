@@ -12,11 +12,11 @@ second time: phases, hooks, states and outcomes are enums.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from coalmine.core.machine import Hook, Progress
+from coalmine.core.machine import EventKind, Hook, Progress, Transition
 from coalmine.core.model import Phase, Release, RouteMode, Targeting, VersionMap
 from coalmine.core.strategy import Strategy
 from coalmine.core.tracker import Action
@@ -106,6 +106,29 @@ class ReleaseRecord:
     def hook_deadline(self) -> float:
         """The longest any of its hooks may take (300 s without hooks)."""
         return max((h.deadline for h in self.hooks.values()), default=300.0)
+
+    def after(self, t: Transition, now: float) -> ReleaseRecord:
+        """The release once transition ``t`` is applied at ``now``: what every store writes.
+
+        ``started_at`` is set by the first ``started`` transition, ``finished_at``
+        when it is promoted or rolled back; ``row_version`` grows by one.
+        """
+        p = t.progress
+        started = t.kind is EventKind.STARTED and self.started_at is None
+        ended = p.phase in (Phase.PROMOTED, Phase.ROLLED_BACK)
+        return replace(
+            self,
+            phase=p.phase,
+            step=p.step,
+            exposure=p.exposure,
+            next_action_at=p.next_action_at,
+            paused_remaining=p.paused_remaining,
+            reason=p.reason,
+            updated_at=now,
+            started_at=now if started else self.started_at,
+            finished_at=now if ended else self.finished_at,
+            row_version=self.row_version + 1,
+        )
 
     def routing(self) -> Release:
         """The release as the routing core needs it."""

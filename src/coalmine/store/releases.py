@@ -73,6 +73,19 @@ class ReleaseRepository:
         self.session.flush()
         return row
 
+    @staticmethod
+    def write(row: ReleaseRow, release: ReleaseRecord) -> None:
+        """Copy what a transition changes from ``release`` onto ``row``."""
+        row.phase = str(release.phase)
+        row.step = release.step
+        row.exposure = release.exposure
+        row.next_action_at = release.next_action_at
+        row.paused_remaining = release.paused_remaining
+        row.reason = release.reason
+        row.updated_at = release.updated_at
+        row.started_at = release.started_at
+        row.finished_at = release.finished_at
+
     def app_name(self, row: ReleaseRow) -> str:
         name = self.session.scalar(select(AppRow.name).where(AppRow.id == row.app_id))
         assert name is not None  # a foreign key points at it
