@@ -29,11 +29,14 @@ from coalmine.core.model import Channel, Decision, Reason
 from coalmine.core.routing import RoutingState, decide, evaluate
 from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.metrics.emf import EmfWriter, emf_enabled, emf_namespace
 from coalmine.metrics.flush import DEFAULT_INTERVAL, Flusher
+from coalmine.metrics.lambda_flush import DEFAULT_LAMBDA_INTERVAL, LambdaFlusher
 from coalmine.metrics.recorder import Recorder
 from coalmine.sdk.handler import UserKey
 from coalmine.sdk.handler import handler as handler_decorator
 from coalmine.sdk.keys import keyring_from_env
+from coalmine.sdk.lambda_env import LambdaEnvironment, running_version
 from coalmine.sdk.scope import use
 from coalmine.sdk.sync import (
     DEFAULT_BACKOFF_MAX,
@@ -65,6 +68,10 @@ class Client:
     ``metrics`` (on by default, since there is an sdk key) counts calls per
     version with `record` and sends them to the control plane every
     ``flush_interval`` seconds from a background thread (`coalmine.metrics`).
+    In a Lambda (``AWS_LAMBDA_FUNCTION_NAME`` is set) flushes follow
+    invocations instead, at most one per ``lambda_flush_interval`` seconds,
+    never blocking one (`LambdaFlusher`), and each invocation's calls are
+    also written to stdout as CloudWatch EMF lines (``COALMINE_EMF``).
     The other options are those of `RoutingSync`.
     """
 
@@ -84,20 +91,28 @@ class Client:
         http: httpx.Client | None = None,
         metrics: bool | None = None,
         flush_interval: float = DEFAULT_INTERVAL,
+        lambda_flush_interval: float = DEFAULT_LAMBDA_INTERVAL,
     ) -> None:
         self.recorder: Recorder | None = None
         self.flusher: Flusher | None = None
+        self.lambda_env = LambdaEnvironment.detect()
+        self.emf: EmfWriter | None = None
+        self._running: dict[tuple[str, str, int], str | None] = {}
         if metrics if metrics is not None else bool(sdk_key):
             self.recorder = Recorder()
-            self.flusher = Flusher(
+            # in a Lambda, flushes follow invocations: no timer thread in a frozen process
+            flusher = LambdaFlusher if self.lambda_env is not None else Flusher
+            self.flusher = flusher(
                 self.recorder,
                 control_plane_url,
                 sdk_key,
                 None,
-                flush_interval,
+                flush_interval if self.lambda_env is None else lambda_flush_interval,
                 http=http,
                 start=False,
             )
+            if emf_enabled(os.environ, default=self.lambda_env is not None):
+                self.emf = EmfWriter(emf_namespace(os.environ))
         if isinstance(signing_keys, str):
             signing_keys = Keyring.parse(signing_keys)
         self.keyring: Keyring | None = (
@@ -251,8 +266,37 @@ class Client:
             return
         try:
             recorder.record(app, function, version, channel, duration_ms, error=error)
+            if self.emf is not None:
+                self.emf.add(app, function, version, channel, duration_ms, error=error)
         except Exception as exc:
             log.warning("coalmine: cannot record a call of %s %s: %s", function, version, exc)
+
+    def after_invocation(self) -> None:
+        """The end of one invocation (the handler decorator calls it): write its EMF lines and,
+        in a Lambda, start a background flush if one is due. Never blocks on the network,
+        never raises. Call it yourself if you `record` without the decorator."""
+        try:
+            if self.emf is not None:
+                self.emf.flush()
+            if isinstance(self.flusher, LambdaFlusher):
+                self.flusher.after_invocation()
+        except Exception as exc:
+            log.warning("coalmine: cannot end the invocation's metrics: %s", exc)
+
+    def running_version(self, app: str, function: str) -> str | None:
+        """In a Lambda, the coalmine version of ``function`` whose target is the Lambda version
+        running this code (`coalmine.sdk.lambda_env`); None elsewhere or if none matches."""
+        if self.lambda_env is None:
+            return None
+        snap = self.sync.snapshot(app)
+        if snap is None:
+            return None
+        key = (app, function, snap.revision)
+        if key not in self._running:
+            if len(self._running) > 256:  # bounded: revisions come and go
+                self._running.clear()
+            self._running[key] = running_version(snap, function, self.lambda_env)
+        return self._running[key]
 
     # routing data ----------------------------------------------------------------
 

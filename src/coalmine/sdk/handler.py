@@ -28,7 +28,11 @@ per-version metrics (`Client.record`): the version is ``version`` if given
 the channel is the decision's. An invocation fails when the handler raises,
 returns a response whose ``statusCode`` is 500 or more, or (for a batch)
 lists records in ``batchItemFailures``; a batch counts one call per record,
-without a latency (the records share one duration).
+without a latency (the records share one duration). In a Lambda, when
+``version`` is not given, the version is the one whose target is the running
+Lambda version (`coalmine.sdk.lambda_env`), if any; and once the handler
+has returned, the client writes the invocation's EMF lines and starts a
+metrics flush if one is due (`Client.after_invocation`), without waiting.
 """
 
 from __future__ import annotations
@@ -272,6 +276,22 @@ def _record_id(record: Any) -> str | None:
     return str(value) if value is not None else None
 
 
+def _running(client: HandlerClient, app: str, function: str) -> str | None:
+    """In a Lambda, the coalmine version whose target is the running Lambda version."""
+    lookup = getattr(client, "running_version", None)  # optional: a Client has it
+    return lookup(app, function) if lookup is not None else None
+
+
+def _after_invocation(client: HandlerClient) -> None:
+    """Let the client end the invocation's metrics (EMF lines, a due Lambda flush)."""
+    end = getattr(client, "after_invocation", None)  # optional: a Client has it
+    if end is not None:
+        try:
+            end()
+        except Exception as exc:
+            log.warning("coalmine: cannot end the invocation's metrics: %s", exc)
+
+
 def _record_event(
     client: HandlerClient,
     app: str,
@@ -283,7 +303,7 @@ def _record_event(
     if function is None or client.recorder is None:
         return
     try:
-        ran = version or decision.version_of(function)
+        ran = version or _running(client, app, function) or decision.version_of(function)
         if ran is None:  # no routing configuration: which version ran is unknown
             return
         failed = run.failed or _failed_response(run.result)
@@ -305,8 +325,9 @@ def _record_batch(
         return
     try:
         failures = frozenset() if run.failed else _failed_records(run.result)
+        running = version or _running(client, app, function)
         for r in records:
-            ran = version or r.decision.version_of(function)
+            ran = running or r.decision.version_of(function)
             if ran is None:
                 continue
             failed = run.failed or (bool(failures) and _record_id(r.record) in failures)
@@ -342,6 +363,7 @@ def handler(
                     finally:
                         _batch.reset(reset)
                         _record_batch(client, app, function, version, records, run)
+                        _after_invocation(client)
                 decision = decide_event(client, app, event, user)
                 with use(decision, client.encode(decision)):
                     run = _Invocation()
@@ -349,6 +371,7 @@ def handler(
                         return run.returned(await fn(event, *args, **kwargs))
                     finally:
                         _record_event(client, app, function, version, decision, run)
+                        _after_invocation(client)
 
             wrapper: Callable[..., Any] = run_async
         else:
@@ -364,6 +387,7 @@ def handler(
                     finally:
                         _batch.reset(reset)
                         _record_batch(client, app, function, version, records, invocation)
+                        _after_invocation(client)
                 decision = decide_event(client, app, event, user)
                 with use(decision, client.encode(decision)):
                     invocation = _Invocation()
@@ -371,6 +395,7 @@ def handler(
                         return invocation.returned(fn(event, *args, **kwargs))
                     finally:
                         _record_event(client, app, function, version, decision, invocation)
+                        _after_invocation(client)
 
             wrapper = run
         wrapper.coalmine_app = app  # type: ignore[attr-defined]
