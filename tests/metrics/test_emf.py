@@ -39,34 +39,43 @@ def validate_emf(doc: Any) -> None:
     assert isinstance(meta, dict), "_aws is a required object"
     assert set(meta) <= {"Timestamp", "CloudWatchMetrics", "LogGroupName"}
     ts = meta.get("Timestamp")
-    assert isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0, "Timestamp: ms integer"
+    assert isinstance(ts, int), "Timestamp: a number of milliseconds"
+    assert not isinstance(ts, bool)
+    assert ts >= 0
     directives = meta.get("CloudWatchMetrics")
     assert isinstance(directives, list), "CloudWatchMetrics is a required array"
     for d in directives:
-        assert isinstance(d, dict) and set(d) == {"Namespace", "Dimensions", "Metrics"}
+        assert isinstance(d, dict)
+        assert set(d) == {"Namespace", "Dimensions", "Metrics"}
         ns = d["Namespace"]
-        assert isinstance(ns, str) and 1 <= len(ns) <= 1024
+        assert isinstance(ns, str)
+        assert 1 <= len(ns) <= 1024
         assert isinstance(d["Dimensions"], list)
         for dimension_set in d["Dimensions"]:
-            assert isinstance(dimension_set, list) and 1 <= len(dimension_set) <= 30
+            assert isinstance(dimension_set, list)
+            assert 1 <= len(dimension_set) <= 30
             for name in dimension_set:
-                assert isinstance(name, str) and 1 <= len(name) <= 250
+                assert isinstance(name, str)
+                assert 1 <= len(name) <= 250
                 value = doc.get(name)
                 assert isinstance(value, str), f"dimension {name} must be a string member"
                 assert 1 <= len(value) <= 1024
         metrics = d["Metrics"]
-        assert isinstance(metrics, list) and 1 <= len(metrics) <= 100
+        assert isinstance(metrics, list)
+        assert 1 <= len(metrics) <= 100
         names = [m["Name"] for m in metrics]
         assert len(names) == len(set(names))
         for m in metrics:
             assert set(m) <= {"Name", "Unit", "StorageResolution"}
-            assert isinstance(m["Name"], str) and 1 <= len(m["Name"]) <= 1024
+            assert isinstance(m["Name"], str)
+            assert 1 <= len(m["Name"]) <= 1024
             assert m.get("Unit", "None") in UNITS
             value = doc.get(m["Name"])
             values = value if isinstance(value, list) else [value]
             assert 1 <= len(values) <= 100, "at most 100 values per metric"
             for v in values:
-                assert isinstance(v, int | float) and not isinstance(v, bool)
+                assert isinstance(v, int | float)
+                assert not isinstance(v, bool)
                 assert math.isfinite(v)
 
 
@@ -109,7 +118,9 @@ def test_documents_keep_the_limits_and_add_up(
     requests: int, data: st.DataObject, latencies: list[float], ts: int
 ) -> None:
     errors = data.draw(st.integers(0, requests))
-    docs = emf_documents(KEY, requests=requests, errors=errors, latencies=latencies, timestamp_ms=ts)
+    docs = emf_documents(
+        KEY, requests=requests, errors=errors, latencies=latencies, timestamp_ms=ts
+    )
     for doc in docs:
         validate_emf(json.loads(json.dumps(doc, allow_nan=False)))
         assert doc["_aws"]["Timestamp"] == ts
