@@ -10,6 +10,7 @@ part of the base install (only the standard library, ``coalmine.core`` and
 httpx). See docs/metrics.md.
 """
 
+from coalmine.metrics.emf import EmfWriter, emf_documents
 from coalmine.metrics.flush import (
     DEFAULT_INTERVAL,
     DEFAULT_MAX_BATCH,
@@ -18,6 +19,7 @@ from coalmine.metrics.flush import (
     FlushStats,
     batch,
 )
+from coalmine.metrics.lambda_flush import DEFAULT_LAMBDA_INTERVAL, LambdaFlusher, flush_on_sigterm
 from coalmine.metrics.recorder import (
     DEFAULT_MAX_SERIES,
     DEFAULT_MAX_WINDOWS,
@@ -31,17 +33,22 @@ from coalmine.metrics.recorder import (
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "DEFAULT_LAMBDA_INTERVAL",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_SERIES",
     "DEFAULT_MAX_WINDOWS",
     "DEFAULT_WINDOW",
     "METRICS_PATH",
+    "EmfWriter",
     "FlushStats",
     "Flusher",
+    "LambdaFlusher",
     "MetricKey",
     "MetricWindow",
     "Recorder",
     "RecorderStats",
     "batch",
+    "emf_documents",
+    "flush_on_sigterm",
     "window_start",
 ]
