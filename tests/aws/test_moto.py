@@ -168,3 +168,59 @@ def test_the_boto3_invoker_reads_the_answer(aws: None) -> None:
     assert json.loads(got.payload) == answer
     assert got.function_error is None
     assert got.status == 200
+
+
+def test_instrumented_clients_carry_the_current_context(aws: None) -> None:
+    from coalmine.sdk import use
+    from coalmine.sdk.aws_instrument import instrument_messaging
+
+    snap = make_snapshot(3000)
+    _, canary = users_by_channel(snap)
+    router = SnapshotRouter(snap)
+    decision = router.decide(APP, canary[0])
+    token = router.encode(decision)
+    sqs = instrument_messaging(instrument_messaging(boto3.client("sqs", region_name=REGION)))
+    sns = instrument_messaging(boto3.client("sns", region_name=REGION))
+    events = instrument_messaging(boto3.client("events", region_name=REGION))
+    url, arn = _queue(sqs, "instrumented")
+    topic = sns.create_topic(Name="instrumented")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    events.put_rule(Name="all", EventPattern=json.dumps({"source": ["shop"]}))
+    events.put_targets(Rule="all", Targets=[{"Id": "q", "Arn": arn}])
+
+    sqs.send_message(QueueUrl=url, MessageBody="outside a scope")
+    with use(decision, token):
+        sqs.send_message(QueueUrl=url, MessageBody="direct")
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "1", "MessageBody": "batch"}])
+        sns.publish(TopicArn=topic, Message="via sns")
+        events.put_events(Entries=[{"Source": "shop", "DetailType": "d", "Detail": "{}"}])
+        explicit = inject_sqs({"QueueUrl": url, "MessageBody": "explicit"}, "mine")
+        sqs.send_message(**explicit)
+    got: dict[str, str | None] = {}
+    for _ in range(20):  # moto delivers at once; bounded, not timed
+        if len(got) == 6:
+            break
+        answer = sqs.receive_message(
+            QueueUrl=url, MessageAttributeNames=["All"], MaxNumberOfMessages=10
+        )
+        for m in answer.get("Messages", []):
+            body = m["Body"]
+            doc = json.loads(body) if body.startswith("{") else {}
+            name = doc.get("Message") or doc.get("source") or body
+            got[name] = extract_sqs(m)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    assert got == {
+        "outside a scope": None,
+        "direct": token,
+        "batch": token,
+        "via sns": token,
+        "shop": token,
+        "explicit": "mine",
+    }
+
+
+def test_instrumenting_another_service_is_refused(aws: None) -> None:
+    from coalmine.sdk.aws_instrument import instrument_messaging
+
+    with pytest.raises(TypeError, match="sqs, sns or events"):
+        instrument_messaging(boto3.client("s3", region_name=REGION))

@@ -16,6 +16,7 @@ from coalmine.sdk.aws_carriers import (
     inject_sns,
     inject_sqs,
 )
+from coalmine.sdk.aws_instrument import instrument_messaging
 from coalmine.sdk.batch_router import route_batch
 from coalmine.sdk.carriers import (
     HEADER,
@@ -94,6 +95,7 @@ __all__ = [
     "inject_sns",
     "inject_sqs",
     "instrument_httpx",
+    "instrument_messaging",
     "is_envelope",
     "is_instrumented",
     "keyring_from_env",
