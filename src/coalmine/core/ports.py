@@ -12,10 +12,13 @@ user or a record, and the `HandlerClient` the SDK's handler decorator runs
 with (a router that also signs and counts); the `SnapshotSource` a gateway
 reads its routing from (`ManagedSource`: one with a lifecycle).
 
-Function targets (the last section): the `FunctionTarget` a gateway calls a
+Function targets (the section after routing): the `FunctionTarget` a gateway calls a
 version through (one implementation per kind of target: a local handler, an
 HTTP URL), the `Call` it is given, the ASGI ``Send`` it answers through, and
 `CallFailed`, how it says that it could not answer.
+
+Invoking a Lambda version: the `LambdaInvoker` the SDK's batch router
+forwards a channel's records through, and the `LambdaInvocation` it answers.
 
 The controller's (the last section): `HookRunner` (lifecycle hooks),
 `AlarmSource` (an outside signal the analysis evaluates), `MetricsProvider`
@@ -44,6 +47,8 @@ __all__ = [
     "HandlerClient",
     "HookOutcome",
     "HookRunner",
+    "LambdaInvocation",
+    "LambdaInvoker",
     "Leadership",
     "ManagedSource",
     "Message",
@@ -55,6 +60,7 @@ __all__ = [
     "ReleaseStore",
     "Router",
     "Send",
+    "SnapshotClient",
     "SnapshotSource",
     "Stream",
     "Transitioned",
@@ -183,6 +189,18 @@ class HandlerClient(Router, Protocol):
         ...
 
 
+class SnapshotClient(HandlerClient, Protocol):
+    """A `HandlerClient` that also gives the app's routing snapshot: where each version
+    runs (`RoutingSnapshot.target_of`), which the SDK's batch router forwards by.
+
+    `coalmine.sdk.Client` is one.
+    """
+
+    def snapshot(self, app: str) -> RoutingSnapshot | None:
+        """The latest snapshot of ``app`` (None before the first). Never waits."""
+        ...
+
+
 @runtime_checkable
 class SnapshotSource(Protocol):
     """The latest routing snapshot of an app, or None when there is none yet.
@@ -295,6 +313,34 @@ class FunctionTarget(Protocol):
     async def close(self) -> None:
         """Release what the target holds (connections, threads)."""
         ...
+
+
+# -- invoking a Lambda version -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaInvocation:
+    """What a synchronous (RequestResponse) Lambda Invoke answered."""
+
+    payload: bytes
+    """the function's result (JSON), or its error document when ``function_error`` is set"""
+    function_error: str | None = None
+    """``X-Amz-Function-Error`` (``Unhandled``, ``Handled``): the function failed"""
+    status: int = 200
+
+
+@runtime_checkable
+class LambdaInvoker(Protocol):
+    """Invokes one version of a Lambda function and waits for its answer.
+
+    ``function`` is a name or an unqualified ARN, ``qualifier`` a version
+    number or an alias. It raises when the call itself fails (throttled,
+    timed out, unreachable); a function that ran and failed comes back with
+    ``function_error`` set. `coalmine.sdk.batch_router.Boto3Invoker` is the
+    boto3 one; tests pass a function of the payload.
+    """
+
+    def invoke(self, function: str, qualifier: str, payload: bytes) -> LambdaInvocation: ...
 
 
 # -- the controller's ports ---------------------------------------------------------

@@ -8,6 +8,16 @@ Only the standard library, ``coalmine.core``, mmh3 and httpx are imported
 here: this package is part of the base install.
 """
 
+from coalmine.sdk.aws_carriers import (
+    extract_eventbridge,
+    extract_sns,
+    extract_sqs,
+    inject_eventbridge,
+    inject_sns,
+    inject_sqs,
+)
+from coalmine.sdk.aws_instrument import instrument_messaging
+from coalmine.sdk.batch_router import route_batch
 from coalmine.sdk.carriers import (
     HEADER,
     extract_http,
@@ -71,14 +81,21 @@ __all__ = [
     "decide_records",
     "dispatch",
     "event_context",
+    "extract_eventbridge",
     "extract_http",
     "extract_kafka",
     "extract_message",
+    "extract_sns",
+    "extract_sqs",
     "handler",
+    "inject_eventbridge",
     "inject_http",
     "inject_kafka",
     "inject_message",
+    "inject_sns",
+    "inject_sqs",
     "instrument_httpx",
+    "instrument_messaging",
     "is_envelope",
     "is_instrumented",
     "keyring_from_env",
@@ -87,6 +104,7 @@ __all__ = [
     "read_record",
     "record_context",
     "record_decisions",
+    "route_batch",
     "uninstrument_httpx",
     "unwrap",
     "use",

@@ -12,14 +12,19 @@ wraps ``handler(event, context)``. For each invocation it
 4. runs the handler inside ``use(decision, token)`` with the httpx/requests
    instrumentation on, so its outgoing HTTP calls carry the context.
 
-A batch event (``{"Records": [...]}`` from SQS or Kinesis) has one user per
+An EventBridge event is one event: its context is ``detail.coalmine``
+(`coalmine.sdk.aws_carriers`), and ``user`` names a key of its ``detail``.
+
+A batch event (``{"Records": [...]}`` from SQS, SNS or Kinesis) has one user per
 record, so there is no single decision: the decorator decides every record
 and the handler reads them with `record_decisions()`, entering each one's
 scope with ``record.use()`` while it processes that record. For a record
-``user`` is an SQS message attribute name or a key of the (unwrapped)
+``user`` is an SQS or SNS message attribute name or a key of the (unwrapped)
 Kinesis payload (an envelope's, or the record's own JSON), or
 ``callable(record)``. The context of an SQS record is
-its ``baggage`` message attribute; of a Kinesis record, the envelope of
+its ``baggage`` message attribute (else, for a body that is an SNS
+notification or an EventBridge event, theirs); of an SNS record, its
+``Sns.MessageAttributes``; of a Kinesis record, the envelope of
 `coalmine.sdk.envelope` in its base64 ``kinesis.data``.
 
 Given ``function``, every invocation is also counted in the client's
@@ -44,13 +49,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from coalmine.core.model import Decision
 from coalmine.core.ports import HandlerClient
+from coalmine.sdk.aws_carriers import aws_context, aws_user, extract_eventbridge
 from coalmine.sdk.carriers import extract_http
 from coalmine.sdk.envelope import unwrap
 from coalmine.sdk.instrument import instrument_httpx
@@ -59,13 +65,17 @@ from coalmine.sdk.scope import use
 __all__ = [
     "RecordDecision",
     "UserKey",
+    "batch_scope",
     "decide_event",
     "decide_records",
     "event_context",
+    "failed_records",
     "handler",
     "is_batch",
     "record_context",
     "record_decisions",
+    "record_id",
+    "record_user",
 ]
 
 log = logging.getLogger("coalmine.sdk")
@@ -95,6 +105,16 @@ _batch: ContextVar[tuple[RecordDecision, ...]] = ContextVar("coalmine_batch", de
 def record_decisions() -> tuple[RecordDecision, ...]:
     """The per-record decisions of the batch the decorated handler is processing (else empty)."""
     return _batch.get()
+
+
+@contextmanager
+def batch_scope(records: tuple[RecordDecision, ...]) -> Iterator[None]:
+    """Make ``records`` what `record_decisions()` returns inside (for batch routers)."""
+    reset = _batch.set(records)
+    try:
+        yield
+    finally:
+        _batch.reset(reset)
 
 
 # reading events ----------------------------------------------------------------
@@ -132,19 +152,27 @@ def is_batch(event: object) -> bool:
     return isinstance(event, Mapping) and isinstance(event.get("Records"), list)
 
 
+def _is_eventbridge(event: Mapping[str, Any]) -> bool:
+    return "detail-type" in event and isinstance(event.get("detail"), Mapping)
+
+
 def event_context(event: object) -> str | None:
-    """The incoming routing context of an API Gateway event or a dict with ``headers``."""
+    """The incoming routing context of an API Gateway or EventBridge event, or a dict
+    with ``headers``."""
     if not isinstance(event, Mapping):
         return None
+    if _is_eventbridge(event):
+        return extract_eventbridge(event)
     return extract_http(_header_pairs(event))
 
 
-def _sqs_attributes(record: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    attributes = record.get("messageAttributes")
-    if isinstance(attributes, Mapping):
-        for name, attr in attributes.items():
-            if isinstance(name, str) and isinstance(attr, Mapping):
-                yield name, attr.get("stringValue")
+def _is_message(record: Mapping[str, Any]) -> bool:
+    """An SQS or SNS record (or an EventBridge event): read by `coalmine.sdk.aws_carriers`."""
+    return (
+        "messageAttributes" in record
+        or isinstance(record.get("Sns"), Mapping)
+        or _is_eventbridge(record)
+    )
 
 
 def _kinesis(record: Mapping[str, Any]) -> tuple[Any, str | None] | None:
@@ -155,14 +183,15 @@ def _kinesis(record: Mapping[str, Any]) -> tuple[Any, str | None] | None:
 
 
 def record_context(record: object) -> str | None:
-    """The incoming routing context of an SQS or Kinesis record (or a dict with ``headers``)."""
+    """The incoming routing context of an SQS, SNS or Kinesis record (or a dict with
+    ``headers``)."""
     if not isinstance(record, Mapping):
         return None
     kinesis = _kinesis(record)
     if kinesis is not None:
         return kinesis[1]
-    if "messageAttributes" in record:
-        return extract_http(list(_sqs_attributes(record)))
+    if _is_message(record):
+        return aws_context(record)
     return event_context(record)
 
 
@@ -177,9 +206,14 @@ def _record_user(record: Mapping[str, Any], user: str) -> str | None:
                 return None
         value = payload.get(user) if isinstance(payload, Mapping) else None
         return value if isinstance(value, str) and value else None
-    if "messageAttributes" in record:
-        return _lookup(_sqs_attributes(record), user)
+    if _is_message(record):
+        return aws_user(record, user)
     return _lookup(_header_pairs(record), user)
+
+
+def record_user(record: object, user: UserKey) -> str | None:
+    """The user key of a batch record, read as the decorator does with ``user``."""
+    return _user_of(record, user, record=True)
 
 
 def _user_of(item: Any, user: UserKey, *, record: bool) -> str | None:
@@ -190,7 +224,11 @@ def _user_of(item: Any, user: UserKey, *, record: bool) -> str | None:
         return value if isinstance(value, str) and value else None
     if not isinstance(item, Mapping):
         return None
-    return _record_user(item, user) if record else _lookup(_header_pairs(item), user)
+    if record:
+        return _record_user(item, user)
+    if _is_eventbridge(item):
+        return aws_user(item, user)
+    return _lookup(_header_pairs(item), user)
 
 
 # deciding ----------------------------------------------------------------------
@@ -209,7 +247,7 @@ def decide_event(client: HandlerClient, app: str, event: object, user: UserKey =
 def decide_records(
     client: HandlerClient, app: str, event: object, user: UserKey = None
 ) -> tuple[RecordDecision, ...]:
-    """One decision per record of a batch event (SQS, Kinesis). Never raises."""
+    """One decision per record of a batch event (SQS, SNS, Kinesis). Never raises."""
     records = event.get("Records") if isinstance(event, Mapping) else None
     if not isinstance(records, list):
         return ()
@@ -252,7 +290,7 @@ def _failed_response(result: Any) -> bool:
     return isinstance(status, int) and not isinstance(status, bool) and status >= 500
 
 
-def _failed_records(result: Any) -> frozenset[str]:
+def failed_records(result: Any) -> frozenset[str]:
     """The ``itemIdentifier`` of each record of a partial batch response."""
     items = result.get("batchItemFailures") if isinstance(result, Mapping) else None
     if not isinstance(items, list):
@@ -264,7 +302,7 @@ def _failed_records(result: Any) -> frozenset[str]:
     )
 
 
-def _record_id(record: Any) -> str | None:
+def record_id(record: Any) -> str | None:
     """A record's identifier in a partial batch response (SQS message id, stream sequence)."""
     if not isinstance(record, Mapping):
         return None
@@ -324,13 +362,13 @@ def _record_batch(
     if function is None or client.recorder is None:
         return
     try:
-        failures = frozenset() if run.failed else _failed_records(run.result)
+        failures = frozenset() if run.failed else failed_records(run.result)
         running = version or _running(client, app, function)
         for r in records:
             ran = running or r.decision.version_of(function)
             if ran is None:
                 continue
-            failed = run.failed or (bool(failures) and _record_id(r.record) in failures)
+            failed = run.failed or (bool(failures) and record_id(r.record) in failures)
             client.record(app, function, ran, r.decision.channel, None, error=failed)
     except Exception as exc:
         log.warning("coalmine: cannot record the batch invocation of %s: %s", function, exc)
