@@ -27,6 +27,7 @@ from coalmine.sdk.dispatch import (
     dispatch,
 )
 from coalmine.sdk.envelope import ENVELOPE_VERSION, is_envelope, unwrap, wrap
+from coalmine.sdk.forward import ForwardedError, route_lambda
 from coalmine.sdk.handler import (
     RecordDecision,
     UserKey,
@@ -38,27 +39,31 @@ from coalmine.sdk.handler import (
     record_decisions,
 )
 from coalmine.sdk.instrument import instrument_httpx, is_instrumented, uninstrument_httpx
+from coalmine.sdk.invoke import instrument_lambda, uninstrument_lambda
 from coalmine.sdk.keys import SIGNING_KEYS_ENV, keyring_from_env
 from coalmine.sdk.publish import publish
 from coalmine.sdk.records import kinesis_event_records, read_record
+from coalmine.sdk.refresh import InvocationSync
 from coalmine.sdk.router import Router, StaticRouter
 from coalmine.sdk.scope import Scope, current_decision, current_scope, current_token, use
 from coalmine.sdk.sync import ChangeCallback, RoutingSync, SyncStatus
 
 __all__ = [
-    "ENVELOPE_VERSION",
-    "HEADER",
-    "SIGNING_KEYS_ENV",
     "ChangeCallback",
     "Client",
     "Context",
     "DispatchResult",
+    "ENVELOPE_VERSION",
+    "ForwardedError",
+    "HEADER",
+    "InvocationSync",
     "RecordDecision",
     "RecordOutcome",
     "RecordStatus",
     "RouteReason",
     "Router",
     "RoutingSync",
+    "SIGNING_KEYS_ENV",
     "Scope",
     "StaticRouter",
     "SyncStatus",
@@ -79,6 +84,7 @@ __all__ = [
     "inject_kafka",
     "inject_message",
     "instrument_httpx",
+    "instrument_lambda",
     "is_envelope",
     "is_instrumented",
     "keyring_from_env",
@@ -87,7 +93,9 @@ __all__ = [
     "read_record",
     "record_context",
     "record_decisions",
+    "route_lambda",
     "uninstrument_httpx",
+    "uninstrument_lambda",
     "unwrap",
     "use",
     "wrap",
