@@ -16,7 +16,13 @@ from enum import StrEnum
 
 from coalmine.core.errors import InvalidInput
 
-__all__ = ["ForwardPlan", "ForwardReason", "LambdaRef", "lambda_ref", "plan_forward"]
+__all__ = [
+    "ForwardPlan",
+    "ForwardReason",
+    "LambdaRef",
+    "lambda_ref",
+    "plan_forward",
+]
 
 _ARN = re.compile(
     r"(?P<base>arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[A-Za-z0-9_-]{1,64}))"

@@ -49,13 +49,14 @@ from coalmine.sdk.scope import Scope, current_decision, current_scope, current_t
 from coalmine.sdk.sync import ChangeCallback, RoutingSync, SyncStatus
 
 __all__ = [
+    "ENVELOPE_VERSION",
+    "HEADER",
+    "SIGNING_KEYS_ENV",
     "ChangeCallback",
     "Client",
     "Context",
     "DispatchResult",
-    "ENVELOPE_VERSION",
     "ForwardedError",
-    "HEADER",
     "InvocationSync",
     "RecordDecision",
     "RecordOutcome",
@@ -63,7 +64,6 @@ __all__ = [
     "RouteReason",
     "Router",
     "RoutingSync",
-    "SIGNING_KEYS_ENV",
     "Scope",
     "StaticRouter",
     "SyncStatus",

@@ -49,7 +49,12 @@ from coalmine.sdk.invoke import (
 )
 from coalmine.sdk.scope import current_scope
 
-__all__ = ["ForwardedError", "RoutingClient", "plan_invocation", "route_lambda"]
+__all__ = [
+    "ForwardedError",
+    "RoutingClient",
+    "plan_invocation",
+    "route_lambda",
+]
 
 log = logging.getLogger("coalmine.sdk")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -1,7 +1,7 @@
 """Lambda to Lambda: the routing context on the Invoke API, and an instrumented boto3 client.
 
 `instrument_lambda(lambda_client, source, app)` registers a botocore event
-hook (``before-parameter-build.lambda.Invoke``) on one boto3 Lambda client.
+hook (``provide-client-params.lambda.Invoke``) on one boto3 Lambda client.
 While a decision of ``app`` is current (`coalmine.sdk.use`, or inside a
 decorated handler), ``client.invoke(FunctionName="notify-user", ...)``
 
@@ -65,8 +65,8 @@ forge it to pin itself to the version its request landed on"""
 _MAX_CLIENT_CONTEXT = 3583
 """bytes of base64 the Invoke API accepts in ``ClientContext``"""
 _EVENTS = (
-    "before-parameter-build.lambda.Invoke",
-    "before-parameter-build.lambda.InvokeWithResponseStream",
+    "provide-client-params.lambda.Invoke",
+    "provide-client-params.lambda.InvokeWithResponseStream",
 )
 _HOOK_ID = "coalmine-lambda-routing"
 

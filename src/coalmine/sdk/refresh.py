@@ -42,7 +42,10 @@ from coalmine.sdk.sync import (
     write_snapshot,
 )
 
-__all__ = ["DEFAULT_MAX_AGE", "InvocationSync"]
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "InvocationSync",
+]
 
 log = logging.getLogger("coalmine.sdk")
 
