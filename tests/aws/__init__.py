@@ -58,6 +58,14 @@ def lambda_snapshot(exposure: int, revision: int = 1, *, phase: str = "running")
 
 Handler = Callable[[Any, Any], Any]
 
+OPENED: list[Any] = []
+"""clients the handler modules made (one set per Lambda version), closed by `close_opened`"""
+
+
+def close_opened() -> None:
+    while OPENED:
+        OPENED.pop().close()
+
 
 @dataclass
 class Call:
