@@ -8,7 +8,17 @@ import typer
 
 from coalmine import __version__
 from coalmine._extras import MissingExtraError
-from coalmine.cli import apply, consistency, events, gateway, release, serve, simulate, token
+from coalmine.cli import (
+    apply,
+    aws_lambda,
+    consistency,
+    events,
+    gateway,
+    release,
+    serve,
+    simulate,
+    token,
+)
 from coalmine.cli.client import CliError
 from coalmine.core.errors import CoalmineError, InvalidInput, NotFound
 
@@ -47,6 +57,7 @@ app.command(name="gateway")(gateway.command)
 app.command(name="consistency")(consistency.command)
 app.add_typer(release.app, name="release")
 app.add_typer(token.app, name="token")
+app.add_typer(aws_lambda.app, name="lambda")
 
 
 def run(argv: list[str] | None = None) -> int:

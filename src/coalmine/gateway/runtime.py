@@ -1,10 +1,8 @@
 """`LocalTarget`: the `FunctionTarget` of local versions, running ``pkg.mod:handler`` in-process, as Lambda would.
 
-Each (function, version) loads its handler module afresh from the module's
-source file under its own name, ``coalmine_fn.<function>.<version>.<module>``,
-so v1 and v2 of one module (or one module registered for two versions) have
-separate globals and coexist in one process. What the module imports is
-imported the usual way and shared.
+Each (function, version) loads its handler module afresh under its own name
+(`coalmine.integrations.handlers.HandlerLoader`), so v1 and v2 of one module
+have separate globals and coexist in one process.
 
 A call gets an API Gateway HTTP API (payload 2.0) event and a small context
 object, runs in a thread pool inside the SDK's routing scope
@@ -21,11 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextvars
-import importlib.util
 import logging
-import re
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -40,6 +34,7 @@ from urllib.parse import parse_qsl
 from coalmine.core.model import Decision
 from coalmine.core.ports import Call
 from coalmine.gateway.asgi import CallFailed, RawHeaders, Reply, Send, json_body, read_body
+from coalmine.integrations.handlers import HandlerLoader
 from coalmine.sdk.scope import use
 
 __all__ = ["HandlerContext", "LocalRuntime", "LocalTarget", "Reply", "build_event", "reply_of"]
@@ -48,7 +43,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], "HandlerContext"], object]
 ScopeFactory = Callable[[Decision, str | None], AbstractContextManager[object]]
-_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
 @dataclass
@@ -178,9 +172,7 @@ class LocalTarget:
         self.max_body = max_body
         self._scope = scope
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coalmine-fn")
-        self._handlers: dict[tuple[str, str, str], Handler] = {}
-        self._modules: dict[tuple[str, str, str], ModuleType] = {}
-        self._lock = threading.Lock()
+        self._loader = HandlerLoader()
 
     async def start(self) -> None:
         """Nothing to prepare: handlers are loaded on their first call."""
@@ -188,63 +180,15 @@ class LocalTarget:
     async def close(self) -> None:
         """Stop the threads and unregister the loaded modules from ``sys.modules``."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            for module in self._modules.values():
-                if sys.modules.get(module.__name__) is module:
-                    del sys.modules[module.__name__]
-            self._modules.clear()
-            self._handlers.clear()
+        self._loader.close()
 
     def module(self, function: str, version: str, ref: str) -> ModuleType | None:
         """The module a loaded handler lives in (for tests and debugging)."""
-        return self._modules.get((function, version, ref))
+        return self._loader.module(function, version, ref)
 
     def load(self, function: str, version: str, ref: str) -> Handler:
         """The handler of ``ref`` for this function's version, loading it on first use."""
-        key = (function, version, ref)
-        handler = self._handlers.get(key)
-        if handler is not None:
-            return handler
-        with self._lock:
-            handler = self._handlers.get(key)
-            if handler is None:
-                handler, module = self._load(function, version, ref)
-                self._modules[key] = module
-                self._handlers[key] = handler
-        return handler
-
-    @staticmethod
-    def _load(function: str, version: str, ref: str) -> tuple[Handler, ModuleType]:
-        modname, _, attr = ref.partition(":")
-        spec = importlib.util.find_spec(modname)
-        if spec is None:
-            raise ModuleNotFoundError(f"no module named {modname!r}")
-        if spec.origin is None or not spec.has_location or not spec.origin.endswith(".py"):
-            raise ImportError(f"module {modname!r} is not a Python source file")
-        base = f"coalmine_fn.{_UNSAFE.sub('_', function)}.{_UNSAFE.sub('_', version)}"
-        name, n = f"{base}.{modname}", 1
-        while name in sys.modules:  # another runtime, or a name that sanitised alike
-            n += 1
-            name = f"{base}_{n}.{modname}"
-        own = importlib.util.spec_from_file_location(
-            name, spec.origin, submodule_search_locations=spec.submodule_search_locations
-        )
-        if own is None or own.loader is None:
-            raise ImportError(f"module {modname!r} cannot be loaded from {spec.origin}")
-        module = importlib.util.module_from_spec(own)
-        module.__package__ = spec.parent  # relative imports reach the real package
-        sys.modules[name] = module
-        try:
-            own.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-        obj: object = module
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        if not callable(obj):
-            raise TypeError(f"{ref} is not callable")
-        return obj, module
+        return self._loader.load(function, version, ref)
 
     async def invoke(self, call: Call, send: Send) -> int:
         """Run the handler of ``call.target`` and send its reply; its status.

@@ -37,6 +37,7 @@ from coalmine.sdk.dispatch import (
     dispatch,
 )
 from coalmine.sdk.envelope import ENVELOPE_VERSION, is_envelope, unwrap, wrap
+from coalmine.sdk.forward import ForwardedError, route_lambda
 from coalmine.sdk.handler import (
     RecordDecision,
     UserKey,
@@ -48,9 +49,11 @@ from coalmine.sdk.handler import (
     record_decisions,
 )
 from coalmine.sdk.instrument import instrument_httpx, is_instrumented, uninstrument_httpx
+from coalmine.sdk.invoke import instrument_lambda, uninstrument_lambda
 from coalmine.sdk.keys import SIGNING_KEYS_ENV, keyring_from_env
 from coalmine.sdk.publish import publish
 from coalmine.sdk.records import kinesis_event_records, read_record
+from coalmine.sdk.refresh import InvocationSync
 from coalmine.sdk.router import Router, StaticRouter
 from coalmine.sdk.scope import Scope, current_decision, current_scope, current_token, use
 from coalmine.sdk.sync import ChangeCallback, RoutingSync, SyncStatus
@@ -63,6 +66,8 @@ __all__ = [
     "Client",
     "Context",
     "DispatchResult",
+    "ForwardedError",
+    "InvocationSync",
     "RecordDecision",
     "RecordOutcome",
     "RecordStatus",
@@ -95,6 +100,7 @@ __all__ = [
     "inject_sns",
     "inject_sqs",
     "instrument_httpx",
+    "instrument_lambda",
     "instrument_messaging",
     "is_envelope",
     "is_instrumented",
@@ -105,7 +111,9 @@ __all__ = [
     "record_context",
     "record_decisions",
     "route_batch",
+    "route_lambda",
     "uninstrument_httpx",
+    "uninstrument_lambda",
     "unwrap",
     "use",
     "wrap",

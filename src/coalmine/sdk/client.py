@@ -37,6 +37,7 @@ from coalmine.sdk.handler import UserKey
 from coalmine.sdk.handler import handler as handler_decorator
 from coalmine.sdk.keys import keyring_from_env
 from coalmine.sdk.lambda_env import LambdaEnvironment, running_version
+from coalmine.sdk.refresh import InvocationSync
 from coalmine.sdk.scope import use
 from coalmine.sdk.sync import (
     DEFAULT_BACKOFF_MAX,
@@ -73,6 +74,13 @@ class Client:
     never blocking one (`LambdaFlusher`), and each invocation's calls are
     also written to stdout as CloudWatch EMF lines (``COALMINE_EMF``).
     The other options are those of `RoutingSync`.
+
+    ``max_age`` (seconds) switches to refreshing at invocation, with no
+    background thread (`InvocationSync`, for AWS Lambda): reading an app's
+    routing asks the control plane first when the snapshot is older than
+    that; ``snapshot_file`` is a snapshot shipped with the code for cold
+    starts. ``stream``, ``poll_interval``, ``keepalive`` and ``backoff_max``
+    are then unused.
     """
 
     def __init__(
@@ -92,6 +100,8 @@ class Client:
         metrics: bool | None = None,
         flush_interval: float = DEFAULT_INTERVAL,
         lambda_flush_interval: float = DEFAULT_LAMBDA_INTERVAL,
+        max_age: float | None = None,
+        snapshot_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.recorder: Recorder | None = None
         self.flusher: Flusher | None = None
@@ -122,17 +132,29 @@ class Client:
         self._waited: set[str] = set()
         self._lock = threading.Lock()
         initial = list(apps or ())
-        self.sync = RoutingSync(
-            control_plane_url,
-            sdk_key,
-            initial,
-            cache_dir=cache_dir,
-            stream=stream,
-            poll_interval=poll_interval,
-            http=http,
-            keepalive=keepalive,
-            backoff_max=backoff_max,
-        )
+        self.sync: RoutingSync | InvocationSync
+        if max_age is not None:
+            self.sync = InvocationSync(
+                control_plane_url,
+                sdk_key,
+                initial,
+                max_age=max_age,
+                snapshot_file=snapshot_file,
+                cache_dir=cache_dir,
+                http=http,
+            )
+        else:
+            self.sync = RoutingSync(
+                control_plane_url,
+                sdk_key,
+                initial,
+                cache_dir=cache_dir,
+                stream=stream,
+                poll_interval=poll_interval,
+                http=http,
+                keepalive=keepalive,
+                backoff_max=backoff_max,
+            )
         if self.flusher is not None:
             self.flusher.start()
         if initial and wait > 0:

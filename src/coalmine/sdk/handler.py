@@ -6,7 +6,9 @@ wraps ``handler(event, context)``. For each invocation it
 1. reads the incoming routing context from the event: the ``baggage``
    header of an API Gateway event (REST v1 ``headers`` / ``multiValueHeaders``,
    HTTP API v2 ``headers``) or of any dict with ``headers``, names compared
-   case-insensitively;
+   case-insensitively; when the event has none, from the Lambda context's
+   ``client_context.custom["coalmine"]``, where an invoking function's
+   instrumented boto3 client puts it (`coalmine.sdk.instrument_lambda`);
 2. finds the user key with ``user``: a header name, or ``callable(event)``;
 3. decides with the client (a valid incoming context pins the channel), and
 4. runs the handler inside ``use(decision, token)`` with the httpx/requests
@@ -60,12 +62,14 @@ from coalmine.sdk.aws_carriers import aws_context, aws_user, extract_eventbridge
 from coalmine.sdk.carriers import extract_http
 from coalmine.sdk.envelope import unwrap
 from coalmine.sdk.instrument import instrument_httpx
+from coalmine.sdk.invoke import context_token
 from coalmine.sdk.scope import use
 
 __all__ = [
     "RecordDecision",
     "UserKey",
     "batch_scope",
+    "count_as",
     "decide_event",
     "decide_records",
     "event_context",
@@ -234,10 +238,22 @@ def _user_of(item: Any, user: UserKey, *, record: bool) -> str | None:
 # deciding ----------------------------------------------------------------------
 
 
-def decide_event(client: HandlerClient, app: str, event: object, user: UserKey = None) -> Decision:
-    """The decision for an API Gateway (or ``headers``) event. Never raises."""
+def decide_event(
+    client: HandlerClient,
+    app: str,
+    event: object,
+    user: UserKey = None,
+    lambda_context: object = None,
+) -> Decision:
+    """The decision for an API Gateway (or ``headers``) event. Never raises.
+
+    ``lambda_context`` (the handler's second argument) supplies the routing
+    context when the event carries none (a Lambda-to-Lambda invoke).
+    """
     try:
         context, user_key = event_context(event), _user_of(event, user, record=False)
+        if context is None and lambda_context is not None:
+            context = context_token(lambda_context)
     except Exception as exc:
         log.warning("coalmine: cannot read the routing context of the event: %s", exc)
         context, user_key = None, None
@@ -269,17 +285,31 @@ def decide_records(
 class _Invocation:
     """What one invocation did, for the client's per-version metrics."""
 
-    __slots__ = ("failed", "result", "started")
+    __slots__ = ("counted", "failed", "ran", "result", "started")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.failed = True  # until the handler returns
         self.result: Any = None
+        self.counted = True
+        self.ran: str | None = None
 
     def returned(self, result: Any) -> Any:
         self.failed = False
         self.result = result
         return result
+
+
+_invocation: ContextVar[_Invocation | None] = ContextVar("coalmine_invocation", default=None)
+
+
+def count_as(version: str | None) -> None:
+    """Inside a decorated handler: count this invocation as a call of ``version``
+    (the build that actually ran), or not at all with None (another version runs
+    it and counts it: `coalmine.sdk.route_lambda` forwarding)."""
+    run = _invocation.get()
+    if run is not None:
+        run.counted, run.ran = version is not None, version
 
 
 def _failed_response(result: Any) -> bool:
@@ -338,10 +368,10 @@ def _record_event(
     decision: Decision,
     run: _Invocation,
 ) -> None:
-    if function is None or client.recorder is None:
+    if function is None or client.recorder is None or not run.counted:
         return
     try:
-        ran = version or _running(client, app, function) or decision.version_of(function)
+        ran = run.ran or version or _running(client, app, function) or decision.version_of(function)
         if ran is None:  # no routing configuration: which version ran is unknown
             return
         failed = run.failed or _failed_response(run.result)
@@ -374,6 +404,10 @@ def _record_batch(
         log.warning("coalmine: cannot record the batch invocation of %s: %s", function, exc)
 
 
+def _lambda_context(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+    return args[0] if args else kwargs.get("context")
+
+
 def handler(
     client: HandlerClient,
     app: str,
@@ -402,12 +436,14 @@ def handler(
                         _batch.reset(reset)
                         _record_batch(client, app, function, version, records, run)
                         _after_invocation(client)
-                decision = decide_event(client, app, event, user)
+                decision = decide_event(client, app, event, user, _lambda_context(args, kwargs))
                 with use(decision, client.encode(decision)):
                     run = _Invocation()
+                    current = _invocation.set(run)
                     try:
                         return run.returned(await fn(event, *args, **kwargs))
                     finally:
+                        _invocation.reset(current)
                         _record_event(client, app, function, version, decision, run)
                         _after_invocation(client)
 
@@ -426,12 +462,14 @@ def handler(
                         _batch.reset(reset)
                         _record_batch(client, app, function, version, records, invocation)
                         _after_invocation(client)
-                decision = decide_event(client, app, event, user)
+                decision = decide_event(client, app, event, user, _lambda_context(args, kwargs))
                 with use(decision, client.encode(decision)):
                     invocation = _Invocation()
+                    current = _invocation.set(invocation)
                     try:
                         return invocation.returned(fn(event, *args, **kwargs))
                     finally:
+                        _invocation.reset(current)
                         _record_event(client, app, function, version, decision, invocation)
                         _after_invocation(client)
 

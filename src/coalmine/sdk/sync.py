@@ -48,6 +48,8 @@ __all__ = [
     "ChangeCallback",
     "RoutingSync",
     "SyncStatus",
+    "read_snapshot",
+    "write_snapshot",
 ]
 
 log = logging.getLogger("coalmine.sdk")
@@ -64,8 +66,8 @@ _HEALTHY_STREAM_SECONDS = 1.0
 
 ChangeCallback = Callable[[str, RoutingSnapshot], None]
 """``callback(app, snapshot)``, called on a sync thread after each new snapshot."""
-Mode = Literal["starting", "stream", "polling", "closed"]
-Source = Literal["stream", "poll", "cache"]
+Mode = Literal["starting", "stream", "polling", "invocation", "closed"]
+Source = Literal["stream", "poll", "cache", "bundle"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +77,13 @@ class SyncStatus:
     app: str
     mode: Mode
     """``starting`` (nothing tried yet), ``stream`` (following the SSE stream),
-    ``polling`` (the stream is down or disabled), ``closed``"""
+    ``polling`` (the stream is down or disabled), ``invocation`` (refreshed at
+    invocation: `coalmine.sdk.InvocationSync`), ``closed``"""
     connected: bool
     """the control plane answered the last attempt (stream open or poll succeeded)"""
     source: Source | None
-    """where the snapshot in hand came from; ``cache`` until the control plane answers"""
+    """where the snapshot in hand came from; ``cache`` (or ``bundle``, a snapshot file
+    shipped with the code) until the control plane answers"""
     revision: int | None
     last_error: str | None
     """the most recent error (kept after recovery; see ``connected``)"""
@@ -412,7 +416,7 @@ class RoutingSync:
     def _on_event(self, f: _Follower, event: _SSE) -> None:
         """Apply one snapshot event; a bad one is reported and skipped (the next is whole)."""
         try:
-            snap = _snapshot(json.loads(event.data))
+            snap = read_snapshot(json.loads(event.data))
             if snap.app != f.app:
                 raise ValueError(f"it is the snapshot of app {snap.app!r}")
         except Exception as exc:
@@ -440,7 +444,7 @@ class RoutingSync:
                     if f.source == "cache":
                         f.source = "poll"
             elif response.status_code == 200:
-                self._accept(f, _snapshot(response.json()), "poll")
+                self._accept(f, read_snapshot(response.json()), "poll")
             else:
                 raise _HTTPStatusError(_describe(response))
         except Exception as exc:
@@ -513,24 +517,8 @@ class RoutingSync:
 
     def _write_cache(self, snap: RoutingSnapshot) -> None:
         path = self._cache_path(snap.app)
-        if path is None:
-            return
-        data = json.dumps(snap.to_dict(), separators=(",", ":"), sort_keys=True).encode()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{snap.app}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError as exc:
-            log.warning("coalmine: cannot write the routing cache %s: %s", path, exc)
+        if path is not None:
+            write_snapshot(path, snap)
 
     def _load_cache_once(self, f: _Follower) -> None:
         """At cold start, when the control plane did not answer, load the cached snapshot."""
@@ -539,7 +527,7 @@ class RoutingSync:
             return
         f.cache_tried = True
         try:
-            snap = _snapshot(json.loads(path.read_bytes()))
+            snap = read_snapshot(json.loads(path.read_bytes()))
             written = path.stat().st_mtime
         except FileNotFoundError:
             log.warning("coalmine: no routing for %s yet and no cache at %s", f.app, path)
@@ -561,7 +549,28 @@ class RoutingSync:
         )
 
 
-def _snapshot(data: Any) -> RoutingSnapshot:
+def write_snapshot(path: Path, snap: RoutingSnapshot) -> None:
+    """Write ``snap`` to ``path`` atomically (a crash leaves the old file); logs, never raises."""
+    data = json.dumps(snap.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{snap.app}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        log.warning("coalmine: cannot write the routing cache %s: %s", path, exc)
+
+
+def read_snapshot(data: Any) -> RoutingSnapshot:
+    """A snapshot from its decoded JSON; raises on anything else."""
     if not isinstance(data, dict):
         raise ValueError("the routing snapshot is not a JSON object")
     return RoutingSnapshot.from_dict(data)

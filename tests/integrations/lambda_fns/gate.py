@@ -1,0 +1,5 @@
+"""A gate shared by every loaded copy of the handlers (imported the usual way, so shared)."""
+
+import threading
+
+release = threading.Event()
