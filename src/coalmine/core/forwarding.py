@@ -45,6 +45,12 @@ class LambdaRef:
         """The function's bare name (the last part of an ARN)."""
         return self.function_name.rsplit(":", 1)[-1]
 
+    @property
+    def region(self) -> str | None:
+        """The region an ARN names; None for a bare name (the configured region)."""
+        parts = self.function_name.split(":")
+        return parts[3] if len(parts) == 7 else None
+
 
 def lambda_ref(target: str | None) -> LambdaRef | None:
     """The Lambda function and qualifier of a version target, or None for another kind.

@@ -51,10 +51,11 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from coalmine._extras import require
+from coalmine.core.errors import InvalidInput
+from coalmine.core.forwarding import LambdaRef, lambda_ref
 from coalmine.core.model import Decision
 from coalmine.core.ports import LambdaInvocation, LambdaInvoker, SnapshotClient
 from coalmine.sdk.aws_carriers import aws_user
@@ -86,35 +87,18 @@ FORWARD_FIELD = "coalmine"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True, slots=True)
-class LambdaFunction:
-    """One version of a Lambda function: what Invoke takes as FunctionName and Qualifier."""
-
-    function: str
-    """a name, or an unqualified function ARN"""
-    qualifier: str
-
-    @property
-    def name(self) -> str:
-        return self.function.rsplit(":", 1)[-1]
+LambdaFunction = LambdaRef
+"""One version of a Lambda function (`coalmine.core.forwarding.LambdaRef`)."""
 
 
-def parse_lambda_target(ref: str | None) -> LambdaFunction | None:
-    """The function and qualifier of a version's target, or None when it is not a Lambda one.
-
-    Accepts a qualified ARN (``arn:aws:lambda:REGION:ACCOUNT:function:NAME:QUALIFIER``)
-    and ``lambda:NAME:QUALIFIER``.
-    """
-    if not isinstance(ref, str):
+def parse_lambda_target(ref: str | None) -> LambdaRef | None:
+    """The function and qualifier of a version's target, or None when it is not a
+    (qualified) Lambda one: `coalmine.core.forwarding.lambda_ref`, where an unqualified
+    Lambda target runs the records here instead of raising (fail static)."""
+    try:
+        return lambda_ref(ref)
+    except InvalidInput:
         return None
-    parts = ref.split(":")
-    if len(parts) == 8 and parts[0] == "arn" and parts[2] == "lambda" and parts[5] == "function":
-        if parts[6] and parts[7]:
-            return LambdaFunction(":".join(parts[:7]), parts[7])
-        return None
-    if len(parts) == 3 and parts[0] == "lambda" and parts[1] and parts[2]:
-        return LambdaFunction(parts[1], parts[2])
-    return None
 
 
 class Boto3Invoker:
@@ -348,12 +332,12 @@ class _BatchRouter:
         }
         everything = {r.index for r in picked}
         try:
-            answer = self.invoker.invoke(to.function, to.qualifier, json.dumps(sub).encode())
+            answer = self.invoker.invoke(to.function_name, to.qualifier, json.dumps(sub).encode())
         except Exception as exc:
             log.warning(
                 "coalmine: forwarding %d records to %s:%s failed: %s",
                 len(picked),
-                to.function,
+                to.function_name,
                 to.qualifier,
                 exc,
             )
@@ -361,7 +345,7 @@ class _BatchRouter:
         if answer.function_error:
             log.warning(
                 "coalmine: %s:%s failed its %d forwarded records (%s): %s",
-                to.function,
+                to.function_name,
                 to.qualifier,
                 len(picked),
                 answer.function_error,

@@ -22,6 +22,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from coalmine.core.errors import InvalidInput
+from coalmine.core.forwarding import lambda_ref
 from coalmine.core.snapshot import RoutingSnapshot
 
 __all__ = ["LambdaEnvironment", "lambda_qualifier", "running_version"]
@@ -47,13 +49,13 @@ class LambdaEnvironment:
 
 
 def lambda_qualifier(target: str) -> tuple[str | None, str, str] | None:
-    """(region or None, function name, qualifier) of a Lambda target, else None."""
-    parts = target.split(":")
-    if len(parts) == 8 and parts[0] == "arn" and parts[2] == "lambda" and parts[5] == "function":
-        return parts[3] or None, parts[6], parts[7]
-    if len(parts) == 3 and parts[0] == "lambda" and parts[1] and parts[2]:
-        return None, parts[1], parts[2]
-    return None
+    """(region or None, function name, qualifier) of a Lambda target, else None
+    (`coalmine.core.forwarding.lambda_ref`; an unqualified one is not a version)."""
+    try:
+        ref = lambda_ref(target)
+    except InvalidInput:
+        return None
+    return (ref.region, ref.name, ref.qualifier) if ref is not None else None
 
 
 def running_version(
