@@ -53,6 +53,9 @@ CURRENT = {"cart": "v1", "checkout": "v1", "notify": "v1"}
         ("arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST", TargetKind.LAMBDA),
         ("arn:aws-cn:lambda:cn-north-1:123456789012:function:f:1", TargetKind.LAMBDA),
         ("arn:aws-us-gov:lambda:us-gov-west-1:123456789012:function:f:prod", TargetKind.LAMBDA),
+        ("lambda:place-order:3", TargetKind.LAMBDA),
+        ("lambda:notify_user:live", TargetKind.LAMBDA),
+        ("lambda:f:$LATEST", TargetKind.LAMBDA),
     ],
 )
 def test_target_parse(ref: str, kind: TargetKind) -> None:
@@ -75,12 +78,16 @@ def test_target_parse(ref: str, kind: TargetKind) -> None:
         ("arn:aws:lambda:us-east-1:12345:function:f:1", "invalid Lambda target"),
         ("arn:aws:s3:::bucket", "invalid Lambda target"),
         ("arn:aws:lambda:us-east-1:123456789012:function:f:1:extra", "invalid Lambda target"),
+        ("lambda:place-order", "a qualifier is required"),
+        ("lambda:notify", "lambda:NAME:VERSION_OR_ALIAS"),
+        ("lambda:f:1:extra", "invalid Lambda target"),
+        ("lambda::1", "invalid Lambda target"),
         ("module", "local handler 'package.module:function'"),
         ("pkg.mod:", "invalid target"),
         (":handler", "invalid target"),
         ("pkg-name.mod:fn", "invalid target"),
         ("1pkg:fn", "invalid target"),
-        ("ftp://host/x", "an http\\(s\\):// URL, or a Lambda qualified ARN"),
+        ("ftp://host/x", "an http\\(s\\):// URL, a Lambda qualified ARN"),
     ],
 )
 def test_target_parse_errors(ref: object, message: str) -> None:

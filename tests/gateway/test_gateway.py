@@ -377,10 +377,11 @@ async def test_upstream_timeout_is_504() -> None:
         assert "did not return within 0.3s" in r.json()["detail"]
 
 
-async def test_lambda_targets_are_501(gw: Running) -> None:
+async def test_a_lambda_target_whose_endpoint_is_down_is_a_502(gw: Running) -> None:
     r = await gw.client.get("/legacy", headers={"x-user-id": "u"})
-    assert r.status_code == 501
-    assert r.json()["detail"].startswith("Lambda targets are not supported by the gateway yet")
+    assert r.status_code == 502
+    assert r.json()["detail"].startswith("Lambda legacy v1 (arn:aws:lambda:eu-west-1:")
+    assert "could not be invoked at http://127.0.0.1:" in r.json()["detail"]
     assert r.headers["x-coalmine-version"] == "v1"
 
 

@@ -75,8 +75,8 @@ async def test_calls_are_counted_per_version_and_channel_and_exposed() -> None:
         assert r.status_code == 502
         r = await get("/down/x", headers={"x-user-id": stable})  # nobody listens: 5xx
         assert r.status_code == 502
-        r = await get("/legacy", headers={"x-user-id": stable})  # a Lambda target: 501
-        assert r.status_code == 501
+        r = await get("/legacy", headers={"x-user-id": stable})  # its Lambda endpoint is down
+        assert r.status_code == 502
         assert (await get("/nope", headers={"x-user-id": stable})).status_code == 404
 
         assert gw.counts("greet", "v1", "stable") == (2, 0, 2)

@@ -49,6 +49,8 @@ _LOCAL_TARGET = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.
 _LAMBDA_ARN = re.compile(
     r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}:[A-Za-z0-9_$-]{1,128}"
 )
+_LAMBDA_SHORT = re.compile(r"lambda:[A-Za-z0-9_-]{1,64}:[A-Za-z0-9_$-]{1,128}")
+"""``lambda:NAME:QUALIFIER``: region and account from the AWS configuration chain"""
 
 VersionMap = Mapping[str, str]
 """function name -> version name, for every function of an app."""
@@ -168,13 +170,21 @@ class Target:
                 raise InvalidInput(
                     f"invalid Lambda target {ref!r}: expected a qualified function ARN,"
                     " arn:aws:lambda:REGION:ACCOUNT:function:NAME:VERSION_OR_ALIAS"
+                    " (a qualifier is required: a version must be immutable)"
+                )
+            return cls(TargetKind.LAMBDA, ref)
+        if ref.startswith("lambda:"):  # `lambda` is a keyword: never a handler's module
+            if not _LAMBDA_SHORT.fullmatch(ref):
+                raise InvalidInput(
+                    f"invalid Lambda target {ref!r}: expected lambda:NAME:VERSION_OR_ALIAS"
+                    " (a qualifier is required: a version must be immutable)"
                 )
             return cls(TargetKind.LAMBDA, ref)
         if _LOCAL_TARGET.fullmatch(ref):
             return cls(TargetKind.LOCAL, ref)
         raise InvalidInput(
             f"invalid target {ref!r}: use a local handler 'package.module:function',"
-            " an http(s):// URL, or a Lambda qualified ARN"
+            " an http(s):// URL, a Lambda qualified ARN, or lambda:NAME:QUALIFIER"
         )
 
     def __str__(self) -> str:

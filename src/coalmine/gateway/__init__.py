@@ -3,7 +3,8 @@
 It identifies the user, decides with the one routing function of
 `coalmine.core`, and calls the decided version's target through the
 `FunctionTarget` port of its kind: `HttpTarget` (an HTTP upstream),
-`LocalTarget` (a Python handler run in-process), or `MockTarget` (a function
+`LocalTarget` (a Python handler run in-process), `LambdaTarget` (a Lambda
+version through the Invoke API), or `MockTarget` (a function
 of the call, for tests). See docs/gateway.md.
 
 Needs the ``gateway`` extra (uvicorn, httptools): ``pip install 'coalmine[gateway]'``.
@@ -26,6 +27,7 @@ from coalmine.gateway.app import (  # noqa: E402
 from coalmine.gateway.asgi import CallFailed, Reply  # noqa: E402
 from coalmine.gateway.config import GatewayConfig  # noqa: E402
 from coalmine.gateway.identity import Identity, IdentityConfig, IdentitySource  # noqa: E402
+from coalmine.gateway.lambda_target import LambdaTarget  # noqa: E402
 from coalmine.gateway.mock import MockTarget  # noqa: E402
 from coalmine.gateway.runtime import HandlerContext, LocalRuntime, LocalTarget  # noqa: E402
 from coalmine.gateway.source import (  # noqa: E402
@@ -53,6 +55,7 @@ __all__ = [
     "Identity",
     "IdentityConfig",
     "IdentitySource",
+    "LambdaTarget",
     "LocalRuntime",
     "LocalTarget",
     "ManagedSource",

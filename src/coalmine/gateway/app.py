@@ -9,8 +9,9 @@ channel. Downstream it forwards the other baggage members plus the signed
 context of its own decision, and ``x-coalmine-user``. Every version is
 called through the `FunctionTarget` (`coalmine.core.ports`) of its kind of
 target: an HTTP URL (`HttpTarget`, `coalmine.gateway.upstream`), a local
-handler (`LocalTarget`, `coalmine.gateway.runtime`); a kind without one (a
-Lambda ARN, not yet) is answered 501.
+handler (`LocalTarget`, `coalmine.gateway.runtime`), a Lambda version through
+the Invoke API (`LambdaTarget`, `coalmine.gateway.lambda_target`); a kind
+without one is answered 501.
 
 Every response after a decision carries ``x-coalmine-version``,
 ``x-coalmine-channel`` and, with a release, ``x-coalmine-release``.
@@ -19,8 +20,8 @@ routing sync.
 
 Every call of a version is counted per (app, function, version, channel) in
 the gateway's `Recorder`: its duration until the response was sent, and an
-error when the answer is a 5xx (a handler that raised is a 502) or the call
-raised. ``/metrics`` serves those counts to Prometheus (so no function named
+error when the answer is a 5xx (a handler that raised is a 502) or a 429
+(throttled), or the call raised. ``/metrics`` serves those counts to Prometheus (so no function named
 ``metrics`` can be called through the gateway); with a control plane URL and
 an sdk key configured, a `Flusher` sends them to the control plane.
 """
@@ -51,6 +52,7 @@ from coalmine.gateway.asgi import (
 )
 from coalmine.gateway.config import GatewayConfig
 from coalmine.gateway.identity import Identifier
+from coalmine.gateway.lambda_target import LambdaTarget
 from coalmine.gateway.runtime import LocalTarget
 from coalmine.gateway.source import SyncSource
 from coalmine.gateway.upstream import HttpTarget
@@ -135,9 +137,17 @@ class Gateway:
                 timeout=config.timeout,
                 max_body=config.max_local_body,
             )
+        lam = given.pop(TargetKind.LAMBDA, None)
+        if lam is None:
+            lam = LambdaTarget(
+                timeout=config.timeout,
+                connect_timeout=config.connect_timeout,
+                pool_size=config.pool_size,
+            )
         self.targets: dict[TargetKind, FunctionTarget] = {
             TargetKind.HTTP: http,
             TargetKind.LOCAL: local,
+            TargetKind.LAMBDA: lam,
             **given,
         }
         """the `FunctionTarget` of each kind of target; a kind without one answers 501"""
@@ -303,7 +313,8 @@ class Gateway:
         except Exception:
             self._record(function, version, decision, started, error=True)
             raise
-        self._record(function, version, decision, started, error=status >= 500)
+        # a throttled version (429) fails its users as surely as a 5xx
+        self._record(function, version, decision, started, error=status >= 500 or status == 429)
 
     def _record(
         self, function: str, version: str, decision: Decision, started: float, *, error: bool

@@ -1,0 +1,387 @@
+"""`LambdaTarget`: the `FunctionTarget` of Lambda versions, calling the Lambda Invoke API.
+
+A version's target is a qualified ARN (``arn:aws:lambda:REGION:ACCOUNT:function:NAME:QUALIFIER``)
+or ``lambda:NAME:QUALIFIER`` (region and account from the AWS configuration
+chain); it is invoked synchronously with that qualifier. The event is an API
+Gateway HTTP API payload 2.0 event (`coalmine.gateway.runtime.build_event`),
+whose headers hold the ``baggage`` with the gateway's signed routing context,
+so the function's own SDK keeps the chain's channel; the answer maps back as
+the Lambda proxy integration maps it (`reply_of`).
+
+Credentials, region and endpoint come from botocore's standard chain
+(environment, profile, role; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_LAMBDA``).
+Two ways to call, chosen by measurement (bench/lambda_client.py,
+docs/gateway.md): ``"sigv4"`` (default) signs each request with botocore's
+`SigV4Auth` and sends it over the gateway's own pooled HTTP/1.1 client
+(`HttpTarget`); ``"botocore"`` runs ``client.invoke`` in a thread pool.
+Neither retries: the gateway answers at once.
+
+What a call answers:
+
+=====================================  ======  ==================================
+Lambda says                            status  counted as
+=====================================  ======  ==================================
+the function's result                  as it   an error when 5xx
+``X-Amz-Function-Error`` (an error)    502     ``function_error``
+``Sandbox.Timedout`` (its timeout)     504     ``timeout``
+no answer within the gateway timeout   504     ``timeout``
+429 TooManyRequestsException           429     ``throttled`` (with Retry-After)
+any other service error, no endpoint   502     ``invoke_failed``
+=====================================  ======  ==================================
+
+The gateway counts each of these as an error of the version; `outcomes`
+counts them apart, per (function, version, outcome).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+from coalmine._extras import require
+from coalmine.core.model import Target, TargetKind
+from coalmine.core.ports import Call
+from coalmine.gateway.asgi import CallFailed, Message, Reply, Send, json_body, read_body
+from coalmine.gateway.runtime import build_event, reply_of
+from coalmine.gateway.upstream import HttpTarget
+
+__all__ = ["LambdaRef", "LambdaTarget"]
+
+Client = Literal["sigv4", "botocore"]
+MAX_PAYLOAD = 6 * 1024 * 1024
+"""Lambda's limit on a synchronous request payload"""
+_JSON = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaRef:
+    """A Lambda version target taken apart: what to send as FunctionName, Qualifier, region."""
+
+    function_name: str
+    """the ARN without its qualifier, or the bare name of ``lambda:NAME:QUALIFIER``"""
+    name: str
+    qualifier: str
+    region: str | None
+    """the ARN's region; None: the configuration chain's"""
+
+    @classmethod
+    def parse(cls, ref: str) -> LambdaRef:
+        """Raises InvalidInput (from `Target.parse`) when ``ref`` is no qualified Lambda target."""
+        target = Target.parse(ref)
+        if target.kind is not TargetKind.LAMBDA:
+            raise ValueError(f"{ref!r} is not a Lambda target")
+        head, _, qualifier = ref.rpartition(":")
+        if ref.startswith("arn:"):
+            return cls(head, head.rsplit(":", 1)[1], qualifier, head.split(":")[3])
+        return cls(head.split(":", 1)[1], head.split(":", 1)[1], qualifier, None)
+
+
+class LambdaTarget:
+    """The `FunctionTarget` of Lambda versions (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        pool_size: int = 100,
+        max_body: int = MAX_PAYLOAD,
+        client: Client = "sigv4",
+        session: Any = None,
+    ) -> None:
+        if client not in ("sigv4", "botocore"):
+            raise ValueError(f"client must be 'sigv4' or 'botocore', not {client!r}")
+        self.timeout = timeout
+        self.max_body = max_body
+        self.client = client
+        self.pool_size = pool_size
+        self._session = session
+        self._http = HttpTarget(
+            pool_size=pool_size, timeout=timeout, connect_timeout=connect_timeout
+        )
+        self._clients: dict[str | None, Any] = {}
+        self._credentials: Any = None
+        self._refs: dict[str, LambdaRef] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self.outcomes: Counter[tuple[str, str, str]] = Counter()
+        """(function, version, outcome) -> calls, for outcomes other than an answer"""
+
+    async def start(self) -> None:
+        await self._http.start()
+
+    async def close(self) -> None:
+        await self._http.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    # -- the AWS configuration chain ---------------------------------------------------
+
+    def _botocore_client(self, region: str | None) -> Any:
+        client = self._clients.get(region)
+        if client is None:
+            if self._session is None:
+                self._session = require("botocore.session", "aws").get_session()
+            config = require("botocore.config", "aws").Config(
+                retries={"total_max_attempts": 1},
+                read_timeout=self.timeout,
+                connect_timeout=self.timeout,
+                max_pool_connections=self.pool_size,
+            )
+            client = self._session.create_client("lambda", region_name=region, config=config)
+            self._credentials = self._session.get_credentials()
+            self._clients[region] = client
+        return client
+
+    async def _client_for(self, region: str | None) -> Any:
+        client = self._clients.get(region)
+        if client is None:  # making one reads files and may ask a role: off the event loop
+            try:
+                client = await asyncio.get_running_loop().run_in_executor(
+                    None, self._botocore_client, region
+                )
+            except ImportError as exc:  # MissingExtraError names the extra
+                raise CallFailed(501, str(exc)) from None
+            except Exception as exc:  # no region, a broken profile: say what botocore said
+                raise CallFailed(502, f"cannot make a Lambda client: {exc}") from None
+        return client
+
+    def _ref(self, call: Call) -> LambdaRef:
+        ref = self._refs.get(call.target)
+        if ref is None:
+            try:
+                ref = LambdaRef.parse(call.target)
+            except ValueError as exc:
+                raise CallFailed(
+                    502, f"{call.function} {call.version} has an unusable target: {exc}"
+                ) from None
+            if len(self._refs) > 4096:  # targets come from snapshots; old ones go
+                self._refs.clear()
+            self._refs[call.target] = ref
+        return ref
+
+    # -- a call --------------------------------------------------------------------------
+
+    async def invoke(self, call: Call, send: Send) -> int:
+        """Invoke the version of ``call`` with its event; send the mapped answer; its status."""
+        ref = self._ref(call)
+        body = await read_body(call, self.max_body, "Lambda's payload limit")
+        event = build_event(
+            call, body, request_id=str(uuid.uuid4()), now=time.time(), source_ip=call.source_ip
+        )
+        payload = json_body(event)
+        client = await self._client_for(ref.region)
+        what = f"Lambda {call.function} {call.version} ({ref.function_name}:{ref.qualifier})"
+        try:
+            if self.client == "sigv4":
+                status, headers, data = await self._sigv4(client, ref, payload, what)
+            else:
+                status, headers, data = await self._botocore(client, ref, payload, what)
+            reply = self._answer(call, what, status, headers, data)
+        except CallFailed as exc:
+            self.outcomes[(call.function, call.version, _outcome(exc))] += 1
+            raise
+        if reply.status == 429:
+            self.outcomes[(call.function, call.version, "throttled")] += 1
+        await send(reply.start(call.response_headers))
+        await send({"type": "http.response.body", "body": reply.body})
+        return reply.status
+
+    def _answer(
+        self, call: Call, what: str, status: int, headers: Mapping[str, str], data: bytes
+    ) -> Reply:
+        """The reply to the client for Lambda's answer; `CallFailed` for an error."""
+        if status == 429:
+            retry = headers.get("retry-after", "1")
+            detail = f"{what} is throttled: {_message(data) or 'Rate Exceeded.'}"
+            return Reply(
+                429,
+                [*_JSON, (b"retry-after", retry.encode("latin-1"))],
+                json_body({"detail": detail, "function": call.function, "version": call.version}),
+            )
+        if status >= 300:
+            kind = headers.get("x-amzn-errortype", "").split(":", 1)[0] or f"HTTP {status}"
+            raise CallFailed(
+                502,
+                f"{what} could not be invoked: {kind}: {_message(data) or 'no message'}",
+                function=call.function,
+                version=call.version,
+            )
+        if "x-amz-function-error" in headers:
+            try:
+                error = json.loads(data)
+            except ValueError:
+                error = {}
+            if not isinstance(error, dict):
+                error = {}
+            kind = str(error.get("errorType", headers["x-amz-function-error"]))
+            message = str(error.get("errorMessage", ""))
+            if kind == "Sandbox.Timedout" or "Task timed out" in message:
+                raise CallFailed(
+                    504,
+                    f"{what} timed out: {message}",
+                    function=call.function,
+                    version=call.version,
+                    error={"type": kind, "message": message},
+                )
+            raise CallFailed(
+                502,
+                f"{what} failed: {kind}: {message}",
+                function=call.function,
+                version=call.version,
+                error={"type": kind, "message": message},
+            )
+        try:
+            return reply_of(json.loads(data) if data else None)
+        except (TypeError, ValueError, binascii.Error) as exc:
+            raise CallFailed(
+                502,
+                f"{what} returned a value that is not a response: {exc}",
+                function=call.function,
+                version=call.version,
+            ) from None
+
+    async def _sigv4(
+        self, client: Any, ref: LambdaRef, payload: bytes, what: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Sign the Invoke request with the chain's credentials; send it over our own pool."""
+        endpoint = client.meta.endpoint_url.rstrip("/")
+        path = f"/2015-03-31/functions/{quote(ref.function_name, safe='-_.~')}/invocations"
+        query = f"Qualifier={quote(ref.qualifier, safe='-_.~')}"
+        signed = _sign(self._credentials, client, f"{endpoint}{path}?{query}", payload)
+        capture = _Capture()
+        sent = [False]
+
+        async def receive() -> Message:
+            if sent[0]:  # the client watch of a streamed answer: this one never leaves
+                await asyncio.get_running_loop().create_future()
+            sent[0] = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+
+        call = Call(
+            target=f"{endpoint}{path}",
+            function="",
+            version="",
+            decision=None,  # type: ignore[arg-type]  # an HTTP call carries no decision
+            method="POST",
+            path=path,
+            raw_rest=b"",
+            query=query.encode(),
+            headers=signed,
+            receive=receive,
+            has_body=True,
+        )
+        try:
+            status = await self._http.invoke(call, capture)
+        except CallFailed as exc:
+            if exc.status == 504:
+                raise CallFailed(504, f"{what} gave no answer within {self.timeout:g}s") from None
+            raise CallFailed(
+                502, f"{what} could not be invoked at {endpoint}: {exc.detail}"
+            ) from None
+        if capture.status is None or status != capture.status:
+            raise CallFailed(502, f"{what}: the answer from {endpoint} was cut short")
+        return capture.status, capture.headers, b"".join(capture.body)
+
+    async def _botocore(
+        self, client: Any, ref: LambdaRef, payload: bytes, what: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``client.invoke`` in a thread pool; its answer as status, headers, payload."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.pool_size, thread_name_prefix="coalmine-lambda")
+        exceptions = require("botocore.exceptions", "aws")
+
+        def invoke() -> tuple[int, dict[str, str], bytes]:
+            try:
+                out = client.invoke(
+                    FunctionName=ref.function_name, Qualifier=ref.qualifier, Payload=payload
+                )
+            except exceptions.ClientError as exc:
+                meta = exc.response.get("ResponseMetadata", {})
+                headers = {k.lower(): v for k, v in meta.get("HTTPHeaders", {}).items()}
+                headers.setdefault("x-amzn-errortype", exc.response["Error"].get("Code", ""))
+                message = exc.response["Error"].get("Message", "")
+                return (
+                    int(meta.get("HTTPStatusCode", 502)),
+                    headers,
+                    json_body({"message": message}),
+                )
+            headers = {
+                k.lower(): v for k, v in out["ResponseMetadata"].get("HTTPHeaders", {}).items()
+            }
+            return int(out["StatusCode"]), headers, out["Payload"].read()
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, invoke), self.timeout)
+        except (TimeoutError, exceptions.ReadTimeoutError):
+            raise CallFailed(504, f"{what} gave no answer within {self.timeout:g}s") from None
+        except exceptions.BotoCoreError as exc:
+            raise CallFailed(502, f"{what} could not be invoked: {exc}") from None
+
+
+def _sign(credentials: Any, client: Any, url: str, payload: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of a SigV4-signed Invoke POST to ``url``.
+
+    ``credentials`` are the chain's (refreshable: frozen anew for each request).
+    """
+    awsrequest = require("botocore.awsrequest", "aws")
+    auth = require("botocore.auth", "aws")
+    if credentials is None:
+        raise CallFailed(
+            502, "no AWS credentials found (environment, profile or role) to invoke Lambda with"
+        )
+    request = awsrequest.AWSRequest(
+        method="POST", url=url, data=payload, headers={"content-type": "application/json"}
+    )
+    auth.SigV4Auth(
+        credentials.get_frozen_credentials(), "lambda", client.meta.region_name
+    ).add_auth(request)
+    out = [
+        (k.lower().encode("latin-1"), v.encode("latin-1") if isinstance(v, str) else v)
+        for k, v in request.headers.items()
+        if k.lower() != "host"
+    ]
+    out.append((b"content-length", str(len(payload)).encode()))
+    return out
+
+
+class _Capture:
+    """An ASGI ``send`` that keeps the answer of the Invoke request."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in message["headers"]}
+        else:
+            self.body.append(message.get("body", b""))
+
+
+def _message(data: bytes) -> str:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return data[:200].decode("utf-8", "replace")
+    if not isinstance(body, dict):
+        return ""
+    return str(body.get("message") or body.get("Message") or "")
+
+
+def _outcome(exc: CallFailed) -> str:
+    if exc.status == 504:
+        return "timeout"
+    return "function_error" if "error" in exc.extra else "invoke_failed"
