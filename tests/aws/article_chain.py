@@ -81,7 +81,8 @@ def api(event: dict[str, Any], context: Any) -> Any:
 
 def _api(event: dict[str, Any], context: Any) -> dict[str, Any]:
     made = _setup()
-    order = json.loads(event["body"])
+    body = event["body"]
+    order = json.loads(base64.b64decode(body) if event.get("isBase64Encoded") else body)
     priced = made["lam"].invoke(FunctionName="price", Payload=json.dumps(order))
     price = json.loads(priced["Payload"].read())
     chain = [["api", _version(context)], price["ran"]]
@@ -93,7 +94,13 @@ def _api(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {
         "statusCode": 201,
         "headers": {"content-type": "application/json"},
-        "body": json.dumps({"order_id": order["order_id"], "channel": str(decision.channel)}),
+        "body": json.dumps(
+            {
+                "order_id": order["order_id"],
+                "channel": str(decision.channel),
+                "version": _version(context),
+            }
+        ),
     }
 
 

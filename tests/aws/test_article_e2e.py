@@ -18,6 +18,7 @@ fails on orders from ``api`` v1 (``KeyError: 'delivery_eta'``).
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,12 +34,15 @@ from moto.server import ThreadedMotoServer
 from coalmine.controller.schemas import ReleaseCreate
 from coalmine.core.bucketing import bucket
 from coalmine.core.machine import Tick
+from coalmine.gateway import GatewayConfig, create_gateway
 from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
+from coalmine.sdk.keys import keyring_from_env
 from tests.aws import kinesis_record, sqs_record
 from tests.aws.chains import CHAINS, FAILURES
 from tests.aws.fake_lambda import arn, close_opened, fake_aws_env
 from tests.helpers import free_port
 from tests.sdk import ControlPlane
+from tests.servers import start_uvicorn
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +76,8 @@ class Stack:
     queue_url: str
     iterator: str
     placed: int = 0
+    gateway_url: str | None = None
+    """set: orders enter through `coalmine gateway` (Lambda targets), not the stable alias"""
 
     def place(self, users: list[str], workers: int = 6) -> list[str]:
         """Each user places one order through the entry function's stable alias.
@@ -221,7 +227,33 @@ def _start(stack: Stack, route_mode: str) -> tuple[str, str]:
     return release.id, salt
 
 
-def test_user_mode_keeps_every_chain_on_one_channel_through_every_hop(stack: Stack) -> None:
+@pytest.fixture(params=["in-function", "gateway"])
+def entry(request: pytest.FixtureRequest, stack: Stack) -> Iterator[Stack]:
+    """Orders enter through the stable alias (in-function routing) or through the gateway."""
+    if request.param == "in-function":
+        yield stack
+        return
+    config = GatewayConfig(
+        app=APP,
+        control_plane_url=stack.plane.url,
+        sdk_key=stack.plane.sdk_key(APP),
+        keyring=keyring_from_env(),
+    )
+    port = free_port()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    server, thread = start_uvicorn(create_gateway(config), sock, start_timeout=20)
+    stack.gateway_url = f"http://127.0.0.1:{port}"
+    try:
+        yield stack
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def test_user_mode_keeps_every_chain_on_one_channel_through_every_hop(entry: Stack) -> None:
+    stack = entry
     rid, salt = _start(stack, "user")
     users = [f"user-{i}" for i in range(40)]
     first = dict(zip(users, stack.place(users), strict=True))
