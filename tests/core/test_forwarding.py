@@ -25,7 +25,7 @@ def test_lambda_ref_reads_both_target_forms() -> None:
     assert lambda_ref(None) is None
     with pytest.raises(InvalidInput, match="qualified function ARN"):
         lambda_ref(ARN)  # unqualified: which version would run is unknown
-    with pytest.raises(InvalidInput, match="lambda:NAME:QUALIFIER"):
+    with pytest.raises(InvalidInput, match="lambda:NAME:VERSION_OR_ALIAS"):
         lambda_ref("lambda:notify-user")
 
 

@@ -18,12 +18,12 @@ import httpx
 import pytest
 
 from coalmine.core.context import RoutingContext, decode_context, find_in_baggage
+from coalmine.core.forwarding import LambdaRef, lambda_ref
 from coalmine.core.model import Channel, Phase, Release, TargetKind
 from coalmine.core.routing import RoutingState, decide
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.core.strategy import parse_strategy
 from coalmine.gateway import Gateway, GatewayConfig, LambdaTarget, StaticSource
-from coalmine.gateway.lambda_target import LambdaRef
 from coalmine.gateway.server import PROTOCOL
 from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
 from tests.gateway.fixtures import counter
@@ -114,12 +114,15 @@ async def gw(
 
 
 def test_lambda_refs() -> None:
-    assert LambdaRef.parse("lambda:web:live") == LambdaRef("web", "web", "live", None)
-    assert LambdaRef.parse(f"{ARN}:web:2") == LambdaRef(f"{ARN}:web", "web", "2", "us-east-1")
+    short = lambda_ref("lambda:web:live")
+    assert short == LambdaRef("web", "live")
+    assert (short.name, short.region) == ("web", None)
+    arn = lambda_ref(f"{ARN}:web:2")
+    assert arn == LambdaRef(f"{ARN}:web", "2")
+    assert (arn.name, arn.region) == ("web", "us-east-1")
     with pytest.raises(ValueError, match="a qualifier is required"):
-        LambdaRef.parse(f"{ARN}:web")
-    with pytest.raises(ValueError, match="not a Lambda target"):
-        LambdaRef.parse("pkg.mod:handler")
+        lambda_ref(f"{ARN}:web")
+    assert lambda_ref("pkg.mod:handler") is None
 
 
 async def test_users_are_sticky_and_the_context_reaches_the_function(gw: Running) -> None:

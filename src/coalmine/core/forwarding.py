@@ -10,11 +10,10 @@ never forwards again, whatever its own (possibly stale) snapshot says.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from coalmine.core.errors import InvalidInput
+from coalmine.core.model import Target, TargetKind
 
 __all__ = [
     "ForwardPlan",
@@ -23,12 +22,6 @@ __all__ = [
     "lambda_ref",
     "plan_forward",
 ]
-
-_ARN = re.compile(
-    r"(?P<base>arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[A-Za-z0-9_-]{1,64}))"
-    r":(?P<qualifier>[A-Za-z0-9_$-]{1,128})"
-)
-_SHORT = re.compile(r"lambda:(?P<name>[A-Za-z0-9_-]{1,64}):(?P<qualifier>[A-Za-z0-9_$-]{1,128})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +49,17 @@ def lambda_ref(target: str | None) -> LambdaRef | None:
     """The Lambda function and qualifier of a version target, or None for another kind.
 
     Accepts a qualified ARN ``arn:aws:lambda:REGION:ACCOUNT:function:NAME:QUALIFIER``
-    and the short form ``lambda:NAME:QUALIFIER``; raises InvalidInput for a target
-    that looks like a Lambda one but is not qualified.
+    and the short form ``lambda:NAME:QUALIFIER``, as `Target.parse` does; raises
+    InvalidInput for a target that looks like a Lambda one but is not qualified.
     """
-    if not isinstance(target, str):
+    if not isinstance(target, str) or not target.startswith(("arn:", "lambda:")):
         return None
-    if m := _ARN.fullmatch(target):
-        return LambdaRef(m["base"], m["qualifier"])
-    if m := _SHORT.fullmatch(target):
-        return LambdaRef(m["name"], m["qualifier"])
-    if target.startswith(("arn:aws", "lambda:")) and ":lambda:" in f":{target}":
-        raise InvalidInput(
-            f"invalid Lambda target {target!r}: expected a qualified function ARN"
-            " arn:aws:lambda:REGION:ACCOUNT:function:NAME:QUALIFIER or lambda:NAME:QUALIFIER"
-        )
-    return None
+    if target.startswith("arn:") and ":lambda:" not in target:
+        return None  # another service's ARN: not a version of a function
+    if Target.parse(target).kind is not TargetKind.LAMBDA:
+        return None
+    head, _, qualifier = target.rpartition(":")
+    return LambdaRef(head if head.startswith("arn:") else head.split(":", 1)[1], qualifier)
 
 
 class ForwardReason(StrEnum):

@@ -43,46 +43,22 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
 from coalmine._extras import require
-from coalmine.core.model import Target, TargetKind
+from coalmine.core.forwarding import LambdaRef, lambda_ref
 from coalmine.core.ports import Call
 from coalmine.gateway.asgi import CallFailed, Message, Reply, Send, json_body, read_body
 from coalmine.gateway.runtime import build_event, reply_of
 from coalmine.gateway.upstream import HttpTarget
 
-__all__ = ["LambdaRef", "LambdaTarget"]
+__all__ = ["LambdaTarget"]
 
 Client = Literal["sigv4", "botocore"]
 MAX_PAYLOAD = 6 * 1024 * 1024
 """Lambda's limit on a synchronous request payload"""
 _JSON = [(b"content-type", b"application/json")]
-
-
-@dataclass(frozen=True, slots=True)
-class LambdaRef:
-    """A Lambda version target taken apart: what to send as FunctionName, Qualifier, region."""
-
-    function_name: str
-    """the ARN without its qualifier, or the bare name of ``lambda:NAME:QUALIFIER``"""
-    name: str
-    qualifier: str
-    region: str | None
-    """the ARN's region; None: the configuration chain's"""
-
-    @classmethod
-    def parse(cls, ref: str) -> LambdaRef:
-        """Raises InvalidInput (from `Target.parse`) when ``ref`` is no qualified Lambda target."""
-        target = Target.parse(ref)
-        if target.kind is not TargetKind.LAMBDA:
-            raise ValueError(f"{ref!r} is not a Lambda target")
-        head, _, qualifier = ref.rpartition(":")
-        if ref.startswith("arn:"):
-            return cls(head, head.rsplit(":", 1)[1], qualifier, head.split(":")[3])
-        return cls(head.split(":", 1)[1], head.split(":", 1)[1], qualifier, None)
 
 
 class LambdaTarget:
@@ -159,7 +135,9 @@ class LambdaTarget:
         ref = self._refs.get(call.target)
         if ref is None:
             try:
-                ref = LambdaRef.parse(call.target)
+                ref = lambda_ref(call.target)
+                if ref is None:
+                    raise ValueError(f"{call.target!r} is not a Lambda target")
             except ValueError as exc:
                 raise CallFailed(
                     502, f"{call.function} {call.version} has an unusable target: {exc}"
