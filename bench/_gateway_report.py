@@ -38,7 +38,10 @@ def _ms(value: float) -> str:
     return f"{value:.3f}"
 
 
-def print_table(rows: Sequence[Row], direct: Row, nginx: Row) -> None:
+def print_table(
+    rows: Sequence[Row], direct: Row, nginx: Row, bases: dict[str, Row] | None = None
+) -> None:
+    """``bases``: the row each named row's added latency is measured from (else ``direct``)."""
     header = (
         "target",
         "rps",
@@ -51,7 +54,8 @@ def print_table(rows: Sequence[Row], direct: Row, nginx: Row) -> None:
     )
     lines = [header]
     for row in rows:
-        is_direct = row is direct
+        base = (bases or {}).get(row.name, direct)
+        is_direct = row is direct or any(row is b for b in (bases or {}).values())
         cpu = row.throughput.cpu_us
         lines.append(
             (
@@ -59,8 +63,8 @@ def print_table(rows: Sequence[Row], direct: Row, nginx: Row) -> None:
                 f"{row.throughput.rps:,.0f}",
                 _ms(row.latency.p50_ms),
                 _ms(row.latency.p99_ms),
-                "-" if is_direct else _ms(row.latency.p50_ms - direct.latency.p50_ms),
-                "-" if is_direct else _ms(row.latency.p99_ms - direct.latency.p99_ms),
+                "-" if is_direct else _ms(row.latency.p50_ms - base.latency.p50_ms),
+                "-" if is_direct else _ms(row.latency.p99_ms - base.latency.p99_ms),
                 f"{row.throughput.rps / nginx.throughput.rps:.2f}x",
                 "-" if cpu is None else f"{cpu:,.0f}",
             )
@@ -72,11 +76,20 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _lambda(rows: Sequence[Row]) -> tuple[Row, Row, float] | None:
+    """(the Invoke endpoint called directly, the gateway invoking it, its added p99) if run."""
+    if not rows:
+        return None
+    invoke, gateway = rows
+    return invoke, gateway, gateway.latency.p99_ms - invoke.latency.p99_ms
+
+
 def report(
     args: argparse.Namespace, rows: Sequence[Row], versions: str, background: float | None
 ) -> None:
     """The table and the goals (unless --json-only), then the JSON line."""
-    direct, nginx, coalmine = rows
+    direct, nginx, coalmine = rows[:3]
+    lam = _lambda(rows[3:])
     coalmine_added_p99 = coalmine.latency.p99_ms - direct.latency.p99_ms
     nginx_added_p99 = nginx.latency.p99_ms - direct.latency.p99_ms
     vs_nginx = coalmine.throughput.rps / nginx.throughput.rps
@@ -94,7 +107,13 @@ def report(
             " CPU: the target's own processes during the rps run"
         )
         print()
-        print_table(rows, direct, nginx)
+        bases = {lam[1].name: lam[0]} if lam is not None else None
+        print_table(rows, direct, nginx, bases)
+        if lam is not None:
+            print(
+                f"{lam[1].name}: added p50/p99 are over calling the Invoke endpoint directly"
+                " (the same minimal Invoke responder; the gateway also signs each call, SigV4)"
+            )
         print()
         print(
             "requests/s in the latency runs: "
@@ -131,6 +150,15 @@ def report(
                 vs_nginx >= GOAL_VS_NGINX,
             ),
         ]
+        if lam is not None:
+            goals.append(
+                (
+                    f"gateway adds under {GOAL_ADDED_P99_MS:g} ms at p99 to a Lambda invoke"
+                    " at moderate load",
+                    f"{lam[2]:.3f} ms",
+                    lam[2] < GOAL_ADDED_P99_MS,
+                )
+            )
         for text, value, ok in goals:
             print(f"goal: {text}: {value}  {'PASS' if ok else 'MISS'}")
     print(
@@ -159,6 +187,19 @@ def report(
                 "pace_ms": args.pace_ms,
                 "keyring": not args.no_keyring,
                 "background_cpus": _round(background, 2),
+                **(
+                    {
+                        "lambda_direct_rps": round(lam[0].throughput.rps, 1),
+                        "lambda_rps": round(lam[1].throughput.rps, 1),
+                        "lambda_added_p99_ms": round(lam[2], 3),
+                        "lambda_added_p50_ms": round(
+                            lam[1].latency.p50_ms - lam[0].latency.p50_ms, 3
+                        ),
+                        "lambda_cpu_us_per_req": _round(lam[1].throughput.cpu_us, 1),
+                    }
+                    if lam is not None
+                    else {}
+                ),
             }
         )
     )

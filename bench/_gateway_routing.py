@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import json
 
 from _errors import BenchError
 from _procs import Server
@@ -27,6 +28,7 @@ __all__ = [
     "SALT",
     "USERS",
     "bench_snapshot",
+    "check_lambda",
     "check_routing",
     "fetch",
 ]
@@ -42,8 +44,12 @@ CHECK_USERS = 300
 """users sent through each proxy before timing, to check the routing"""
 
 
-def bench_snapshot(upstream: str) -> RoutingSnapshot:
-    """App ``bench``: ``fn`` v1 -> v2 in a RUNNING user-mode release at 10%."""
+def bench_snapshot(upstream: str, *, lambda_targets: bool = False) -> RoutingSnapshot:
+    """App ``bench``: ``fn`` v1 -> v2 in a RUNNING user-mode release at 10%.
+
+    The versions' targets are ``{upstream}/v1`` and ``/v2``, or with
+    ``lambda_targets`` the Lambda versions ``lambda:fn:1`` and ``lambda:fn:2``.
+    """
     current = {FUNCTION: "v1"}
     release = Release.start(
         id=RELEASE_ID,
@@ -57,6 +63,8 @@ def bench_snapshot(upstream: str) -> RoutingSnapshot:
     release = dataclasses.replace(release, phase=Phase.RUNNING, exposure=EXPOSURE)
     state = RoutingState(app=APP, versions=current, release=release)
     targets = {FUNCTION: {"v1": f"{upstream}/v1", "v2": f"{upstream}/v2"}}
+    if lambda_targets:
+        targets = {FUNCTION: {"v1": f"lambda:{FUNCTION}:1", "v2": f"lambda:{FUNCTION}:2"}}
     return RoutingSnapshot(state, 1, targets)
 
 
@@ -115,3 +123,34 @@ def check_routing(
         raise BenchError(
             f"{len(users)} users should land in both channels: nginx {variants}, gateway {channels}"
         )
+
+
+def check_lambda(invoke: Server, gateway: Server) -> None:
+    """Raise `BenchError` unless the Invoke endpoint answers and the gateway invokes through it:
+    each user's answer is the function's, on the version `coalmine.core.decide` says."""
+    snapshot = bench_snapshot("", lambda_targets=True)
+    users = [f"user-{i}" for i in range(0, USERS, USERS // CHECK_USERS)]
+    to_invoke = http.client.HTTPConnection("127.0.0.1", invoke.port, timeout=10)
+    to_gateway = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        path = f"/2015-03-31/functions/{FUNCTION}/invocations?Qualifier=1"
+        status, _, body = fetch(to_invoke, path)
+        if status != 200 or json.loads(body).get("body") != "ok\n":
+            raise BenchError(f"the Lambda Invoke endpoint answered {status} {body!r}")
+        for user in users:
+            status, headers, body = fetch(to_gateway, f"/{FUNCTION}/", user)
+            if status != 200 or body != b"ok\n":
+                raise BenchError(f"the gateway (Lambda) answered {status} {body!r} for {user}")
+            want = decide(snapshot.state, user).versions[FUNCTION]
+            if headers.get("x-coalmine-version") != want:
+                raise BenchError(
+                    f"the gateway (Lambda) ran {headers.get('x-coalmine-version')} for {user};"
+                    f" coalmine.core.decide says {want}"
+                )
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise BenchError(
+            f"checking the Lambda routing failed: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        to_invoke.close()
+        to_gateway.close()

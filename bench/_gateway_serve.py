@@ -1,5 +1,9 @@
 """The gateway process of bench/gateway.py: ``gateway.py --serve-gateway PORT UPSTREAM``.
 
+With ``--lambda`` the versions are Lambda versions and UPSTREAM is the Lambda
+Invoke endpoint, reached as boto3 would be: through ``AWS_ENDPOINT_URL_LAMBDA``
+and the standard credential variables (fake ones when none are set).
+
 It serves `bench_snapshot` under uvicorn as ``coalmine gateway`` runs it
 (uvloop, the gateway's httptools protocol, access log off), optionally with
 a signing keyring and under cProfile (CPU time).
@@ -8,6 +12,7 @@ a signing keyring and under cProfile (CPU time).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -25,6 +30,7 @@ def serve_gateway(argv: Sequence[str]) -> int:
     parser.add_argument("port", type=int)
     parser.add_argument("upstream")
     parser.add_argument("--keyring", action="store_true")
+    parser.add_argument("--lambda", dest="lambda_", action="store_true")
     parser.add_argument("--profile")
     args = parser.parse_args(argv)
 
@@ -35,7 +41,16 @@ def serve_gateway(argv: Sequence[str]) -> int:
 
     keyring = Keyring.single(BENCH_KEY) if args.keyring else None
     config = GatewayConfig(app=APP, keyring=keyring)
-    gateway = create_gateway(config, StaticSource(bench_snapshot(args.upstream)))
+    if args.lambda_:
+        os.environ["AWS_ENDPOINT_URL_LAMBDA"] = args.upstream
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", "bench"),
+            ("AWS_SECRET_ACCESS_KEY", "bench"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ):
+            os.environ.setdefault(name, value)
+    snapshot = bench_snapshot(args.upstream, lambda_targets=args.lambda_)
+    gateway = create_gateway(config, StaticSource(snapshot))
 
     def run() -> None:
         uvicorn.run(  # as `coalmine gateway` runs it

@@ -1,4 +1,5 @@
-"""The nginx configurations of bench/gateway.py: the upstream, and the split_clients proxy.
+"""The nginx configurations of bench/gateway.py: the upstream, the split_clients proxy, and
+a minimal Lambda Invoke endpoint.
 
 `nginx_config` writes one under a temporary prefix: one worker, no daemon,
 every path (pid, logs, temp folders) inside the prefix, keep-alive on.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SPLIT_BODY", "UPSTREAM_BODY", "nginx_config"]
+__all__ = ["LAMBDA_BODY", "SPLIT_BODY", "UPSTREAM_BODY", "nginx_config"]
 
 _NGINX_COMMON = """\
 worker_processes 1;
@@ -35,6 +36,18 @@ UPSTREAM_BODY = """\
         default_type text/plain;
         location / {{ return 200 "ok\\n"; }}
     }}"""
+
+LAMBDA_BODY = """\
+    server {{
+        listen 127.0.0.1:{port};
+        default_type application/json;
+        location /2015-03-31/functions/ {{
+            add_header X-Amz-Executed-Version 1 always;
+            return 200 '{{"statusCode":200,"headers":{{"content-type":"text/plain"}},"body":"ok\\\\n"}}';
+        }}
+    }}"""
+"""The Lambda Invoke API as fast as it gets: every function's every version answers an API
+Gateway proxy response whose body is the upstream's ``ok``; credentials are not checked."""
 
 SPLIT_BODY = """\
     split_clients "${{http_x_user_id}}" $variant {{

@@ -1,6 +1,7 @@
 """What the coalmine gateway costs: throughput and added latency, next to nginx split_clients.
 
-Three targets answer the same load on loopback, one after another, in one run:
+Three targets answer the same load on loopback, one after another, in one run
+(five with the Lambda rows, below):
 
 * ``direct``: the upstream itself, an nginx (1 worker) answering
   ``return 200 "ok\\n"`` for any path: the fastest upstream there is, so that
@@ -18,6 +19,15 @@ Three targets answer the same load on loopback, one after another, in one run:
   upstream) and a user-mode release RUNNING at 10%, users identified by
   ``x-user-id``. With a signing keyring, as in production (``--no-keyring``:
   without), so each call also signs the routing context it sends downstream.
+
+The Lambda rows (``--no-lambda`` leaves them out): a minimal Lambda Invoke
+endpoint (nginx answering every ``POST /2015-03-31/functions/{name}/invocations``
+with an API Gateway proxy response whose body is ``ok``), called directly, and
+a second gateway process whose versions are the Lambda versions
+``lambda:fn:1`` / ``lambda:fn:2``, invoking them through that endpoint as a
+deployed one invokes AWS (SigV4-signed, reached through
+``AWS_ENDPOINT_URL_LAMBDA``; `coalmine.gateway.LambdaTarget`). Its added
+latency is over calling the Invoke endpoint directly.
 
 Load comes from wrk (one thread). A Lua script gives every request a random
 ``x-user-id`` from a fixed pool of 100,000 users. After a 2-second warm-up of
@@ -61,11 +71,13 @@ Run it from the repository root::
 
 It prints a table, the goals (the gateway adds under 1 ms at p99 at moderate
 load; it reaches at least 0.2x nginx split_clients' throughput, both with one
-worker) with PASS or MISS, and last one JSON line::
+worker; it adds under 1 ms at p99 to a Lambda invoke) with PASS or MISS, and
+last one JSON line::
 
     {"bench": "gateway", "direct_rps": .., "coalmine_rps": .., "nginx_rps": ..,
      "coalmine_added_p99_ms": .., "nginx_added_p99_ms": .., ...,
-     "rounds": 3, "coalmine_vs_nginx_rps_rounds": [..], "coalmine_added_p99_ms_rounds": [..]}
+     "rounds": 3, "coalmine_vs_nginx_rps_rounds": [..], "coalmine_added_p99_ms_rounds": [..],
+     ..., "lambda_direct_rps": .., "lambda_rps": .., "lambda_added_p99_ms": .., ...}
 
 A MISS is reported, not turned into a failing exit status: timings are noisy.
 
@@ -90,9 +102,9 @@ from pathlib import Path
 from _cpu import LoadMeter
 from _errors import BenchError
 from _gateway_report import Row, report
-from _gateway_routing import FUNCTION, USERS, bench_snapshot, check_routing
+from _gateway_routing import FUNCTION, USERS, bench_snapshot, check_lambda, check_routing
 from _gateway_serve import serve_gateway
-from _nginx import SPLIT_BODY, UPSTREAM_BODY, nginx_config
+from _nginx import LAMBDA_BODY, SPLIT_BODY, UPSTREAM_BODY, nginx_config
 from _procs import Server, free_ports, started, terminate
 from _tools import NGINX_VERSION, WRK_VERSION, tool_version, tools
 from _wrk import Wrk, WrkResult, median_of, write_scripts
@@ -154,6 +166,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run the gateway under cProfile (CPU time) and write its stats to FILE;"
         " this slows it down several times",
     )
+    parser.add_argument(
+        "--no-lambda",
+        action="store_true",
+        help="leave out the Lambda rows (the gateway invoking Lambda versions)",
+    )
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
     if args.duration is None:
@@ -184,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coalmine-bench-gw-")))
         tmp.chmod(0o755)  # nginx workers may run as another user than the master
         wrk = Wrk(wrk_bin, *write_scripts(tmp, USERS), USERS)
-        up_port, split_port, gw_port = free_ports(3)
+        up_port, split_port, gw_port, lambda_port, gwl_port = free_ports(5)
         upstream_url = f"http://127.0.0.1:{up_port}"
 
         def nginx(name: str, title: str, port: int, body: str) -> Server:
@@ -217,6 +234,30 @@ def run(args: argparse.Namespace) -> int:
             ("nginx split_clients", f"http://127.0.0.1:{split_port}/{FUNCTION}/", split),
             ("coalmine gateway", f"http://127.0.0.1:{gw_port}/{FUNCTION}/", gateway),
         ]
+        if not args.no_lambda:
+            invoke = nginx(
+                "lambda", "Lambda Invoke", lambda_port, LAMBDA_BODY.format(port=lambda_port)
+            )
+            invoke_url = f"http://127.0.0.1:{lambda_port}"
+            gwl_cmd = [*gw_cmd[:2], "--serve-gateway", str(gwl_port), invoke_url, "--lambda"]
+            if not args.no_keyring:
+                gwl_cmd.append("--keyring")
+            gateway_lambda = stack.enter_context(
+                started("coalmine gateway (Lambda)", gwl_cmd, gwl_port, (tmp / "gwl.out",))
+            )
+            check_lambda(invoke, gateway_lambda)
+            targets += [
+                (
+                    "Lambda Invoke (direct)",
+                    f"{invoke_url}/2015-03-31/functions/{FUNCTION}/invocations?Qualifier=1",
+                    invoke,
+                ),
+                (
+                    "coalmine gateway -> Lambda",
+                    f"http://127.0.0.1:{gwl_port}/{FUNCTION}/",
+                    gateway_lambda,
+                ),
+            ]
         meter = LoadMeter([server.proc.pid for _, _, server in targets])
         meter.start()
         for _, url, _ in targets:

@@ -90,5 +90,14 @@ def test_quick_run_ends_with_the_json_line() -> None:
     text = proc.stdout
     assert "nginx split_clients" in text
     assert "coalmine gateway" in text
-    assert text.count("goal: ") == 2
+    assert text.count("goal: ") == 3
+    # the Lambda row: the gateway invoking Lambda versions, next to the Invoke endpoint
+    assert "coalmine gateway -> Lambda" in text
+    for key in ("lambda_direct_rps", "lambda_rps", "lambda_added_p99_ms"):
+        value = out[key]
+        assert isinstance(value, int | float), (key, value)
+        assert not isinstance(value, bool), key
+        assert math.isfinite(value), (key, value)
+    assert out["lambda_direct_rps"] > 0
+    assert out["lambda_rps"] > 0
     assert "each of the 2 rounds: gateway x nginx rps" in text
