@@ -242,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
             gwl_cmd = [*gw_cmd[:2], "--serve-gateway", str(gwl_port), invoke_url, "--lambda"]
             if not args.no_keyring:
                 gwl_cmd.append("--keyring")
+            if args.profile_gateway:
+                gwl_cmd += ["--profile", str(Path(args.profile_gateway).resolve()) + ".lambda"]
             gateway_lambda = stack.enter_context(
                 started("coalmine gateway (Lambda)", gwl_cmd, gwl_port, (tmp / "gwl.out",))
             )

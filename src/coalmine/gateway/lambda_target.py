@@ -11,8 +11,9 @@ the Lambda proxy integration maps it (`reply_of`).
 Credentials, region and endpoint come from botocore's standard chain
 (environment, profile, role; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_LAMBDA``).
 Two ways to call, chosen by measurement (bench/lambda_client.py,
-docs/gateway.md): ``"sigv4"`` (default) signs each request with botocore's
-`SigV4Auth` and sends it over the gateway's own pooled HTTP/1.1 client
+docs/gateway.md): ``"sigv4"`` (default) signs each request with `coalmine.gateway.sigv4`
+(the signature botocore's `SigV4Auth` makes, without its generality) and sends
+it over the gateway's own pooled HTTP/1.1 client
 (`HttpTarget`); ``"botocore"`` runs ``client.invoke`` in a thread pool.
 Neither retries: the gateway answers at once.
 
@@ -44,13 +45,14 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from coalmine._extras import require
 from coalmine.core.forwarding import LambdaRef, lambda_ref
 from coalmine.core.ports import Call
 from coalmine.gateway.asgi import CallFailed, Message, Reply, Send, json_body, read_body
 from coalmine.gateway.runtime import build_event, reply_of
+from coalmine.gateway.sigv4 import sign_invoke
 from coalmine.gateway.upstream import HttpTarget
 
 __all__ = ["LambdaTarget"]
@@ -308,29 +310,26 @@ class LambdaTarget:
 
 
 def _sign(credentials: Any, client: Any, url: str, payload: bytes) -> list[tuple[bytes, bytes]]:
-    """The headers of a SigV4-signed Invoke POST to ``url``.
+    """The headers of a SigV4-signed Invoke POST to ``url`` (`coalmine.gateway.sigv4`).
 
     ``credentials`` are the chain's (refreshable: frozen anew for each request).
     """
-    awsrequest = require("botocore.awsrequest", "aws")
-    auth = require("botocore.auth", "aws")
     if credentials is None:
         raise CallFailed(
             502, "no AWS credentials found (environment, profile or role) to invoke Lambda with"
         )
-    request = awsrequest.AWSRequest(
-        method="POST", url=url, data=payload, headers={"content-type": "application/json"}
+    frozen = credentials.get_frozen_credentials()
+    parts = urlsplit(url)
+    return sign_invoke(
+        host=parts.netloc,
+        path=parts.path,
+        query=parts.query,
+        payload=payload,
+        access_key=frozen.access_key,
+        secret_key=frozen.secret_key,
+        token=frozen.token,
+        region=client.meta.region_name,
     )
-    auth.SigV4Auth(
-        credentials.get_frozen_credentials(), "lambda", client.meta.region_name
-    ).add_auth(request)
-    out = [
-        (k.lower().encode("latin-1"), v.encode("latin-1") if isinstance(v, str) else v)
-        for k, v in request.headers.items()
-        if k.lower() != "host"
-    ]
-    out.append((b"content-length", str(len(payload)).encode()))
-    return out
 
 
 class _Capture:
