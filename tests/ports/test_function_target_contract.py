@@ -1,7 +1,9 @@
 """The `FunctionTarget` contract: one suite, run against every implementation.
 
 `LocalTarget` (a handler module run in-process), `HttpTarget` (an aiohttp
-server on 127.0.0.1) and `MockTarget` (the in-memory one) each call the same
+server on 127.0.0.1), `LambdaTarget` (Lambda versions behind the local Invoke
+endpoint, reached as boto3 would reach AWS) and `MockTarget` (the in-memory
+one) each call the same
 echo function (`tests.ports.echo_fn`) and must all pass it unchanged: the
 call reaches the function whole, the answer comes back through ``send`` as
 one ``http.response.start`` (with the gateway's headers appended) and body
@@ -22,7 +24,8 @@ from aiohttp import web
 
 from coalmine.core.model import Channel, Decision, Reason
 from coalmine.core.ports import Call, CallFailed, FunctionTarget, Message
-from coalmine.gateway import HttpTarget, LocalTarget, MockTarget, Reply
+from coalmine.gateway import HttpTarget, LambdaTarget, LocalTarget, MockTarget, Reply
+from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
 from tests.gateway.fixtures.harness import free_port
 from tests.ports.echo_fn import echoed
 
@@ -74,11 +77,34 @@ async def echo_server() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-@pytest.fixture(params=["local", "http", "mock"])
+@pytest.fixture(params=["local", "http", "lambda", "mock"])
 async def made(request: pytest.FixtureRequest) -> AsyncIterator[Made]:
+    if request.param == "lambda":
+        functions = {
+            name: LambdaFunction(name, {"2": f"tests.ports.echo_fn:{ref}"}, timeout=5)
+            for name, ref in (("echo", "handler"), ("boom", "boom"))
+        }
+        local = LocalLambda(functions)
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        with serve_in_thread(local) as url:
+            for name, value in (
+                ("AWS_ENDPOINT_URL_LAMBDA", url),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+            ):
+                monkeypatch.setenv(name, value)
+            target: FunctionTarget = LambdaTarget(timeout=5)
+            await target.start()
+            try:
+                yield Made(target, "lambda:echo:2", "lambda:boom:2")
+            finally:
+                await target.close()
+                local.close()
+        return
     if request.param == "http":
         async with echo_server() as url:
-            target: FunctionTarget = HttpTarget(timeout=5)
+            target = HttpTarget(timeout=5)
             await target.start()
             try:
                 yield Made(target, f"{url}/fn", f"http://127.0.0.1:{free_port()}/nobody-listens")
