@@ -177,6 +177,11 @@ async def test_a_function_error_is_a_502_naming_it(gw: Running) -> None:
     assert (body["function"], body["version"]) == ("fails", "v1")
     assert gw.counts("fails", "v1", "stable") == (1, 1)
     assert gw.target.outcomes[("fails", "v1", "function_error")] == 1
+    exposition = (await gw.client.get("/metrics")).text
+    assert (
+        'coalmine_lambda_outcomes_total{function="fails",outcome="function_error",version="v1"} 1.0'
+        in exposition
+    )
 
 
 async def test_a_function_timeout_is_a_504(gw: Running) -> None:

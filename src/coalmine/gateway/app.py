@@ -32,6 +32,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from urllib.parse import quote
 
@@ -56,7 +57,7 @@ from coalmine.gateway.lambda_target import LambdaTarget
 from coalmine.gateway.runtime import LocalTarget
 from coalmine.gateway.source import SyncSource
 from coalmine.gateway.upstream import HttpTarget
-from coalmine.metrics.exposition import RecorderCollector, registry, render
+from coalmine.metrics.exposition import FunctionCollector, RecorderCollector, registry, render
 from coalmine.metrics.flush import DEFAULT_INTERVAL, Flusher
 from coalmine.metrics.recorder import Recorder
 
@@ -330,9 +331,22 @@ class Gateway:
 
     async def _metrics(self, scope: Scope, send: Send) -> None:
         accept = _header_map(scope["headers"]).get("accept")
-        body, content_type = render(
-            registry(RecorderCollector(self.recorder, flusher=self.flusher)), accept
-        )
+        collectors: list[RecorderCollector | FunctionCollector] = [
+            RecorderCollector(self.recorder, flusher=self.flusher)
+        ]
+        outcomes = getattr(self.targets.get(TargetKind.LAMBDA), "outcomes", None)
+        if isinstance(outcomes, Counter):
+            collectors.append(
+                FunctionCollector(
+                    "coalmine_lambda_outcomes",
+                    "Lambda calls that did not answer normally (function_error, timeout,"
+                    " throttled, invoke_failed), per function version.",
+                    ("function", "version", "outcome"),
+                    lambda: [(key, float(n)) for key, n in list(outcomes.items())],
+                    counter=True,
+                )
+            )
+        body, content_type = render(registry(*collectors), accept)
         await send(
             {
                 "type": "http.response.start",

@@ -173,7 +173,8 @@ class RecorderCollector:
 
 
 class FunctionCollector:
-    """A gauge whose samples a function returns at each scrape (e.g. release exposure)."""
+    """A gauge (or, with ``counter``, a counter) whose samples a function returns at each
+    scrape (e.g. release exposure; the Lambda target's outcomes)."""
 
     def __init__(
         self,
@@ -181,17 +182,22 @@ class FunctionCollector:
         documentation: str,
         labels: Sequence[str],
         read: Callable[[], Iterable[Sample]],
+        *,
+        counter: bool = False,
     ) -> None:
+        self.counter = counter
         self.name = name
         self.documentation = documentation
         self.labels = tuple(labels)
         self.read = read
 
     def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        family = (CounterMetricFamily if self.counter else GaugeMetricFamily)(
+            self.name, self.documentation, labels=self.labels
+        )
         for values, value in self.read():
-            gauge.add_metric(list(values), value)
-        yield gauge
+            family.add_metric(list(values), value)
+        yield family
 
 
 def registry(*collectors: RecorderCollector | FunctionCollector) -> CollectorRegistry:
