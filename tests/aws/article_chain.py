@@ -24,20 +24,16 @@ import os
 import threading
 from typing import Any
 
-import boto3
-
 from coalmine.sdk import (
-    Client,
     current_decision,
     inject_sqs,
-    instrument_lambda,
     record_decisions,
     route_batch,
     route_lambda,
 )
 from coalmine.sdk.envelope import unwrap, wrap
 from tests.aws.chains import CHAINS, FAILURES
-from tests.aws.fake_lambda import OPENED
+from tests.aws.fake_lambda import environment
 
 APP = "food-ordering"
 _lock = threading.Lock()
@@ -47,22 +43,7 @@ _made: dict[str, Any] = {}
 def _setup() -> dict[str, Any]:
     with _lock:
         if not _made:
-            client = Client(
-                os.environ["COALMINE_URL"],
-                os.environ["COALMINE_SDK_KEY"],
-                apps=[APP],
-                max_age=float(os.environ.get("COALMINE_MAX_AGE", "5")),
-                metrics=False,
-            )
-            lam = boto3.client("lambda")
-            instrument_lambda(lam, client, APP)
-            _made.update(
-                client=client,
-                lam=lam,
-                kinesis=boto3.client("kinesis"),
-                sqs=boto3.client("sqs"),
-            )
-            OPENED.extend((client, lam, _made["kinesis"], _made["sqs"]))
+            _made.update(environment(APP, "kinesis", "sqs"))
         return _made
 
 

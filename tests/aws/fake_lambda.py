@@ -67,6 +67,29 @@ def close_opened() -> None:
         OPENED.pop().close()
 
 
+def environment(app: str, *services: str) -> dict[str, Any]:
+    """What one Lambda environment of a test chain makes once, from the environment as a
+    deployed function does: a `Client` refreshing at invocation (``client``), a boto3
+    Lambda client routed by it (``lam``), and a boto3 client per extra service."""
+    import boto3
+
+    from coalmine.sdk import Client, instrument_lambda
+
+    client = Client(
+        os.environ["COALMINE_URL"],
+        os.environ["COALMINE_SDK_KEY"],
+        apps=[app],
+        max_age=float(os.environ.get("COALMINE_MAX_AGE", "5")),
+        metrics=False,
+    )
+    lam = boto3.client("lambda")
+    instrument_lambda(lam, client, app)
+    made: dict[str, Any] = {"client": client, "lam": lam}
+    made.update({service: boto3.client(service) for service in services})
+    OPENED.extend(made.values())
+    return made
+
+
 @dataclass
 class Call:
     function: str

@@ -14,14 +14,11 @@ Configured by the environment, as a deployed function would be:
 from __future__ import annotations
 
 import json
-import os
 import threading
 from typing import Any
 
-import boto3
-
-from coalmine.sdk import Client, current_decision, instrument_lambda, route_lambda
-from tests.aws.fake_lambda import OPENED
+from coalmine.sdk import Client, current_decision, route_lambda
+from tests.aws.fake_lambda import environment
 
 APP = "shop"
 _lock = threading.Lock()
@@ -31,17 +28,7 @@ _made: dict[str, Any] = {}
 def _setup() -> tuple[Client, Any]:
     with _lock:
         if not _made:
-            client = Client(
-                os.environ["COALMINE_URL"],
-                os.environ["COALMINE_SDK_KEY"],
-                apps=[APP],
-                max_age=float(os.environ.get("COALMINE_MAX_AGE", "5")),
-                metrics=False,
-            )
-            lam = boto3.client("lambda")
-            instrument_lambda(lam, client, APP)
-            _made.update(client=client, lam=lam)
-            OPENED.extend((client, lam))
+            _made.update(environment(APP))
         return _made["client"], _made["lam"]
 
 
