@@ -38,6 +38,7 @@ from coalmine.sdk.sync import (
     ChangeCallback,
     Source,
     SyncStatus,
+    describe_response,
     read_snapshot,
     write_snapshot,
 )
@@ -247,7 +248,7 @@ class InvocationSync:
             elif response.status_code == 200:
                 self._accept(a, read_snapshot(response.json()), "poll")
             else:
-                raise _Refused(_describe(response))
+                raise _Refused(describe_response(response))
         except Exception as exc:
             self._failed(a, exc)
             return False
@@ -330,12 +331,3 @@ class InvocationSync:
 
 class _Refused(Exception):
     pass
-
-
-def _describe(response: httpx.Response) -> str:
-    detail = ""
-    with contextlib.suppress(Exception):
-        body = response.json()
-        if isinstance(body, dict) and "detail" in body:
-            detail = f": {body['detail']}"
-    return f"HTTP {response.status_code}{detail}"

@@ -48,6 +48,7 @@ __all__ = [
     "ChangeCallback",
     "RoutingSync",
     "SyncStatus",
+    "describe_response",
     "read_snapshot",
     "write_snapshot",
 ]
@@ -385,7 +386,7 @@ class RoutingSync:
             ) as response:
                 if response.status_code != 200:
                     response.read()
-                    raise _HTTPStatusError(_describe(response))
+                    raise _HTTPStatusError(describe_response(response))
                 opened = time.monotonic()
                 with self._lock:
                     if self._stop.is_set():
@@ -446,7 +447,7 @@ class RoutingSync:
             elif response.status_code == 200:
                 self._accept(f, read_snapshot(response.json()), "poll")
             else:
-                raise _HTTPStatusError(_describe(response))
+                raise _HTTPStatusError(describe_response(response))
         except Exception as exc:
             if not self._stop.is_set():
                 self._failed(f, f"poll: {_explain(exc)}")
@@ -576,7 +577,8 @@ def read_snapshot(data: Any) -> RoutingSnapshot:
     return RoutingSnapshot.from_dict(data)
 
 
-def _describe(response: httpx.Response) -> str:
+def describe_response(response: httpx.Response) -> str:
+    """An error answer of the control plane in one line: its status and detail (or text)."""
     detail = ""
     try:
         body = response.json()
