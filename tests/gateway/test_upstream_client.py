@@ -884,3 +884,57 @@ def test_usable_targets_are_taken_apart() -> None:
         "https", "api.example", 8443, b"Api.Example:8443", "/fn", "stage=prod"
     )
     assert Origin.parse("http://[::1]:9000/a").key == ("http", "::1", 9000)
+
+
+# -- post: a whole request the gateway makes itself ------------------------------------
+
+
+async def test_post_sends_one_whole_request_and_reads_the_answer_whole(
+    client: HttpTarget,
+) -> None:
+    async with serving(echo) as upstream:
+        url = f"{upstream.url}/2015-03-31/functions/fn/invocations?Qualifier=2"
+        for body in (b'{"a":1}', b""):
+            status, headers, data = await client.post(url, [(b"x-amz-date", b"d")], body)
+            assert (status, data) == (200, body)
+            assert (b"content-length", str(len(body)).encode()) in headers
+        first = upstream.requests[0]
+        assert first.line == "POST /2015-03-31/functions/fn/invocations?Qualifier=2 HTTP/1.1"
+        assert first.header("host") == f"127.0.0.1:{upstream.port}"
+        assert first.header("content-length") == "7"
+        assert first.header("x-amz-date") == "d"
+        assert upstream.accepted == 1  # kept alive and reused
+        assert client.idle_connections == 1
+
+
+async def test_post_reads_a_chunked_answer_that_comes_in_pieces(client: HttpTarget) -> None:
+    handler = answering(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"6\r\nhello \r\n",
+        b"5\r\nworld\r\n0\r\n\r\n",
+    )
+    async with serving(handler) as upstream:
+        status, _, data = await client.post(upstream.url, [], b"{}")
+        assert (status, data) == (200, b"hello world")
+
+
+async def test_post_times_out_with_504_and_drops_the_connection() -> None:
+    held = Held()
+    async with pooled(timeout=0.2) as client, serving(held) as upstream:
+        with pytest.raises(CallFailed) as failed:
+            await client.post(upstream.url, [], b"{}")
+        assert failed.value.status == 504
+        assert client.idle_connections == 0
+        held.release.set()
+
+
+async def test_post_of_a_broken_answer_or_refused_connection_is_502(client: HttpTarget) -> None:
+    async with serving(answering(b"NOT HTTP\r\n\r\n", then="close")) as upstream:
+        with pytest.raises(CallFailed) as failed:
+            await client.post(upstream.url, [], b"{}")
+        assert failed.value.status == 502
+        assert client.idle_connections == 0
+        port = upstream.port
+    with pytest.raises(CallFailed) as refused:
+        await client.post(f"http://127.0.0.1:{port}/", [], b"{}")
+    assert refused.value.status == 502

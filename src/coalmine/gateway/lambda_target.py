@@ -3,7 +3,7 @@
 A version's target is a qualified ARN (``arn:aws:lambda:REGION:ACCOUNT:function:NAME:QUALIFIER``)
 or ``lambda:NAME:QUALIFIER`` (region and account from the AWS configuration
 chain); it is invoked synchronously with that qualifier. The event is an API
-Gateway HTTP API payload 2.0 event (`coalmine.gateway.runtime.build_event`),
+Gateway HTTP API payload 2.0 event (`coalmine.gateway.event`),
 whose headers hold the ``baggage`` with the gateway's signed routing context,
 so the function's own SDK keeps the chain's channel; the answer maps back as
 the Lambda proxy integration maps it (`reply_of`).
@@ -40,18 +40,18 @@ import asyncio
 import binascii
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 from coalmine._extras import require
 from coalmine.core.forwarding import LambdaRef, lambda_ref
 from coalmine.core.ports import Call
-from coalmine.gateway.asgi import CallFailed, Message, Reply, Send, json_body, read_body
-from coalmine.gateway.runtime import build_event, reply_of
+from coalmine.gateway.asgi import CallFailed, Reply, Send, json_body, read_body
+from coalmine.gateway.event import RequestIds, event_json, reply_of
 from coalmine.gateway.sigv4 import sign_invoke
 from coalmine.gateway.upstream import HttpTarget
 
@@ -61,6 +61,8 @@ Client = Literal["sigv4", "botocore"]
 MAX_PAYLOAD = 6 * 1024 * 1024
 """Lambda's limit on a synchronous request payload"""
 _JSON = [(b"content-type", b"application/json")]
+_READ_HEADERS = frozenset((b"retry-after", b"x-amzn-errortype", b"x-amz-function-error"))
+"""the headers of Lambda's answer that `LambdaTarget._answer` reads"""
 
 
 class LambdaTarget:
@@ -89,6 +91,8 @@ class LambdaTarget:
         self._clients: dict[str | None, Any] = {}
         self._credentials: Any = None
         self._refs: dict[str, LambdaRef] = {}
+        self._requests: dict[tuple[str, LambdaRef], _InvokeRequest] = {}
+        self._ids = RequestIds()
         self._pool: ThreadPoolExecutor | None = None
         self.outcomes: Counter[tuple[str, str, str]] = Counter()
         """(function, version, outcome) -> calls, for outcomes other than an answer"""
@@ -155,10 +159,9 @@ class LambdaTarget:
         """Invoke the version of ``call`` with its event; send the mapped answer; its status."""
         ref = self._ref(call)
         body = await read_body(call, self.max_body, "Lambda's payload limit")
-        event = build_event(
-            call, body, request_id=str(uuid.uuid4()), now=time.time(), source_ip=call.source_ip
+        payload = event_json(
+            call, body, request_id=self._ids.next(), now=time.time(), source_ip=call.source_ip
         )
-        payload = json_body(event)
         client = await self._client_for(ref.region)
         what = f"Lambda {call.function} {call.version} ({ref.function_name}:{ref.qualifier})"
         try:
@@ -234,43 +237,27 @@ class LambdaTarget:
         self, client: Any, ref: LambdaRef, payload: bytes, what: str
     ) -> tuple[int, dict[str, str], bytes]:
         """Sign the Invoke request with the chain's credentials; send it over our own pool."""
-        endpoint = client.meta.endpoint_url.rstrip("/")
-        path = f"/2015-03-31/functions/{quote(ref.function_name, safe='-_.~')}/invocations"
-        query = f"Qualifier={quote(ref.qualifier, safe='-_.~')}"
-        signed = _sign(self._credentials, client, f"{endpoint}{path}?{query}", payload)
-        capture = _Capture()
-        sent = [False]
-
-        async def receive() -> Message:
-            if sent[0]:  # the client watch of a streamed answer: this one never leaves
-                await asyncio.get_running_loop().create_future()
-            sent[0] = True
-            return {"type": "http.request", "body": payload, "more_body": False}
-
-        call = Call(
-            target=f"{endpoint}{path}",
-            function="",
-            version="",
-            decision=None,  # type: ignore[arg-type]  # an HTTP call carries no decision
-            method="POST",
-            path=path,
-            raw_rest=b"",
-            query=query.encode(),
-            headers=signed,
-            receive=receive,
-            has_body=True,
-        )
+        endpoint = client.meta.endpoint_url
+        request = self._requests.get((endpoint, ref))
+        if request is None:
+            request = _InvokeRequest.of(endpoint, ref)
+            if len(self._requests) > 4096:  # refs come from snapshots; old ones go
+                self._requests.clear()
+            self._requests[(endpoint, ref)] = request
+        signed = _sign(self._credentials, client, request, payload)
         try:
-            status = await self._http.invoke(call, capture)
+            status, raw, data = await self._http.post(request.url, signed, payload)
         except CallFailed as exc:
             if exc.status == 504:
                 raise CallFailed(504, f"{what} gave no answer within {self.timeout:g}s") from None
             raise CallFailed(
-                502, f"{what} could not be invoked at {endpoint}: {exc.detail}"
+                502, f"{what} could not be invoked at {request.endpoint}: {exc.detail}"
             ) from None
-        if capture.status is None or status != capture.status:
-            raise CallFailed(502, f"{what}: the answer from {endpoint} was cut short")
-        return capture.status, capture.headers, b"".join(capture.body)
+        return (
+            status,
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _READ_HEADERS},
+            data,
+        )
 
     async def _botocore(
         self, client: Any, ref: LambdaRef, payload: bytes, what: str
@@ -309,8 +296,30 @@ class LambdaTarget:
             raise CallFailed(502, f"{what} could not be invoked: {exc}") from None
 
 
-def _sign(credentials: Any, client: Any, url: str, payload: bytes) -> list[tuple[bytes, bytes]]:
-    """The headers of a SigV4-signed Invoke POST to ``url`` (`coalmine.gateway.sigv4`).
+@dataclass(frozen=True, slots=True)
+class _InvokeRequest:
+    """Where the Invoke request of one Lambda version goes, worked out once."""
+
+    endpoint: str
+    url: str
+    host: str
+    path: str
+    """as sent: the function's name percent-encoded"""
+    query: str
+
+    @classmethod
+    def of(cls, endpoint: str, ref: LambdaRef) -> _InvokeRequest:
+        endpoint = endpoint.rstrip("/")
+        path = f"/2015-03-31/functions/{quote(ref.function_name, safe='-_.~')}/invocations"
+        query = f"Qualifier={quote(ref.qualifier, safe='-_.~')}"
+        url = f"{endpoint}{path}?{query}"
+        return cls(endpoint, url, urlsplit(url).netloc, path, query)
+
+
+def _sign(
+    credentials: Any, client: Any, request: _InvokeRequest, payload: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The headers of the SigV4-signed Invoke POST ``request`` (`coalmine.gateway.sigv4`).
 
     ``credentials`` are the chain's (refreshable: frozen anew for each request).
     """
@@ -319,33 +328,16 @@ def _sign(credentials: Any, client: Any, url: str, payload: bytes) -> list[tuple
             502, "no AWS credentials found (environment, profile or role) to invoke Lambda with"
         )
     frozen = credentials.get_frozen_credentials()
-    parts = urlsplit(url)
     return sign_invoke(
-        host=parts.netloc,
-        path=parts.path,
-        query=parts.query,
+        host=request.host,
+        path=request.path,
+        query=request.query,
         payload=payload,
         access_key=frozen.access_key,
         secret_key=frozen.secret_key,
         token=frozen.token,
         region=client.meta.region_name,
     )
-
-
-class _Capture:
-    """An ASGI ``send`` that keeps the answer of the Invoke request."""
-
-    def __init__(self) -> None:
-        self.status: int | None = None
-        self.headers: dict[str, str] = {}
-        self.body: list[bytes] = []
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in message["headers"]}
-        else:
-            self.body.append(message.get("body", b""))
 
 
 def _message(data: bytes) -> str:

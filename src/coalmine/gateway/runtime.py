@@ -9,14 +9,13 @@ object, runs in a thread pool inside the SDK's routing scope
 (`coalmine.sdk.scope.use`, so its instrumented outgoing calls carry the
 gateway's signed context), and its
 return value maps to a response as the Lambda proxy integration maps it
-(`build_event` and `reply_of`: what a Lambda target sends and gets back too).
+(`coalmine.gateway.event`: what a Lambda target sends and gets back too).
 The whole reply is sent in one body message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextvars
 import logging
@@ -26,14 +25,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl
 
 from coalmine.core.model import Decision
 from coalmine.core.ports import Call
-from coalmine.gateway.asgi import CallFailed, RawHeaders, Reply, Send, json_body, read_body
+from coalmine.gateway.asgi import CallFailed, Reply, Send, read_body
+from coalmine.gateway.event import build_event, reply_of
 from coalmine.integrations.handlers import HandlerLoader
 from coalmine.sdk.scope import use
 
@@ -59,101 +57,6 @@ class HandlerContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-def build_event(
-    call: Call, body: bytes, *, request_id: str, now: float, source_ip: str
-) -> dict[str, Any]:
-    """An API Gateway HTTP API payload 2.0 event for ``call``."""
-    headers: dict[str, str] = {}
-    for k, v in call.headers:
-        name, value = k.decode("latin-1").lower(), v.decode("latin-1")
-        if name in headers:
-            value = headers[name] + ("; " if name == "cookie" else ",") + value
-        headers[name] = value
-    cookies = [c.strip() for c in headers.pop("cookie", "").split(";") if c.strip()]
-    raw_query = call.query.decode("latin-1")
-    params: dict[str, str] = {}
-    for key, val in parse_qsl(raw_query, keep_blank_values=True):
-        params[key] = f"{params[key]},{val}" if key in params else val
-    host = headers.get("x-forwarded-host", headers.get("host", "localhost"))
-    rest = call.raw_rest.decode("latin-1").lstrip("/")
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": call.path,
-        "rawQueryString": raw_query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "coalmine-gateway",
-            "domainName": host,
-            "domainPrefix": host.split(".", 1)[0],
-            "http": {
-                "method": call.method,
-                "path": call.path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": source_ip,
-                "userAgent": headers.get("user-agent", ""),
-            },
-            "requestId": request_id,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": formatdate(now, usegmt=True),
-            "timeEpoch": int(now * 1000),
-        },
-        "isBase64Encoded": False,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    if params:
-        event["queryStringParameters"] = params
-    if rest:
-        event["pathParameters"] = {"proxy": rest}
-    if body:
-        try:
-            event["body"] = body.decode("utf-8")
-        except UnicodeDecodeError:
-            event["body"] = base64.b64encode(body).decode("ascii")
-            event["isBase64Encoded"] = True
-    return event
-
-
-def reply_of(result: object) -> Reply:
-    """Map a handler's return value as the Lambda proxy integration (payload 2.0) does.
-
-    A dict with ``statusCode`` describes the response (``headers``,
-    ``multiValueHeaders``, ``cookies``, ``body``, ``isBase64Encoded``); any
-    other JSON-serialisable value is a 200 JSON body. Raises ValueError or
-    TypeError when the value cannot be mapped.
-    """
-    if not (isinstance(result, dict) and "statusCode" in result):
-        body = json_body(result)
-        return Reply(200, [(b"content-type", b"application/json")], body)
-    status = result["statusCode"]
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise ValueError(f"statusCode {status!r} is not an HTTP status")
-    headers: RawHeaders = []
-    for name, value in (result.get("headers") or {}).items():
-        headers.append((str(name).lower().encode("latin-1"), str(value).encode("latin-1")))
-    for name, values in (result.get("multiValueHeaders") or {}).items():
-        for value in values:
-            headers.append((str(name).lower().encode("latin-1"), str(value).encode("latin-1")))
-    for cookie in result.get("cookies") or ():
-        headers.append((b"set-cookie", str(cookie).encode("latin-1")))
-    if not any(k == b"content-type" for k, _ in headers):
-        headers.append((b"content-type", b"application/json"))
-    raw = result.get("body")
-    if raw is None:
-        data = b""
-    elif isinstance(raw, str):
-        data = (
-            base64.b64decode(raw, validate=True) if result.get("isBase64Encoded") else raw.encode()
-        )
-    else:  # lenient: API Gateway wants a string, a handler may return a dict
-        data = json_body(raw)
-    headers = [(k, v) for k, v in headers if k != b"content-length"]
-    return Reply(status, headers, data)
 
 
 class LocalTarget:

@@ -16,11 +16,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from functools import lru_cache
 from urllib.parse import quote
 
 __all__ = ["sign_invoke"]
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
+_SIGNED = "content-type;host;x-amz-date"
+_SIGNED_WITH_TOKEN = "content-type;host;x-amz-date;x-amz-security-token"
 _keys: dict[tuple[str, str, str, str], bytes] = {}
 
 
@@ -35,6 +38,26 @@ def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
             _keys.clear()
         _keys[cache_key] = key
     return key
+
+
+@lru_cache(maxsize=4)
+def _amz_date(second: int) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+
+
+@lru_cache(maxsize=64)
+def _trimmed(value: str) -> str:
+    return " ".join(value.split())
+
+
+@lru_cache(maxsize=1024)
+def _canonical_uri(path: str) -> str:
+    return quote(path, safe="/~")
+
+
+@lru_cache(maxsize=1024)
+def _canonical_query(query: str) -> str:
+    return "&".join(sorted(query.split("&"))) if query else ""
 
 
 def sign_invoke(
@@ -52,41 +75,35 @@ def sign_invoke(
 ) -> list[tuple[bytes, bytes]]:
     """The headers of a signed ``POST {path}?{query}`` to ``host`` with a JSON ``payload``.
 
+    ``host`` and ``content-length`` are not among them: the sender adds both
+    (neither is part of what is signed beyond ``host``'s value).
+
     ``path`` is as sent (its segments already percent-encoded); ``query`` is one
     ``name=value`` pair or several joined by ``&``, already encoded.
     """
-    stamp = time.gmtime(time.time() if now is None else now)
-    amz_date = time.strftime("%Y%m%dT%H%M%SZ", stamp)
+    amz_date = _amz_date(int(time.time() if now is None else now))
     day = amz_date[:8]
-    headers = {"content-type": "application/json", "host": host, "x-amz-date": amz_date}
+    # the canonical headers, in name order; none but the token can hold spaces
+    canonical_headers = f"content-type:application/json\nhost:{host}\nx-amz-date:{amz_date}\n"
+    signed = _SIGNED
     if token:
-        headers["x-amz-security-token"] = token
-    signed = ";".join(sorted(headers))
-    canonical_headers = "".join(f"{k}:{' '.join(headers[k].split())}\n" for k in sorted(headers))
+        canonical_headers += f"x-amz-security-token:{_trimmed(token)}\n"
+        signed = _SIGNED_WITH_TOKEN
     # the path is encoded once more for the canonical request (all services but S3)
-    canonical_uri = quote(path, safe="/~")
-    canonical_query = "&".join(sorted(query.split("&"))) if query else ""
-    canonical = "\n".join(
-        (
-            "POST",
-            canonical_uri,
-            canonical_query,
-            canonical_headers,
-            signed,
-            hashlib.sha256(payload).hexdigest(),
-        )
+    canonical = (
+        f"POST\n{_canonical_uri(path)}\n{_canonical_query(query)}\n{canonical_headers}\n"
+        f"{signed}\n{hashlib.sha256(payload).hexdigest()}"
     )
     scope = f"{day}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(
-        (_ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest())
-    )
+    to_sign = f"{_ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
     key = _signing_key(secret_key, day, region, service)
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     authorization = (
         f"{_ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={signed},"
         f" Signature={signature}"
     )
-    out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items() if k != "host"]
+    out = [(b"content-type", b"application/json"), (b"x-amz-date", amz_date.encode())]
+    if token:
+        out.append((b"x-amz-security-token", token.encode("latin-1")))
     out.append((b"authorization", authorization.encode("latin-1")))
-    out.append((b"content-length", str(len(payload)).encode()))
     return out

@@ -25,6 +25,10 @@ that comes back before the whole request body was sent (a 413, say) is passed
 on even when the upstream then closes the connection. ``timeout`` bounds the
 whole call, a client that stalls while sending its body included.
 
+`HttpTarget.post` is the same pool's other use: a request the gateway makes
+itself (the Lambda target's Invoke), whose body it already holds, sent in
+one write and answered whole.
+
 A failure before the response has started becomes `CallFailed` (502, or 504
 on a timeout) for the app to answer; a failure after it has started can only
 cut the connection short, which is what happens.
@@ -582,6 +586,62 @@ class HttpTarget:
             deadline.cancel()
             if holder:
                 self._release(holder[-1])
+            self._give_slot()
+
+    async def post(
+        self, url: str, headers: RawHeaders, body: bytes
+    ) -> tuple[int, RawHeaders, bytes]:
+        """POST a whole ``body`` to ``url`` over the pool; the whole answer.
+
+        For a call the gateway makes itself (a Lambda Invoke): the request goes in
+        one write (head and body: one segment, one wakeup of the server) and the
+        answer is read whole, with no streaming machinery. ``headers`` must not
+        hold ``host`` or ``content-length``; both are added. Not retried: a POST
+        may have run. Raises `CallFailed`: 504 when ``timeout`` passes (a pool
+        slot included), 502 when the connection fails or the answer is not HTTP.
+        """
+        if not self._started:
+            await self.start()
+        origin = self.origin(url)
+        lines = [
+            b"POST ",
+            origin.request_target(b"", b""),
+            b" HTTP/1.1\r\nhost: ",
+            origin.host_header,
+            b"\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+        ]
+        for name, value in headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines += (b"\r\n", body)
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + self.timeout
+        try:
+            await self._take_slot(deadline_at)
+        except TimeoutError:
+            raise CallFailed(
+                504, f"no connection of the pool ({self.pool_size}) came free in time"
+            ) from None
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout_at(deadline_at):
+                conn = await self._acquire(origin, fresh=False)
+                answer = conn.begin(b"".join(lines), head_request=False)
+                status, raw = await answer
+                chunks = []
+                while (data := await conn.next_body()) is not None:
+                    chunks.append(data)
+            return status, raw, b"".join(chunks)
+        except TimeoutError:
+            if conn is not None:
+                conn.fail(TimeoutError())
+            raise CallFailed(504, f"no response within {self.timeout:g}s") from None
+        except UpstreamFailed as exc:
+            raise CallFailed(502, str(exc)) from None
+        finally:
+            if conn is not None:
+                self._release(conn)
             self._give_slot()
 
 
