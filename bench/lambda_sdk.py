@@ -15,17 +15,21 @@ the plain handler:
 * ``refresh 200``: one refresh that downloads the snapshot (a change, or a
   cold start), over a kept-alive connection.
 
-The control plane is the real FastAPI app under uvicorn in a thread of this
-process, over SQLite in a temporary directory. Usage: ``python
-bench/lambda_sdk.py [--n 3000]``; prints the table, then one JSON line.
+The control plane is the real FastAPI app under uvicorn in a separate
+process (this script run with ``--serve-plane``), over SQLite in a temporary
+directory, so the refresh rows time the round trip, not an interpreter shared
+with the server. Usage: ``python bench/lambda_sdk.py [--n 3000]``; prints
+the table, then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -54,15 +58,34 @@ SPEC = {
 }
 
 
-def _serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
+def _serve_plane(db: str) -> int:
+    """The control-plane process: set up the app and a running release, print the URL
+    and the SDK key, serve until stopped."""
+    app = create_app(database_url=f"sqlite:///{db}")
+    plane, tokens = app.state.plane, app.state.tokens
+    if not tokens.has_admin():
+        tokens.create("bench-admin", "admin")
+    plane.catalog.apply(AppSpec.model_validate(SPEC), "bench")
+    rel = plane.releases.start(APP, ReleaseCreate(candidate={"api": "v2"}), "bench")
+    plane.releases.advance(rel.id, Tick(time.time()))
+    key = tokens.create("bench-sdk", "sdk", APP).token
+    salt = plane.snapshots.snapshot(APP).state.release.salt
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none")
+    server = uvicorn.Server(config)
+    ready = threading.Thread(
+        target=_announce, args=(server, sock.getsockname()[1], key, salt), daemon=True
+    )
+    ready.start()
+    server.run(sockets=[sock])
+    return 0
+
+
+def _announce(server: uvicorn.Server, port: int, key: str, salt: str) -> None:
     while not server.started:  # uvicorn exposes a flag, not an event
         time.sleep(0.01)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
+    print(json.dumps({"url": f"http://127.0.0.1:{port}", "key": key, "salt": salt}), flush=True)
 
 
 def _times(fn: Callable[[], object], n: int) -> list[float]:
@@ -81,25 +104,27 @@ def _p(values: list[float], q: float) -> float:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--serve-plane"]:
+        return _serve_plane(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000)
     args = parser.parse_args()
     n = args.n
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(database_url=f"sqlite:///{Path(tmp) / 'plane.db'}")
-        plane, tokens = app.state.plane, app.state.tokens
-        if not tokens.has_admin():
-            tokens.create("bench-admin", "admin")
-        plane.catalog.apply(AppSpec.model_validate(SPEC), "bench")
-        rel = plane.releases.start(APP, ReleaseCreate(candidate={"api": "v2"}), "bench")
-        plane.releases.advance(rel.id, Tick(time.time()))
-        key = tokens.create("bench-sdk", "sdk", APP).token
-        url, server, thread = _serve(app)
-        try:
-            rows = _run(url, key, n, plane.snapshots.snapshot(APP).state.release.salt)
-        finally:
-            server.should_exit = True
-            thread.join(10)
+        cmd = [sys.executable, __file__, "--serve-plane", str(Path(tmp) / "plane.db")]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True) as proc:
+            try:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                if not line:
+                    print("error: the control plane did not start", file=sys.stderr)
+                    return 1
+                plane = json.loads(line)
+                rows = _run(plane["url"], plane["key"], n, plane["salt"])
+            finally:
+                proc.terminate()
+                proc.wait(10)
     base = rows["plain handler"][1]
     lines = [["row", "p50 us", "p99 us", "added p99 us"]]
     for name, (p50, p99) in rows.items():
