@@ -61,7 +61,9 @@ class Server:
         )
         self._drainer = threading.Thread(target=self._drain, daemon=True)
         self._drainer.start()
-        self.wait_for_line("Application startup complete", timeout)
+        # uvicorn logs "Application startup complete" before it binds the socket;
+        # this line comes once it listens (a client connecting in between was refused)
+        self.wait_for_line("Uvicorn running on", timeout)
         return self
 
     def _drain(self) -> None:
@@ -148,6 +150,8 @@ class Watcher:
         self._client = server.api()
         self._path = f"/v1/apps/{app}/routing/stream"
         self._connected = threading.Event()
+        self.ended: str | None = None
+        """why the stream ended, once it has (its status, or the error)"""
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         if not self._connected.wait(timeout=30):
@@ -156,7 +160,9 @@ class Watcher:
     def _run(self) -> None:
         try:
             with self._client.stream("GET", self._path, timeout=httpx.Timeout(30, read=None)) as r:
-                assert r.status_code == 200, r.read()
+                if r.status_code != 200:
+                    self.ended = f"answered {r.status_code}: {r.read()[:500]!r}"
+                    return
                 self._connected.set()
                 data: list[str] = []
                 for line in r.iter_lines():
@@ -167,8 +173,11 @@ class Watcher:
                             self.snapshots.append(json.loads("\n".join(data)))
                             self._cond.notify_all()
                         data = []
-        except (httpx.HTTPError, OSError):
-            pass  # the server went away (killed on purpose) or the watcher closed
+            self.ended = "the server ended the stream"
+        except (httpx.HTTPError, OSError) as exc:
+            # the server went away (killed on purpose), the watcher closed, or the
+            # stream could not be opened: kept, so a failed wait says which
+            self.ended = f"{type(exc).__name__}: {exc}"
         finally:
             self._connected.set()
             with self._cond:
@@ -195,7 +204,8 @@ class Watcher:
                         )
                         for s in self.snapshots
                     ]
-                    raise AssertionError(f"no matching snapshot in {timeout}s; saw {seen}")
+                    why = f"; the stream ended: {self.ended}" if self.ended else ""
+                    raise AssertionError(f"no matching snapshot in {timeout}s; saw {seen}{why}")
                 self._cond.wait(timeout=left)
 
     def close(self) -> None:
