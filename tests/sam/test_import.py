@@ -451,3 +451,45 @@ def test_the_document_carries_the_notes_as_comments_and_reads_back_as_the_config
     )
     assert lines[1 : 1 + len(result.notes)] == [f"# note: {n}" for n in result.notes]
     assert yaml.safe_load(text) == result.config
+
+
+def test_aliases_that_multiply_a_small_file_are_refused_not_walked() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]
+    text = (
+        "Transform: AWS::Serverless-2016-10-31\n"
+        + "\n".join(levels)
+        + """
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties: {AutoPublishAlias: live, DeploymentPreference: {Type: AllAtOnce, X: *a6}}
+"""
+    )
+    with pytest.raises(TemplateError, match=r"t\.yaml is too large to resolve: more than 100000"):
+        import_template(parse_template(text, "t.yaml"), ImportOptions(app="f"))
+
+
+def test_a_template_nested_too_deeply_to_resolve_is_one_line() -> None:
+    # flat in the file, deep to resolve: each condition is the negation of the next
+    conditions: dict[str, Any] = {
+        f"C{i}": {"Fn::Not": [{"Condition": f"C{i + 1}"}]} for i in range(2000)
+    }
+    conditions["C2000"] = {"Fn::Equals": ["a", "a"]}
+    doc = {
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Conditions": conditions,
+        "Resources": {
+            "F": {
+                "Type": "AWS::Serverless::Function",
+                "Properties": {
+                    "AutoPublishAlias": "live",
+                    "DeploymentPreference": {
+                        "Type": {"Fn::If": ["C0", "AllAtOnce", "Canary10Percent5Minutes"]}
+                    },
+                },
+            }
+        },
+    }
+    with pytest.raises(TemplateError, match=r"t\.json is nested too deeply to resolve"):
+        import_template(parse_template(json.dumps(doc), "t.json"), ImportOptions(app="f"))

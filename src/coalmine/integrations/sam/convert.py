@@ -407,7 +407,13 @@ _ASSUMED_HOW = {
 
 def import_template(template: Template, options: ImportOptions | None = None) -> SamImport:
     """The coalmine config of a SAM template, with notes; TemplateError when nothing imports."""
-    options = options or ImportOptions()
+    try:
+        return _import(template, options or ImportOptions())
+    except RecursionError:
+        raise TemplateError(f"{template.source} is nested too deeply to resolve") from None
+
+
+def _import(template: Template, options: ImportOptions) -> SamImport:
     app, app_note = _app_name(template, options)
     stack_name = options.stack_name or app
     resolver = Resolver(

@@ -26,11 +26,12 @@ from enum import Enum
 from typing import Any, Final
 
 from coalmine.core.errors import InvalidInput
-from coalmine.integrations.sam.template import Template
+from coalmine.integrations.sam.template import Template, TemplateError
 
 __all__ = [
     "DEFAULT_ACCOUNT",
     "DEFAULT_REGION",
+    "MAX_VALUES",
     "NAME_PROPERTIES",
     "NO_VALUE",
     "NoValue",
@@ -43,6 +44,8 @@ __all__ = [
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "123456789012"
+MAX_VALUES = 100_000
+"""values one import may resolve: YAML aliases can make a small file a huge tree"""
 
 NAME_PROPERTIES: Final[Mapping[str, str]] = {
     "AWS::Serverless::Function": "FunctionName",
@@ -153,6 +156,7 @@ class Resolver:
     _conditions: dict[str, bool | Unresolved] = field(default_factory=dict, repr=False)
     _evaluating: set[str] = field(default_factory=set, repr=False)
     _naming: set[str] = field(default_factory=set, repr=False)
+    _resolved: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         declared = self._declared()
@@ -178,6 +182,12 @@ class Resolver:
 
     def resolve(self, node: Any, place: str) -> Any:
         """``node`` as plain data, with an `Unresolved` wherever a part cannot be known."""
+        self._resolved += 1
+        if self._resolved > MAX_VALUES:
+            raise TemplateError(
+                f"{self.template.source} is too large to resolve: more than {MAX_VALUES} values"
+                " (YAML aliases repeated inside each other?)"
+            )
         here = self.template.place(node, place)
         if isinstance(node, dict):
             if is_intrinsic(node):
