@@ -14,6 +14,7 @@ from coalmine.cli import (
     consistency,
     events,
     gateway,
+    importer,
     release,
     serve,
     simulate,
@@ -58,6 +59,7 @@ app.command(name="consistency")(consistency.command)
 app.add_typer(release.app, name="release")
 app.add_typer(token.app, name="token")
 app.add_typer(aws_lambda.app, name="lambda")
+app.add_typer(importer.app, name="import")
 
 
 def run(argv: list[str] | None = None) -> int:
