@@ -207,7 +207,10 @@ def test_sub_of_text_without_variables_is_the_text(text: str) -> None:
 @given(
     st.sampled_from([",", "-", "::", "|"]).flatmap(
         lambda d: st.tuples(
-            st.just(d), st.lists(st.text().filter(lambda t: d not in t), min_size=1, max_size=6)
+            st.just(d),
+            # no character of the delimiter at all: with "::", items ":" and "" join to
+            # ":::", which splits back as "" and ":" (Join is not invertible then)
+            st.lists(st.text().filter(lambda t: not set(d) & set(t)), min_size=1, max_size=6),
         )
     )
 )
