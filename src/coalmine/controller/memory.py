@@ -191,11 +191,11 @@ class CallableHookRunner:
         try:
             answer = self.decide(release, hook, spec)
         except Exception as exc:  # a runner never raises: the hook fails
-            return HookOutcome(False, f"{hook} hook {spec.url} failed: {exc}")
+            return HookOutcome(False, f"{hook} hook {spec.where} failed: {exc}")
         if isinstance(answer, HookOutcome):
             return answer
         verdict = "passed" if answer else "failed"
-        return HookOutcome(bool(answer), f"{hook} hook {spec.url} {verdict}")
+        return HookOutcome(bool(answer), f"{hook} hook {spec.where} {verdict}")
 
 
 class MemoryLambdaVersions:

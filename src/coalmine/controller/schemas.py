@@ -12,15 +12,18 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from coalmine.core.model import (
     NAME_PATTERN,
     VERSION_PATTERN,
+    parse_lambda_function,
     unqualified_lambda_function,
 )
 from coalmine.core.records import (
@@ -80,21 +83,59 @@ class _In(BaseModel):
 
 
 class HookSpec(_In):
-    """An HTTP webhook the controller calls; a non-2xx answer, a timeout or an error fails it."""
+    """A lifecycle hook: an HTTP webhook (``url``) or a Lambda function (``lambda``).
 
-    url: str = Field(pattern=r"^https?://\S+$")
+    A ``url`` hook fails on a non-2xx answer; a ``lambda`` hook, invoked
+    synchronously with the same JSON as its event, fails on a function error
+    or an answer ``{"status": "Failed"}``. Either fails on a timeout or an
+    error once its retries are spent.
+    """
+
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    lambda_function: str | None = Field(
+        default=None,
+        alias="lambda",
+        description="a Lambda function name or ARN, optionally :QUALIFIER (instead of url)",
+    )
     timeout: float = Field(default=10.0, gt=0, le=300, description="seconds per attempt")
     retries: int = Field(default=2, ge=0, le=10, description="extra attempts after a failure")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, description="sent with a url hook")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HookSpec:
+        if (self.url is None) == (self.lambda_function is None):
+            raise ValueError(
+                "a hook needs exactly one of url (an HTTP endpoint) and lambda (a function)"
+            )
+        if self.lambda_function is not None:
+            parse_lambda_function(self.lambda_function, "lambda")
+            if self.headers:
+                raise ValueError("headers go with a url hook; a lambda hook takes none")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``url`` or ``lambda``, never both with one null: the stored form of older releases."""
+        data: dict[str, Any] = handler(self)
+        data.pop("lambda_function", None)
+        data.pop("lambda", None)
+        if self.url is None:
+            data.pop("url", None)
+            data = {"lambda": self.lambda_function, **data}
+        return data
 
     def config(self) -> HookConfig:
-        return HookConfig(self.url, self.timeout, self.retries, dict(self.headers))
+        return HookConfig(
+            self.url,
+            self.timeout,
+            self.retries,
+            dict(self.headers),
+            lambda_function=self.lambda_function,
+        )
 
     @classmethod
     def of(cls, hook: HookConfig) -> HookSpec:
-        return cls(
-            url=hook.url, timeout=hook.timeout, retries=hook.retries, headers=dict(hook.headers)
-        )
+        return cls.model_validate(hook.to_dict())
 
 
 class TargetingSpec(_In):
