@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from coalmine.controller.hooks import HttpHookRunner
+from coalmine.controller.hooks import HookDispatcher, HttpHookRunner, hook_payload
 from coalmine.controller.leader import FileLockLeadership, PgAdvisoryLeadership, SoleLeadership
 from coalmine.controller.memory import (
     CallableHookRunner,
@@ -38,9 +38,11 @@ from coalmine.core.ports import (
     MetricsProvider,
     ReleaseStore,
 )
+from coalmine.integrations.lambda_hooks import LambdaHookRunner
 from coalmine.integrations.prometheus import PrometheusAlarm
 from coalmine.metrics.recorder import MetricWindow
 from coalmine.store.db import open_store
+from tests.aws.hook_functions import hook_functions
 from tests.controller import T0, FakeClock, HttpServer, start_release
 from tests.services import fresh_pg_database
 
@@ -245,7 +247,7 @@ def test_an_alarm_source_says_its_state_with_its_name(
 # -- HookRunner -----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["http", "callable"])
+@pytest.fixture(params=["http", "lambda", "dispatch", "callable"])
 def hook_runner(
     request: pytest.FixtureRequest, http_server: HttpServer
 ) -> Iterator[tuple[HookRunner, Callable[[bool], HookSpec]]]:
@@ -255,8 +257,22 @@ def hook_runner(
         with HttpHookRunner(sleep=lambda _s: None) as runner:
             yield runner, lambda passes: HookSpec(url=ok if passes else bad, retries=1)
         return
+    if request.param in ("lambda", "dispatch"):  # real functions, local Invoke endpoint
+        with hook_functions():
+            lambda_runner = LambdaHookRunner(payload=hook_payload, sleep=lambda _s: None)
+            runner: Any = lambda_runner
+            if request.param == "dispatch":
+                runner = HookDispatcher(lambda_=lambda_runner)
+            yield (
+                runner,
+                lambda passes: HookSpec.model_validate(
+                    {"lambda": "check-passes" if passes else "check-raises", "retries": 1}
+                ),
+            )
+            lambda_runner.close()
+        return
     yield (
-        CallableHookRunner(lambda _r, _h, spec: spec.url.endswith("/ok")),
+        CallableHookRunner(lambda _r, _h, spec: spec.where.endswith("/ok")),
         lambda passes: HookSpec(
             url="http://127.0.0.1:9/ok" if passes else "http://127.0.0.1:9/bad"
         ),
@@ -271,7 +287,7 @@ def test_a_hook_runner_reports_and_never_raises(
     spec = spec_for(passes).config()
     outcome = runner.run(plane_release, Hook.BEFORE_ALLOW_TRAFFIC, spec)
     assert outcome.passed is passes
-    assert outcome.detail.startswith(f"before_allow_traffic hook {spec.url} ")
+    assert outcome.detail.startswith(f"before_allow_traffic hook {spec.where} ")
 
 
 @pytest.fixture

@@ -75,7 +75,13 @@ def start(
     ],
     sets: Annotated[
         list[str],
-        typer.Option("--set", metavar="FUNCTION=VERSION", help="Once per function that changes."),
+        typer.Option(
+            "--set",
+            metavar="FUNCTION=VERSION",
+            help="Once per function that changes. VERSION 'latest-published' is the newest"
+            " published version of the function's Lambda function (registered if it is not"
+            " yet): what a pipeline runs after `sam deploy` published one.",
+        ),
     ],
     strategy: Annotated[
         str | None,

@@ -24,14 +24,14 @@ class _Runner:
     """What the API process runs beside the server: event webhooks and the controller."""
 
     def __init__(self, service: Any, feed: Any, *, controller: bool, interval: float) -> None:
-        from coalmine.controller.hooks import HttpHookRunner
+        from coalmine.controller.hooks import HookDispatcher
         from coalmine.controller.leader import leadership_for
         from coalmine.controller.loop import Controller
         from coalmine.controller.webhooks import EventWebhooks
 
         self.webhooks = EventWebhooks()
         service.sinks.append(self.webhooks)
-        self.hooks = HttpHookRunner()
+        self.hooks = HookDispatcher()
         self.controller = (
             Controller(
                 service,

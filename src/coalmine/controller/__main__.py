@@ -18,7 +18,7 @@ import sys
 import threading
 from types import FrameType
 
-from coalmine.controller.hooks import HttpHookRunner
+from coalmine.controller.hooks import HookDispatcher
 from coalmine.controller.leader import leadership_for
 from coalmine.controller.loop import Controller
 from coalmine.controller.plane import ControlPlane
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     feed = ChangeFeed(store)
     webhooks = EventWebhooks()
-    hooks = HttpHookRunner()
+    hooks = HookDispatcher()
     plane = ControlPlane(store, feed, sinks=[webhooks])
     controller = Controller(
         plane,

@@ -4,6 +4,11 @@ Each public method is one unit of work (`coalmine.store.uow`): a failure
 changes nothing, and every change writes an audit event and bumps the app's
 routing revision. Versions are immutable; a function's current version
 changes outside releases only while the app has no active release.
+
+A function declared with ``versions: published`` gets its Lambda function's
+published versions (`coalmine.core.ports.LambdaVersions`), asked for before
+the transaction opens: an AWS error applies nothing, and no transaction
+waits on AWS.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from coalmine.controller.analysis_settings import release_analysis
 from coalmine.controller.schemas import (
+    PUBLISHED,
     ApplyRead,
     AppRead,
     AppSpec,
@@ -23,10 +29,13 @@ from coalmine.controller.schemas import (
     VersionCreate,
     VersionRead,
 )
-from coalmine.core.errors import Conflict, InvalidInput
-from coalmine.core.model import Target, validate_name, validate_version_name
+from coalmine.controller.versions import check_version_name, register
+from coalmine.core.errors import Conflict, InvalidInput, UpstreamFailed
+from coalmine.core.model import Target, validate_name
+from coalmine.core.ports import LambdaVersions
 from coalmine.core.strategy import parse_strategy
-from coalmine.store.models import AppRow, FunctionRow, VersionRow
+from coalmine.integrations.lambda_versions import Boto3LambdaVersions
+from coalmine.store.models import AppRow, FunctionRow
 from coalmine.store.uow import UnitOfWork, Work
 
 __all__ = ["CatalogService", "check_settings"]
@@ -48,8 +57,13 @@ def _conflict_on_integrity_error(message: str) -> Iterator[None]:
 
 
 class CatalogService:
-    def __init__(self, uow: UnitOfWork) -> None:
+    """``lambda_versions`` lists a Lambda function's published versions (default: from AWS)."""
+
+    def __init__(self, uow: UnitOfWork, lambda_versions: LambdaVersions | None = None) -> None:
         self.uow = uow
+        self.lambda_versions = (
+            lambda_versions if lambda_versions is not None else Boto3LambdaVersions()
+        )
 
     # -- reads ---------------------------------------------------------------
     def list_apps(self) -> list[AppRead]:
@@ -120,39 +134,14 @@ class CatalogService:
     def register_version(
         self, app_name: str, function: str, version: VersionCreate, actor: str
     ) -> VersionRead:
-        validate_version_name(version.name)
+        check_version_name(version.name)
         target = Target.parse(version.target)
         clash = f"version {version.name} of {function} was registered at the same time"
         with _conflict_on_integrity_error(clash), self.uow() as w:
             app = w.apps.get(app_name)
             fn = w.apps.function(app, function)
-            row = self._register(w, app, fn, version.name, target, actor)
+            row = register(w, app, fn, version.name, target, actor)
             return VersionRead(name=row.name, target=row.target, created_at=row.created_at)
-
-    @staticmethod
-    def _register(
-        w: Work, app: AppRow, fn: FunctionRow, name: str, target: Target, actor: str
-    ) -> VersionRow:
-        existing = w.apps.version(fn, name)
-        if existing is not None:
-            if existing.target == target.ref:
-                raise Conflict(f"version {name} of {fn.name} is already registered")
-            raise Conflict(
-                f"version {name} of {fn.name} is registered with target {existing.target!r};"
-                " versions are immutable: register the new build under a new version name"
-            )
-        row = w.apps.add_version(
-            VersionRow(function_id=fn.id, name=name, target=target.ref, created_at=w.clock())
-        )
-        w.event(
-            app,
-            actor,
-            "version_registered",
-            f"{fn.name} {name} -> {target.ref}",
-            data={"function": fn.name, "version": name, "target": target.ref},
-        )
-        w.changed(app)
-        return row
 
     def set_current(self, app_name: str, function: str, version: str, actor: str) -> AppRead:
         """Set the version a function runs outside a release (only with no active release)."""
@@ -187,25 +176,33 @@ class CatalogService:
     def apply(self, spec: AppSpec, actor: str, *, dry_run: bool = False) -> ApplyRead:
         """Make the store hold what ``spec`` describes; applying twice changes nothing.
 
-        Creates the app, functions and versions that are missing, sets each
-        function's current version when it has none, and replaces the release
-        settings. A version that exists with another target is an error
-        (versions are immutable), as is changing a current version (that is
-        what releases are for).
+        Creates the app, functions and versions that are missing (a function
+        with ``versions: published`` gets every published version of its
+        Lambda function, named by its number), sets each function's current
+        version when it has none, and replaces the release settings. A version
+        that exists with another target is an error (versions are immutable),
+        as is changing a current version (that is what releases are for).
         """
         validate_name(spec.app, "app")
         check_settings(spec.release)
+        declared = self._declared_versions(spec)
         targets = {
             (fname, ver): Target.parse(ref)
-            for fname, fs in spec.functions.items()
-            for ver, ref in fs.versions.items()
+            for fname, versions in declared.items()
+            for ver, ref in versions.items()
         }
         for fname, fs in spec.functions.items():
-            for ver in fs.versions:
-                validate_version_name(ver)
-            if fs.current is not None and fs.current not in fs.versions:
+            for ver in declared[fname]:
+                check_version_name(ver)
+            if fs.current is not None and fs.current not in declared[fname]:
+                among = (
+                    f"the published versions of {fs.lambda_function}"
+                    f" ({', '.join(declared[fname]) or 'none'})"
+                    if fs.versions == PUBLISHED
+                    else "its versions"
+                )
                 raise InvalidInput(
-                    f"function {fname}: current version {fs.current!r} is not among its versions"
+                    f"function {fname}: current version {fs.current!r} is not among {among}"
                 )
         changes: list[str] = []
         # another apply may create the same app, function or version at the same time
@@ -227,11 +224,11 @@ class CatalogService:
                 if fn is None:
                     fn = self._add_function(w, app, fn_name, actor)
                     changes.append(f"create function {fn_name}")
-                for ver, _ref in sorted(fs.versions.items()):
+                for ver in sorted(declared[fn_name], key=_version_order):
                     target = targets[fn_name, ver]
                     existing = w.apps.version(fn, ver)
                     if existing is None:
-                        self._register(w, app, fn, ver, target, actor)
+                        register(w, app, fn, ver, target, actor)
                         changes.append(f"register {fn_name} {ver} -> {target.ref}")
                     elif existing.target != target.ref:
                         raise Conflict(
@@ -254,3 +251,23 @@ class CatalogService:
             if dry_run:
                 w.discard()
         return ApplyRead(app=spec.app, changed=bool(changes), changes=changes, dry_run=dry_run)
+
+    def _declared_versions(self, spec: AppSpec) -> dict[str, dict[str, str]]:
+        """Each function's versions (name -> target), published ones asked of AWS."""
+        out: dict[str, dict[str, str]] = {}
+        for fname, fs in spec.functions.items():
+            if isinstance(fs.versions, dict):
+                out[fname] = dict(fs.versions)
+                continue
+            assert fs.lambda_function is not None  # FunctionSpec requires it with published
+            try:
+                published = self.lambda_versions.published(fs.lambda_function)
+            except (InvalidInput, UpstreamFailed) as exc:
+                raise type(exc)(f"function {fname} (versions: published): {exc}") from None
+            out[fname] = {v.version: v.arn for v in published}
+        return out
+
+
+def _version_order(name: str) -> tuple[int, str]:
+    """Published versions by number (2 before 10), other names as they sort."""
+    return (int(name), "") if name.isdigit() else (0, name)

@@ -1,4 +1,6 @@
-"""Lifecycle hooks: `HttpHookRunner`, the HTTP implementation of `coalmine.core.ports.HookRunner`.
+"""Lifecycle hooks: `HttpHookRunner` (HTTP) and `HookDispatcher`, the runner the controller
+uses, which hands each hook to the runner of its kind (a ``url`` to `HttpHookRunner`, a
+``lambda`` to `coalmine.integrations.lambda_hooks.LambdaHookRunner`).
 
 A hook is CodeDeploy's ``before_allow_traffic`` (run before the first user
 sees the candidate) or ``after_allow_traffic`` (run once every user does,
@@ -18,26 +20,26 @@ from typing import Any
 import httpx
 
 from coalmine.controller.schemas import ReleaseRead
+from coalmine.core.attempts import MAX_BACKOFF, Attempt, backoff_delay, run_attempts
 from coalmine.core.machine import Hook
-from coalmine.core.ports import HookOutcome
+from coalmine.core.ports import HookOutcome, HookRunner
 from coalmine.core.records import HookConfig, ReleaseRecord
+from coalmine.integrations.lambda_hooks import LambdaHookRunner
 
-__all__ = ["HttpHookRunner", "hook_payload"]
+__all__ = ["MAX_BACKOFF", "HookDispatcher", "HttpHookRunner", "hook_payload"]
 
-MAX_BACKOFF = 2.0
-"""seconds: the longest pause between two attempts of a hook"""
 _BODY_EXCERPT = 200
 
 
 def hook_payload(release: ReleaseRecord, hook: Hook, attempt: int) -> dict[str, Any]:
-    """The JSON body POSTed to a hook.
+    """The JSON body POSTed to a hook (and a Lambda hook's event).
 
     The release is sent without its hooks' headers: they may hold another
     endpoint's credentials.
     """
     body = ReleaseRead.of(release).model_dump(mode="json")
     body["hooks"] = {
-        str(name): {"url": spec.url, "timeout": spec.timeout, "retries": spec.retries}
+        str(name): {k: v for k, v in spec.to_dict().items() if k != "headers"}
         for name, spec in release.hooks.items()
     }
     return {"hook": str(hook), "app": release.app, "release": body, "attempt": attempt}
@@ -75,25 +77,23 @@ class HttpHookRunner:
 
     def delay(self, attempt: int) -> float:
         """The pause after failed attempt ``attempt`` (1-based)."""
-        return float(min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)))
+        return backoff_delay(self.backoff, attempt)
 
     def run(self, release: ReleaseRecord, hook: Hook, spec: HookConfig) -> HookOutcome:
-        attempts = spec.retries + 1
-        problem = ""
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                self._sleep(self.delay(attempt - 1))
-            problem = self._attempt(release, hook, spec, attempt)
-            if not problem:
-                tries = f" on attempt {attempt}" if attempt > 1 else ""
-                return HookOutcome(True, f"{hook} hook {spec.url} passed{tries}")
-        plural = "s" if attempts > 1 else ""
-        return HookOutcome(
-            False, f"{hook} hook {spec.url} {problem} after {attempts} attempt{plural}"
+        return run_attempts(
+            f"{hook} hook {spec.where}",
+            lambda attempt: self._attempt(release, hook, spec, attempt),
+            retries=spec.retries,
+            backoff=self.backoff,
+            sleep=self._sleep,
         )
 
-    def _attempt(self, release: ReleaseRecord, hook: Hook, spec: HookConfig, attempt: int) -> str:
-        """One POST; an empty string when it passed, else what went wrong."""
+    def _attempt(
+        self, release: ReleaseRecord, hook: Hook, spec: HookConfig, attempt: int
+    ) -> Attempt:
+        """One POST."""
+        if spec.url is None:
+            return Attempt(f"is not an HTTP hook ({spec.where})", final=True)
         try:
             response = self._client.post(
                 spec.url,
@@ -102,10 +102,42 @@ class HttpHookRunner:
                 timeout=httpx.Timeout(spec.timeout),
             )
         except httpx.TimeoutException:
-            return f"timed out ({spec.timeout:g}s)"
+            return Attempt(f"timed out ({spec.timeout:g}s)")
         except httpx.HTTPError as exc:
-            return f"could not be reached ({type(exc).__name__}: {exc})"
+            return Attempt(f"could not be reached ({type(exc).__name__}: {exc})")
         if response.is_success:
-            return ""
+            return Attempt()
         excerpt = response.text.strip()[:_BODY_EXCERPT]
-        return f"answered {response.status_code}" + (f" ({excerpt!r})" if excerpt else "")
+        return Attempt(f"answered {response.status_code}" + (f" ({excerpt!r})" if excerpt else ""))
+
+
+class HookDispatcher:
+    """The `HookRunner` the controller runs: a ``url`` hook goes to ``http``, a ``lambda``
+    hook to ``lambda_`` (by default a new `HttpHookRunner`, and a `LambdaHookRunner` whose
+    event is `hook_payload`)."""
+
+    def __init__(self, http: HookRunner | None = None, lambda_: HookRunner | None = None) -> None:
+        self._owned: list[HttpHookRunner | LambdaHookRunner] = []
+        if http is None:
+            http = HttpHookRunner()
+            self._owned.append(http)
+        if lambda_ is None:
+            lambda_ = LambdaHookRunner(payload=hook_payload)
+            self._owned.append(lambda_)
+        self.http = http
+        self.lambda_ = lambda_
+
+    def run(self, release: ReleaseRecord, hook: Hook, spec: HookConfig) -> HookOutcome:
+        runner = self.lambda_ if spec.lambda_function is not None else self.http
+        return runner.run(release, hook, spec)
+
+    def close(self) -> None:
+        """Close the runners it made (runners given to it belong to the caller)."""
+        for runner in self._owned:
+            runner.close()
+
+    def __enter__(self) -> HookDispatcher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

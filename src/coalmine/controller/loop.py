@@ -181,7 +181,7 @@ class Controller:
             return self.hooks.run(release, hook, spec)
         except Exception as exc:  # a broken runner fails the hook: rollback wins
             log.exception("controller: release %s: %s hook runner failed", release.id, hook)
-            return HookOutcome(False, f"{hook} hook {spec.url} could not be run: {exc}")
+            return HookOutcome(False, f"{hook} hook {spec.where} could not be run: {exc}")
 
     # -- the loop ------------------------------------------------------------
     def start(self) -> None:

@@ -2,7 +2,8 @@
 
 Each implements one Protocol of `coalmine.core.ports` with no database and
 no network, and passes the same contract tests as the real implementation
-(``tests/controller/test_port_contracts.py``):
+(``tests/controller/test_port_contracts.py``; ``tests/ports/`` for
+`MemoryLambdaVersions`):
 
 | twin | port | the real one |
 |---|---|---|
@@ -10,6 +11,7 @@ no network, and passes the same contract tests as the real implementation
 | `MemoryMetrics` | `MetricsProvider` | `coalmine.controller.metrics.MetricsService` |
 | `ScriptedAlarm` | `AlarmSource` | `coalmine.integrations.prometheus.PrometheusAlarm` |
 | `CallableHookRunner` | `HookRunner` | `coalmine.controller.hooks.HttpHookRunner` |
+| `MemoryLambdaVersions` | `LambdaVersions` | `coalmine.integrations.lambda_versions.Boto3LambdaVersions` |
 
 (`coalmine.controller.leader.SoleLeadership` is the twin of `Leadership`.)
 Use them to drive a `coalmine.controller.loop.Controller` in a test or an
@@ -23,14 +25,20 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 from coalmine.core.alarms import AlarmEvaluation, EvaluationState, validate_alarm_name
-from coalmine.core.errors import Conflict, NotFound
+from coalmine.core.errors import Conflict, InvalidInput, NotFound
 from coalmine.core.histogram import VersionMetrics
 from coalmine.core.machine import Event, EventKind, Hook, transition
-from coalmine.core.model import Channel
-from coalmine.core.ports import HookOutcome, MetricsQuery, Transitioned
+from coalmine.core.model import Channel, unqualified_lambda_function
+from coalmine.core.ports import HookOutcome, MetricsQuery, PublishedVersion, Transitioned
 from coalmine.core.records import HookConfig, ReleaseRecord
 
-__all__ = ["CallableHookRunner", "MemoryMetrics", "MemoryReleaseStore", "ScriptedAlarm"]
+__all__ = [
+    "CallableHookRunner",
+    "MemoryLambdaVersions",
+    "MemoryMetrics",
+    "MemoryReleaseStore",
+    "ScriptedAlarm",
+]
 
 
 class MemoryReleaseStore:
@@ -183,8 +191,60 @@ class CallableHookRunner:
         try:
             answer = self.decide(release, hook, spec)
         except Exception as exc:  # a runner never raises: the hook fails
-            return HookOutcome(False, f"{hook} hook {spec.url} failed: {exc}")
+            return HookOutcome(False, f"{hook} hook {spec.where} failed: {exc}")
         if isinstance(answer, HookOutcome):
             return answer
         verdict = "passed" if answer else "failed"
-        return HookOutcome(bool(answer), f"{hook} hook {spec.url} {verdict}")
+        return HookOutcome(bool(answer), f"{hook} hook {spec.where} {verdict}")
+
+
+class MemoryLambdaVersions:
+    """Lambda functions of one account and region, and their published versions.
+
+    `create` a function, `publish` versions of it; `published` answers as AWS
+    would (by name or ARN; an unknown function is an InvalidInput in AWS's
+    words). Set ``failure`` to an exception to make every call raise it (AWS
+    unreachable). Every call's function is kept in ``calls``.
+    """
+
+    def __init__(self, *, region: str = "us-east-1", account: str = "123456789012") -> None:
+        self.region = region
+        self.account = account
+        self._lock = threading.Lock()
+        self._published: dict[str, int] = {}
+        self.failure: Exception | None = None
+        self.calls: list[str] = []
+
+    def arn(self, name: str) -> str:
+        """The unqualified ARN of function ``name``."""
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
+
+    def create(self, name: str) -> str:
+        """Create function ``name`` (only ``$LATEST``, no version yet); its ARN."""
+        with self._lock:
+            self._published.setdefault(name, 0)
+        return self.arn(name)
+
+    def publish(self, name: str, count: int = 1) -> list[PublishedVersion]:
+        """Publish ``count`` new versions of ``name``; the versions published."""
+        with self._lock:
+            first = self._published[name] + 1
+            self._published[name] += count
+        return [
+            PublishedVersion(str(n), f"{self.arn(name)}:{n}") for n in range(first, first + count)
+        ]
+
+    def published(self, function: str) -> list[PublishedVersion]:
+        self.calls.append(function)
+        if self.failure is not None:
+            raise self.failure
+        name = unqualified_lambda_function(function, "Lambda function")
+        bare = name.rsplit(":", 1)[-1]
+        with self._lock:
+            count = self._published.get(bare) if name in (bare, self.arn(bare)) else None
+        if count is None:
+            raise InvalidInput(
+                f"Lambda function {function!r}: AWS answered ResourceNotFoundException:"
+                f" Function not found: {self.arn(bare) if name == bare else name}"
+            )
+        return [PublishedVersion(str(n), f"{self.arn(bare)}:{n}") for n in range(1, count + 1)]

@@ -12,6 +12,11 @@ One service per concern, each over the same unit of work
 | ``metrics`` | `MetricsService` | per-version metric windows |
 | ``runs`` | `AnalysisRunService` | analysis-run records |
 | ``alarms`` | `AlarmService` | HTTP-raised alarms |
+
+``lambda_versions`` is where the catalog and the releases read a Lambda
+function's published versions (``versions: published``, a
+``latest-published`` candidate): AWS by default, through boto3 imported on
+first use (without the ``aws`` extra that use fails, naming the extra).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from coalmine.controller.metrics import MetricsService
 from coalmine.controller.releases import ReleaseService
 from coalmine.controller.runs import AnalysisRunService
 from coalmine.controller.snapshots import SnapshotService
+from coalmine.core.ports import LambdaVersions
+from coalmine.integrations.lambda_versions import Boto3LambdaVersions
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store
 from coalmine.store.uow import EventSink, UnitOfWork
@@ -41,10 +48,14 @@ class ControlPlane:
         *,
         clock: Callable[[], float] = time.time,
         sinks: Iterable[EventSink] = (),
+        lambda_versions: LambdaVersions | None = None,
     ) -> None:
         self.uow = UnitOfWork(store, feed, clock=clock, sinks=sinks)
-        self.catalog = CatalogService(self.uow)
-        self.releases = ReleaseService(self.uow)
+        self.lambda_versions = (
+            lambda_versions if lambda_versions is not None else Boto3LambdaVersions()
+        )
+        self.catalog = CatalogService(self.uow, self.lambda_versions)
+        self.releases = ReleaseService(self.uow, self.lambda_versions)
         self.snapshots = SnapshotService(self.uow)
         self.audit = AuditLog(self.uow)
         self.metrics = MetricsService(self.uow)

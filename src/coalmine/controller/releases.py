@@ -7,6 +7,12 @@ Optimistic concurrency (``row_version``) makes two writers of one release
 never both win: the loser gets `Conflict`. `rollback` (and `command`) own
 the retry on such a conflict, so the judge, an alarm and a hook's report
 all roll back the same way.
+
+A candidate ``latest-published`` is resolved when the release starts: the
+function's Lambda function (read off its registered Lambda versions) is
+asked for its newest published version before the transaction opens, and
+that version is registered (if it is not yet) in the transaction that
+starts the release.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from coalmine.controller.analysis_settings import release_analysis
-from coalmine.controller.schemas import ReleaseCreate, ReleaseSettings
+from coalmine.controller.schemas import LATEST_PUBLISHED, ReleaseCreate, ReleaseSettings
+from coalmine.controller.versions import lambda_function_of, register
 from coalmine.core.bucketing import new_salt
-from coalmine.core.errors import Conflict, InvalidInput, retry_on_conflict
+from coalmine.core.errors import Conflict, InvalidInput, UpstreamFailed, retry_on_conflict
 from coalmine.core.machine import (
     Command,
     Event,
@@ -32,12 +39,13 @@ from coalmine.core.machine import (
     start_progress,
     transition,
 )
-from coalmine.core.model import Phase, Release, RouteMode, Targeting
-from coalmine.core.ports import Transitioned
+from coalmine.core.model import Phase, Release, RouteMode, Target, Targeting
+from coalmine.core.ports import LambdaVersions, PublishedVersion, Transitioned
 from coalmine.core.records import EventRecord, ReleaseRecord
 from coalmine.core.strategy import parse_strategy
-from coalmine.store.models import ReleaseRow
-from coalmine.store.uow import UnitOfWork
+from coalmine.integrations.lambda_versions import Boto3LambdaVersions
+from coalmine.store.models import AppRow, FunctionRow, ReleaseRow
+from coalmine.store.uow import UnitOfWork, Work
 
 __all__ = ["ReleaseService", "Transitioned", "release_id_for"]
 
@@ -58,10 +66,16 @@ def release_id_for(app: str, seq: int) -> str:
 
 
 class ReleaseService:
-    """Implements `coalmine.core.ports.ReleaseStore` over the SQL store."""
+    """Implements `coalmine.core.ports.ReleaseStore` over the SQL store.
 
-    def __init__(self, uow: UnitOfWork) -> None:
+    ``lambda_versions`` resolves ``latest-published`` candidates (default: AWS).
+    """
+
+    def __init__(self, uow: UnitOfWork, lambda_versions: LambdaVersions | None = None) -> None:
         self.uow = uow
+        self.lambda_versions = (
+            lambda_versions if lambda_versions is not None else Boto3LambdaVersions()
+        )
 
     # -- reads ---------------------------------------------------------------
     def get(self, release_id: str) -> ReleaseRecord:
@@ -96,6 +110,7 @@ class ReleaseService:
 
     # -- start ---------------------------------------------------------------
     def start(self, app_name: str, req: ReleaseCreate, actor: str) -> ReleaseRecord:
+        newest = self._newest_published(app_name, req)
         try:
             with self.uow() as w:
                 app = w.apps.get(app_name, lock=True)
@@ -115,7 +130,20 @@ class ReleaseService:
                             f"function {fn.name} has no current version yet: set one"
                             " (current: in coalmine.yaml) before releasing a candidate"
                         )
-                for fn_name, ver in req.candidate.items():
+                changes = dict(req.candidate)
+                for fn_name, published in newest.items():
+                    changes[fn_name] = self._use_published(w, app, fn_name, published, actor)
+                if newest and all(current.get(fn) == ver for fn, ver in changes.items()):
+                    raise InvalidInput(
+                        "nothing to release: "
+                        + "; ".join(
+                            f"the newest published version of {fn} is {ver}, which it runs"
+                            if fn in newest
+                            else f"{fn} runs {ver}"
+                            for fn, ver in sorted(changes.items())
+                        )
+                    )
+                for fn_name, ver in changes.items():
                     if w.apps.version(w.apps.function(app, fn_name), ver) is None:
                         raise InvalidInput(
                             f"version {ver!r} of {fn_name} is not registered; register it first"
@@ -132,7 +160,7 @@ class ReleaseService:
                     id=release_id_for(app.name, seq),
                     app=app.name,
                     current=current,
-                    changes=req.candidate,
+                    changes=changes,
                     salt=new_salt(),
                     strategy=strategy,
                     route_mode=route_mode,
@@ -184,6 +212,45 @@ class ReleaseService:
                 f"app {app_name!r} already has an active release (started concurrently)"
             ) from None
         return out
+
+    def _newest_published(self, app_name: str, req: ReleaseCreate) -> dict[str, PublishedVersion]:
+        """The newest published version of each ``latest-published`` function's Lambda
+        function, asked of AWS outside any transaction."""
+        wanted = sorted(fn for fn, ver in req.candidate.items() if ver == LATEST_PUBLISHED)
+        if not wanted:
+            return {}
+        with self.uow() as w:
+            app = w.apps.get(app_name)
+            functions = {}
+            for fn_name in wanted:
+                fn = w.apps.function(app, fn_name)
+                functions[fn_name] = lambda_function_of(fn, w.apps.versions(fn))
+        newest: dict[str, PublishedVersion] = {}
+        for fn_name, function in functions.items():
+            try:
+                published = self.lambda_versions.published(function)
+            except (InvalidInput, UpstreamFailed) as exc:
+                raise type(exc)(f"function {fn_name} ({LATEST_PUBLISHED}): {exc}") from None
+            if not published:
+                raise InvalidInput(
+                    f"function {fn_name} ({LATEST_PUBLISHED}): Lambda function {function} has"
+                    " no published version: publish one first"
+                )
+            newest[fn_name] = published[-1]
+        return newest
+
+    @staticmethod
+    def _use_published(
+        w: Work, app: AppRow, fn_name: str, published: PublishedVersion, actor: str
+    ) -> str:
+        """The name of the version whose target is ``published``, registered under its
+        number if no version has that target yet."""
+        fn: FunctionRow = w.apps.function(app, fn_name)
+        for version in w.apps.versions(fn):
+            if version.target == published.arn:
+                return version.name
+        register(w, app, fn, published.version, Target.parse(published.arn), actor)
+        return published.version
 
     # -- transitions ---------------------------------------------------------
     def operate(

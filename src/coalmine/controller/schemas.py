@@ -8,9 +8,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from coalmine.core.model import NAME_PATTERN, VERSION_PATTERN
+from coalmine.core.model import (
+    NAME_PATTERN,
+    VERSION_PATTERN,
+    parse_lambda_function,
+    unqualified_lambda_function,
+)
 from coalmine.core.records import (
     AlarmRecord,
     AlarmState,
@@ -21,6 +36,8 @@ from coalmine.core.records import (
 )
 
 __all__ = [
+    "LATEST_PUBLISHED",
+    "PUBLISHED",
     "AlarmHandled",
     "AlarmRead",
     "AnalysisRunRead",
@@ -49,9 +66,16 @@ __all__ = [
 ]
 
 Role = Literal["admin", "deployer", "viewer", "sdk"]
+PUBLISHED = "published"
+"""``versions: published``: a function's versions are its Lambda function's published ones"""
+LATEST_PUBLISHED = "latest-published"
+"""a release candidate: the newest published version of the function's Lambda function"""
 # pydantic searches a pattern anywhere in the value: anchor it
 _NAME = f"^{NAME_PATTERN.pattern}$"
 _VERSION = f"^{VERSION_PATTERN.pattern}$"
+
+
+_VERSION_MAP = TypeAdapter(dict[str, str])
 
 
 class _In(BaseModel):
@@ -59,21 +83,59 @@ class _In(BaseModel):
 
 
 class HookSpec(_In):
-    """An HTTP webhook the controller calls; a non-2xx answer, a timeout or an error fails it."""
+    """A lifecycle hook: an HTTP webhook (``url``) or a Lambda function (``lambda``).
 
-    url: str = Field(pattern=r"^https?://\S+$")
+    A ``url`` hook fails on a non-2xx answer; a ``lambda`` hook, invoked
+    synchronously with the same JSON as its event, fails on a function error
+    or an answer ``{"status": "Failed"}``. Either fails on a timeout or an
+    error once its retries are spent.
+    """
+
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    lambda_function: str | None = Field(
+        default=None,
+        alias="lambda",
+        description="a Lambda function name or ARN, optionally :QUALIFIER (instead of url)",
+    )
     timeout: float = Field(default=10.0, gt=0, le=300, description="seconds per attempt")
     retries: int = Field(default=2, ge=0, le=10, description="extra attempts after a failure")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, description="sent with a url hook")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HookSpec:
+        if (self.url is None) == (self.lambda_function is None):
+            raise ValueError(
+                "a hook needs exactly one of url (an HTTP endpoint) and lambda (a function)"
+            )
+        if self.lambda_function is not None:
+            parse_lambda_function(self.lambda_function, "lambda")
+            if self.headers:
+                raise ValueError("headers go with a url hook; a lambda hook takes none")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``url`` or ``lambda``, never both with one null: the stored form of older releases."""
+        data: dict[str, Any] = handler(self)
+        data.pop("lambda_function", None)
+        data.pop("lambda", None)
+        if self.url is None:
+            data.pop("url", None)
+            data = {"lambda": self.lambda_function, **data}
+        return data
 
     def config(self) -> HookConfig:
-        return HookConfig(self.url, self.timeout, self.retries, dict(self.headers))
+        return HookConfig(
+            self.url,
+            self.timeout,
+            self.retries,
+            dict(self.headers),
+            lambda_function=self.lambda_function,
+        )
 
     @classmethod
     def of(cls, hook: HookConfig) -> HookSpec:
-        return cls(
-            url=hook.url, timeout=hook.timeout, retries=hook.retries, headers=dict(hook.headers)
-        )
+        return cls.model_validate(hook.to_dict())
 
 
 class TargetingSpec(_In):
@@ -102,10 +164,48 @@ class VersionCreate(_In):
 
 
 class FunctionSpec(_In):
-    versions: dict[str, str] = Field(default_factory=dict, description="version name -> target")
+    versions: dict[str, str] | Literal["published"] = Field(
+        default_factory=dict,
+        description="version name -> target; or `published`: every published version of"
+        " `lambda_function`, named by its number, its qualified ARN as the target",
+    )
+    lambda_function: str | None = Field(
+        default=None,
+        description="with `versions: published`: the Lambda function (a name, or an"
+        " unqualified ARN) whose published versions to register",
+    )
     current: str | None = Field(
         default=None, description="the version everyone runs outside a release (set once)"
     )
+
+    @field_validator("versions", mode="wrap")
+    @classmethod
+    def _versions(cls, value: object, _handler: ValidatorFunctionWrapHandler) -> object:
+        """The mapping or the word, each with its own errors (not a union's two lists)."""
+        if isinstance(value, str):
+            if value != PUBLISHED:
+                raise ValueError(
+                    f"versions is a mapping of version name to target, or the word"
+                    f" {PUBLISHED!r}; got {value!r}"
+                )
+            return value
+        return _VERSION_MAP.validate_python(value)
+
+    @model_validator(mode="after")
+    def _published_needs_a_function(self) -> FunctionSpec:
+        if self.versions == PUBLISHED:
+            if self.lambda_function is None:
+                raise ValueError(
+                    "versions: published needs lambda_function: the Lambda function (its name"
+                    " or unqualified ARN) whose published versions to register"
+                )
+            unqualified_lambda_function(self.lambda_function, "lambda_function")
+        elif self.lambda_function is not None:
+            raise ValueError(
+                "lambda_function goes with versions: published; with a mapping of versions,"
+                " drop it (each version's target names its Lambda version)"
+            )
+        return self
 
 
 class AppSpec(_In):
@@ -130,7 +230,10 @@ class ReleaseCreate(_In):
     """Start a release: the candidate versions, and settings over the app's defaults."""
 
     candidate: dict[str, str] = Field(
-        min_length=1, description="function -> version for each function that changes"
+        min_length=1,
+        description="function -> version for each function that changes; the version"
+        f" {LATEST_PUBLISHED!r} is the newest published version of the function's Lambda"
+        " function (registered if it is not yet)",
     )
     strategy: str | list[Any] | dict[str, Any] | None = None
     route_mode: Literal["user", "request"] | None = None

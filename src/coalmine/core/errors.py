@@ -1,7 +1,7 @@
 """The one domain error type of coalmine, and its input-validation kind.
 
-Outer layers map them to HTTP (400/422, 404, 409) and CLI exit codes (2 for
-bad input, 1 for a failed operation); every message says what to fix.
+Outer layers map them to HTTP (400/422, 404, 409, 502) and CLI exit codes (2
+for bad input, 1 for a failed operation); every message says what to fix.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ __all__ = [
     "Conflict",
     "InvalidInput",
     "NotFound",
+    "UpstreamFailed",
     "require_fields",
     "retry_on_conflict",
 ]
@@ -35,6 +36,13 @@ class NotFound(CoalmineError, LookupError):
 
 class Conflict(CoalmineError):
     """The request is valid but clashes with the current state (e.g. an active release)."""
+
+
+class UpstreamFailed(CoalmineError):
+    """A service coalmine asked on the caller's behalf (AWS) refused or could not be reached.
+
+    The message carries that service's own words; nothing was changed.
+    """
 
 
 def require_fields(data: Mapping[str, object], expected: Iterable[str], what: str) -> None:

@@ -37,6 +37,8 @@ __all__ = [
     "Version",
     "VersionMap",
     "freeze_versions",
+    "parse_lambda_function",
+    "unqualified_lambda_function",
     "validate_exposure",
     "validate_name",
     "validate_version_name",
@@ -51,6 +53,10 @@ _LAMBDA_ARN = re.compile(
 )
 _LAMBDA_SHORT = re.compile(r"lambda:[A-Za-z0-9_-]{1,64}:[A-Za-z0-9_$-]{1,128}")
 """``lambda:NAME:QUALIFIER``: region and account from the AWS configuration chain"""
+_LAMBDA_FUNCTION = re.compile(
+    r"(?P<function>(?:arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:)?[A-Za-z0-9_-]{1,64})"
+    r"(?::(?P<qualifier>[A-Za-z0-9_$-]{1,128}))?"
+)
 
 VersionMap = Mapping[str, str]
 """function name -> version name, for every function of an app."""
@@ -126,6 +132,35 @@ def validate_version_name(value: object) -> str:
             " starting with a letter or digit"
         )
     return value
+
+
+def parse_lambda_function(value: object, what: str) -> tuple[str, str | None]:
+    """(function, qualifier or None) of a Lambda function reference.
+
+    A reference is a function name or a function ARN
+    (``arn:aws:lambda:REGION:ACCOUNT:function:NAME``), either possibly ending in
+    ``:QUALIFIER`` (a version number or an alias). ``what`` names the field in
+    the message of the InvalidInput raised for anything else.
+    """
+    m = _LAMBDA_FUNCTION.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise InvalidInput(
+            f"invalid {what} {value!r}: give a Lambda function name (1-64 letters, digits,"
+            " '-' or '_') or its ARN, arn:aws:lambda:REGION:ACCOUNT:function:NAME"
+        )
+    return m.group("function"), m.group("qualifier")
+
+
+def unqualified_lambda_function(value: object, what: str) -> str:
+    """A Lambda function reference (see `parse_lambda_function`) that names no version or
+    alias; InvalidInput saying what to drop if it does."""
+    function, qualifier = parse_lambda_function(value, what)
+    if qualifier is not None:
+        raise InvalidInput(
+            f"{what} {value!r} names one version or alias ({qualifier!r}):"
+            f" give the function itself, {function!r}"
+        )
+    return function
 
 
 def validate_exposure(value: object) -> int:

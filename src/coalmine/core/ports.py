@@ -19,6 +19,8 @@ HTTP URL), the `Call` it is given, the ASGI ``Send`` it answers through, and
 
 Invoking a Lambda version: the `LambdaInvoker` the SDK's batch router
 forwards a channel's records through, and the `LambdaInvocation` it answers.
+Listing them: `LambdaVersions`, a function's `PublishedVersion`s, which the
+control plane registers as versions (``versions: published``).
 
 The controller's (the last section): `HookRunner` (lifecycle hooks),
 `AlarmSource` (an outside signal the analysis evaluates), `MetricsProvider`
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from coalmine.core.alarms import AlarmEvaluation
 from coalmine.core.histogram import VersionMetrics
@@ -49,11 +51,13 @@ __all__ = [
     "HookRunner",
     "LambdaInvocation",
     "LambdaInvoker",
+    "LambdaVersions",
     "Leadership",
     "ManagedSource",
     "Message",
     "MetricsProvider",
     "MetricsQuery",
+    "PublishedVersion",
     "RawHeaders",
     "Receive",
     "Record",
@@ -341,6 +345,35 @@ class LambdaInvoker(Protocol):
     """
 
     def invoke(self, function: str, qualifier: str, payload: bytes) -> LambdaInvocation: ...
+
+
+class PublishedVersion(NamedTuple):
+    """One published version of a Lambda function."""
+
+    version: str
+    """the number Lambda gave it: ``"1"``, ``"2"``, ..."""
+    arn: str
+    """its qualified ARN, ``arn:aws:lambda:REGION:ACCOUNT:function:NAME:VERSION``"""
+
+
+@runtime_checkable
+class LambdaVersions(Protocol):
+    """The published versions of a Lambda function, as the control plane registers them.
+
+    `coalmine.integrations.lambda_versions.Boto3LambdaVersions` asks AWS
+    (ListVersionsByFunction); `coalmine.controller.memory.MemoryLambdaVersions`
+    is the in-memory one.
+    """
+
+    def published(self, function: str) -> list[PublishedVersion]:
+        """Every published version of ``function`` (a name or an unqualified ARN), oldest
+        first, without ``$LATEST``; an empty list when none was published.
+
+        Raises `coalmine.core.errors.InvalidInput` when there is no such function
+        (or the reference is not valid), `coalmine.core.errors.UpstreamFailed` when
+        AWS cannot be asked; either message carries AWS's own words.
+        """
+        ...
 
 
 # -- the controller's ports ---------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from coalmine.core.errors import InvalidInput
 from coalmine.core.machine import EventKind, Hook, Progress, Transition
 from coalmine.core.model import Phase, Release, RouteMode, Targeting, VersionMap
 from coalmine.core.strategy import Strategy
@@ -34,14 +35,29 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class HookConfig:
-    """Where and how to call one lifecycle hook (validated by the API's ``HookSpec``)."""
+    """Where and how to call one lifecycle hook (validated by the API's ``HookSpec``).
 
-    url: str
+    A hook is an HTTP ``url`` or a Lambda function (``lambda_function``, a
+    name or an ARN, possibly qualified): exactly one of the two.
+    """
+
+    url: str | None = None
     timeout: float = 10.0
     """seconds per attempt"""
     retries: int = 2
     """extra attempts after a failure"""
     headers: Mapping[str, str] = field(default_factory=dict)
+    """HTTP headers sent with a ``url`` hook"""
+    lambda_function: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.lambda_function is None):
+            raise InvalidInput("a hook needs exactly one of url and lambda")
+
+    @property
+    def where(self) -> str:
+        """What the hook calls, as messages name it: the URL, or ``lambda <function>``."""
+        return self.url if self.url is not None else f"lambda {self.lambda_function}"
 
     @property
     def deadline(self) -> float:
@@ -49,12 +65,25 @@ class HookConfig:
         return self.timeout * (self.retries + 1) + 30.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Its stored (and wire) form: ``url`` or ``lambda``, timeout, retries, headers."""
+        where = {"url": self.url} if self.url is not None else {"lambda": self.lambda_function}
         return {
-            "url": self.url,
+            **where,
             "timeout": self.timeout,
             "retries": self.retries,
             "headers": dict(self.headers),
         }
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> HookConfig:
+        """From `to_dict`'s form; rows stored before Lambda hooks have only ``url``."""
+        return cls(
+            url=data.get("url"),
+            timeout=float(data.get("timeout", 10.0)),
+            retries=int(data.get("retries", 2)),
+            headers=dict(data.get("headers") or {}),
+            lambda_function=data.get("lambda"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

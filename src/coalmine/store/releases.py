@@ -119,15 +119,7 @@ class ReleaseRepository:
             targeting=Targeting(
                 frozenset(t.get("always_canary", ())), frozenset(t.get("never_canary", ()))
             ),
-            hooks={
-                Hook(name): HookConfig(
-                    url=h["url"],
-                    timeout=float(h.get("timeout", 10.0)),
-                    retries=int(h.get("retries", 2)),
-                    headers=dict(h.get("headers") or {}),
-                )
-                for name, h in (row.hooks or {}).items()
-            },
+            hooks={Hook(name): HookConfig.of(h) for name, h in (row.hooks or {}).items()},
             analysis=dict(row.analysis or {}),
             exposure=row.exposure,
             step=row.step,

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from coalmine import __version__
 from coalmine.controller.plane import ControlPlane
 from coalmine.controller.tokens import TokenService
+from coalmine.core.ports import LambdaVersions
 from coalmine.core.signing import Keyring
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store, open_store
@@ -56,6 +57,7 @@ def create_app(
     heartbeat: float = 15.0,
     signing_keys: Keyring | None = None,
     gateway_url: str | None = None,
+    lambda_versions: LambdaVersions | None = None,
 ) -> FastAPI:
     """The control plane over ``store`` (or a store opened from ``database_url``).
 
@@ -64,7 +66,8 @@ def create_app(
     passed in belongs to the caller. ``signing_keys`` (else
     ``COALMINE_SIGNING_KEYS``) sign the routing context of discovery answers;
     ``gateway_url`` (else ``COALMINE_GATEWAY_URL``) is where they send calls to
-    versions whose target is not a URL.
+    versions whose target is not a URL. ``lambda_versions`` lists the published
+    versions of Lambda functions (default: AWS, from the standard AWS chain).
     """
     if heartbeat <= 0:
         raise ValueError("heartbeat must be a positive number of seconds")
@@ -72,7 +75,7 @@ def create_app(
     owns_store = store is None
     store = store if store is not None else open_store(database_url)
     feed = ChangeFeed(store)
-    plane = ControlPlane(store, feed)
+    plane = ControlPlane(store, feed, lambda_versions=lambda_versions)
     tokens = TokenService(store)
 
     @asynccontextmanager

@@ -1,6 +1,8 @@
-"""One mapping of errors to HTTP: domain errors, validation errors, anything else.
+"""One mapping of errors to HTTP: domain errors, validation errors, a missing extra, anything else.
 
-Every error body is ``{"detail": "<what went wrong and what to fix>"}``;
+A feature whose optional dependency is not installed on the server (the
+``aws`` extra for versions read from AWS) is a 501 naming the extra. Every
+error body is ``{"detail": "<what went wrong and what to fix>"}``;
 validation errors (422) add ``errors``, one entry per bad field.
 """
 
@@ -14,7 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from coalmine.core.errors import CoalmineError, Conflict, InvalidInput, NotFound
+from coalmine._extras import MissingExtraError
+from coalmine.core.errors import CoalmineError, Conflict, InvalidInput, NotFound, UpstreamFailed
 from coalmine.core.machine import InvalidTransition
 
 __all__ = ["install_error_handlers", "status_of", "validation_detail"]
@@ -25,6 +28,7 @@ _STATUS: tuple[tuple[type[CoalmineError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (InvalidTransition, 409),
+    (UpstreamFailed, 502),
 )
 
 
@@ -68,6 +72,10 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": items}, status_code=422)
 
 
+async def _missing_extra(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"not available on this server: {exc}"}, status_code=501)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
@@ -78,4 +86,5 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CoalmineError, _coalmine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(MissingExtraError, _missing_extra)
     app.add_exception_handler(Exception, _unexpected)
