@@ -99,7 +99,8 @@ class AnalysisRunner:
     """Runs the judge and the release's alarms every interval; see the module docstring.
 
     ``metrics`` is where per-version metrics come from (by default the
-    control plane's `coalmine.controller.metrics.MetricsService`); ``transport`` is
+    control plane's `coalmine.controller.metrics.MetricsService`; a release whose
+    analysis says ``metrics: cloudwatch`` reads CloudWatch instead); ``transport`` is
     handed to the Prometheus alarms (tests). The runner also runs an `AlarmWatcher`
     over the HTTP-raised alarms on every call.
     """
@@ -260,7 +261,8 @@ class AnalysisRunner:
         """One analysis run of ``release`` at ``now``: (the stored run, transitions made)."""
         settings = spec.settings
         start = _window_start(release)
-        verdicts = self._verdicts(release, settings, start, now, self.metrics)
+        metrics = spec.metrics if spec.metrics is not None else self.metrics
+        verdicts = self._verdicts(release, settings, start, now, metrics)
         verdict = combine(verdicts)
         before = last.results.get("alarms", {}) if last is not None else {}
         alarms, fired, reports = self._alarms(release, spec.alarms, before)

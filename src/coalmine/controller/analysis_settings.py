@@ -1,10 +1,16 @@
-"""A release's ``analysis`` settings, read once: the judge's settings and the alarm sources.
+"""A release's ``analysis`` settings, read once: the judge's settings, the alarm sources,
+and where the judge's metrics come from.
 
 Read when a release is created or an app's defaults are set (bad settings
 are a 400 then) and once per release by the analysis step, never per tick.
 
-``namespace`` is the CloudWatch namespace of coalmine's EMF metrics
-(``coalmine`` by default), used to attribute CloudWatch alarms on them.
+Besides `AnalysisSettings`' fields and ``alarms``, the object may say where
+the metrics come from: ``metrics: cloudwatch`` (or ``metrics: {source:
+cloudwatch, ...checks}``) reads coalmine's per-version EMF metrics from
+CloudWatch (`coalmine.integrations.cloudwatch_metrics`); ``control-plane``,
+the default, the histograms SDKs and gateways send to the control plane.
+``namespace`` is the CloudWatch namespace of those EMF metrics (``coalmine``
+by default), also used to attribute CloudWatch alarms on them.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -19,22 +26,36 @@ import httpx
 from coalmine.core.analysis import AnalysisSettings
 from coalmine.core.attribution import DEFAULT_NAMESPACE, ReleaseScope
 from coalmine.core.errors import InvalidInput
-from coalmine.core.ports import AlarmSource
+from coalmine.core.ports import AlarmSource, MetricsProvider
 from coalmine.integrations.cloudwatch import CloudWatchAlarm, CloudWatchAlarmReader
+from coalmine.integrations.cloudwatch_metrics import CloudWatchMetrics
 from coalmine.integrations.prometheus import PrometheusAlarm
 
-__all__ = ["ReleaseAnalysis", "parse_alarms", "release_analysis"]
+__all__ = ["MetricsSource", "ReleaseAnalysis", "parse_alarms", "release_analysis"]
 
 _NAMESPACE = re.compile(r"[0-9A-Za-z._/#: -]{1,255}")  # CloudWatch's namespace characters
 
 
+class MetricsSource(StrEnum):
+    """Where the judge's per-version metrics come from."""
+
+    CONTROL_PLANE = "control-plane"
+    """the histograms SDKs and gateways send to the control plane (the default)"""
+    CLOUDWATCH = "cloudwatch"
+    """the per-version EMF metrics in CloudWatch: counts and percentiles, no histograms"""
+
+
 @dataclass(frozen=True, slots=True)
 class ReleaseAnalysis:
-    """A release's ``analysis`` object, read: the judge's settings and the alarms."""
+    """A release's ``analysis`` object, read: the judge's settings, the alarms, and the
+    metrics source."""
 
     settings: AnalysisSettings
     alarms: tuple[AlarmSource, ...] = ()
+    source: MetricsSource = MetricsSource.CONTROL_PLANE
     namespace: str = DEFAULT_NAMESPACE
+    metrics: MetricsProvider | None = None
+    """the release's own metrics provider (CloudWatch); None: the analysis step's default"""
 
 
 def release_analysis(
@@ -46,9 +67,9 @@ def release_analysis(
     """Read a release's ``analysis`` object; None when it is empty (no analysis).
 
     Every field of `AnalysisSettings.parse`, plus ``alarms`` (see
-    `parse_alarms`) and ``namespace`` (see the module docstring). ``scope``
-    makes the release's `ReleaseScope` for an EMF namespace: CloudWatch alarms
-    blame by it (asked only when one is listed).
+    `parse_alarms`), ``metrics`` naming the source and ``namespace`` (see the
+    module docstring). ``scope`` makes the release's `ReleaseScope` for an EMF
+    namespace: CloudWatch alarms blame by it (asked only when one is listed).
     Raises `InvalidInput` naming the problem.
     """
     if spec is None or (isinstance(spec, Mapping) and not spec):
@@ -57,6 +78,7 @@ def release_analysis(
         raise InvalidInput('analysis must be an object like {"interval": "1m", ...}')
     rest = {k: v for k, v in spec.items() if k not in ("alarms", "namespace")}
     try:
+        source, rest = _source(rest)
         namespace = _namespace(spec.get("namespace", DEFAULT_NAMESPACE))
         settings = AnalysisSettings.parse(rest)
         listed = spec.get("alarms")
@@ -66,7 +88,32 @@ def release_analysis(
         )
     except InvalidInput as exc:
         raise InvalidInput(f"analysis: {exc}") from None
-    return ReleaseAnalysis(settings, alarms, namespace)
+    metrics: MetricsProvider | None = None
+    if source is MetricsSource.CLOUDWATCH:
+        quantiles = [check.quantile for check in settings.latency]
+        metrics = CloudWatchMetrics(namespace, quantiles=quantiles)
+    return ReleaseAnalysis(settings, alarms, source, namespace, metrics)
+
+
+def _source(spec: dict[str, Any]) -> tuple[MetricsSource, dict[str, Any]]:
+    """The metrics source, and the settings without it."""
+    metrics = spec.get("metrics")
+    if isinstance(metrics, str):
+        value: object = metrics
+        spec = {k: v for k, v in spec.items() if k != "metrics"}
+    elif isinstance(metrics, Mapping) and "source" in metrics:
+        value = metrics["source"]
+        spec = {**spec, "metrics": {k: v for k, v in metrics.items() if k != "source"}}
+    else:
+        return MetricsSource.CONTROL_PLANE, spec
+    if isinstance(value, str) and value in set(MetricsSource):
+        return MetricsSource(value), spec
+    raise InvalidInput(
+        f"metrics {value!r} is not a metrics source: use 'cloudwatch' (the per-version EMF"
+        " metrics in CloudWatch) or 'control-plane' (the default: histograms sent to the"
+        ' control plane); checks go in an object, e.g. {"source": "cloudwatch",'
+        ' "latency_p99": {"max_increase_pct": 20}}'
+    )
 
 
 def _namespace(value: object) -> str:
