@@ -213,7 +213,7 @@ class CloudWatchAlarm:
         self.reader.watch(self.alarm)
 
     @staticmethod
-    def target(value: object, name: str) -> tuple[str | None, str]:
+    def locate(value: object, name: str) -> tuple[str | None, str]:
         """(region, alarm name) of a ``cloudwatch`` value: a name, or an alarm ARN."""
         if (
             not isinstance(value, str)
@@ -259,7 +259,7 @@ class CloudWatchAlarm:
                 ' "place-order-errors"}'
             )
         name = validate_alarm_name(spec["name"])
-        region, alarm = cls.target(spec["cloudwatch"], name)
+        region, alarm = cls.locate(spec["cloudwatch"], name)
         readers = readers if readers is not None else {}
         reader = readers.get(region)
         if reader is None:
