@@ -391,7 +391,7 @@ def test_release_analysis_reads_settings_and_alarms() -> None:
     assert spec.settings.interval == 30.0
     assert [a.name for a in spec.alarms] == ["p99"]
     with pytest.raises(InvalidInput, match=r"analysis: alarms\[1\]: unknown kind"):
-        release_analysis({"alarms": [{"name": "x", "cloudwatch": "arn"}]})
+        release_analysis({"alarms": [{"name": "x", "datadog": "monitor-1"}]})
 
 
 def test_combine_takes_the_worst_and_names_function_and_metric() -> None:

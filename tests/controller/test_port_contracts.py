@@ -9,7 +9,9 @@ a store, a real HTTP server, a real lock) and its in-memory twin
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +40,12 @@ from coalmine.core.ports import (
     MetricsProvider,
     ReleaseStore,
 )
+from coalmine.integrations.cloudwatch import CloudWatchAlarm
 from coalmine.integrations.lambda_hooks import LambdaHookRunner
 from coalmine.integrations.prometheus import PrometheusAlarm
 from coalmine.metrics.recorder import MetricWindow
 from coalmine.store.db import open_store
+from tests.aws import REGION, aws_environment
 from tests.aws.hook_functions import hook_functions
 from tests.controller import T0, FakeClock, HttpServer, start_release
 from tests.services import fresh_pg_database
@@ -220,28 +224,56 @@ def _prometheus(value: float) -> PrometheusAlarm:
     )
 
 
+def _cloudwatch(firing: bool) -> CloudWatchAlarm:
+    """A CloudWatch alarm on moto (the test runs inside `_aws`)."""
+    import boto3
+
+    cw = boto3.client("cloudwatch", region_name=REGION)
+    cw.put_metric_alarm(
+        AlarmName="shop-p99",
+        Namespace="coalmine",
+        MetricName="latency",
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=500,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    if firing:
+        cw.set_alarm_state(AlarmName="shop-p99", StateValue="ALARM", StateReason="p99 > 500")
+    return CloudWatchAlarm.from_spec({"name": "p99", "cloudwatch": "shop-p99"})
+
+
+def _aws() -> AbstractContextManager[object]:
+    moto = pytest.importorskip("moto")
+    stack = ExitStack()
+    stack.enter_context(aws_environment())
+    stack.enter_context(moto.mock_aws())
+    return stack
+
+
 ALARMS: dict[str, Callable[[bool], AlarmSource]] = {
     "prometheus": lambda firing: _prometheus(0.9 if firing else 0.1),
     "scripted": lambda firing: ScriptedAlarm(
         "p99", EvaluationState.FIRING if firing else EvaluationState.OK
     ),
+    "cloudwatch": _cloudwatch,
 }
 
 
-@pytest.mark.parametrize("make", list(ALARMS.values()), ids=list(ALARMS))
+@pytest.mark.parametrize("source_kind", list(ALARMS))
 @pytest.mark.parametrize("firing", [True, False], ids=["firing", "ok"])
-def test_an_alarm_source_says_its_state_with_its_name(
-    make: Callable[[bool], AlarmSource], firing: bool
-) -> None:
-    source = make(firing)
-    assert isinstance(source, AlarmSource)
-    assert source.name == "p99"
-    for at in (None, T0):
-        got = source.evaluate(at=at)
-        assert got.name == "p99"
-        assert got.state is (EvaluationState.FIRING if firing else EvaluationState.OK)
-        assert got.detail
-        assert set(got.to_dict()) == {"name", "state", "detail", "value"}
+def test_an_alarm_source_says_its_state_with_its_name(source_kind: str, firing: bool) -> None:
+    with _aws() if source_kind == "cloudwatch" else nullcontext():
+        source = ALARMS[source_kind](firing)
+        assert isinstance(source, AlarmSource)
+        assert source.name == "p99"
+        for at in (None, time.time()):  # now, and at a time (after the state was set)
+            got = source.evaluate(at=at)
+            assert got.name == "p99"
+            assert got.state is (EvaluationState.FIRING if firing else EvaluationState.OK)
+            assert got.detail
+            assert {"name", "state", "detail", "value"} <= set(got.to_dict())
 
 
 # -- HookRunner -----------------------------------------------------------------------

@@ -10,7 +10,10 @@ started), it:
    channel and the baseline version in the stable channel, and judges them
    (`coalmine.core.judge.judge`); the run's outcome is its worst function's;
 2. evaluates the release's alarm sources (Prometheus queries,
-   `coalmine.integrations.prometheus`);
+   `coalmine.integrations.prometheus`; CloudWatch alarms,
+   `coalmine.integrations.cloudwatch`); a firing alarm whose metrics blame
+   stable or no one version (an alias-wide CloudWatch alarm) does not roll
+   back on its own: it is reported, and the judge decides;
 3. folds the verdict into the `Tracker` stored with the previous run (so a
    restarted controller loses nothing) and writes an analysis-run record
    and an ``analysis`` audit event whose message is one readable line;
@@ -40,8 +43,9 @@ import httpx
 from coalmine.controller.alarms import AlarmWatcher
 from coalmine.controller.analysis_settings import ReleaseAnalysis, release_analysis
 from coalmine.controller.plane import ControlPlane
-from coalmine.core.alarms import AlarmEvaluation, EvaluationState
+from coalmine.core.alarms import AlarmEvaluation, EvaluationState, attributable
 from coalmine.core.analysis import AnalysisSettings
+from coalmine.core.attribution import ReleaseScope, release_scope
 from coalmine.core.errors import InvalidInput
 from coalmine.core.judge import judge
 from coalmine.core.machine import Command, EventKind
@@ -95,8 +99,9 @@ class AnalysisRunner:
     """Runs the judge and the release's alarms every interval; see the module docstring.
 
     ``metrics`` is where per-version metrics come from (by default the
-    control plane's `coalmine.controller.metrics.MetricsService`); ``transport`` is handed to
-    the Prometheus alarms (tests). The runner also runs an `AlarmWatcher`
+    control plane's `coalmine.controller.metrics.MetricsService`; a release whose
+    analysis says ``metrics: cloudwatch`` reads CloudWatch instead); ``transport`` is
+    handed to the Prometheus alarms (tests). The runner also runs an `AlarmWatcher`
     over the HTTP-raised alarms on every call.
     """
 
@@ -111,6 +116,7 @@ class AnalysisRunner:
         watcher: AlarmWatcher | None = None,
     ) -> None:
         self.releases = plane.releases
+        self.catalog = plane.catalog
         self.runs_store = plane.runs
         self.metrics: MetricsProvider = metrics if metrics is not None else plane.metrics
         self.watcher = (
@@ -170,7 +176,11 @@ class AnalysisRunner:
         spec = self._settings.get(release.id)
         if spec is None:
             try:
-                parsed = release_analysis(release.analysis, transport=self.transport)
+                parsed = release_analysis(
+                    release.analysis,
+                    transport=self.transport,
+                    scope=lambda namespace: self._scope(release, namespace),
+                )
                 assert parsed is not None  # only releases with analysis settings come here
                 spec = parsed
             except InvalidInput as exc:
@@ -179,6 +189,12 @@ class AnalysisRunner:
         if isinstance(spec, InvalidInput):
             raise spec
         return spec
+
+    def _scope(self, release: ReleaseRecord, namespace: str) -> ReleaseScope:
+        """What the release's CloudWatch alarms blame by: its versions and their targets."""
+        app = self.catalog.get_app(release.app)
+        targets = {f.name: {v.name: v.target for v in f.versions} for f in app.functions}
+        return release_scope(release, targets, namespace)
 
     def _step(
         self, release: ReleaseRecord, last: AnalysisRunRecord | None, fixed: float | None
@@ -245,7 +261,8 @@ class AnalysisRunner:
         """One analysis run of ``release`` at ``now``: (the stored run, transitions made)."""
         settings = spec.settings
         start = _window_start(release)
-        verdicts = self._verdicts(release, settings, start, now)
+        metrics = spec.metrics if spec.metrics is not None else self.metrics
+        verdicts = self._verdicts(release, settings, start, now, metrics)
         verdict = combine(verdicts)
         before = last.results.get("alarms", {}) if last is not None else {}
         alarms, fired, reports = self._alarms(release, spec.alarms, before)
@@ -263,11 +280,15 @@ class AnalysisRunner:
             elif state["state"] == EvaluationState.FIRING and not any(
                 e.name == name for e in fired
             ):
-                message += (
-                    f"; alarm {name} firing since before the release (not attributed)"
-                    if state["preexisting"]
-                    else f"; alarm {name} firing, not attributed until known to be new"
-                )
+                if state["preexisting"]:
+                    message += f"; alarm {name} firing since before the release (not attributed)"
+                elif state["preexisting"] is False:
+                    message += (
+                        f"; alarm {name} firing, not attributable to the candidate by its"
+                        " dimensions: the judge decides"
+                    )
+                else:
+                    message += f"; alarm {name} firing, not attributed until known to be new"
         results: dict[str, Any] = {
             "outcome": str(outcome),
             "reason": verdict.reason,
@@ -295,7 +316,12 @@ class AnalysisRunner:
         return run, done
 
     def _verdicts(
-        self, release: ReleaseRecord, settings: AnalysisSettings, since: float, until: float
+        self,
+        release: ReleaseRecord,
+        settings: AnalysisSettings,
+        since: float,
+        until: float,
+        metrics: MetricsProvider,
     ) -> dict[str, Verdict]:
         """Each changed function's verdict: canary candidate against stable baseline."""
         changed = release.changed
@@ -306,7 +332,7 @@ class AnalysisRunner:
         ]
         since = window_start(since)  # the metric window holding the start
         try:
-            got = self.metrics.metrics_for_many(release.app, queries, since=since, until=until)
+            got = metrics.metrics_for_many(release.app, queries, since=since, until=until)
         except Exception as exc:
             log.exception("analysis: release %s: cannot read the metrics", release.id)
             return {
@@ -335,6 +361,9 @@ class AnalysisRunner:
             preexisting = prev.get("preexisting")
             if now.state is EvaluationState.OK:
                 preexisting = False
+            elif now.state is EvaluationState.FIRING and now.since is not None:
+                # the source says when this firing began: the fix-forward rule needs no more
+                preexisting = not attributable(now.since, release.created_at)
             elif now.state is EvaluationState.FIRING and preexisting is None:
                 # first seen firing: was it already firing when the release was created?
                 past = source.evaluate(at=release.created_at)
@@ -344,8 +373,17 @@ class AnalysisRunner:
             data = {"alarm": source.name, **now.to_dict()}
             changed = prev.get("state") != now.state
             if now.state is EvaluationState.FIRING:
-                if preexisting is False:
+                if preexisting is False and now.rolls_back:
                     fired.append(now)
+                elif preexisting is False:
+                    seen = (prev.get("preexisting"), prev.get("blame"), prev.get("since"))
+                    if changed or seen != (False, data.get("blame"), now.since):
+                        text = (
+                            f"alarm {source.name} is in ALARM but not attributable to the"
+                            " candidate by its dimensions: no rollback on its own, the judge"
+                            f" decides whether the canary is to blame ({now.detail})"
+                        )
+                        reports.append((text, data))
                 elif changed or prev.get("preexisting") != preexisting:
                     text = (
                         f"alarm {source.name} was already firing when release {release.id} was"

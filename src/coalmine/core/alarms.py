@@ -8,7 +8,13 @@ release existed does (`attributable`). An alarm that cannot be evaluated is
 reported and never rolls back: nothing can be attributed to the canary from
 no answer. The sources themselves (HTTP-raised alarms in
 ``coalmine.controller.alarms``, Prometheus queries in
-``coalmine.integrations.prometheus``) implement `coalmine.core.ports.AlarmSource`.
+``coalmine.integrations.prometheus``, CloudWatch alarms in
+``coalmine.integrations.cloudwatch``) implement `coalmine.core.ports.AlarmSource`.
+
+A source that knows when its alarm started firing says so (``since``), and
+one that can tell whom its metrics blame says that too (``blame``, see
+`coalmine.core.attribution`): a firing alarm whose blame is not the
+candidate never rolls back on its own, the judge decides.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from coalmine.core.attribution import Blame
 from coalmine.core.errors import InvalidInput
 from coalmine.core.model import ACTIVE_PHASES
 from coalmine.core.records import AlarmRecord, AlarmState, ReleaseRecord
@@ -28,6 +35,7 @@ __all__ = [
     "AlarmEvaluation",
     "AlarmNoticeAction",
     "AlarmState",
+    "Blame",
     "EvaluationState",
     "alarm_actor",
     "attributable",
@@ -85,10 +93,30 @@ class AlarmEvaluation:
     state: EvaluationState
     detail: str
     value: float | None = None
+    since: float | None = None
+    """when the alarm entered its current state (Unix time), when the source knows"""
+    blame: Blame | None = None
+    """whom a firing alarm blames by its metrics; None: the source cannot tell (then the
+    fix-forward rule alone decides)"""
+
+    @property
+    def rolls_back(self) -> bool:
+        """Whether, firing and new, it rolls back on its own (its blame is not someone else)."""
+        return self.blame in (None, Blame.CANDIDATE)
 
     def to_dict(self) -> dict[str, Any]:
         value = self.value if self.value is not None and math.isfinite(self.value) else None
-        return {"name": self.name, "state": str(self.state), "detail": self.detail, "value": value}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "state": str(self.state),
+            "detail": self.detail,
+            "value": value,
+        }
+        if self.since is not None:
+            out["since"] = self.since
+        if self.blame is not None:
+            out["blame"] = str(self.blame)
+        return out
 
 
 def attributable(alarm_since: float, release_created_at: float) -> bool:

@@ -24,7 +24,14 @@ test that says the difference is real at the configured confidence:
   but with a worse tail is caught here, where a rank test is blind.
 
 An effect beyond the limit without significance is ``inconclusive``; within
-the limit is ``pass``. Too little traffic on either side (below
+the limit is ``pass``.
+
+Metrics from a statistics store (`coalmine.core.summary.SummarizedMetrics`,
+from CloudWatch) carry exact counts but only a percentile per side for
+latency: the error-rate test is the same; a latency quantile within the
+limit passes, and one beyond it is ``inconclusive`` (no distribution, so no
+test can say the difference is real): latency alone never fails a canary
+judged from percentiles. Too little traffic on either side (below
 ``min_requests``) makes every metric inconclusive: never a silent pass and
 never a rollback on its own. The comparison is always against stable in the
 same window, so a fault stable shares (an alarm already firing before the
@@ -45,6 +52,7 @@ from coalmine.core.analysis import AnalysisSettings, CustomCheck, ErrorRateCheck
 from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import LatencyHistogram
 from coalmine.core.stats import MannWhitney, fisher_greater, mann_whitney
+from coalmine.core.summary import LatencySummary, SummarizedMetrics
 from coalmine.core.tracker import Action, Tracker
 from coalmine.core.verdict import MetricResult, Outcome, Verdict
 
@@ -229,6 +237,63 @@ def _latency(
     )
 
 
+def _latency_summary(
+    check: LatencyCheck, canary: LatencySummary, stable: LatencySummary, min_requests: int
+) -> MetricResult:
+    """A latency quantile from one percentile per side: pass within the limit, else
+    inconclusive (there is no distribution to test)."""
+    name, label, source = check.name, _quantile_label(check), canary.source
+    if canary.count < min_requests or stable.count < min_requests:
+        return MetricResult(
+            name,
+            Outcome.INCONCLUSIVE,
+            f"too few latency measurements for {label} (canary {canary.count:,},"
+            f" stable {stable.count:,}, need {min_requests:,} each)",
+        )
+    c, s = canary.quantile(check.quantile), stable.quantile(check.quantile)
+    if c is None or s is None:
+        return MetricResult(
+            name,
+            Outcome.INCONCLUSIVE,
+            f"{source} gave no {label} (canary {c!r}, stable {s!r})",
+        )
+    change = (c / s - 1) * 100 if s > 0 else (0.0 if c <= 0 else math.inf)
+    limit = check.max_increase_pct
+    head = (
+        f"canary {label} {_ms(c)} vs stable {_ms(s)} ({_relative(change)}),"
+        f" limit +{_trim(limit, 2)}% ({source} percentiles)"
+    )
+    numbers: dict[str, Any] = {
+        "canary": c,
+        "stable": s,
+        "change": change,
+        "limit": limit,
+        "change_unit": "%",
+    }
+    if change <= limit:
+        return MetricResult(name, Outcome.PASS, head, **numbers)
+    return MetricResult(
+        name,
+        Outcome.INCONCLUSIVE,
+        f"{head}; {source} gives one {label} per side, not the distributions: no test can say"
+        " the difference is real, so it cannot fail the canary",
+        **numbers,
+    )
+
+
+def _summaries(canary: Traffic, stable: Traffic) -> tuple[LatencySummary, LatencySummary] | None:
+    """Both sides' latency summaries, or None when both have histograms."""
+    c, s = isinstance(canary, SummarizedMetrics), isinstance(stable, SummarizedMetrics)
+    if c != s:
+        raise InvalidInput(
+            "canary and stable metrics must come from one source: one has percentiles only,"
+            " the other a histogram"
+        )
+    if isinstance(canary, SummarizedMetrics) and isinstance(stable, SummarizedMetrics):
+        return canary.summary, stable.summary
+    return None
+
+
 def _is_number(value: object) -> TypeGuard[float]:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
@@ -315,6 +380,7 @@ def judge(
     if not canary.histogram.same_layout(stable.histogram):
         raise InvalidInput("canary and stable histograms must have the same layout to compare")
 
+    summaries = _summaries(canary, stable)
     gate = _traffic_gate(canary, stable, settings.min_requests)
     results: list[MetricResult] = []
     if gate is not None:
@@ -323,6 +389,9 @@ def judge(
         if settings.error_rate is not None:
             results.append(_error_rate(settings.error_rate, canary, stable))
         for check in settings.latency:
+            if summaries is not None:
+                results.append(_latency_summary(check, *summaries, settings.min_requests))
+                continue
             results.append(
                 _latency(check, canary.histogram, stable.histogram, settings.min_requests)
             )
