@@ -3,7 +3,8 @@
 `mocked_lambda` starts moto (no Docker) with fake credentials; `publish`
 creates a function and publishes distinct versions of it (moto, like AWS,
 publishes a new version only when the code changed); `alias_of` reads an
-alias back as the `AliasRouting` it routes as.
+alias back as the `AliasRouting` it routes as; `Sent` is a boto3 session
+whose clients record the Lambda requests they send.
 """
 
 from __future__ import annotations
@@ -67,3 +68,17 @@ def alias_of(client: Any, function: str, alias: str = "live") -> AliasRouting:
     got = client.get_alias(FunctionName=function, Name=alias)
     weights = (got.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     return AliasRouting(got["FunctionVersion"], weights)
+
+
+class Sent:
+    """A boto3 session whose clients record the URL of each Lambda request they send
+    (``operation``: only that one, e.g. ``UpdateAlias``)."""
+
+    def __init__(self, operation: str | None = None) -> None:
+        self.session = boto3.session.Session()
+        self.urls: list[str] = []
+        event = "before-send.lambda" + (f".{operation}" if operation else "")
+        self.session.events.register(event, self._sent)
+
+    def _sent(self, request: Any, **_: Any) -> None:
+        self.urls.append(request.url)

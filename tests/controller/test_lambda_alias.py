@@ -36,6 +36,7 @@ from coalmine.core.records import EventRecord, ReleaseRecord
 from coalmine.integrations.lambda_alias import Boto3LambdaAliases
 from coalmine.store.db import open_store
 from tests.aws import ACCOUNT, REGION
+from tests.aws.lambda_aliases import Sent, alias_of, mocked_lambda, publish
 from tests.controller import ACTOR, FakeClock, NoHooks
 
 APP = "food"
@@ -75,17 +76,22 @@ def plane(sqlite_url: str, clock: FakeClock) -> Iterator[ControlPlane]:
 
 @pytest.fixture
 def aws() -> Iterator[Any]:
-    from tests.aws.lambda_aliases import mocked_lambda, publish
-
     with mocked_lambda() as client:
         for name in FUNCTIONS:
             publish(client, name, versions=2)
         yield client
 
 
-def alias(client: Any, name: str) -> AliasRouting:
-    from tests.aws.lambda_aliases import alias_of
+def lambda_twin() -> MemoryLambdaAliases:
+    """Lambda in memory: each function with versions 1 and 2, and ``live`` on 1."""
+    twin = MemoryLambdaAliases()
+    for name in FUNCTIONS:
+        twin.publish(arn(name), "1", "2")
+        twin.create_alias(arn(name), "live", "1")
+    return twin
 
+
+def alias(client: Any, name: str) -> AliasRouting:
     return alias_of(client, name)
 
 
@@ -174,20 +180,6 @@ def alias_events(plane: ControlPlane, release_id: str) -> list[tuple[str, str, d
         for e in events(plane, release_id)
         if e.kind == "alias"
     ]
-
-
-class UpdateCalls:
-    """Counts the UpdateAlias requests a boto3 session's clients send."""
-
-    def __init__(self) -> None:
-        import boto3
-
-        self.session = boto3.session.Session()
-        self.sent: list[str] = []
-        self.session.events.register("before-send.lambda.UpdateAlias", self._sent)
-
-    def _sent(self, request: Any, **_: Any) -> None:
-        self.sent.append(request.url)
 
 
 # -- request mode: what CodeDeploy does ---------------------------------------------------
@@ -293,7 +285,7 @@ def test_a_user_mode_rollback_never_touches_the_alias(
     plane: ControlPlane, clock: FakeClock, aws: Any
 ) -> None:
     release = start(plane, "user")
-    calls = UpdateCalls()
+    calls = Sent("UpdateAlias")
     ctl = controller(plane, clock, Sleeps(), Boto3LambdaAliases(session=calls.session))
     ctl.tick()
     clock.advance(60)
@@ -302,7 +294,7 @@ def test_a_user_mode_rollback_never_touches_the_alias(
     ctl.tick()
     assert plane.releases.get(release.id).phase == "rolled_back"
     assert aliases(aws) == everywhere(AliasRouting("1"))
-    assert calls.sent == [], "the alias never left version 1: no UpdateAlias at all"
+    assert calls.urls == [], "the alias never left version 1: no UpdateAlias at all"
     assert "alias" not in kinds(plane, release.id)
 
 
@@ -364,10 +356,7 @@ def test_a_missing_alias_is_retried_then_pauses_the_release_with_aws_s_error(
 def test_a_call_that_fails_twice_then_passes_moves_the_alias(
     plane: ControlPlane, clock: FakeClock
 ) -> None:
-    twin = MemoryLambdaAliases()
-    for name in FUNCTIONS:
-        twin.publish(arn(name), "1", "2")
-        twin.create_alias(arn(name), "live", "1")
+    twin = lambda_twin()
     release = start(plane, "request")
     twin.fail_next(2)
     ctl = controller(plane, clock, sleeps := Sleeps(), twin)
@@ -382,10 +371,7 @@ def test_a_call_that_fails_twice_then_passes_moves_the_alias(
 def test_an_alias_that_will_not_move_holds_the_promotion_and_pauses_it(
     plane: ControlPlane, clock: FakeClock
 ) -> None:
-    twin = MemoryLambdaAliases()
-    for name in FUNCTIONS:
-        twin.publish(name, "1", "2")
-        twin.create_alias(name, "live", "1")
+    twin = lambda_twin()
     release = start(plane, "user", "10%:1m, 100%")
     ctl = controller(plane, clock, sleeps := Sleeps(), twin)
     ctl.tick()
@@ -421,10 +407,7 @@ def test_a_promoting_release_whose_alias_did_not_move_is_never_promoted(
 ) -> None:
     """Even when it cannot be paused (another writer keeps changing it first), a promoting
     release waits for its aliases: the loop does not promote it until they moved."""
-    twin = MemoryLambdaAliases()
-    for name in FUNCTIONS:
-        twin.publish(name, "1", "2")
-        twin.create_alias(name, "live", "1")
+    twin = lambda_twin()
     release = start(plane, "user")
     monkeypatch.setattr(plane.releases, "command", lambda *_a, **_k: False)
     sleeps = Sleeps()
@@ -450,10 +433,7 @@ def test_a_promoting_release_whose_alias_did_not_move_is_never_promoted(
 def test_a_rollback_completes_even_when_the_alias_cannot_be_reset_and_is_retried(
     plane: ControlPlane, clock: FakeClock
 ) -> None:
-    twin = MemoryLambdaAliases()
-    for name in FUNCTIONS:
-        twin.publish(name, "1", "2")
-        twin.create_alias(name, "live", "1")
+    twin = lambda_twin()
     release = start(plane, "request")
     sleeps = Sleeps()
     ctl = controller(plane, clock, sleeps, twin)
@@ -477,10 +457,7 @@ def test_a_rollback_completes_even_when_the_alias_cannot_be_reset_and_is_retried
 
 
 def test_retries_stop_within_the_budget(plane: ControlPlane, clock: FakeClock) -> None:
-    twin = MemoryLambdaAliases()
-    for name in FUNCTIONS:
-        twin.publish(name, "1", "2")
-        twin.create_alias(name, "live", "1")
+    twin = lambda_twin()
     release = start(plane, "request")
     sleeps = Sleeps()
     keeper = AliasKeeper(
@@ -519,13 +496,13 @@ def test_a_restarted_controller_re_applies_the_alias_and_writes_only_what_differ
         FunctionVersion="1",
         RoutingConfig={"AdditionalVersionWeights": {}},
     )
-    calls = UpdateCalls()
+    calls = Sent("UpdateAlias")
     restarted = controller(plane, clock, Sleeps(), Boto3LambdaAliases(session=calls.session))
     assert restarted.tick() == 0, "no step is due: only the alias is put right"
     assert aliases(aws) == everywhere(AliasRouting("1", {"2": 0.1}))
-    assert len(calls.sent) == 1, "place-order was right already: only ship-order is written"
+    assert len(calls.urls) == 1, "place-order was right already: only ship-order is written"
     assert restarted.tick() == 0
-    assert len(calls.sent) == 1, "nothing changed: no call at all"
+    assert len(calls.urls) == 1, "nothing changed: no call at all"
     assert alias_events(plane, release.id)[-1] == ("ship-order", "1", {"2": 0.1})
 
 

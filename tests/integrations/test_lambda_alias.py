@@ -11,28 +11,15 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 
 from coalmine.core.alias import AliasCallFailed, AliasRouting
 from coalmine.integrations.lambda_alias import Boto3LambdaAliases
 from tests.aws import ACCOUNT, aws_environment
+from tests.aws.lambda_aliases import Sent, mocked_lambda
 from tests.helpers import free_port
-
-boto3 = pytest.importorskip("boto3")
-
-
-class Sent:
-    """A boto3 session whose clients record the URL of every Lambda request they send."""
-
-    def __init__(self) -> None:
-        self.session = boto3.session.Session()
-        self.urls: list[str] = []
-        self.session.events.register("before-send.lambda", self._sent)
-
-    def _sent(self, request: Any, **_: Any) -> None:
-        self.urls.append(request.url)
 
 
 @pytest.fixture
@@ -42,8 +29,6 @@ def aws() -> Iterator[None]:
 
 
 def test_the_region_comes_from_the_arn_else_from_the_chain(aws: None) -> None:
-    from tests.aws.lambda_aliases import mocked_lambda
-
     with mocked_lambda():
         sent = Sent()
         aliases = Boto3LambdaAliases(session=sent.session)
@@ -86,7 +71,7 @@ def test_an_endpoint_that_never_answers_is_cut_off_at_the_read_timeout(
 
 
 def test_no_region_is_a_failed_call_that_says_so(
-    aws: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    aws: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
         monkeypatch.delenv(name, raising=False)
