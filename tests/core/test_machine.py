@@ -286,6 +286,13 @@ ALLOWED["running", Command.PAUSE] = Goes(
     EventKind.PAUSED,
     "paused: looks good",
 )
+# paused while promoting (a Lambda alias that would not move): parked on the last step,
+# with nothing left of its hold, so that resuming promotes again
+ALLOWED["promoting", Command.PAUSE] = Goes(
+    Progress(Phase.PAUSED, 2, BUCKETS, None, paused_remaining=0.0, reason="looks good"),
+    EventKind.PAUSED,
+    "paused: looks good",
+)
 ALLOWED["paused", Command.RESUME] = Goes(
     Progress(Phase.RUNNING, 0, 1000, NOW + 40),
     EventKind.RESUMED,
@@ -294,7 +301,7 @@ ALLOWED["paused", Command.RESUME] = Goes(
 FORBIDDEN = {
     Command.PROMOTE: "cannot promote a release that is {}",
     Command.ROLLBACK: "cannot roll back a release that is {}",
-    Command.PAUSE: "cannot pause a release that is {}; only a running one",
+    Command.PAUSE: "cannot pause a release that is {}; only a running or promoting one",
     Command.RESUME: "cannot resume a release that is {}; only a paused one",
 }
 OPERATORS = [
@@ -394,6 +401,31 @@ def test_pause_and_resume_keep_the_remaining_hold() -> None:
     assert (t.progress.step, t.progress.exposure) == (1, 5000)
 
 
+def test_a_release_paused_while_promoting_promotes_again_on_resume() -> None:
+    """Promoted by an operator from the first step, paused while its after hook ran:
+    resuming goes back to the last step (100%), and the next tick promotes again."""
+    hooks = frozenset({AFTER})
+    promoting = transition(S, hooks, RUNNING, Operator(Command.PROMOTE, 100))
+    assert promoting is not None
+    hook = transition(S, hooks, promoting.progress, Tick(100), hook_deadline=60)
+    assert hook is not None
+    assert hook.run_hook is AFTER
+    paused = transition(S, hooks, hook.progress, Operator(Command.PAUSE, 110, "alias"))
+    assert paused is not None
+    assert (paused.progress.phase, paused.progress.step, paused.progress.exposure) == (
+        Phase.PAUSED,
+        2,
+        BUCKETS,
+    )
+    assert transition(S, hooks, paused.progress, HookResult(AFTER, True, 111)) is None, "stale"
+    resumed = transition(S, hooks, paused.progress, Operator(Command.RESUME, 200))
+    assert resumed is not None
+    assert (resumed.progress.phase, resumed.progress.next_action_at) == (Phase.RUNNING, 200)
+    again = transition(S, hooks, resumed.progress, Tick(200))
+    assert again is not None
+    assert again.kind is EventKind.PROMOTING
+
+
 def test_a_hook_is_requested_again_after_its_deadline() -> None:
     """A controller that died while a hook ran: the hook runs again (at-least-once)."""
     hooks = frozenset({BEFORE})
@@ -464,7 +496,10 @@ def test_any_event_sequence_keeps_the_invariants(
         nxt = t.progress
         assert p.phase is not Phase.ROLLED_BACK, "a rolled-back release never changes"
         assert p.phase is not Phase.PROMOTED, "a promoted release never changes"
-        assert 0 <= nxt.step - p.step <= 1, "one step at most per transition"
+        if not (p.phase is Phase.PROMOTING and nxt.phase is Phase.PAUSED):
+            assert 0 <= nxt.step - p.step <= 1, "one step at most per transition"
+        else:
+            assert nxt.step == len(strategy.steps) - 1, "paused while promoting: on the last step"
         if nxt.phase in ACTIVE_OR_DONE:
             assert nxt.exposure >= p.exposure, "exposure only grows while a release goes on"
         if nxt.phase in (Phase.RUNNING, Phase.PAUSED):

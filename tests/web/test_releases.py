@@ -45,7 +45,9 @@ def test_release_lifecycle(web: Web) -> None:
     # operations the phase does not allow are 409 with the machine's message
     r = post(f"/v1/releases/{rid}/pause")
     assert r.status_code == 409
-    assert r.json() == {"detail": "cannot pause a release that is pending; only a running one"}
+    assert r.json() == {
+        "detail": "cannot pause a release that is pending; only a running or promoting one"
+    }
     r = post(f"/v1/releases/{rid}/resume")
     assert r.status_code == 409
     assert "only a paused one" in r.json()["detail"]
@@ -65,7 +67,7 @@ def test_release_lifecycle(web: Web) -> None:
     r = post(f"/v1/releases/{rid}/promote", {"reason": "looks good"})
     assert r.status_code == 200
     assert (r.json()["phase"], r.json()["exposure"]) == ("promoting", 10000)
-    assert post(f"/v1/releases/{rid}/pause").status_code == 409
+    assert post(f"/v1/releases/{rid}/resume").status_code == 409
     _tick(web, rid)
     rel = c.get(f"/v1/releases/{rid}", headers=view).json()
     assert rel["phase"] == "promoted"

@@ -7,7 +7,11 @@ step is one transaction of `ControlService.advance`, so all timing lives in
 the store: a controller killed at any moment and started again continues
 exactly where each release was, never skipping and never repeating a step.
 Each tick starts with the analysis step (`coalmine.controller.analysis`): the
-judge and the alarms, and the rollbacks and pauses they call for.
+judge and the alarms, and the rollbacks and pauses they call for; then the
+Lambda aliases of releases that changed elsewhere are put where their
+releases want them (`coalmine.controller.alias`), as they are after every
+transition the loop makes, before it makes the next: a release is never
+promoted before its aliases moved.
 `Controller.run_forever` adds leader election and sleeps until the next
 timer, or until the change feed says something changed (a new release, an
 operator's command), without polling in between.
@@ -20,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from coalmine.controller.alias import AliasKeeper, AliasSync
 from coalmine.controller.analysis import AnalysisRunner
 from coalmine.controller.plane import ControlPlane
 from coalmine.core.errors import Conflict, NotFound, retry_on_conflict
@@ -55,6 +60,7 @@ class Controller:
         interval: float = 1.0,
         actor: str = "controller",
         analysis: AnalysisRunner | None = None,
+        aliases: AliasKeeper | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
@@ -67,6 +73,8 @@ class Controller:
         self.actor = actor
         self.analysis = analysis if analysis is not None else AnalysisRunner(plane, clock=clock)
         """judges running releases and checks alarms at the start of every tick"""
+        self.aliases = aliases if aliases is not None else AliasKeeper(plane, actor=actor)
+        """keeps each release's Lambda alias where the release wants it"""
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,6 +96,7 @@ class Controller:
             made += self.analysis.run(now)
         except Exception:
             log.exception("controller: analysis failed")
+        made += self.aliases.reconcile()  # never raises
         try:
             due = self.releases.due(self._now(now))
         except Exception:
@@ -111,6 +120,9 @@ class Controller:
     def _drive(self, release_id: str, fixed: float | None) -> int:
         """Advance one release while it is due (bounded); the number of transitions made."""
         made = 0
+        if not self.aliases.ready(release_id):
+            log.info("controller: release %s: waiting for its Lambda aliases to move", release_id)
+            return 0
         while made < MAX_TRANSITIONS_PER_TICK:
             at = self._now(fixed)
             try:
@@ -124,19 +136,26 @@ class Controller:
             if outcome is None:
                 break
             made += 1
-            while outcome is not None and outcome.transition.run_hook is not None:
+            kept = self.aliases.keep(outcome.release)
+            stale = False
+            while self._may_go_on(release_id, kept) and outcome.transition.run_hook is not None:
                 hook = outcome.transition.run_hook
                 result = self._run_hook(outcome, hook)
                 level = logging.INFO if result.passed else logging.WARNING
                 log.log(level, "controller: release %s: %s", release_id, result.detail)
                 at = self._now(fixed)
-                outcome = self._report(
+                reported = self._report(
                     release_id, HookResult(hook, result.passed, at, result.detail)
                 )
-                if outcome is not None:
-                    made += 1
-            if outcome is None:
-                break  # the hook's result was stale: the release moved on meanwhile
+                if reported is None:
+                    stale = True  # the hook's result was stale: the release moved on meanwhile
+                    break
+                made += 1
+                outcome = reported
+                kept = self.aliases.keep(outcome.release)
+            made += kept is AliasSync.PAUSED
+            if stale or not self._may_go_on(release_id, kept):
+                break
             due = outcome.release.next_action_at
             if due is None or due > at:
                 break
@@ -147,6 +166,12 @@ class Controller:
                 made,
             )
         return made
+
+    def _may_go_on(self, release_id: str, kept: AliasSync) -> bool:
+        """Whether to drive a release on once its Lambda aliases were kept: not when it was
+        paused for them, nor while it is promoting and they did not move. Other failures
+        do not hold a release up (a rollback always completes); they are retried."""
+        return kept is not AliasSync.PAUSED and self.aliases.ready(release_id)
 
     def _advance(self, release_id: str, event: Tick | HookResult) -> Transitioned | None:
         outcome = self.releases.advance(release_id, event, actor=self.actor)
@@ -204,6 +229,7 @@ class Controller:
             if thread.is_alive():
                 log.warning("controller: the loop did not stop within %gs", timeout)
         self.leadership.release()
+        self.aliases.close()
 
     @property
     def running(self) -> bool:

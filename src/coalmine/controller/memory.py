@@ -12,6 +12,7 @@ no network, and passes the same contract tests as the real implementation
 | `ScriptedAlarm` | `AlarmSource` | `coalmine.integrations.prometheus.PrometheusAlarm` |
 | `CallableHookRunner` | `HookRunner` | `coalmine.controller.hooks.HttpHookRunner` |
 | `MemoryLambdaVersions` | `LambdaVersions` | `coalmine.integrations.lambda_versions.Boto3LambdaVersions` |
+| `MemoryLambdaAliases` | `LambdaAliases` | `coalmine.integrations.lambda_alias.Boto3LambdaAliases` |
 
 (`coalmine.controller.leader.SoleLeadership` is the twin of `Leadership`.)
 Use them to drive a `coalmine.controller.loop.Controller` in a test or an
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 from coalmine.core.alarms import AlarmEvaluation, EvaluationState, validate_alarm_name
+from coalmine.core.alias import AliasCallFailed, AliasRouting
 from coalmine.core.errors import Conflict, InvalidInput, NotFound
 from coalmine.core.histogram import VersionMetrics
 from coalmine.core.machine import Event, EventKind, Hook, transition
@@ -35,6 +37,7 @@ from coalmine.core.records import HookConfig, ReleaseRecord
 __all__ = [
     "CallableHookRunner",
     "MemoryLambdaVersions",
+    "MemoryLambdaAliases",
     "MemoryMetrics",
     "MemoryReleaseStore",
     "ScriptedAlarm",
@@ -248,3 +251,71 @@ class MemoryLambdaVersions:
                 f" Function not found: {self.arn(bare) if name == bare else name}"
             )
         return [PublishedVersion(str(n), f"{self.arn(bare)}:{n}") for n in range(1, count + 1)]
+
+
+class MemoryLambdaAliases:
+    """Lambda functions' published versions and aliases in dicts, checked as UpdateAlias checks.
+
+    `publish` and `create_alias` set the scene; `fail_next` makes the next
+    calls fail (a throttle, a missing permission) the way the boto3 one does.
+    A function is named by its bare name or its unqualified ARN, as with AWS.
+    ``calls`` keeps (operation, function, alias) of every call, in order.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[str, set[str]] = {}
+        self._aliases: dict[tuple[str, str], AliasRouting] = {}
+        self._failures: list[str] = []
+        self.calls: list[tuple[str, str, str]] = []
+
+    @staticmethod
+    def _name(function: str) -> str:
+        return function.rsplit(":", 1)[-1] if function.startswith("arn:") else function
+
+    def publish(self, function: str, *versions: str) -> None:
+        """Add published ``versions`` of ``function``."""
+        with self._lock:
+            self._versions.setdefault(self._name(function), set()).update(versions)
+
+    def create_alias(self, function: str, alias: str, version: str) -> None:
+        with self._lock:
+            self._aliases[self._name(function), alias] = AliasRouting(version)
+
+    def fail_next(self, times: int, message: str = "ThrottlingException: Rate exceeded") -> None:
+        """The next ``times`` calls raise `AliasCallFailed` with ``message``."""
+        with self._lock:
+            self._failures.extend([message] * times)
+
+    def _enter(self, operation: str, function: str, alias: str) -> tuple[str, str]:
+        self.calls.append((operation, function, alias))
+        if self._failures:
+            raise AliasCallFailed(self._failures.pop(0))
+        key = (self._name(function), alias)
+        if key not in self._aliases:
+            raise AliasCallFailed(
+                f"ResourceNotFoundException: Cannot find alias {alias} of function {function}"
+            )
+        return key
+
+    def get(self, function: str, alias: str) -> AliasRouting:
+        with self._lock:
+            return self._aliases[self._enter("GetAlias", function, alias)]
+
+    def update(self, function: str, alias: str, routing: AliasRouting) -> AliasRouting:
+        with self._lock:
+            key = self._enter("UpdateAlias", function, alias)
+            published = self._versions.get(key[0], set())
+            for version in (routing.version, *routing.weights):
+                if version not in published:
+                    raise AliasCallFailed(
+                        f"ResourceNotFoundException: Function not found: {function}:{version}"
+                    )
+            if any(not 0 <= w <= 1 for w in routing.weights.values()):
+                raise AliasCallFailed("InvalidParameterValueException: weights must be in [0, 1]")
+            if routing.version in routing.weights:
+                raise AliasCallFailed(
+                    "InvalidParameterValueException: the alias's own version cannot have a weight"
+                )
+            self._aliases[key] = routing
+            return routing

@@ -188,6 +188,7 @@ class ReleaseService:
                         exposure=p.exposure,
                         step=p.step,
                         next_action_at=p.next_action_at,
+                        lambda_alias=defaults.lambda_alias,
                         created_by=actor,
                         created_at=now,
                         updated_at=now,

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from coalmine.core.alias import validate_alias_name
 from coalmine.core.model import (
     NAME_PATTERN,
     VERSION_PATTERN,
@@ -156,6 +157,16 @@ class ReleaseSettings(_In):
         default_factory=list,
         description="URLs told of release events (started, step, promoted, rolled back)",
     )
+    lambda_alias: str | None = Field(
+        default=None,
+        description="the Lambda alias (SAM's AutoPublishAlias, e.g. 'live') coalmine keeps true"
+        " for every changed function whose versions are Lambda versions",
+    )
+
+    @field_validator("lambda_alias")
+    @classmethod
+    def _lambda_alias(cls, value: str | None) -> str | None:
+        return None if value is None else validate_alias_name(value)
 
 
 class VersionCreate(_In):
@@ -290,6 +301,7 @@ class ReleaseRead(BaseModel):
     analysis: dict[str, Any]
     next_action_at: float | None
     reason: str | None
+    lambda_alias: str | None = None
     created_by: str
     created_at: float
     updated_at: float
@@ -322,6 +334,7 @@ class ReleaseRead(BaseModel):
             analysis=dict(r.analysis),
             next_action_at=r.next_action_at,
             reason=r.reason,
+            lambda_alias=r.lambda_alias,
             created_by=r.created_by,
             created_at=r.created_at,
             updated_at=r.updated_at,

@@ -13,6 +13,7 @@ Phases::
     pending --(before hook passes | none)--> running --(each step's hold)--> ...
     ... last step's hold --> promoting --(after hook passes | none)--> promoted
     running <--> paused             any active phase --> rolling_back --> rolled_back
+    promoting --> paused (on the last step) --> running --> promoting
 """
 
 from __future__ import annotations
@@ -261,12 +262,21 @@ def _command(strategy: Strategy, p: Progress, event: Operator) -> Transition:
         why = f"promoted by an operator: {reason}" if reason else "promoted by an operator"
         return _promoting(p, now, why)
     if cmd is Command.PAUSE:
-        if phase is not Phase.RUNNING:
-            raise InvalidTransition(f"cannot pause a release that is {phase}; only a running one")
-        remaining = max(0.0, (p.next_action_at or now) - now)
+        if phase is Phase.PROMOTING:
+            # parked on the last step (100%) with no hold left: resuming promotes again,
+            # so a promotion that could not be finished (a Lambda alias that would not
+            # move) is tried anew, its after_allow_traffic hook included
+            step, remaining = len(strategy.steps) - 1, 0.0
+        elif phase is Phase.RUNNING:
+            step, remaining = p.step, max(0.0, (p.next_action_at or now) - now)
+        else:
+            raise InvalidTransition(
+                f"cannot pause a release that is {phase}; only a running or promoting one"
+            )
         nxt = replace(
             p,
             phase=Phase.PAUSED,
+            step=step,
             next_action_at=None,
             paused_remaining=remaining,
             reason=reason or None,

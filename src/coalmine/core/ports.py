@@ -26,6 +26,9 @@ The controller's (the last section): `HookRunner` (lifecycle hooks),
 `AlarmSource` (an outside signal the analysis evaluates), `MetricsProvider`
 (per-version metrics over a window), `Leadership` (who drives the rollouts)
 and `ReleaseStore` (the releases the loop drives).
+
+Keeping a Lambda alias true (the last section): `LambdaAliases`, reading and
+moving one alias of a Lambda function.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from coalmine.core.alarms import AlarmEvaluation
+from coalmine.core.alias import AliasRouting
 from coalmine.core.histogram import VersionMetrics
 from coalmine.core.machine import Event, Hook, Transition
 from coalmine.core.model import Channel, Decision
@@ -49,6 +53,7 @@ __all__ = [
     "HandlerClient",
     "HookOutcome",
     "HookRunner",
+    "LambdaAliases",
     "LambdaInvocation",
     "LambdaInvoker",
     "LambdaVersions",
@@ -484,4 +489,28 @@ class ReleaseStore(Protocol):
         self, release_id: str, event: Event, actor: str = "controller"
     ) -> Transitioned | None:
         """Feed the state machine a tick or a hook result; None when nothing changed."""
+        ...
+
+
+# -- keeping a Lambda alias true -------------------------------------------------------
+
+
+@runtime_checkable
+class LambdaAliases(Protocol):
+    """Reads and moves one alias of a Lambda function (GetAlias, UpdateAlias).
+
+    ``function`` is an unqualified ARN or a bare name (region and account from
+    the AWS configuration). Both methods raise
+    `coalmine.core.alias.AliasCallFailed`, with what AWS said, when the call
+    fails (no retries: the caller retries). `update` sets the alias's
+    ``FunctionVersion`` and replaces its additional version weights with
+    ``routing.weights`` (none: the alias sends everything to ``version``).
+    `coalmine.integrations.lambda_alias.Boto3LambdaAliases` is the boto3 one;
+    `coalmine.controller.memory.MemoryLambdaAliases` the in-memory twin.
+    """
+
+    def get(self, function: str, alias: str) -> AliasRouting: ...
+
+    def update(self, function: str, alias: str, routing: AliasRouting) -> AliasRouting:
+        """Move the alias; what it routes as afterwards."""
         ...

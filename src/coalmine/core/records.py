@@ -114,6 +114,9 @@ class ReleaseRecord:
     started_at: float | None
     """when users first reached the candidate (the judge's window starts here)"""
     row_version: int
+    lambda_alias: str | None = None
+    """the Lambda alias kept true for its changed functions (the app's
+    ``release.lambda_alias`` when it started); None: none is kept"""
 
     @property
     def changed(self) -> list[str]:

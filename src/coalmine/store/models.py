@@ -130,6 +130,8 @@ class ReleaseRow(Base):
     started_at: Mapped[float | None] = mapped_column(Float, default=None)
     """when users first reached the candidate: the judge's window starts here"""
     row_version: Mapped[int] = mapped_column(Integer, default=1)
+    lambda_alias: Mapped[str | None] = mapped_column(String(128), default=None)
+    """the Lambda alias the controller keeps true (the app's release.lambda_alias at start)"""
 
     __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
 

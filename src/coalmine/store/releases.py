@@ -132,4 +132,5 @@ class ReleaseRepository:
             finished_at=row.finished_at,
             started_at=row.started_at,
             row_version=row.row_version,
+            lambda_alias=row.lambda_alias,
         )

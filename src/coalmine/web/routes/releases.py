@@ -66,7 +66,7 @@ def release_events(
 _OPERATIONS = {
     Command.PROMOTE: "Promote now",
     Command.ROLLBACK: "Roll back now",
-    Command.PAUSE: "Pause a running release",
+    Command.PAUSE: "Pause a running or promoting release",
     Command.RESUME: "Resume a paused release",
 }
 
