@@ -30,10 +30,12 @@ from coalmine.controller.schemas import (
     VersionRead,
 )
 from coalmine.controller.versions import check_version_name, register
+from coalmine.core.alias import AliasCallFailed
 from coalmine.core.errors import Conflict, InvalidInput, UpstreamFailed
 from coalmine.core.model import Target, validate_name
-from coalmine.core.ports import LambdaVersions
+from coalmine.core.ports import LambdaAliases, LambdaVersions
 from coalmine.core.strategy import parse_strategy
+from coalmine.integrations.lambda_alias import Boto3LambdaAliases
 from coalmine.integrations.lambda_versions import Boto3LambdaVersions
 from coalmine.store.models import AppRow, FunctionRow
 from coalmine.store.uow import UnitOfWork, Work
@@ -57,13 +59,20 @@ def _conflict_on_integrity_error(message: str) -> Iterator[None]:
 
 
 class CatalogService:
-    """``lambda_versions`` lists a Lambda function's published versions (default: from AWS)."""
+    """``lambda_versions`` lists a Lambda function's published versions (default: from
+    AWS); ``lambda_aliases`` reads the alias that tells which of them runs now."""
 
-    def __init__(self, uow: UnitOfWork, lambda_versions: LambdaVersions | None = None) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        lambda_versions: LambdaVersions | None = None,
+        lambda_aliases: LambdaAliases | None = None,
+    ) -> None:
         self.uow = uow
         self.lambda_versions = (
             lambda_versions if lambda_versions is not None else Boto3LambdaVersions()
         )
+        self.lambda_aliases = lambda_aliases if lambda_aliases is not None else Boto3LambdaAliases()
 
     # -- reads ---------------------------------------------------------------
     def list_apps(self) -> list[AppRead]:
@@ -186,6 +195,7 @@ class CatalogService:
         validate_name(spec.app, "app")
         check_settings(spec.release)
         declared = self._declared_versions(spec)
+        aliased = self._alias_versions(spec, declared)
         targets = {
             (fname, ver): Target.parse(ref)
             for fname, versions in declared.items()
@@ -236,6 +246,13 @@ class CatalogService:
                             f" {existing.target!r}, the file says {target.ref!r}; versions are"
                             " immutable: give the new build a new version name"
                         )
+                if fs.current is None and fn.current_version is None and fn_name in aliased:
+                    version = aliased[fn_name]
+                    self._set_current(w, app, fn, version, actor)
+                    changes.append(
+                        f"set {fn_name} current version {version}"
+                        f" (alias {spec.release.lambda_alias} of {fs.lambda_function} routes to it)"
+                    )
                 if fs.current is not None and fn.current_version != fs.current:
                     if fn.current_version is None:
                         self._set_current(w, app, fn, fs.current, actor)
@@ -265,6 +282,28 @@ class CatalogService:
             except (InvalidInput, UpstreamFailed) as exc:
                 raise type(exc)(f"function {fname} (versions: published): {exc}") from None
             out[fname] = {v.version: v.arn for v in published}
+        return out
+
+    def _alias_versions(self, spec: AppSpec, declared: dict[str, dict[str, str]]) -> dict[str, str]:
+        """The version ``release.lambda_alias`` routes to, per published function with no
+        ``current`` in the file: the version running now, what a release starts from.
+
+        A function whose alias cannot be read (no such alias yet) gets none: a release
+        of it then says to set ``current``.
+        """
+        alias = spec.release.lambda_alias
+        out: dict[str, str] = {}
+        if alias is None:
+            return out
+        for fname, fs in spec.functions.items():
+            if fs.versions != PUBLISHED or fs.current is not None or fs.lambda_function is None:
+                continue
+            try:
+                routing = self.lambda_aliases.get(fs.lambda_function, alias)
+            except AliasCallFailed:
+                continue
+            if routing.version in declared[fname]:
+                out[fname] = routing.version
         return out
 
 

@@ -17,6 +17,9 @@ One service per concern, each over the same unit of work
 function's published versions (``versions: published``, a
 ``latest-published`` candidate): AWS by default, through boto3 imported on
 first use (without the ``aws`` extra that use fails, naming the extra).
+``lambda_aliases`` is where the catalog reads which published version a
+function's alias (``release.lambda_alias``) routes to, the default current
+version of a ``versions: published`` function (AWS by default too).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from coalmine.controller.metrics import MetricsService
 from coalmine.controller.releases import ReleaseService
 from coalmine.controller.runs import AnalysisRunService
 from coalmine.controller.snapshots import SnapshotService
-from coalmine.core.ports import LambdaVersions
+from coalmine.core.ports import LambdaAliases, LambdaVersions
 from coalmine.integrations.lambda_versions import Boto3LambdaVersions
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store
@@ -49,12 +52,13 @@ class ControlPlane:
         clock: Callable[[], float] = time.time,
         sinks: Iterable[EventSink] = (),
         lambda_versions: LambdaVersions | None = None,
+        lambda_aliases: LambdaAliases | None = None,
     ) -> None:
         self.uow = UnitOfWork(store, feed, clock=clock, sinks=sinks)
         self.lambda_versions = (
             lambda_versions if lambda_versions is not None else Boto3LambdaVersions()
         )
-        self.catalog = CatalogService(self.uow, self.lambda_versions)
+        self.catalog = CatalogService(self.uow, self.lambda_versions, lambda_aliases)
         self.releases = ReleaseService(self.uow, self.lambda_versions)
         self.snapshots = SnapshotService(self.uow)
         self.audit = AuditLog(self.uow)
