@@ -6,7 +6,7 @@ calls it counts); `LambdaContext` is the context object Lambda passes;
 `sqs_record` / `kinesis_record` build the records Lambda's event source
 mappings deliver; `InProcessInvoker` is a `LambdaInvoker` that runs each
 version's handler in this process, as Lambda Invoke would, and keeps what it
-was sent.
+was sent. `cloudwatch_clock` makes a test's fake clock moto's CloudWatch clock.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.core.strategy import parse_strategy
 from coalmine.sdk.router import StaticRouter
+from tests.helpers import FakeClock
 
 APP = "orders"
 FUNCTION = "notify-user"
@@ -222,3 +223,17 @@ def aws_environment() -> Iterator[None]:
         yield
     finally:
         mp.undo()
+
+
+def cloudwatch_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """A fake clock that is also moto's CloudWatch clock (alarm timestamps), so an alarm's
+    ``StateUpdatedTimestamp`` and a release's times compare as in production."""
+    from datetime import UTC, datetime
+
+    fake = FakeClock()
+
+    def utcnow() -> datetime:
+        return datetime.fromtimestamp(fake.now, UTC).replace(tzinfo=None)
+
+    monkeypatch.setattr("moto.cloudwatch.models.utcnow", utcnow)
+    return fake

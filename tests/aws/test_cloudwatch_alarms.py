@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from coalmine.core.errors import InvalidInput
 from coalmine.core.records import ReleaseRecord
 from coalmine.integrations.cloudwatch import CloudWatchAlarm, CloudWatchAlarmReader
 from coalmine.store.db import open_store
-from tests.aws import ACCOUNT, REGION, aws_environment
+from tests.aws import ACCOUNT, REGION, aws_environment, cloudwatch_clock
 from tests.controller import NoHooks
 from tests.helpers import FakeClock
 
@@ -48,14 +47,7 @@ def aws() -> Iterator[Any]:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """The controller's clock, which is also moto's CloudWatch clock (alarm timestamps)."""
-    fake = FakeClock()
-
-    def utcnow() -> datetime:
-        return datetime.fromtimestamp(fake.now, UTC).replace(tzinfo=None)
-
-    monkeypatch.setattr("moto.cloudwatch.models.utcnow", utcnow)
-    return fake
+    return cloudwatch_clock(monkeypatch)
 
 
 @pytest.fixture

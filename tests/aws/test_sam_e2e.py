@@ -24,7 +24,6 @@ elsewhere; what this test follows is AWS's view of the release).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from coalmine.controller.schemas import AppSpec, ReleaseCreate
 from coalmine.core.alias import AliasRouting
 from coalmine.core.records import ReleaseRecord
 from coalmine.store.db import open_store
-from tests.aws import ACCOUNT, REGION
+from tests.aws import ACCOUNT, REGION, cloudwatch_clock
 from tests.aws.lambda_aliases import alias_of, mocked_lambda, publish
 from tests.aws.moto_lambda import aws_version_listing
 from tests.helpers import FakeClock
@@ -57,14 +56,7 @@ ALARM = "food-ordering-canary-errors-prod"
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """The controller's clock, which is also moto's CloudWatch clock (alarm timestamps)."""
-    fake = FakeClock()
-
-    def utcnow() -> datetime:
-        return datetime.fromtimestamp(fake.now, UTC).replace(tzinfo=None)
-
-    monkeypatch.setattr("moto.cloudwatch.models.utcnow", utcnow)
-    return fake
+    return cloudwatch_clock(monkeypatch)
 
 
 @pytest.fixture

@@ -184,26 +184,29 @@ def _error_rate(check: ErrorRateCheck, canary: Traffic, stable: Traffic) -> Metr
     return MetricResult("error_rate", Outcome.INCONCLUSIVE, reason, p_value=p, note=note, **numbers)
 
 
-def _latency(
-    check: LatencyCheck, canary: LatencyHistogram, stable: LatencyHistogram, min_requests: int
-) -> MetricResult:
-    name, label = check.name, _quantile_label(check)
-    if canary.count < min_requests or stable.count < min_requests:
-        return MetricResult(
-            name,
-            Outcome.INCONCLUSIVE,
-            f"too few latency measurements for {label} (canary {canary.count:,},"
-            f" stable {stable.count:,}, need {min_requests:,} each)",
-        )
-    c = canary.quantile(check.quantile)
-    s = stable.quantile(check.quantile)
-    if c is None or s is None:  # pragma: no cover - both histograms hold values here
-        raise AssertionError("empty histogram past the traffic check")
+def _too_few(
+    check: LatencyCheck, canary: int, stable: int, min_requests: int
+) -> MetricResult | None:
+    """The inconclusive result of a latency check short of measurements, else None."""
+    if canary >= min_requests and stable >= min_requests:
+        return None
+    return MetricResult(
+        check.name,
+        Outcome.INCONCLUSIVE,
+        f"too few latency measurements for {_quantile_label(check)} (canary {canary:,},"
+        f" stable {stable:,}, need {min_requests:,} each)",
+    )
+
+
+def _compared(
+    check: LatencyCheck, c: float, s: float, source: str = ""
+) -> tuple[float, float, str, dict[str, Any]]:
+    """The change of canary ``c`` over stable ``s`` (%), the limit, the sentence and numbers."""
     change = (c / s - 1) * 100 if s > 0 else (0.0 if c <= 0 else math.inf)
     limit = check.max_increase_pct
     head = (
-        f"canary {label} {_ms(c)} vs stable {_ms(s)} ({_relative(change)}),"
-        f" limit +{_trim(limit, 2)}%"
+        f"canary {_quantile_label(check)} {_ms(c)} vs stable {_ms(s)} ({_relative(change)}),"
+        f" limit +{_trim(limit, 2)}%{source}"
     )
     numbers: dict[str, Any] = {
         "canary": c,
@@ -212,6 +215,21 @@ def _latency(
         "limit": limit,
         "change_unit": "%",
     }
+    return change, limit, head, numbers
+
+
+def _latency(
+    check: LatencyCheck, canary: LatencyHistogram, stable: LatencyHistogram, min_requests: int
+) -> MetricResult:
+    name, label = check.name, _quantile_label(check)
+    few = _too_few(check, canary.count, stable.count, min_requests)
+    if few is not None:
+        return few
+    c = canary.quantile(check.quantile)
+    s = stable.quantile(check.quantile)
+    if c is None or s is None:  # pragma: no cover - both histograms hold values here
+        raise AssertionError("empty histogram past the traffic check")
+    change, limit, head, numbers = _compared(check, c, s)
     if change <= limit:
         return MetricResult(name, Outcome.PASS, head, **numbers)
     if check.quantile >= TAIL_QUANTILE:
@@ -243,13 +261,9 @@ def _latency_summary(
     """A latency quantile from one percentile per side: pass within the limit, else
     inconclusive (there is no distribution to test)."""
     name, label, source = check.name, _quantile_label(check), canary.source
-    if canary.count < min_requests or stable.count < min_requests:
-        return MetricResult(
-            name,
-            Outcome.INCONCLUSIVE,
-            f"too few latency measurements for {label} (canary {canary.count:,},"
-            f" stable {stable.count:,}, need {min_requests:,} each)",
-        )
+    few = _too_few(check, canary.count, stable.count, min_requests)
+    if few is not None:
+        return few
     c, s = canary.quantile(check.quantile), stable.quantile(check.quantile)
     if c is None or s is None:
         return MetricResult(
@@ -257,19 +271,7 @@ def _latency_summary(
             Outcome.INCONCLUSIVE,
             f"{source} gave no {label} (canary {c!r}, stable {s!r})",
         )
-    change = (c / s - 1) * 100 if s > 0 else (0.0 if c <= 0 else math.inf)
-    limit = check.max_increase_pct
-    head = (
-        f"canary {label} {_ms(c)} vs stable {_ms(s)} ({_relative(change)}),"
-        f" limit +{_trim(limit, 2)}% ({source} percentiles)"
-    )
-    numbers: dict[str, Any] = {
-        "canary": c,
-        "stable": s,
-        "change": change,
-        "limit": limit,
-        "change_unit": "%",
-    }
+    change, limit, head, numbers = _compared(check, c, s, f" ({source} percentiles)")
     if change <= limit:
         return MetricResult(name, Outcome.PASS, head, **numbers)
     return MetricResult(
