@@ -163,8 +163,7 @@ class Flusher:
     def delay(self) -> float:
         """Seconds until the next attempt: ``interval``, doubled after each failure in a row,
         at most ``max_backoff``."""
-        with self._stats_lock:
-            streak = self._streak
+        streak = self._streak  # one read of an int, no lock: the Lambda hot path asks this
         return min(self.interval * 2.0 ** min(streak, 64), self.max_backoff)
 
     def _run(self) -> None:
