@@ -15,6 +15,8 @@ from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import (
     DEFAULT_ALPHA,
     DEFAULT_MAX_BUCKETS,
+    MAX_COUNT,
+    MAX_LATENCY_MS,
     LatencyHistogram,
     VersionMetrics,
 )
@@ -334,11 +336,27 @@ def _wire(**changes: Any) -> dict[str, Any]:
         (_wire(extra=1), "unknown: extra"),
         (_wire(count=4), "is not the zero count plus the bin counts"),
         (_wire(bins=[[1, 1], [1, 2]]), "appears twice"),
-        (_wire(bins=[[1, 0]]), "must be a whole number above 0"),
+        (_wire(bins=[[1, 0]]), "must be a whole number from 1 to"),
         (_wire(bins=[["a", 1]]), "index must be a whole number"),
         (_wire(bins=[[1]]), r"\[index, count\] pair"),
         (_wire(bins="x"), "must be a list"),
-        (_wire(count=3, zero=0, bins=[[0, 1], [5000, 2]]), "span more than max_buckets"),
+        (
+            _wire(max_buckets=100, count=3, zero=0, bins=[[0, 1], [500, 2]]),
+            "span more than max_buckets",
+        ),
+        (_wire(count=3, zero=0, bins=[[0, 1], [5000, 2]]), "bin index 5000 is out of range"),
+        (_wire(count=1, zero=0, bins=[[-400, 1]]), "bin index -400 is out of range"),
+        (
+            _wire(count=MAX_COUNT + 1),
+            f"histogram count must be a whole number from 0 to {MAX_COUNT}",
+        ),
+        (_wire(bins=[[1, 2**64]]), f"bin 1 must be a whole number from 1 to {MAX_COUNT}"),
+        (_wire(max=2e12, sum=2e12), "histogram max must be from 0 to 1e\\+12 ms"),
+        (_wire(sum=1e9), "histogram sum 1000000000.0 is more than count x max"),
+        (
+            _wire(sum=10**400),
+            r"sum must be finite, got 100000000000000000000000\.\.\. \(401 characters\)",
+        ),
         (_wire(min=5.0, max=1.0), "0 <= min <= max"),
         (_wire(alpha=2), "alpha 2.0 must be from"),
         (
@@ -351,6 +369,47 @@ def _wire(**changes: Any) -> dict[str, Any]:
 def test_from_dict_rejects_malformed_wire_data(data: Any, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         LatencyHistogram.from_dict(data)
+
+
+_WIRE_NUMBER = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([2**53 - 1, 2**53, 2**63, 10**400, -1, 0]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.floats(0, MAX_LATENCY_MS, allow_nan=False), max_size=5),
+    changes=st.dictionaries(
+        st.sampled_from(["count", "zero", "sum", "min", "max"]), _WIRE_NUMBER, max_size=3
+    ),
+    bins=st.none() | st.lists(st.tuples(_WIRE_NUMBER, _WIRE_NUMBER).map(list), max_size=4),
+)
+def test_whatever_the_wire_holds_a_histogram_read_back_stays_finite(
+    values: list[float], changes: dict[str, Any], bins: list[Any] | None
+) -> None:
+    """from_dict refuses with InvalidInput or gives a histogram whose every number (counts,
+    buckets, quantiles, merged with itself) stays in bounds: nothing read overflows later."""
+    data = _filled(values).to_dict() | changes
+    if bins is not None:
+        data["bins"] = bins
+    try:
+        h = LatencyHistogram.from_dict(data)
+    except InvalidInput:
+        return
+    assert h.count <= MAX_COUNT
+    assert 0 <= h.sum <= h.count * MAX_LATENCY_MS * (1 + 1e-6)
+    for index, _ in h.bins():
+        low, high = h.bounds(index)
+        assert math.isfinite(low)
+        assert math.isfinite(high)
+        assert math.isfinite(h.representative(index))
+    assert LatencyHistogram.from_dict(json.loads(json.dumps(h.to_dict()))) == h
+    h.merge(h.copy())  # a read adds windows up without a bound: still finite
+    for q in (0.0, 0.01, 0.5, 0.99, 1.0):
+        got = h.quantile(q)
+        assert got is None or math.isfinite(got)
 
 
 # -- VersionMetrics ---------------------------------------------------------------------

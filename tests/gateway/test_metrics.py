@@ -114,7 +114,12 @@ async def test_with_a_control_plane_the_windows_arrive_in_the_store(sqlite_url: 
     plane = ControlPlane(sqlite_url)
     await asyncio.to_thread(plane.start)
     try:
-        await asyncio.to_thread(plane.seed)
+        # the control plane takes the metrics of the versions it has registered only
+        functions = {
+            "greet": {"versions": {"v1": "fixtures.greet:v1", "v2": "fixtures.greet:v2"}},
+            "boom": {"versions": {"v1": "fixtures.counter:boom"}},
+        }
+        await asyncio.to_thread(plane.seed, {"app": APP, "functions": functions})
         key = await asyncio.to_thread(plane.sdk_key)
         async with running(control_plane_url=plane.url, sdk_key=key) as gw:
             stable, canary = gw.user_in(Channel.STABLE), gw.user_in(Channel.CANARY)

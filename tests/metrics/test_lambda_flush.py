@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
@@ -13,10 +14,13 @@ import httpx
 import pytest
 
 from coalmine.core.errors import InvalidInput
-from coalmine.metrics import Recorder
+from coalmine.metrics import Recorder, window_start
 from coalmine.metrics.lambda_flush import LambdaFlusher, flush_on_sigterm
-from tests.helpers import T0, FakeClock
+from tests.helpers import FakeClock
 from tests.sdk import ControlPlane
+
+T0 = window_start(time.time() - 60)
+"""where the recorders' clocks start: near the control plane's clock, as windows must be"""
 
 
 class Freezable(httpx.BaseTransport):
@@ -139,14 +143,18 @@ def test_a_failed_flush_is_retried_and_nothing_is_counted_twice(plane: ControlPl
         assert f.wait_idle(5)
         assert f.stats.failed == 1
         assert r.stats.pending == 1  # put back
+        assert f.delay == 20.0  # backing off: the wait doubles after a failure
         plane.start()
+        mono.advance(10.0)
+        assert not invoke(r, f)
         mono.advance(10.0)
         assert invoke(r, f)
         assert f.wait_idle(5)
-        assert stored(plane) == (3, 1)  # every call exactly once
+        assert f.delay == 10.0
+        assert stored(plane) == (4, 1)  # every call exactly once
         total = r.total("shop", "api", "v1", "stable")
         assert total is not None
-        assert total.requests == 3
+        assert total.requests == 4
     finally:
         f.close()
 

@@ -11,8 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import BigInteger, Engine, inspect, select, text
 
+from coalmine.core.histogram import MAX_COUNT
 from coalmine.store import db
 from coalmine.store.db import Store, open_store
 from coalmine.store.models import AppRow, Base
@@ -207,5 +208,47 @@ def test_0004_fills_the_release_state_from_the_audit_log(database_url: str) -> N
         assert started == {"shop-1": None, "shop-2": 20.0, "shop-3": 40.0}
         assert {k: bool(v) for k, v in applied.items()} == {1: True, 2: True, 3: False}
         assert reported == "shop-3"
+    finally:
+        store.dispose()
+
+
+def test_0006_widens_the_metric_counts_and_drops_windows_that_overflowed(
+    database_url: str,
+) -> None:
+    """Counts were 32-bit on PostgreSQL (2^31 overflowed) and unchecked on SQLite (a window
+    summed past 2^63 could not be written again). 0006 makes them 64-bit and deletes the
+    windows whose counts exceed what ingestion now accepts (only an overflow wrote them)."""
+    engine = db.make_engine(database_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).with_name("migrations")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    insert = text(
+        "INSERT INTO metric_windows (id, app, function, version, channel, start, requests,"
+        " errors, histogram) VALUES (:id, 'shop', 'api', :version, 'canary', 10, :requests,"
+        " 0, '{}')"
+    )
+    poisoned = 2**62 if engine.dialect.name == "sqlite" else 2**31 - 1
+    with engine.begin() as conn:
+        conn.execute(insert, {"id": 1, "version": "v1", "requests": 5})
+        conn.execute(insert, {"id": 2, "version": "v2", "requests": poisoned})
+    engine.dispose()
+
+    store = open_store(database_url)
+    try:
+        assert current_revision(store.engine) == head_revision()
+        assert schema_diff(store.engine) == []
+        columns = {
+            c["name"]: c["type"] for c in inspect(store.engine).get_columns("metric_windows")
+        }
+        for name in ("requests", "errors"):
+            assert isinstance(columns[name], BigInteger), columns[name]
+        with store.engine.begin() as conn:
+            rows = dict(conn.execute(text("SELECT version, requests FROM metric_windows")).all())
+            assert rows == ({"v1": 5} if poisoned > MAX_COUNT else {"v1": 5, "v2": poisoned})
+            conn.execute(insert, {"id": 3, "version": "v3", "requests": MAX_COUNT})
+            wide = conn.scalar(text("SELECT requests FROM metric_windows WHERE id = 3"))
+        assert wide == MAX_COUNT
     finally:
         store.dispose()

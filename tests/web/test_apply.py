@@ -153,7 +153,12 @@ def test_bad_input_is_refused_and_changes_nothing(web: Web) -> None:
         "app: shop\nfunctions:\n  api: [v1, v2\n  worker: x\n",
         "text/plain",
     )
-    bad_doc(400, "malformed JSON at line 1, column", '{"app": "shop",', "application/json")
+    bad_doc(
+        400,
+        "the document is not JSON: Expecting property name enclosed in double quotes at line 1, column 16",
+        '{"app": "shop",',
+        "application/json",
+    )
     bad_doc(400, "empty document", "  \n")
     bad_doc(400, "is a mapping with 'app'", "- app: shop\n")
     detail = bad_doc(422, "functionz: Extra inputs are not permitted", "app: shop\nfunctionz: {}\n")

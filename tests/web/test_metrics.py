@@ -19,10 +19,10 @@ from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import LatencyHistogram, VersionMetrics
 from coalmine.core.machine import Tick
 from coalmine.core.model import Channel
-from coalmine.metrics import MetricWindow, batch
+from coalmine.metrics import MetricWindow, batch, window_start
 from tests.web.conftest import Web, bearer
 
-T0 = 1_700_000_000.0
+T0 = window_start(time.time() - 3600)  # near the control plane's clock, as windows must be
 
 
 def window(
@@ -135,19 +135,19 @@ def test_a_bad_window_is_a_400_naming_it_and_nothing_is_written(
 ) -> None:
     web = sqlite_web
     web.apply()
-    data = body(window(T0, function="worker"), window(T0 + 10))
+    data = body(window(T0, function="worker", version="v1"), window(T0 + 10))
     spoil(data["windows"][1])
     r = post(web, data, web.as_("deployer"))
     assert r.status_code == 400, r.text
     assert r.json()["detail"].startswith("windows[1]: ")
     assert message in r.json()["detail"]
-    assert web.service.metrics.metrics_for("shop", "worker", "v2", "canary", since=0).requests == 0
+    assert web.service.metrics.metrics_for("shop", "worker", "v1", "canary", since=0).requests == 0
 
 
 def test_bad_batches_on_both_stores(web: Web) -> None:
     web.apply()
     deployer = web.as_("deployer")
-    good = window(T0, function="worker")
+    good = window(T0, function="worker", version="v1")
     # a NaN start (Python's JSON carries it): 400, nothing written
     text = json.dumps(body(good, window(T0 + 10))).replace(f"{T0 + 10}", "NaN")
     r = post(web, text, deployer)
@@ -163,7 +163,7 @@ def test_bad_batches_on_both_stores(web: Web) -> None:
     r = post(web, {"app": "shop", "windows": {"start": T0}}, deployer)
     assert r.status_code == 422
     assert r.json()["detail"].startswith("windows: ")
-    assert web.service.metrics.metrics_for("shop", "worker", "v2", "canary", since=0).requests == 0
+    assert web.service.metrics.metrics_for("shop", "worker", "v1", "canary", since=0).requests == 0
 
 
 def test_who_may_send_metrics(sqlite_web: Web) -> None:

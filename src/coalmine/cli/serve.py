@@ -83,6 +83,18 @@ def command(
         float,
         typer.Option(min=0.05, metavar="SECONDS", help="Longest wait between controller ticks."),
     ] = 1.0,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-body-bytes",
+            envvar="COALMINE_MAX_BODY_BYTES",
+            min=1,
+            metavar="BYTES",
+            help="Largest request body read; a larger one is answered 413 before it is read"
+            " (default 4 MiB).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option(metavar="LEVEL", help="debug, info, warning or error.")
     ] = "info",
@@ -105,6 +117,7 @@ def command(
         controller_factory=lambda service, feed: _Runner(
             service, feed, controller=controller, interval=interval
         ),
+        max_body_bytes=max_body_bytes,
     )
     shown = url.split("@")[-1] if "@" in url else url
     err_console.print(

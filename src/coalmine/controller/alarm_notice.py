@@ -10,7 +10,6 @@ stores it and applies the fix-forward rule.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from coalmine.core.alarms import parse_state, validate_alarm_name
 from coalmine.core.errors import InvalidInput
 from coalmine.core.model import validate_name
 from coalmine.core.records import AlarmState
+from coalmine.core.wire import load_json
 
 __all__ = ["ALARM_NAME_PREFIX", "AlarmNotice", "parse_notice"]
 
@@ -58,10 +58,7 @@ def _load(body: bytes | str | object) -> object:
             raise InvalidInput(
                 'empty body: send {"app", "name", "state", "reason"} or an SNS notification'
             )
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise InvalidInput(f"the body is not JSON: {exc}") from None
+        return load_json(body, "the body")
     return body
 
 
@@ -143,13 +140,7 @@ def _sns(data: Mapping[str, Any]) -> tuple[object, object, str, None]:
         raise InvalidInput(f"SNS Type {kind!r} is not a Notification")
     message = data.get("Message")
     if isinstance(message, str):
-        try:
-            message = json.loads(message)
-        except ValueError:
-            raise InvalidInput(
-                "the SNS Message is not JSON: expected a CloudWatch alarm notification"
-                " (AlarmName, NewStateValue, NewStateReason)"
-            ) from None
+        message = load_json(message, "the SNS Message")
     if not isinstance(message, Mapping):
         raise InvalidInput(
             "the SNS notification needs a Message holding a CloudWatch alarm's JSON"

@@ -4,6 +4,11 @@
 judge reads) over the store's metric windows: mergeable counts and
 histograms per (app, function, version, channel, window start), never raw
 samples (DESIGN rule 6).
+
+What a batch can make the store hold is bounded (DESIGN rule 7): windows of
+registered versions only, starting near the control plane's clock, each
+count at most `MAX_COUNT` once merged. So rows and memory grow with real
+traffic only, and no write of a window can overflow its columns.
 """
 
 from __future__ import annotations
@@ -15,52 +20,69 @@ from typing import cast
 
 from coalmine.controller.schemas import MetricsBatch
 from coalmine.core.errors import InvalidInput
-from coalmine.core.histogram import LatencyHistogram, VersionMetrics
+from coalmine.core.histogram import MAX_COUNT, LatencyHistogram, VersionMetrics
 from coalmine.core.model import Channel, validate_name
 from coalmine.core.ports import MetricsQuery
-from coalmine.metrics.recorder import MetricWindow, Recorder
+from coalmine.metrics.recorder import MAX_WINDOW_AGE, MAX_WINDOW_AHEAD, MetricWindow, Recorder
 from coalmine.store.uow import UnitOfWork
 
 __all__ = ["MetricsService"]
 
 log = logging.getLogger(__name__)
 _METRIC_CHUNK = 200  # metric windows per statement (bound parameters stay few)
+_NAMED = 10  # unknown versions named in one error
 
 
 class MetricsService:
-    def __init__(self, uow: UnitOfWork) -> None:
+    """``max_age`` and ``max_ahead``: how many seconds before and after the control plane's
+    clock a window may start."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        *,
+        max_age: float = MAX_WINDOW_AGE,
+        max_ahead: float = MAX_WINDOW_AHEAD,
+    ) -> None:
         self.uow = uow
+        self.max_age = max_age
+        self.max_ahead = max_ahead
         self.ingested = Recorder(deltas=False)
         """cumulative totals of the metric windows this process ingested (for ``/metrics``)"""
 
     def ingest(self, app: str, batch: MetricsBatch, actor: str) -> int:
         """Merge a batch of metric windows (deltas an SDK or gateway flushed) into the store.
 
-        Every window is validated first (names, channel, a finite start aligned
-        to the batch's window, counts, the histogram): a bad one is an
-        `InvalidInput` naming it, and nothing is written. Each window is then
-        added to the row of its (app, function, version, channel, start),
-        created if missing, read and rewritten inside one transaction with the
-        rows locked (FOR UPDATE on PostgreSQL; SQLite serialises writers), so
-        two batches for one window add up exactly. Not idempotent: a batch
-        sent twice counts twice. Returns the number of windows merged.
+        Every window is validated first (names, channel, counts, the histogram,
+        a start aligned to the batch's window and from ``max_age`` seconds
+        before the clock to ``max_ahead`` after it), then every function and
+        version must be registered in the app: a bad one is an `InvalidInput`
+        naming it, and nothing is written. Each window is then added to the row
+        of its (app, function, version, channel, start), created if missing,
+        read and rewritten inside one transaction with the rows locked (FOR
+        UPDATE on PostgreSQL; SQLite serialises writers), so two batches for
+        one window add up exactly; a sum beyond `MAX_COUNT` refuses the whole
+        batch. Not idempotent: a batch sent twice counts twice. Returns the
+        number of windows merged.
         """
         validate_name(app, "app")
         if batch.app != app:
             raise InvalidInput(f"the batch is of app {batch.app!r}, not {app!r}")
-        windows = self._metric_windows(app, batch)
+        windows = self._metric_windows(app, batch, self.uow.clock())
         merged: dict[tuple[str, str, str, float], VersionMetrics] = {}
-        for window in windows:
+        first: dict[tuple[str, str, str, float], int] = {}  # the window named in an error
+        for i, window in enumerate(windows):
             m = window.metrics
             key = (m.function, m.version, str(m.channel), window.start)
             if key in merged:
                 merged[key].merge(m)
             else:
                 merged[key] = m.copy()
+                first[key] = i
         keys = sorted(merged)  # one lock order for every writer: no deadlocks
         empty = LatencyHistogram().to_dict()
         with self.uow() as w:
-            w.apps.get(app)
+            _check_registered(app, w.apps.version_keys(w.apps.get(app)), first)
             for i in range(0, len(keys), _METRIC_CHUNK):
                 chunk = keys[i : i + _METRIC_CHUNK]
                 for row in w.metrics.locked(app, chunk, empty):
@@ -75,6 +97,12 @@ class MetricsService:
                         LatencyHistogram.from_dict(row.histogram),
                     )
                     total.merge(merged[key])
+                    if total.requests > MAX_COUNT or total.histogram.count > MAX_COUNT:
+                        raise InvalidInput(
+                            f"windows[{first[key]}]: {'/'.join(key[:3])} at {key[3]:.0f} would"
+                            f" count {max(total.requests, total.histogram.count)} requests;"
+                            f" a window holds at most {MAX_COUNT} (2^53 - 1); nothing was written"
+                        )
                     row.requests = total.requests
                     row.errors = total.errors
                     row.histogram = total.histogram.to_dict()
@@ -83,9 +111,9 @@ class MetricsService:
         log.debug("%s: %d metric windows of %s merged", actor, len(windows), app)
         return len(windows)
 
-    @staticmethod
-    def _metric_windows(app: str, batch: MetricsBatch) -> list[MetricWindow]:
+    def _metric_windows(self, app: str, batch: MetricsBatch, now: float) -> list[MetricWindow]:
         layout = LatencyHistogram()
+        oldest, latest = now - self.max_age, now + self.max_ahead
         out = []
         for i, data in enumerate(batch.windows):
             try:
@@ -93,6 +121,17 @@ class MetricsService:
                 if not (w.start / batch.window).is_integer():
                     raise InvalidInput(
                         f"start {w.start!r} is not aligned to the batch's {batch.window:g} s window"
+                    )
+                if not oldest <= w.start <= latest:
+                    where = (
+                        f"more than {self.max_age:.0f} s before"
+                        if w.start < oldest
+                        else f"more than {self.max_ahead:.0f} s after"
+                    )
+                    raise InvalidInput(
+                        f"start {w.start:.0f} is {where} the control plane's clock ({now:.0f});"
+                        f" windows may start from {self.max_age:.0f} s before it to"
+                        f" {self.max_ahead:.0f} s after it"
                     )
                 if not w.metrics.histogram.same_layout(layout):
                     raise InvalidInput(
@@ -161,3 +200,22 @@ class MetricsService:
                 )
             )
         return [merged[m.function, m.version, str(m.channel)].copy() for m in outs]
+
+
+def _check_registered(
+    app: str, known: set[tuple[str, str]], first: dict[tuple[str, str, str, float], int]
+) -> None:
+    """`InvalidInput` naming the (function, version) pairs of a batch ``app`` does not have."""
+    unknown: dict[tuple[str, str], int] = {}
+    for (function, version, _, _), i in sorted(first.items(), key=lambda item: item[1]):
+        if (function, version) not in known:
+            unknown.setdefault((function, version), i)
+    if not unknown:
+        return
+    named = list(unknown.items())[:_NAMED]
+    more = f" and {len(unknown) - _NAMED} more" if len(unknown) > _NAMED else ""
+    raise InvalidInput(
+        f"app {app!r} has no version {', '.join(f'{f}/{v}' for (f, v), _ in named)}{more}"
+        f" ({', '.join(f'windows[{i}]' for _, i in named)});"
+        " register them (coalmine apply) before sending their metrics; nothing was written"
+    )

@@ -63,9 +63,15 @@ class InconclusivePolicy(StrEnum):
 
 
 def _fraction(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{what} must be a number, got {value!r}")
-    return float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond any float
+        out = math.inf
+    if not math.isfinite(out):
+        raise InvalidInput(f"{what} must be a finite number, got {out!r}")
+    return out
 
 
 def _confidence(value: object, what: str) -> float:

@@ -36,8 +36,11 @@ __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_MAX_BUCKETS",
     "DEFAULT_MIN_VALUE",
+    "MAX_COUNT",
+    "MAX_LATENCY_MS",
     "LatencyHistogram",
     "VersionMetrics",
+    "wire_count",
 ]
 
 DEFAULT_ALPHA = 0.01
@@ -47,23 +50,51 @@ DEFAULT_MIN_VALUE = 0.001
 DEFAULT_MAX_BUCKETS = 2048
 """With alpha 1%, 2048 buckets span a factor of 6 x 10^17 (1 µs to 20,000 years)."""
 
-_MAX_INDEX = 1 << 40
-"""Bucket indices far beyond any finite float's: a bound for wire input."""
+MAX_COUNT = 2**53 - 1
+"""The most requests, errors or latencies one window may count, on the wire and once merged
+in the store: counts stay exact as floats (Prometheus, the judge) and fit a 64-bit column."""
+MAX_LATENCY_MS = 1e12
+"""The longest latency a histogram from the wire may hold (about 31 years), so that every
+bucket, sum and quantile stays a finite float."""
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened: a number from the wire may have thousands of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"
 
 
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{what} must be a number, got {value!r}")
-    out = float(value)
+        raise InvalidInput(f"{what} must be a number, got {_shown(value)}")
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond any float
+        out = math.inf
     if not math.isfinite(out):
-        raise InvalidInput(f"{what} must be finite, got {value!r}")
+        raise InvalidInput(f"{what} must be finite, got {_shown(value)}")
     return out
 
 
 def _count(value: object, what: str, *, positive: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < int(positive):
         need = "a whole number above 0" if positive else "a whole number >= 0"
-        raise InvalidInput(f"{what} must be {need}, got {value!r}")
+        raise InvalidInput(f"{what} must be {need}, got {_shown(value)}")
+    return value
+
+
+def wire_count(value: object, what: str, *, positive: bool = False) -> int:
+    """``value`` if it is a whole number from 0 (1 if ``positive``) to `MAX_COUNT`; else an
+    `InvalidInput` naming ``what`` and the bound. For counts read from the wire."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not int(positive) <= value <= MAX_COUNT
+    ):
+        raise InvalidInput(
+            f"{what} must be a whole number from {int(positive)} to {MAX_COUNT} (2^53 - 1),"
+            f" got {_shown(value)}"
+        )
     return value
 
 
@@ -308,7 +339,12 @@ class LatencyHistogram:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyHistogram:
-        """Read the wire form back, validating it (it comes from the network)."""
+        """Read the wire form back, validating it (it comes from the network).
+
+        Bounded so that nothing read can overflow a column or a float later:
+        counts up to `MAX_COUNT`, latencies up to `MAX_LATENCY_MS`, only the
+        buckets such latencies fall in, and a sum of at most count x max.
+        """
         if not isinstance(data, Mapping):
             raise InvalidInput("a histogram must be a JSON object")
         expected = {
@@ -324,13 +360,17 @@ class LatencyHistogram:
         }
         require_fields(data, expected, "a histogram")
         out = cls(data["alpha"], min_value=data["min_value"], max_buckets=data["max_buckets"])
-        count = _count(data["count"], "histogram count")
-        zero = _count(data["zero"], "histogram zero count")
+        count = wire_count(data["count"], "histogram count")
+        zero = wire_count(data["zero"], "histogram zero count")
         raw_bins = data["bins"]
         if not isinstance(raw_bins, list) or len(raw_bins) > out._max_buckets:
             raise InvalidInput(
                 f"histogram bins must be a list of at most {out._max_buckets} [index, count] pairs"
             )
+        # The buckets of latencies from min_value to MAX_LATENCY_MS (one spare on each side):
+        # every bound and representative of such a bucket is a finite float.
+        lowest = math.floor(math.log(out._min_value) / out._log_gamma)
+        highest = out.index_of(MAX_LATENCY_MS) + 1
         bins: dict[int, int] = {}
         for pair in raw_bins:
             # The common case in one test (exact ints: JSON has no int subclasses).
@@ -339,20 +379,28 @@ class LatencyHistogram:
                 and len(pair) == 2
                 and type(pair[0]) is int
                 and type(pair[1]) is int
-                and pair[1] > 0
-                and -_MAX_INDEX <= pair[0] <= _MAX_INDEX
+                and 0 < pair[1] <= MAX_COUNT
+                and lowest <= pair[0] <= highest
                 and pair[0] not in bins
             ):
                 bins[pair[0]] = pair[1]
                 continue
             if not isinstance(pair, list | tuple) or len(pair) != 2:
-                raise InvalidInput(f"a histogram bin must be an [index, count] pair, got {pair!r}")
+                raise InvalidInput(
+                    f"a histogram bin must be an [index, count] pair, got {_shown(pair)}"
+                )
             index, n = pair
-            if isinstance(index, bool) or not isinstance(index, int) or abs(index) > _MAX_INDEX:
+            if isinstance(index, bool) or not isinstance(index, int):
                 raise InvalidInput(f"a histogram bin index must be a whole number, got {index!r}")
+            if not lowest <= index <= highest:
+                raise InvalidInput(
+                    f"histogram bin index {_shown(index)} is out of range: with alpha"
+                    f" {out._alpha} and min_value {out._min_value} ms, latencies up to"
+                    f" {MAX_LATENCY_MS:g} ms fall in buckets {lowest} to {highest}"
+                )
             if index in bins:
                 raise InvalidInput(f"histogram bin {index} appears twice")
-            bins[index] = _count(n, f"the count of histogram bin {index}", positive=True)
+            bins[index] = wire_count(n, f"the count of histogram bin {index}", positive=True)
         if zero + sum(bins.values()) != count:
             raise InvalidInput(
                 f"histogram count {count} is not the zero count plus the bin counts"
@@ -369,6 +417,14 @@ class LatencyHistogram:
             if not 0 <= low <= high or total < 0:
                 raise InvalidInput(
                     "histogram min, max and sum must satisfy 0 <= min <= max, sum >= 0"
+                )
+            if high > MAX_LATENCY_MS:
+                raise InvalidInput(
+                    f"histogram max must be from 0 to {MAX_LATENCY_MS:g} ms, got {high!r}"
+                )
+            if total > count * high * (1 + 1e-6):  # float sums round; a relative slack
+                raise InvalidInput(
+                    f"histogram sum {total!r} is more than count x max ({count} x {high!r} ms)"
                 )
             out._min, out._max = low, high
         elif data["min"] is not None or data["max"] is not None or total != 0:
@@ -501,7 +557,7 @@ class VersionMetrics:
             data["function"],
             data["version"],
             data["channel"],
-            data["requests"],
-            data["errors"],
+            wire_count(data["requests"], "requests"),
+            wire_count(data["errors"], "errors"),
             LatencyHistogram.from_dict(data["histogram"]),
         )

@@ -166,7 +166,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise StrategyError(f"invalid duration {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip().lower()
         try:
@@ -209,7 +212,7 @@ def parse_percent(value: object) -> int:
     text = value.strip().rstrip("%").strip() if isinstance(value, str) else value
     try:
         pct = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise StrategyError(f"invalid percentage {value!r}: use a form like 10% or 2.5%") from None
     bp = pct * 100
     if not math.isfinite(bp) or abs(bp - round(bp)) > 1e-6:

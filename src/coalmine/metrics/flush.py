@@ -5,14 +5,20 @@ POSTs the windows to ``/v1/metrics`` (at most ``max_batch`` windows per
 request, one request per app). It never blocks or raises into the request
 path (fail static, DESIGN rule 5):
 
-* the control plane cannot be reached, times out, or answers 5xx, 408 or
-  429: the windows go back into the recorder (`Recorder.restore`, merged
-  with what was recorded meanwhile, still bounded by its ``max_windows``)
-  and are sent at the next wake-up; nothing is lost unless the outage lasts
-  long enough for the cap to drop the oldest windows (counted);
-* the control plane refuses the batch (any other 4xx: a revoked key, an sdk
-  key of another app, a batch it cannot read): retrying cannot help, so the
-  windows are dropped and counted in ``rejected``, and the answer is logged.
+* the control plane cannot be reached, times out, or answers 5xx, 401, 403,
+  408, 425 or 429 (down, overloaded, or a key an operator must fix): the
+  windows go back into the recorder (`Recorder.restore`, merged with what
+  was recorded meanwhile, still bounded by its ``max_windows``) and are
+  sent again later, the wait doubling after each failure from ``interval``
+  up to ``max_backoff``; nothing is lost unless the outage lasts long
+  enough for the cap to drop the oldest windows (counted);
+* the control plane answers 413 (the batch is larger than it takes): the
+  batch is split in two and each half sent, down to single windows;
+* the control plane refuses the batch as invalid (any other 4xx: a count
+  beyond its bounds, a version it does not know, a window too old): sending
+  it again cannot help, and keeping it would hold back everything recorded
+  after it, so the windows are dropped, counted in ``rejected``, and the
+  answer is logged in one line.
 
 ``flush()`` sends at once (tests, and `close`, which flushes one last time).
 """
@@ -33,6 +39,7 @@ from coalmine.metrics.recorder import MetricWindow, Recorder
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "DEFAULT_MAX_BACKOFF",
     "DEFAULT_MAX_BATCH",
     "METRICS_PATH",
     "FlushStats",
@@ -46,8 +53,11 @@ DEFAULT_INTERVAL = 5.0
 """Seconds between two flushes."""
 DEFAULT_MAX_BATCH = 500
 """Windows per request (the control plane accepts up to 1000)."""
+DEFAULT_MAX_BACKOFF = 60.0
+"""The longest wait between two attempts while sending fails (unless ``interval`` is longer)."""
 METRICS_PATH = "/v1/metrics"
-_RETRY_STATUSES = frozenset({408, 425, 429})
+_RETRY_STATUSES = frozenset({401, 403, 408, 425, 429})
+_TOO_LARGE = 413
 
 
 def batch(app: str, windows: Iterable[MetricWindow], window: float) -> dict[str, Any]:
@@ -64,7 +74,7 @@ class FlushStats:
     failed: int
     """attempts that failed and were kept for a retry"""
     rejected: int
-    """windows the control plane refused (4xx): dropped"""
+    """windows the control plane refused as invalid (4xx): dropped"""
     dropped: int
     """windows the recorder dropped because too many were pending (`RecorderStats.dropped`)"""
     last_error: str | None
@@ -75,8 +85,10 @@ class Flusher:
     """Drain ``recorder`` every ``interval`` seconds and POST the windows to the control plane.
 
     ``app`` limits the flusher to that app's windows (an sdk key reads and
-    writes one app); None sends every app's, one batch per app. ``http`` is
-    an ``httpx.Client`` to use (not closed here). ``start=False`` leaves the
+    writes one app); None sends every app's, one batch per app. While sending
+    fails, the wait doubles from ``interval`` up to ``max_backoff`` seconds
+    (`DEFAULT_MAX_BACKOFF`, or ``interval`` if longer). ``http`` is an
+    ``httpx.Client`` to use (not closed here). ``start=False`` leaves the
     thread unstarted: call `start`, or only `flush`.
     """
 
@@ -90,6 +102,7 @@ class Flusher:
         *,
         timeout: float = 5.0,
         max_batch: int = DEFAULT_MAX_BATCH,
+        max_backoff: float | None = None,
         http: httpx.Client | None = None,
         start: bool = True,
     ) -> None:
@@ -104,12 +117,24 @@ class Flusher:
                 raise InvalidInput(f"{what} must be a positive number of seconds, got {value!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise InvalidInput(f"max_batch must be a whole number of at least 1, got {max_batch!r}")
+        if max_backoff is None:
+            max_backoff = max(DEFAULT_MAX_BACKOFF, float(interval))
+        if (
+            isinstance(max_backoff, bool)
+            or not isinstance(max_backoff, int | float)
+            or not max_backoff >= interval
+        ):
+            raise InvalidInput(
+                f"max_backoff must be a number of seconds >= interval ({interval!r}),"
+                f" got {max_backoff!r}"
+            )
         self.recorder = recorder
         self.url = control_plane_url.rstrip("/") + METRICS_PATH
         self.app = app
         self.interval = float(interval)
         self.timeout = float(timeout)
         self.max_batch = max_batch
+        self.max_backoff = float(max_backoff)
         self._headers = {"Authorization": f"Bearer {sdk_key}"}
         self._owns_http = http is None
         self._http = http if http is not None else httpx.Client(timeout=timeout)
@@ -121,6 +146,7 @@ class Flusher:
         self._sent = self._batches = self._failed = self._rejected = 0
         self._last_error: str | None = None
         self._failing = False
+        self._streak = 0  # attempts failed in a row
         if start:
             self.start()
 
@@ -133,8 +159,15 @@ class Flusher:
         self._thread = threading.Thread(target=self._run, name="coalmine-metrics", daemon=True)
         self._thread.start()
 
+    @property
+    def delay(self) -> float:
+        """Seconds until the next attempt: ``interval``, doubled after each failure in a row,
+        at most ``max_backoff``."""
+        streak = self._streak  # one read of an int, no lock: the Lambda hot path asks this
+        return min(self.interval * 2.0 ** min(streak, 64), self.max_backoff)
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.delay):
             try:
                 self.flush()
             except Exception:  # never let the thread die
@@ -178,36 +211,45 @@ class Flusher:
                 for chunk in _chunks(of_app, self.max_batch)
             ]
             for i, (app, chunk) in enumerate(chunks):
-                if not self._send(app, chunk):
-                    self.recorder.restore(w for _, rest in chunks[i:] for w in rest)
+                kept = self._send(app, chunk)
+                if kept:
+                    self.recorder.restore(
+                        [*kept, *(w for _, rest in chunks[i + 1 :] for w in rest)]
+                    )
                     return False
             return True
 
-    def _send(self, app: str, windows: Sequence[MetricWindow]) -> bool:
-        """POST one batch; False when it should be retried (the windows are kept)."""
+    def _send(self, app: str, windows: Sequence[MetricWindow]) -> list[MetricWindow]:
+        """POST one batch; the windows to keep for a retry (none when sent or dropped)."""
         body = batch(app, windows, self.recorder.window)
         try:
             response = self._http.post(
                 self.url, json=body, headers=self._headers, timeout=self.timeout
             )
         except Exception as exc:  # unreachable, timed out, or a broken transport
-            return self._failure(f"{type(exc).__name__}: {exc}")
+            return self._failure(windows, f"{type(exc).__name__}: {exc}")
         status = response.status_code
         if 200 <= status < 300:
             with self._stats_lock:
                 self._sent += len(windows)
                 self._batches += 1
                 self._last_error = None
+                self._streak = 0
                 recovered, self._failing = self._failing, False
             if recovered:
                 log.info("coalmine: metrics reach %s again", self.url)
-            return True
+            return []
         detail = _detail(response)
         if status >= 500 or status in _RETRY_STATUSES:
-            return self._failure(f"HTTP {status}: {detail}")
+            return self._failure(windows, f"HTTP {status}: {detail}")
+        if status == _TOO_LARGE and len(windows) > 1:
+            half = len(windows) // 2
+            kept = self._send(app, windows[:half])
+            return [*kept, *windows[half:]] if kept else self._send(app, windows[half:])
         with self._stats_lock:
             self._rejected += len(windows)
             self._last_error = f"HTTP {status}: {detail}"
+            self._streak = 0
         log.warning(
             "coalmine: the control plane refused %d metric windows of app %s (HTTP %d: %s);"
             " they are dropped",
@@ -216,18 +258,19 @@ class Flusher:
             status,
             detail,
         )
-        return True
+        return []
 
-    def _failure(self, error: str) -> bool:
+    def _failure(self, windows: Sequence[MetricWindow], error: str) -> list[MetricWindow]:
         with self._stats_lock:
             self._failed += 1
+            self._streak += 1
             self._last_error = error
             first, self._failing = not self._failing, True
         # once per outage at warning level, then quietly: the outage may last
         (log.warning if first else log.debug)(
             "coalmine: cannot send metrics to %s (%s); keeping them for a retry", self.url, error
         )
-        return False
+        return list(windows)
 
     @property
     def stats(self) -> FlushStats:

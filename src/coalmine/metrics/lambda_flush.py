@@ -8,7 +8,9 @@ by invocations:
 
 * `after_invocation` (called by the handler decorator once the handler has
   returned and its call is recorded) checks the clock: when ``interval``
-  seconds have passed since the last flush started and none is in flight, it
+  seconds (the `Flusher`'s backoff while sending fails: doubled after each
+  failure, up to ``max_backoff``) have passed since the last flush started
+  and none is in flight, it
   wakes one worker thread and returns at once. The POST runs on that thread
   while the runtime sends the response; the invocation never waits for the
   network. So at most one flush starts per interval, and an environment that
@@ -101,7 +103,7 @@ class LambdaFlusher(Flusher):
         none is in flight; True if one was started. Never blocks on the network, never raises."""
         try:
             now = self._clock()
-            if now - self._last < self.interval or not self.idle.is_set() or self._closed:
+            if now - self._last < self.delay or not self.idle.is_set() or self._closed:
                 return False  # the typical invocation: two comparisons
             with self._wake:
                 if not self.idle.is_set() or self._closed or self._stop.is_set():

@@ -30,13 +30,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from coalmine.core.errors import InvalidInput, require_fields
-from coalmine.core.histogram import LatencyHistogram, VersionMetrics
+from coalmine.core.histogram import LatencyHistogram, VersionMetrics, wire_count
 from coalmine.core.model import Channel
 
 __all__ = [
     "DEFAULT_MAX_SERIES",
     "DEFAULT_MAX_WINDOWS",
     "DEFAULT_WINDOW",
+    "MAX_WINDOW_AGE",
+    "MAX_WINDOW_AHEAD",
     "MetricKey",
     "MetricWindow",
     "Recorder",
@@ -50,6 +52,10 @@ DEFAULT_MAX_WINDOWS = 5_000
 """Pending delta windows kept while the flusher cannot send them."""
 DEFAULT_MAX_SERIES = 10_000
 """Cumulative series (app, function, version, channel) kept for the exposition."""
+MAX_WINDOW_AGE = 86_400.0
+"""Seconds before the control plane's clock a window may start (older ones are refused)."""
+MAX_WINDOW_AHEAD = 300.0
+"""Seconds after the control plane's clock a window may start (clock skew)."""
 
 MetricKey = tuple[str, str, str, Channel]
 """(app, function, version, channel)"""
@@ -95,22 +101,27 @@ class MetricWindow:
 
     @classmethod
     def from_dict(cls, app: str, data: Mapping[str, Any]) -> MetricWindow:
-        """Read one window of a batch of ``app``, validating it (it comes from the network)."""
+        """Read one window of a batch of ``app``, validating it (it comes from the network):
+        counts up to `coalmine.core.histogram.MAX_COUNT`, a histogram within its bounds."""
         if not isinstance(data, Mapping):
             raise InvalidInput("a metric window must be a JSON object")
         require_fields(data, _WINDOW_FIELDS, "a metric window")
         start = data["start"]
         if isinstance(start, bool) or not isinstance(start, int | float):
             raise InvalidInput(f"window start must be a number of Unix seconds, got {start!r}")
-        if not math.isfinite(start) or start < 0:
-            raise InvalidInput(f"window start must be finite Unix seconds >= 0, got {start!r}")
+        try:
+            seconds = float(start)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
+        if not math.isfinite(seconds) or seconds < 0:
+            raise InvalidInput(f"window start must be finite Unix seconds >= 0, got {seconds!r}")
         metrics = VersionMetrics(
             app,
             data["function"],
             data["version"],
             data["channel"],
-            data["requests"],
-            data["errors"],
+            wire_count(data["requests"], "requests"),
+            wire_count(data["errors"], "errors"),
             LatencyHistogram.from_dict(data["histogram"]),
         )
         if metrics.histogram.count > metrics.requests:
@@ -118,7 +129,7 @@ class MetricWindow:
                 f"the histogram counts {metrics.histogram.count} latencies but the window"
                 f" has only {metrics.requests} requests"
             )
-        return cls(float(start), metrics)
+        return cls(seconds, metrics)
 
 
 @dataclass(frozen=True, slots=True)

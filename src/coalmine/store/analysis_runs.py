@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, func, literal, select
 from sqlalchemy.orm import Session
 
 from coalmine.core.records import AnalysisRunRecord
@@ -28,7 +28,10 @@ class AnalysisRunRepository:
     def page(self, release_id: str, *, after: int = 0, limit: int = 1000) -> list[AnalysisRunRow]:
         q = (
             select(AnalysisRunRow)
-            .where(AnalysisRunRow.release_id == release_id, AnalysisRunRow.id > after)
+            .where(
+                AnalysisRunRow.release_id == release_id,
+                AnalysisRunRow.id > literal(after, BigInteger),
+            )  # 64-bit
             .order_by(AnalysisRunRow.id)
             .limit(limit)
         )

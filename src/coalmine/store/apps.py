@@ -74,6 +74,15 @@ class AppRepository:
             select(VersionRow).where(VersionRow.function_id == fn.id).order_by(VersionRow.id)
         ).all()
 
+    def version_keys(self, app: AppRow) -> set[tuple[str, str]]:
+        """(function, version) of every version registered in ``app``, in one read."""
+        q = (
+            select(FunctionRow.name, VersionRow.name)
+            .join(VersionRow, VersionRow.function_id == FunctionRow.id)
+            .where(FunctionRow.app_id == app.id)
+        )
+        return {(f, v) for f, v in self.session.execute(q).all()}
+
     def add_version(self, version: VersionRow) -> VersionRow:
         self.session.add(version)
         self.session.flush()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, literal, select
 from sqlalchemy.orm import Session
 
 from coalmine.core.records import EventRecord
@@ -55,7 +55,8 @@ class EventRepository:
         after: int = 0,
         limit: int = 100,
     ) -> list[EventRecord]:
-        q = select(EventRow).where(EventRow.id > after)
+        # a 64-bit literal: an id past 2^31 is a valid bound even where ids are 32-bit
+        q = select(EventRow).where(EventRow.id > literal(after, BigInteger))
         if app is not None:
             q = q.where(EventRow.app == app)
         if release_id is not None:

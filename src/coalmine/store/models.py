@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -234,7 +235,8 @@ class MetricWindowRow(Base):
     channel: Mapped[str] = mapped_column(String(16))
     start: Mapped[float] = mapped_column(Float)
     """the window's start, Unix seconds, aligned to the window size (10 s by default)"""
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    errors: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    """at most `coalmine.core.histogram.MAX_COUNT` (2^53 - 1): ingestion checks the sum"""
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
     histogram: Mapped[dict[str, Any]] = mapped_column()
     """a `LatencyHistogram` in its JSON form (``to_dict``)"""

@@ -26,6 +26,8 @@ from coalmine.store.db import Store, open_store
 from coalmine.web.auth import bootstrap_admin
 from coalmine.web.discovery import DiscoverySettings
 from coalmine.web.errors import install_error_handlers
+from coalmine.web.limits import BodyLimit
+from coalmine.web.limits import max_body_bytes as body_limit
 from coalmine.web.routes import ROUTERS
 from coalmine.web.routes.apply import openapi_schemas
 
@@ -58,6 +60,7 @@ def create_app(
     signing_keys: Keyring | None = None,
     gateway_url: str | None = None,
     lambda_versions: LambdaVersions | None = None,
+    max_body_bytes: int | None = None,
 ) -> FastAPI:
     """The control plane over ``store`` (or a store opened from ``database_url``).
 
@@ -68,9 +71,13 @@ def create_app(
     ``gateway_url`` (else ``COALMINE_GATEWAY_URL``) is where they send calls to
     versions whose target is not a URL. ``lambda_versions`` lists the published
     versions of Lambda functions (default: AWS, from the standard AWS chain).
+    ``max_body_bytes`` (else
+    ``COALMINE_MAX_BODY_BYTES``, else 4 MiB) is the largest request body read
+    (`coalmine.web.limits`).
     """
     if heartbeat <= 0:
         raise ValueError("heartbeat must be a positive number of seconds")
+    limit = body_limit(max_body_bytes)
     discovery = DiscoverySettings.load(signing_keys, gateway_url)
     owns_store = store is None
     store = store if store is not None else open_store(database_url)
@@ -112,6 +119,7 @@ def create_app(
     app.state.discovery = discovery
     app.state.controller = None
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=limit)  # outside routing: before auth and parsing
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     for router in ROUTERS:
         app.include_router(router)

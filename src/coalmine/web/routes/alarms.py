@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from coalmine.controller.alarm_notice import parse_notice
 from coalmine.controller.schemas import AlarmHandled, AlarmRead, AnalysisRunRead
 from coalmine.controller.tokens import Principal
+from coalmine.core.wire import MAX_INT
 from coalmine.web.auth import Require
 from coalmine.web.deps import PlaneDep
 
@@ -95,7 +96,7 @@ def release_analysis(
     release_id: str,
     _: Viewer,
     plane: PlaneDep,
-    after: Annotated[int, Query(ge=0, description="only runs with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT, description="only runs with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AnalysisRunRead]:
     return [

@@ -1,15 +1,16 @@
 """Declarative apply: make the store hold what a ``coalmine.yaml`` document describes.
 
 The body is the document as YAML (any content type but JSON) or JSON. A
-document that cannot be parsed is a 400 that says where; one that does not
-fit the schema is a 422 naming each bad field. Nothing changes unless the
-whole document applies (one transaction); ``?dry_run=true`` reports the
-changes and rolls them back.
+document that cannot be parsed is a 400 that says where; so is one nested
+more than `MAX_DEPTH` deep (found before it is built), one with more than
+100,000 values (YAML aliases), or one with a number beyond 64 bits or not
+finite. One that does not fit the schema is a 422 naming each bad field.
+Nothing changes unless the whole document applies (one transaction);
+``?dry_run=true`` reports the changes and rolls them back.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import yaml
@@ -21,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from coalmine.controller.schemas import ApplyRead, AppSpec
 from coalmine.controller.tokens import Principal
 from coalmine.core.errors import InvalidInput
+from coalmine.core.wire import MAX_DEPTH, check_number, load_json, long_int
 from coalmine.web.auth import Require
 from coalmine.web.deps import PlaneDep
 
@@ -67,18 +69,42 @@ def _yaml_error(exc: yaml.YAMLError) -> InvalidInput:
     return InvalidInput(f"malformed YAML: {exc}")
 
 
+_TOO_DEEP = f"the document is nested more than {MAX_DEPTH} levels deep"
+
+
+def _check_yaml_events(text: str) -> None:
+    """Refuse, before anything is built, YAML nested too deep (building it recurses once per
+    level) and decimal whole numbers too long for 64 bits (Python refuses to convert ints of
+    over 4300 digits)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InvalidInput(_TOO_DEEP)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.ScalarEvent) and event.style is None:
+            long_int(event.value)
+
+
 def _check_size(doc: object) -> None:
-    """Refuse documents that YAML aliases blow up (a "billion laughs")."""
-    stack, seen = [doc], 0
+    """Refuse documents that YAML aliases blow up (a "billion laughs") or nest too deep (an
+    alias adds the depth of what it names), and numbers beyond 64 bits or not finite."""
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    seen = 0
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         seen += 1
         if seen > _MAX_NODES:
             raise InvalidInput(f"the document is too large: more than {_MAX_NODES} values")
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+        if isinstance(node, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidInput(_TOO_DEEP)
+            values = node.values() if isinstance(node, dict) else node
+            stack.extend((value, depth + 1) for value in values)
+        else:
+            check_number(node)
 
 
 def parse_document(raw: bytes, content_type: str | None) -> AppSpec:
@@ -91,17 +117,17 @@ def parse_document(raw: bytes, content_type: str | None) -> AppSpec:
         raise InvalidInput("empty document: send the contents of a coalmine.yaml")
     doc: object
     if _is_json(content_type):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(
-                f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
+        doc = load_json(text, "the document")
     else:
         try:
+            _check_yaml_events(text)
             doc = yaml.safe_load(text)
+        except InvalidInput:
+            raise
         except yaml.YAMLError as exc:
             raise _yaml_error(exc) from None
+        except (ValueError, RecursionError) as exc:  # a value YAML cannot convert; a last guard
+            raise InvalidInput(f"malformed YAML: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidInput(
             "a coalmine.yaml document is a mapping with 'app', 'functions' and 'release';"

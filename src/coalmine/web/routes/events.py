@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from coalmine.controller.schemas import EventRead
 from coalmine.controller.tokens import Principal
+from coalmine.core.wire import MAX_INT
 from coalmine.web.auth import Require
 from coalmine.web.deps import PlaneDep
 
@@ -24,7 +25,7 @@ def list_events(
     plane: PlaneDep,
     app: Annotated[str | None, Query(description="only this app's events")] = None,
     release: Annotated[str | None, Query(description="only this release's events")] = None,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT, description="only events with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventRead]:
     return [

@@ -16,7 +16,6 @@ OFREP's shapes: ``{"key", "errorCode", "errorDetails"}`` (single),
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -27,8 +26,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from coalmine.controller.tokens import Principal, TokenService
-from coalmine.core.errors import NotFound
+from coalmine.core.errors import InvalidInput, NotFound
 from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.core.wire import load_json
 from coalmine.web.auth import (
     INVALID_TOKEN,
     _bearer,  # one scheme in the OpenAPI document
@@ -89,9 +89,9 @@ class OfrepRequest:
     def parse(cls, raw: bytes) -> OfrepRequest | tuple[str, str]:
         """The request, or ``(errorCode, errorDetails)``."""
         try:
-            body = json.loads(raw or b"{}")
-        except ValueError as exc:
-            return "PARSE_ERROR", f"the body is not JSON: {exc}"
+            body = load_json(raw or b"{}", "the body")
+        except InvalidInput as exc:
+            return "PARSE_ERROR", str(exc)
         if not isinstance(body, Mapping):
             return "PARSE_ERROR", 'the body must be a JSON object: {"context": {...}}'
         ctx = body.get("context")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from coalmine.controller.schemas import EventRead, OperateRequest, ReleaseCreate, ReleaseRead
 from coalmine.controller.tokens import Principal
 from coalmine.core.machine import Command
+from coalmine.core.wire import MAX_INT
 from coalmine.web.auth import Require
 from coalmine.web.deps import PlaneDep
 
@@ -55,7 +56,7 @@ def release_events(
     release_id: str,
     _: Viewer,
     plane: PlaneDep,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT, description="only events with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventRead]:
     return [
