@@ -86,6 +86,15 @@ def command(
     log_level: Annotated[
         str, typer.Option(metavar="LEVEL", help="debug, info, warning or error.")
     ] = "info",
+    public_docs: Annotated[
+        bool,
+        typer.Option(
+            "--public-docs",
+            envvar="COALMINE_PUBLIC_DOCS",
+            help="Serve /openapi.json, /docs and /redoc without a token (by default they need"
+            " a viewer token, like every route but /healthz).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the control plane API and run the rollout controller."""
     require("fastapi", "server")
@@ -105,6 +114,7 @@ def command(
         controller_factory=lambda service, feed: _Runner(
             service, feed, controller=controller, interval=interval
         ),
+        public_docs=public_docs,
     )
     shown = url.split("@")[-1] if "@" in url else url
     err_console.print(

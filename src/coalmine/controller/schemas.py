@@ -48,7 +48,7 @@ __all__ = [
     "VersionRead",
 ]
 
-Role = Literal["admin", "deployer", "viewer", "sdk"]
+Role = Literal["admin", "deployer", "viewer", "sdk", "browser", "scraper"]
 # pydantic searches a pattern anywhere in the value: anchor it
 _NAME = f"^{NAME_PATTERN.pattern}$"
 _VERSION = f"^{VERSION_PATTERN.pattern}$"
@@ -265,7 +265,9 @@ class ApplyRead(BaseModel):
 class TokenCreate(_In):
     name: str = Field(min_length=1, max_length=120)
     role: Role
-    app: str | None = Field(default=None, pattern=_NAME, description="required for role 'sdk'")
+    app: str | None = Field(
+        default=None, pattern=_NAME, description="required for roles 'sdk' and 'browser'"
+    )
 
 
 class TokenRead(BaseModel):
