@@ -282,10 +282,17 @@ def test_signed_context_present_decodable_and_pinning(sqlite_url: str, no_env: N
         lives = ctx.expires_at - now
         assert 3600 - CONTEXT_WINDOW_SECONDS - 1 <= lives <= 3600
 
-        # a stable user who carries the canary user's context is pinned to canary
-        pinned = ask(web, key, user=stable, context=answer["context"]).json()
+        # the canary user's context pins that user's later answers
+        pinned = ask(web, key, user=canary, context=answer["context"]).json()
         assert (pinned["channel"], pinned["reason"]) == ("canary", "pinned")
         assert pinned["versions"] == answer["versions"]
+        # and no one else's: a stable user who carries it is decided afresh, and told why
+        laundered = ask(web, key, user=stable, context=answer["context"]).json()
+        assert (laundered["channel"], laundered["reason"]) == ("stable", "cohort")
+        assert "routing context ignored (other_user)" in laundered["detail"]
+        assert isinstance(
+            decode_context(laundered["context"], KEYS, now=now, user=stable), RoutingContext
+        )
         assert ask(web, key, user=stable).json()["channel"] == "stable"
 
         # a forged context is ignored, and the answer says why
@@ -304,7 +311,7 @@ def test_signed_context_present_decodable_and_pinning(sqlite_url: str, no_env: N
         assert web.client.post(
             "/v1/releases/shop-1/rollback", headers=web.as_("deployer")
         ).is_success
-        r = ask(web, key, user=stable, context=answer["context"]).json()
+        r = ask(web, key, user=canary, context=answer["context"]).json()
         assert (r["channel"], r["reason"]) == ("stable", "rolled_back")
         assert r["versions"] == {"api": "v1", "worker": "v1"}
 
