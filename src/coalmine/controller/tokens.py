@@ -7,8 +7,10 @@ ladder: an ``sdk`` key is the server credential of one app's SDKs and
 gateways (its routing, discovery, OFREP, metrics writes); a ``browser`` key is
 the public key of one app's web pages (discovery for one user at a time, and
 OFREP); a ``scraper`` token reads ``GET /metrics`` only. `Principal`'s
-``can_*`` methods are the policy; docs/api.md's table states it and
-tests/web/test_keys.py checks the two agree.
+``can_*`` methods are the policy of the reads (``POST /v1/metrics`` checks
+its writer in its route: the app's sdk key or a deployer); docs/api.md's
+table states the whole policy and tests/web/test_keys.py checks that the
+server agrees with it.
 """
 
 from __future__ import annotations
@@ -90,11 +92,6 @@ class Principal:
     def can_evaluate_flags(self, app: str) -> bool:
         """OFREP: the app's browser or sdk key (the key names the app the flags are of)."""
         return self._own("browser", app) or self._own("sdk", app)
-
-    def can_send_metrics(self, app: str) -> bool:
-        """``POST /v1/metrics``: the app's sdk key or a deployer. Never a browser key: the judge
-        decides on these numbers."""
-        return self._own("sdk", app) or self.has_role("deployer")
 
     def can_scrape(self) -> bool:
         """``GET /metrics``: a scraper token or a viewer."""

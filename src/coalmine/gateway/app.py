@@ -435,8 +435,7 @@ class Gateway:
             decision.release_id,
             decision.channel,
             tuple(decision.versions.items()),
-            decision.binding,
-        )
+        )  # not the decision's binding: every context here is bound to ``user``
         signer = signers.get(key)
         if signer is None:
             signer = signers[key] = ContextSigner(decision, keyring, expires_at=second)
@@ -460,7 +459,7 @@ def _header_map(raw: RawHeaders) -> dict[str, str]:
 
 _Resolved = tuple[str, FunctionTarget] | CallFailed
 """a version's target reference and what calls it, or why it cannot be called"""
-_SignerKey = tuple[str, str, Channel, tuple[tuple[str, str], ...], str | None]
+_SignerKey = tuple[str, str, Channel, tuple[tuple[str, str], ...]]
 
 
 def _resolve(
