@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/streams.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/gateway_inprocess.py
 	$(BIN)/python bench/controller_tick.py
 
 # Re-pin every dependency (needs the package registry).

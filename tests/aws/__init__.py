@@ -83,9 +83,9 @@ class SnapshotRouter:
             return Decision(app, None, Channel.STABLE, {}, Reason.ERROR, "no snapshot")
         return static.decide(app, user_key, context)
 
-    def encode(self, decision: Decision) -> str | None:
+    def encode(self, decision: Decision, *, user: str | None = None) -> str | None:
         static = self._static()
-        return static.encode(decision) if static is not None else None
+        return static.encode(decision, user=user) if static is not None else None
 
     def record(
         self,

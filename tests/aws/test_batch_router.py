@@ -126,15 +126,18 @@ def test_only_canary_records_make_an_invoke() -> None:
     assert d.ids("v1") == [f"m{i}" for i in range(5)]
 
 
-def test_a_context_pins_the_record_whatever_its_user() -> None:
+def test_a_context_pins_its_users_record_and_no_one_elses() -> None:
     d = Deployment()
     canary = d.router.decide(APP, CANARY[0])
-    token = d.router.encode(canary)
+    # the user's chain was decided canary upstream (say, before the exposure dropped)
+    token = d.router.encode(canary, user=STABLE[0])
     assert token is not None
-    # a stable user's record that carries a canary chain's context runs the canary
     record = sqs_record("m0", "{}", user=STABLE[0], baggage=f"coalmine={token},other=1")
-    assert d.run([record]) == set()
+    # the same context on another user's record grants that user nothing
+    replayed = sqs_record("m1", "{}", user=STABLE[1], baggage=f"coalmine={token}")
+    assert d.run([record, replayed]) == set()
     assert d.ids("v2") == ["m0"]
+    assert d.ids("v1") == ["m1"]
 
 
 def test_a_forwarded_batch_never_forwards_and_keeps_the_forwarders_decision() -> None:

@@ -173,7 +173,8 @@ def test_the_handler_decorator_reads_sns_and_eventbridge() -> None:
     snap = router.snap
     assert snap is not None
     stable, canary = users_by_channel(snap)
-    token = router.encode(router.decide(APP, canary[0]))
+    # a canary chain of stable[0] (decided before, say, the exposure dropped)
+    token = router.encode(router.decide(APP, canary[0]), user=stable[0])
     seen: list[Channel] = []
 
     @handler(router, APP, user="coalmine-user")

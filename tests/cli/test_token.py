@@ -7,7 +7,9 @@ import json
 import pytest
 
 from coalmine.cli import main
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.tokens import TokenService
+from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import open_store
 
 
@@ -69,3 +71,24 @@ def test_sdk_key_needs_an_existing_app(sqlite_url: str, capsys: pytest.CaptureFi
     )
     assert code == 2
     assert "no app named 'nope'" in capsys.readouterr().err
+
+
+def test_a_browser_key_and_a_scraper_token(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store(sqlite_url)
+    try:
+        ControlPlane(store, ChangeFeed(store)).catalog.create_app("shop", "test")
+    finally:
+        store.dispose()
+    db = ["--database-url", sqlite_url]
+    assert (
+        main(["token", "create", "--name", "web", "--role", "browser", "--app", "shop", *db]) == 0
+    )
+    assert capsys.readouterr().out.startswith("cmpub_")
+    assert main(["token", "create", "--name", "prom", "--role", "scraper", *db]) == 0
+    assert capsys.readouterr().out.startswith("cm_")
+    # a browser key belongs to one app
+    assert main(["token", "create", "--name", "web", "--role", "browser", *db]) == 2
+    err = capsys.readouterr().err
+    assert "a browser key belongs to one app" in err

@@ -62,6 +62,8 @@ def _decision(v: dict[str, Any]) -> Decision:
 def test_vector_file_shape() -> None:
     assert len(VECTORS["valid"]) >= 5
     assert {Channel(v["channel"]) for v in VECTORS["valid"]} == set(Channel)
+    assert any("user" in v for v in VECTORS["valid"])
+    assert any("user" not in v for v in VECTORS["valid"])  # as older coalmines signed them
     # every way to be rejected has a vector
     assert {RejectKind(v["reject"]) for v in VECTORS["invalid"]} == set(RejectKind)
     assert len({v["case"] for v in VECTORS["invalid"]}) == len(VECTORS["invalid"])
@@ -69,7 +71,13 @@ def test_vector_file_shape() -> None:
 
 @pytest.mark.parametrize("vector", VECTORS["valid"], ids=lambda v: f"{v['app']}-{v['channel']}")
 def test_valid_vector_encodes_byte_for_byte(vector: dict[str, Any]) -> None:
-    token = encode_context(_decision(vector), VECTOR_KEYRING, now=vector["now"], ttl=vector["ttl"])
+    token = encode_context(
+        _decision(vector),
+        VECTOR_KEYRING,
+        now=vector["now"],
+        ttl=vector["ttl"],
+        user=vector.get("user"),
+    )
     assert token == vector["encoded"]
 
 
@@ -83,9 +91,13 @@ def test_valid_vector_matches_the_documented_format(vector: dict[str, Any]) -> N
         "v": vector["versions"],
         "e": vector["now"] + vector["ttl"],
     }
+    key = bytes.fromhex(VECTORS["key_hex"])
+    if "user" in vector:
+        tag = hmac.new(key, b"coalmine-user\x00" + vector["user"].encode(), hashlib.sha256)
+        claims["u"] = f"{VECTORS['kid']}.{b64e(tag.digest()[:12])}"
+        assert claims["u"] == vector["binding"]
     payload = json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     signed = f"1.{VECTORS['kid']}.{b64e(payload.encode())}"
-    key = bytes.fromhex(VECTORS["key_hex"])
     mac = hmac.new(key, b"coalmine-context\x00" + signed.encode(), hashlib.sha256).digest()
     assert f"{signed}.{b64e(mac[:16])}" == vector["encoded"]
 
@@ -93,14 +105,16 @@ def test_valid_vector_matches_the_documented_format(vector: dict[str, Any]) -> N
 @pytest.mark.parametrize("vector", VECTORS["valid"], ids=lambda v: f"{v['app']}-{v['channel']}")
 def test_valid_vector_decodes(vector: dict[str, Any]) -> None:
     for now in (vector["now"], vector["expires_at"] - 1):
-        got = decode_context(vector["encoded"], VECTOR_KEYRING, now=now)
-        assert got == RoutingContext(
-            vector["app"],
-            vector["release_id"],
-            Channel(vector["channel"]),
-            vector["versions"],
-            vector["expires_at"],
-        )
+        for hop_user in (None, vector.get("user")):  # a hop without a user; one serving it
+            got = decode_context(vector["encoded"], VECTOR_KEYRING, now=now, user=hop_user)
+            assert got == RoutingContext(
+                vector["app"],
+                vector["release_id"],
+                Channel(vector["channel"]),
+                vector["versions"],
+                vector["expires_at"],
+                vector.get("binding"),
+            )
     expired = decode_context(vector["encoded"], VECTOR_KEYRING, now=vector["expires_at"])
     assert isinstance(expired, Rejected)
     assert expired.kind is RejectKind.EXPIRED
@@ -108,10 +122,15 @@ def test_valid_vector_decodes(vector: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("vector", VECTORS["invalid"], ids=lambda v: v["case"])
 def test_invalid_vector_is_rejected(vector: dict[str, Any]) -> None:
-    got = decode_context(vector["encoded"], VECTOR_KEYRING, now=vector["now"])
+    user = vector.get("user")
+    got = decode_context(vector["encoded"], VECTOR_KEYRING, now=vector["now"], user=user)
     assert isinstance(got, Rejected)
     assert got.kind == vector["reject"]
     assert got.message
+    if user is not None:  # rejected only where the hop knows its user
+        assert isinstance(
+            decode_context(vector["encoded"], VECTOR_KEYRING, now=vector["now"]), RoutingContext
+        )
 
 
 # --- encode / decode -------------------------------------------------------------------------

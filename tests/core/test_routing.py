@@ -604,9 +604,9 @@ def test_pinned_canary_survives_exposure_drop() -> None:
     before, after = running(5000), running(100)
     first = decide(before, MID_USER)
     assert first.channel is Channel.CANARY
-    token = encode_context(first, KEYRING, now=NOW)
+    token = encode_context(first, KEYRING, now=NOW, user=MID_USER)
     assert decide(after, MID_USER).channel is Channel.STABLE  # fresh decision moved
-    for user in (MID_USER, None, "someone-else"):
+    for user in (MID_USER, None):  # the user's own hops; a hop that does not know the user
         d = evaluate(after, user, keyring=KEYRING, now=NOW + 10, context=token)
         assert (d.channel, dict(d.versions), d.reason, d.detail) == (
             Channel.CANARY,
@@ -614,13 +614,17 @@ def test_pinned_canary_survives_exposure_drop() -> None:
             Reason.PINNED,
             None,
         )
+    # someone else is decided afresh: the context is MID_USER's
+    d = evaluate(after, "someone-else", keyring=KEYRING, now=NOW + 10, context=token)
+    assert d.reason is Reason.COHORT
+    assert "(other_user)" in (d.detail or "")
 
 
 def test_pinned_stable_survives_exposure_rise() -> None:
     before, after = running(1000), running(5000)
     first = decide(before, MID_USER)
     assert first.channel is Channel.STABLE
-    token = encode_context(first, KEYRING, now=NOW)
+    token = encode_context(first, KEYRING, now=NOW, user=MID_USER)
     assert decide(after, MID_USER).channel is Channel.CANARY
     d = evaluate(after, MID_USER, keyring=KEYRING, now=NOW + 10, context=token)
     assert (d.channel, dict(d.versions), d.reason) == (Channel.STABLE, CURRENT, Reason.PINNED)
@@ -628,7 +632,7 @@ def test_pinned_stable_survives_exposure_rise() -> None:
 
 def test_context_of_a_release_that_was_then_rolled_back() -> None:
     first = decide(running(5000), CANARY_USER)
-    token = encode_context(first, KEYRING, now=NOW)
+    token = encode_context(first, KEYRING, now=NOW, user=CANARY_USER)
     # later this process learns r1 was rolled back and r2 started
     r2 = Release.start(
         id="r2",
@@ -736,7 +740,7 @@ def test_error_after_promotion_gives_the_new_stable() -> None:
 
 def test_evaluate_valid_context_and_override() -> None:
     state = running(0)
-    token = encode_context(decide(running(10000), STABLE_USER), KEYRING, now=NOW)
+    token = encode_context(decide(running(10000), STABLE_USER), KEYRING, now=NOW, user=STABLE_USER)
     d = evaluate(state, STABLE_USER, keyring=KEYRING, now=NOW, context=token)
     assert (d.channel, d.reason, d.detail) == (Channel.CANARY, Reason.PINNED, None)
     o = issue_override(KEYRING, app=APP, channel=Channel.CANARY, now=NOW, ttl=60, user_key="alice")
@@ -753,16 +757,27 @@ def _tamper(token: str) -> str:
 
 def test_evaluate_rejected_context_decides_afresh_and_says_why() -> None:
     state = running(0)
-    token = encode_context(decide(running(10000), STABLE_USER), KEYRING, now=NOW, ttl=60)
+    token = encode_context(
+        decide(running(10000), STABLE_USER), KEYRING, now=NOW, ttl=60, user=STABLE_USER
+    )
     assert token is not None
     cases = [
+        (
+            encode_context(decide(running(10000), "x"), KEYRING, now=NOW, user="x"),
+            NOW,
+            "other_user",
+        ),
+        (encode_context(decide(running(10000), "x"), KEYRING, now=NOW), NOW, "unbound"),
         (_tamper(token), NOW, "bad_signature"),
         (token, NOW + 60, "expired"),
         ("2.k1.x.y", NOW, "unsupported_version"),
         ("nonsense", NOW, "malformed"),
         (
             encode_context(
-                decide(running(10000), "x"), Keyring.single(b"x" * 16, "other"), now=NOW
+                decide(running(10000), "x"),
+                Keyring.single(b"x" * 16, "other"),
+                now=NOW,
+                user=STABLE_USER,
             ),
             NOW,
             "unknown_key",

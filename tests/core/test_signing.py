@@ -11,6 +11,8 @@ import string
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coalmine.core import (
     Channel,
@@ -28,7 +30,7 @@ from coalmine.core import (
 )
 from coalmine.core.context import PURPOSE as CONTEXT_PURPOSE
 from coalmine.core.override import PURPOSE as OVERRIDE_PURPOSE
-from coalmine.core.signing import seal, unseal
+from coalmine.core.signing import KeyedMac, Sealer, claims_json, seal, unseal
 
 K1 = b"k1-secret-0123456789abcdef"
 K2 = b"k2-secret-fedcba9876543210"
@@ -349,3 +351,37 @@ def test_every_other_spelling_of_the_signature_is_rejected() -> None:
         )
     ]
     assert accepted == []
+
+
+# --- the per-request fast path: KeyedMac, Sealer -------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.binary(min_size=16, max_size=200),  # past the 64-byte block: the key is hashed
+    prefix=st.binary(max_size=40),
+    message=st.binary(max_size=300),
+)
+def test_keyed_mac_is_hmac_sha256(key: bytes, prefix: bytes, message: bytes) -> None:
+    mac = KeyedMac(key, prefix)
+    expected = hmac.new(key, prefix + message, hashlib.sha256).digest()
+    assert mac.digest(message) == expected
+    assert mac.digest(message) == expected  # keyed once, used many times
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    claims=st.dictionaries(
+        st.text(max_size=5),
+        st.one_of(st.integers(), st.text(max_size=10), st.lists(st.integers(), max_size=3)),
+        max_size=5,
+    )
+)
+def test_sealer_signs_as_the_documented_envelope(claims: dict[str, Any]) -> None:
+    ring = Keyring({"k1": K1}, "k1")
+    body = json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    signed = f"1.k1.{b64e(body.encode())}"
+    mac = hmac.new(K1, b"coalmine-context\x00" + signed.encode(), hashlib.sha256).digest()
+    expected = f"{signed}.{b64e(mac[:16])}"
+    assert seal("coalmine-context", ring, claims) == expected
+    assert Sealer("coalmine-context", ring).seal_json(claims_json(claims)) == expected

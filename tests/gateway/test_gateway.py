@@ -220,10 +220,10 @@ async def test_the_anonymous_cookie_is_sticky(gw: Running) -> None:
 # -- routing context in and out ----------------------------------------------------
 
 
-def canary_context(keyring: Any) -> str:
+def canary_context(keyring: Any, user: str | None = None) -> str:
     snap_candidate = {"api": "v2", "greet": "v2", "orders": "v2"}
     decision = Decision(APP, RELEASE_ID, Channel.CANARY, snap_candidate, Reason.COHORT)
-    token = encode_context(decision, keyring, now=time.time())
+    token = encode_context(decision, keyring, now=time.time(), user=user)
     assert token is not None
     return token
 
@@ -232,7 +232,13 @@ async def test_a_forged_or_unsigned_context_is_dropped_and_a_signed_one_honoured
     gw: Running,
 ) -> None:
     user = gw.user_in(Channel.STABLE)
-    for bad in (canary_context(OTHER_KEYRING), "1.gw1.e30.AAAAAAAAAAAAAAAAAAAAAA", "garbage"):
+    for bad in (
+        canary_context(OTHER_KEYRING, user),
+        "1.gw1.e30.AAAAAAAAAAAAAAAAAAAAAA",
+        "garbage",
+        canary_context(KEYRING, "someone-else"),  # signed, but decided for another user
+        canary_context(KEYRING),  # signed, but names no user (an older coalmine's)
+    ):
         r = await gw.client.get(
             "/api/echo", headers={"x-user-id": user, "baggage": f"coalmine={bad},team=blue"}
         )
@@ -241,7 +247,7 @@ async def test_a_forged_or_unsigned_context_is_dropped_and_a_signed_one_honoured
         assert sent is not None
         assert sent != bad
 
-    signed = canary_context(KEYRING)
+    signed = canary_context(KEYRING, user)
     r = await gw.client.get(
         "/api/echo", headers={"x-user-id": user, "baggage": f"coalmine={signed}"}
     )
@@ -265,7 +271,8 @@ async def test_the_downstream_gets_the_gateways_signed_context_and_other_members
         )
         sent = downstream_headers(r)
         assert sent["baggage"].startswith("team=blue,coalmine=")
-        ctx = decode_context(find_in_baggage(sent["baggage"]), KEYRING, now=time.time())
+        # bound to the user it was decided for
+        ctx = decode_context(find_in_baggage(sent["baggage"]), KEYRING, now=time.time(), user=user)
         assert not hasattr(ctx, "kind"), ctx
         assert ctx.channel.value == r.headers["x-coalmine-channel"] == channel.value  # type: ignore[union-attr]
         assert ctx.versions["api"] == r.headers["x-coalmine-version"]  # type: ignore[union-attr]

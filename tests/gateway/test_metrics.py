@@ -142,7 +142,9 @@ async def test_with_a_control_plane_the_windows_arrive_in_the_store(sqlite_url: 
         # the gateway's shutdown flushed what was left
         assert await asyncio.to_thread(stored, "greet", "v1", "stable") == (2, 0, 2)
         # and the control plane exposes what it ingested
-        async with httpx.AsyncClient(base_url=plane.url) as http:
+        scraper = await asyncio.to_thread(plane.tokens.create, "prometheus", "scraper")
+        auth = {"Authorization": f"Bearer {scraper.token}"}
+        async with httpx.AsyncClient(base_url=plane.url, headers=auth) as http:
             got = samples((await http.get("/metrics")).text)
         assert one(got, "coalmine_requests_total", function="greet", channel="canary") == 2
     finally:

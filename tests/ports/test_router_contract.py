@@ -68,11 +68,27 @@ def test_every_user_is_decided_as_the_core_decides(router: Router) -> None:
 
 def test_a_valid_signed_context_pins_the_channel(router: Router) -> None:
     canary = decide(SNAPSHOT.state, user_in(Channel.CANARY))
-    token = encode_context(canary, KEYRING, now=time.time())
     stable_user = user_in(Channel.STABLE)
+    # the user's chain was decided canary upstream (before, say, the exposure dropped)
+    token = encode_context(canary, KEYRING, now=time.time(), user=stable_user)
     pinned = router.decide(APP, stable_user, token)
     assert (pinned.channel, pinned.reason) == (Channel.CANARY, Reason.PINNED)
     assert dict(pinned.versions) == dict(canary.versions)
+    # a hop that does not know the user keeps the chain too
+    assert router.decide(APP, None, token).reason is Reason.PINNED
+
+
+def test_another_users_context_grants_nothing(router: Router) -> None:
+    canary_user = user_in(Channel.CANARY)
+    token = encode_context(
+        decide(SNAPSHOT.state, canary_user), KEYRING, now=time.time(), user=canary_user
+    )
+    for context in (
+        token,
+        encode_context(decide(SNAPSHOT.state, canary_user), KEYRING, now=time.time()),
+    ):
+        got = router.decide(APP, user_in(Channel.STABLE), context)
+        assert (got.channel, got.reason) == (Channel.STABLE, Reason.COHORT)
 
 
 @pytest.mark.parametrize("context", ["not-a-token", "", "a.b.c", "x" * 5000])

@@ -58,7 +58,7 @@ def test_an_incoming_context_pins_the_channel_in_every_form(client: Client) -> N
     assert client.decide(APP, user).channel is Channel.STABLE
 
     upstream = Decision(APP, "shop-1", Channel.CANARY, {"api": "v2", "worker": "v1"}, Reason.COHORT)
-    token = client.encode(upstream)
+    token = client.encode(upstream, user=user)
     assert token is not None
     ctx = decode_context(token, KEYRING, now=time.time())
     assert isinstance(ctx, RoutingContext)
@@ -66,6 +66,18 @@ def test_an_incoming_context_pins_the_channel_in_every_form(client: Client) -> N
         d = client.decide(APP, user, context)
         assert (d.channel, d.reason, d.release_id) == (Channel.CANARY, Reason.PINNED, "shop-1")
         assert d.detail is None
+    # the same context in every form grants nothing to another user
+    other = next(f"v{i}" for i in range(1000) if not decide(snap.state, f"v{i}").is_canary)
+    for context in (token, f"userId=alice,coalmine={token};p=1", ctx):
+        d = client.decide(APP, other, context)
+        assert (d.channel, d.reason) == (Channel.STABLE, Reason.COHORT)
+        assert "routing context ignored (other_user)" in (d.detail or "")
+    # a hop that does not know its user keeps the chain, and passes the binding on
+    middle = client.decide(APP, None, token)
+    assert (middle.channel, middle.reason) == (Channel.CANARY, Reason.PINNED)
+    onward = client.encode(middle)
+    assert client.decide(APP, user, onward).reason is Reason.PINNED
+    assert client.decide(APP, other, onward).channel is Channel.STABLE
 
     # a baggage header without our member, or an empty one: decided afresh
     assert client.decide(APP, user, "userId=alice").reason is Reason.COHORT
@@ -115,7 +127,7 @@ def test_without_any_routing_the_decision_is_stable_with_an_error(mock: MockPlan
 
         # a verified context is still honoured (DESIGN rule 2), a forged one is not
         upstream = Decision(APP, "shop-9", Channel.CANARY, {"api": "v7"}, Reason.COHORT)
-        token = c.encode(upstream)
+        token = c.encode(upstream, user="alice")
         pinned = c.decide(APP, "alice", token)
         assert (pinned.channel, pinned.reason, dict(pinned.versions)) == (
             Channel.CANARY,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from coalmine.core import decide, decode_context
-from coalmine.core.context import RoutingContext
+from coalmine.core.context import RoutingContext, bind_user
 from coalmine.core.model import Channel, Decision, Reason
 from coalmine.sdk import (
     Client,
@@ -43,10 +43,15 @@ def server() -> Iterator[HeaderRecorder]:
         yield recorder
 
 
-def _stable_user(client: Client) -> str:
+def _stable_user(client: Client, start: str | None = None) -> str:
+    """A user whom the cohort puts in stable (other than ``start``)."""
     snap = client.snapshot(APP)
     assert snap is not None
-    return next(f"u{i}" for i in range(1000) if not decide(snap.state, f"u{i}").is_canary)
+    return next(
+        f"u{i}"
+        for i in range(1000)
+        if not decide(snap.state, f"u{i}").is_canary and f"u{i}" != start
+    )
 
 
 def _outgoing_context(server: HeaderRecorder) -> RoutingContext:
@@ -63,7 +68,7 @@ def test_an_api_gateway_event_is_pinned_by_its_incoming_context(
     client: Client, server: HeaderRecorder
 ) -> None:
     user = _stable_user(client)
-    token = client.encode(CANARY)
+    token = client.encode(CANARY, user=user)
     seen: list[Decision | None] = []
 
     @client.handler(APP, user="x-user-id", function="api")
@@ -95,7 +100,17 @@ def test_an_api_gateway_event_is_pinned_by_its_incoming_context(
         "shop-1",
         {"api": "v2", "worker": "v1"},
     )
+    assert ctx.binding == bind_user(KEYRING, user)  # the next hop checks it is this user's
     assert current_decision() is None  # only inside the handler
+
+    # the same context in an event of another user grants that user nothing
+    other = _stable_user(client, start=user)
+    lambda_handler({"headers": {"x-user-id": other, "baggage": f"coalmine={token}"}}, None)
+    decision = seen[-1]
+    assert decision is not None
+    assert (decision.channel, decision.reason) == (Channel.STABLE, Reason.COHORT)
+    assert "other_user" in (decision.detail or "")
+    assert _outgoing_context(server).binding == bind_user(KEYRING, other)
 
     # HTTP API (v2): lower-case headers; no context, so the user's own cohort
     v2 = {"version": "2.0", "routeKey": "POST /orders", "headers": {"x-user-id": user}}
@@ -117,7 +132,7 @@ def test_plain_events_a_user_function_and_bad_events(
     def fn(event: Any, context: object = None) -> None:
         seen.append((current_decision(), current_token()))
 
-    fn({"user": "alice", "headers": {"BAGGAGE": f"coalmine={client.encode(CANARY)}"}})
+    fn({"user": "alice", "headers": {"BAGGAGE": f"coalmine={client.encode(CANARY, user='alice')}"}})
     decision, token = seen[-1]
     assert decision is not None
     assert decision.reason is Reason.PINNED
@@ -137,7 +152,7 @@ def test_an_sqs_batch_exposes_one_decision_per_record(
     client: Client, server: HeaderRecorder
 ) -> None:
     stable = _stable_user(client)
-    token = client.encode(CANARY)
+    token = client.encode(CANARY, user=stable)
 
     def sqs(user: str, baggage: str | None) -> dict[str, Any]:
         attributes = {"user-id": {"stringValue": user, "dataType": "String"}}
@@ -168,7 +183,7 @@ def test_an_sqs_batch_exposes_one_decision_per_record(
 
 def test_a_kinesis_batch_reads_the_envelope(client: Client) -> None:
     stable = _stable_user(client)
-    token = client.encode(CANARY)
+    token = client.encode(CANARY, user=stable)
 
     def kinesis(data: bytes) -> dict[str, Any]:
         return {
@@ -199,7 +214,7 @@ def test_a_kinesis_batch_reads_the_envelope(client: Client) -> None:
 
 
 async def test_async_handlers_are_decorated_too(client: Client, server: HeaderRecorder) -> None:
-    token = client.encode(CANARY)
+    token = client.encode(CANARY, user="bob")
 
     @client.handler(APP, user="x-user-id")
     async def fn(event: dict[str, Any], context: object) -> Channel | None:

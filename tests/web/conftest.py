@@ -70,6 +70,9 @@ class Web:
     def sdk_key(self, app: str) -> str:
         return self.tokens.create(f"sdk-{app}", "sdk", app).token
 
+    def browser_key(self, app: str) -> str:
+        return self.tokens.create(f"web-{app}", "browser", app).token
+
     def apply(self, doc: str = APP_DOC, **params: Any) -> Any:
         r = self.client.post(
             "/v1/apply",

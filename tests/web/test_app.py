@@ -15,7 +15,7 @@ from tests.web.conftest import ADMIN_SECRET, TestClient, Web, bearer
 def test_health_and_openapi(sqlite_web: Web) -> None:
     c = sqlite_web.client
     assert c.get("/healthz").json() == {"status": "ok"}
-    spec = c.get("/openapi.json").json()
+    spec = c.get("/openapi.json", headers=sqlite_web.as_("viewer")).json()
     assert spec["info"]["title"] == "coalmine control plane"
     assert spec["info"]["version"] == __version__
     paths = spec["paths"]
@@ -63,13 +63,46 @@ def test_health_and_openapi(sqlite_web: Web) -> None:
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
+DOC_PAGES = ("/openapi.json", "/docs", "/redoc")
+
+
+def test_the_api_docs_need_a_viewer_token(sqlite_web: Web) -> None:
+    """The docs say every route but /healthz needs a token: the API's own docs too."""
+    web = sqlite_web
+    web.apply()
+    browser = web.tokens.create("page", "browser", "shop").token
+    for path in DOC_PAGES:
+        r = web.client.get(path)
+        assert r.status_code == 401, path
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = web.client.get(path, headers=bearer(browser))
+        assert r.status_code == 403, path
+        assert r.json()["detail"] == "role browser cannot read the API docs; needs viewer"
+        r = web.client.get(path, headers=web.as_("viewer"))
+        assert r.status_code == 200, path
+    spec = web.client.get("/openapi.json", headers=web.as_("viewer")).json()
+    assert "/openapi.json" not in spec["paths"]  # the page is not an operation of the API
+    page = web.client.get("/docs", headers=web.as_("viewer")).text
+    assert "/openapi.json" in page
+    assert "swagger" in page.lower()
+
+
+def test_public_docs_serve_the_docs_to_anyone(sqlite_url: str, admin_env: str) -> None:
+    with TestClient(create_app(database_url=sqlite_url, public_docs=True)) as c:
+        for path in DOC_PAGES:
+            assert c.get(path).status_code == 200, path
+        assert c.get("/openapi.json").json()["info"]["title"] == "coalmine control plane"
+        assert c.get("/v1/apps").status_code == 401  # only the docs are public
+
+
 def test_validation_errors_are_one_readable_line(sqlite_web: Web) -> None:
     c = sqlite_web.client
     r = c.post("/v1/tokens", json={"role": "wizard", "extra": 1}, headers=bearer(ADMIN_SECRET))
     assert r.status_code == 422
     body = r.json()
     assert body["detail"] == (
-        "name: Field required; role: Input should be 'admin', 'deployer', 'viewer' or 'sdk';"
+        "name: Field required; role: Input should be 'admin', 'deployer', 'viewer', 'sdk',"
+        " 'browser' or 'scraper';"
         " extra: Extra inputs are not permitted"
     )
     assert [e["loc"] for e in body["errors"]] == [

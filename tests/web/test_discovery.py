@@ -78,12 +78,13 @@ def find_user(web: Web, channel: Channel) -> str:
 
 @contextmanager
 def shop(url: str, **kwargs: Any) -> Iterator[tuple[Web, str]]:
-    """The API with HTTP_DOC applied and a 30% release running; yields it and shop's sdk key."""
+    """The API with HTTP_DOC applied and a 30% release running; yields it and shop's browser
+    key (what a page holds)."""
     kwargs.setdefault("signing_keys", KEYS)
     with running(url, **kwargs) as web:
         web.apply(HTTP_DOC)
         start_release(web, targeting={"always_canary": ["user-7"]})
-        yield web, web.sdk_key("shop")
+        yield web, web.browser_key("shop")
 
 
 @pytest.fixture
@@ -100,11 +101,13 @@ def ask(web: Web, key: str, **params: Any) -> httpx.Response:
 
 
 def test_batch_answers_equal_core_evaluate_for_10000_users(sqlite_url: str, no_env: None) -> None:
-    with shop(sqlite_url, gateway_url=GATEWAY) as (web, key):
+    with shop(sqlite_url, gateway_url=GATEWAY) as (web, _):
         snapshot = web.service.snapshots.snapshot("shop")
         start = time.perf_counter()
         r = web.client.post(
-            "/v1/discovery/batch", json={"app": "shop", "users": USERS}, headers=bearer(key)
+            "/v1/discovery/batch",
+            json={"app": "shop", "users": USERS},
+            headers=bearer(web.sdk_key("shop")),
         )
         elapsed = time.perf_counter() - start
         assert r.status_code == 200, r.text
@@ -124,8 +127,9 @@ def test_batch_answers_equal_core_evaluate_for_10000_users(sqlite_url: str, no_e
         assert elapsed < 5, f"10,000 answers took {elapsed:.2f}s"
 
         # the per-user endpoint gives the very same answers
+        browser = web.browser_key("shop")
         for answer in answers[::500]:
-            r = ask(web, key, user=answer["user"])
+            r = ask(web, browser, user=answer["user"])
             assert r.status_code == 200
             assert r.json() == answer
 
@@ -205,26 +209,35 @@ def test_urls_without_gateway_and_from_the_environment(
 def test_auth(sqlite_url: str, no_env: None) -> None:
     with shop(sqlite_url) as (web, key):
         assert web.client.post("/v1/apps", json={"name": "blog"}, headers=web.as_("deployer"))
-        blog_key = web.sdk_key("blog")
+        blog_key = web.browser_key("blog")
+        sdk_key = web.sdk_key("shop")
         params = {"app": "shop", "user": "u"}
         c = web.client
         assert c.get("/v1/discovery", params=params, headers=bearer(key)).status_code == 200
         assert c.get("/v1/discovery", params={**params, "key": key}).status_code == 200
+        assert c.get("/v1/discovery", params=params, headers=bearer(sdk_key)).status_code == 200
         assert c.get("/v1/discovery", params=params, headers=web.as_("viewer")).status_code == 200
 
         r = c.get("/v1/discovery", params={**params, "key": blog_key})
         assert r.status_code == 403
-        assert "only the routing of app 'blog'" in r.json()["detail"]
+        assert "answers only for app 'blog'" in r.json()["detail"]
         assert r.headers["access-control-allow-origin"] == "*"
         r = c.get("/v1/discovery", params=params)
         assert r.status_code == 401
-        assert r.json()["detail"].startswith("missing sdk key")
-        r = c.get("/v1/discovery", params={**params, "key": "cmsdk_nope-nope-nope-nope"})
+        assert r.json()["detail"].startswith("missing key")
+        r = c.get("/v1/discovery", params={**params, "key": "cmpub_nope-nope-nope-nope"})
         assert (r.status_code, r.json()["detail"]) == (401, "invalid or revoked token")
-        # only sdk keys in the URL
+        # only browser keys in the URL
         r = c.get("/v1/discovery", params={**params, "key": web.secrets["viewer"]})
         assert r.status_code == 403
-        assert "only an sdk key" in r.json()["detail"]
+        assert "only a browser key" in r.json()["detail"]
+        r = c.get("/v1/discovery", params={**params, "key": sdk_key})
+        assert r.status_code == 403
+        assert "sdk key is a server credential" in r.json()["detail"]
+        # a browser key asks for one user at a time
+        r = c.post("/v1/discovery/batch", json={"app": "shop", "users": ["a"]}, headers=bearer(key))
+        assert r.status_code == 403
+        assert "one user at a time" in r.json()["detail"]
 
         r = c.get("/v1/discovery", params={"app": "shop"}, headers=bearer(key))
         assert (r.status_code, r.json()) == (400, {"detail": "pass user=<the user's key>"})
@@ -243,7 +256,7 @@ def test_auth(sqlite_url: str, no_env: None) -> None:
         assert r.status_code == 403
         r = c.post(
             "/v1/discovery/batch", json={"app": "shop", "users": [*USERS, "one-more"]},
-            headers=bearer(key),
+            headers=bearer(sdk_key),
         )  # fmt: skip
         assert r.status_code == 422
         r = c.post(
@@ -269,10 +282,17 @@ def test_signed_context_present_decodable_and_pinning(sqlite_url: str, no_env: N
         lives = ctx.expires_at - now
         assert 3600 - CONTEXT_WINDOW_SECONDS - 1 <= lives <= 3600
 
-        # a stable user who carries the canary user's context is pinned to canary
-        pinned = ask(web, key, user=stable, context=answer["context"]).json()
+        # the canary user's context pins that user's later answers
+        pinned = ask(web, key, user=canary, context=answer["context"]).json()
         assert (pinned["channel"], pinned["reason"]) == ("canary", "pinned")
         assert pinned["versions"] == answer["versions"]
+        # and no one else's: a stable user who carries it is decided afresh, and told why
+        laundered = ask(web, key, user=stable, context=answer["context"]).json()
+        assert (laundered["channel"], laundered["reason"]) == ("stable", "cohort")
+        assert "routing context ignored (other_user)" in laundered["detail"]
+        assert isinstance(
+            decode_context(laundered["context"], KEYS, now=now, user=stable), RoutingContext
+        )
         assert ask(web, key, user=stable).json()["channel"] == "stable"
 
         # a forged context is ignored, and the answer says why
@@ -291,7 +311,7 @@ def test_signed_context_present_decodable_and_pinning(sqlite_url: str, no_env: N
         assert web.client.post(
             "/v1/releases/shop-1/rollback", headers=web.as_("deployer")
         ).is_success
-        r = ask(web, key, user=stable, context=answer["context"]).json()
+        r = ask(web, key, user=canary, context=answer["context"]).json()
         assert (r["channel"], r["reason"]) == ("stable", "rolled_back")
         assert r["versions"] == {"api": "v1", "worker": "v1"}
 
@@ -420,7 +440,7 @@ def test_stream_follows_a_rollback_within_a_second(database_url: str, admin_env:
             json={"candidate": {"api": "v2"}, "strategy": "30%:5m, 100%"},
         ).json()
         app.state.plane.releases.advance(rel["id"], Tick(time.time() + 1e6))
-        key = api.post("/v1/tokens", json={"name": "web", "role": "sdk", "app": "shop"}).json()[
+        key = api.post("/v1/tokens", json={"name": "web", "role": "browser", "app": "shop"}).json()[
             "token"
         ]
         state = app.state.plane.snapshots.snapshot("shop").state

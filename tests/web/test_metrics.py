@@ -207,7 +207,7 @@ def test_the_control_plane_exposes_what_it_ingested_and_release_exposure(sqlite_
     post(web, body(window(T0 + 10, latencies=(300.0,))), key)
     post(web, body(window(version="v1", channel="stable", latencies=(50.0,) * 9)), key)
 
-    r = web.client.get("/metrics")  # no token: Prometheus scrapes it
+    r = web.client.get("/metrics", headers=bearer(web.tokens.create("p", "scraper").token))
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     samples = [s for family in text_string_to_metric_families(r.text) for s in family.samples]

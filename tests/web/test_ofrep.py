@@ -196,8 +196,11 @@ def test_reasons_map_to_openfeature(shop_web: tuple[Web, str]) -> None:
         "/v1/discovery", params={"app": "shop", "user": stable, "override": token, "key": key}
     )
     assert (r.json()["channel"], r.json()["reason"]) == ("canary", "override")
-    pinned = user(stable, coalmineContext=canary_answer["context"])
+    pinned = user(canary_answer["user"], coalmineContext=canary_answer["context"])
     assert reason(pinned) == ("canary", "STATIC", "pinned")
+    # another user's context grants nothing
+    laundered = user(stable, coalmineContext=canary_answer["context"])
+    assert reason(laundered) == ("stable", "SPLIT", "cohort")
 
     r = web.client.post("/v1/releases/shop-1/promote", headers=web.as_("deployer"))
     assert r.json()["phase"] == "promoting"

@@ -91,7 +91,7 @@ def test_create_rejects_what_cannot_work(sqlite_url: str) -> None:
             tokens.create("k", "sdk")
         with pytest.raises(NotFound, match="no app named 'nope'"):
             tokens.create("k", "sdk", app="nope")
-        with pytest.raises(InvalidInput, match="only sdk keys belong to an app"):
+        with pytest.raises(InvalidInput, match="only sdk and browser keys belong to an app"):
             tokens.create("k", "viewer", app="shop")
         with pytest.raises(InvalidInput, match="unknown role 'root'"):
             tokens.create("k", "root")

@@ -98,6 +98,15 @@ def command(
     log_level: Annotated[
         str, typer.Option(metavar="LEVEL", help="debug, info, warning or error.")
     ] = "info",
+    public_docs: Annotated[
+        bool,
+        typer.Option(
+            "--public-docs",
+            envvar="COALMINE_PUBLIC_DOCS",
+            help="Serve /openapi.json, /docs and /redoc without a token (by default they need"
+            " a viewer token, like every route but /healthz).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the control plane API and run the rollout controller."""
     require("fastapi", "server")
@@ -118,6 +127,7 @@ def command(
             service, feed, controller=controller, interval=interval
         ),
         max_body_bytes=max_body_bytes,
+        public_docs=public_docs,
     )
     shown = url.split("@")[-1] if "@" in url else url
     err_console.print(

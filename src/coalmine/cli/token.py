@@ -1,4 +1,4 @@
-"""`coalmine token ...`: create, list and revoke API tokens and SDK keys.
+"""`coalmine token ...`: create, list and revoke API tokens, sdk and browser keys.
 
 These act on the store directly (like a database's own admin command), so
 the first admin token can be made before any token exists.
@@ -49,11 +49,15 @@ def create(
     role: Annotated[
         str,
         typer.Option(
-            metavar="ROLE", help="admin, deployer, viewer, or sdk (one app's data plane)."
+            metavar="ROLE",
+            help="admin, deployer or viewer (people and tools); sdk (one app's servers: its"
+            " SDKs and gateways; never in a page); browser (one app's web pages: discovery and"
+            " OFREP for one user); scraper (Prometheus: GET /metrics only).",
         ),
     ],
     app_name: Annotated[
-        str | None, typer.Option("--app", metavar="APP", help="The app an sdk key may read.")
+        str | None,
+        typer.Option("--app", metavar="APP", help="The app of an sdk or browser key."),
     ] = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,

@@ -66,7 +66,7 @@ __all__ = [
     "VersionRead",
 ]
 
-Role = Literal["admin", "deployer", "viewer", "sdk"]
+Role = Literal["admin", "deployer", "viewer", "sdk", "browser", "scraper"]
 PUBLISHED = "published"
 """``versions: published``: a function's versions are its Lambda function's published ones"""
 LATEST_PUBLISHED = "latest-published"
@@ -381,7 +381,9 @@ class ApplyRead(BaseModel):
 class TokenCreate(_In):
     name: str = Field(min_length=1, max_length=120)
     role: Role
-    app: str | None = Field(default=None, pattern=_NAME, description="required for role 'sdk'")
+    app: str | None = Field(
+        default=None, pattern=_NAME, description="required for roles 'sdk' and 'browser'"
+    )
 
 
 class TokenRead(BaseModel):

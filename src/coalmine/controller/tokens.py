@@ -2,9 +2,15 @@
 
 A secret is shown once, when it is created; the store keeps its SHA-256 (hex)
 and its first characters (to recognise it in listings), never the secret.
-Roles nest: admin ⊇ deployer ⊇ viewer. An ``sdk`` key is outside that
-ladder: a read-only data-plane key of one app that may read only that app's
-routing snapshot and stream.
+Roles nest: admin ⊇ deployer ⊇ viewer. Three narrow keys stand outside that
+ladder: an ``sdk`` key is the server credential of one app's SDKs and
+gateways (its routing, discovery, OFREP, metrics writes); a ``browser`` key is
+the public key of one app's web pages (discovery for one user at a time, and
+OFREP); a ``scraper`` token reads ``GET /metrics`` only. `Principal`'s
+``can_*`` methods are the policy of the reads (``POST /v1/metrics`` checks
+its writer in its route: the app's sdk key or a deployer); docs/api.md's
+table states the whole policy and tests/web/test_keys.py checks that the
+server agrees with it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from coalmine.store.db import Store
 from coalmine.store.models import AppRow, TokenRow
 
 __all__ = [
+    "APP_ROLES",
     "BOOTSTRAP_NAME",
     "ROLES",
     "Principal",
@@ -40,6 +47,9 @@ log = logging.getLogger(__name__)
 ROLES: tuple[Role, ...] = get_args(Role)
 BOOTSTRAP_NAME = "bootstrap"
 _RANK: dict[str, int] = {"viewer": 1, "deployer": 2, "admin": 3}
+APP_ROLES: frozenset[str] = frozenset({"sdk", "browser"})
+"""roles whose keys belong to one app"""
+_PREFIXES: dict[str, str] = {"sdk": "cmsdk_", "browser": "cmpub_"}
 _PREFIX_CHARS = 12
 _MIN_SECRET_CHARS = 16
 _MAX_SECRET_CHARS = 512
@@ -47,23 +57,45 @@ _MAX_SECRET_CHARS = 512
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request acts as: the token's name, role and (for an sdk key) app."""
+    """Who a request acts as: the token's name, role and (for an sdk or browser key) app."""
 
     name: str
     role: Role
     app: str | None = None
 
     def has_role(self, role: Role) -> bool:
-        """True when this principal's role includes ``role`` (an sdk key includes none)."""
-        if role == "sdk":
-            return self.role == "sdk"
+        """True when this principal's role includes ``role``.
+
+        The ladder is admin ⊇ deployer ⊇ viewer; the narrow keys (sdk, browser,
+        scraper) include only themselves.
+        """
+        if role not in _RANK:
+            return self.role == role
         return _RANK.get(self.role, 0) >= _RANK[role]
 
+    def _own(self, role: Role, app: str) -> bool:
+        return self.role == role and self.app == app
+
     def can_read_routing(self, app: str) -> bool:
-        """Viewers read every app's routing; an sdk key reads only its own app's."""
-        if self.role == "sdk":
-            return self.app == app
-        return self.has_role("viewer")
+        """The routing snapshot and stream (salt, testers, every target): the app's sdk key or
+        a viewer. Never a browser key: a page's key is public."""
+        return self._own("sdk", app) or self.has_role("viewer")
+
+    def can_discover(self, app: str) -> bool:
+        """Discovery for one user: the app's browser or sdk key, or a viewer."""
+        return self._own("browser", app) or self.can_read_routing(app)
+
+    def can_discover_many(self, app: str) -> bool:
+        """Discovery for many users at once (the batch): what may read the routing."""
+        return self.can_read_routing(app)
+
+    def can_evaluate_flags(self, app: str) -> bool:
+        """OFREP: the app's browser or sdk key (the key names the app the flags are of)."""
+        return self._own("browser", app) or self._own("sdk", app)
+
+    def can_scrape(self) -> bool:
+        """``GET /metrics``: a scraper token or a viewer."""
+        return self.role == "scraper" or self.has_role("viewer")
 
 
 def hash_secret(secret: str) -> str:
@@ -71,9 +103,9 @@ def hash_secret(secret: str) -> str:
 
 
 def generate_secret(role: Role) -> str:
-    """A new random secret: ``cmsdk_...`` for sdk keys, ``cm_...`` otherwise."""
-    prefix = "cmsdk_" if role == "sdk" else "cm_"
-    return prefix + secrets.token_urlsafe(32)
+    """A new random secret: ``cmsdk_...`` for sdk keys, ``cmpub_...`` for browser keys,
+    ``cm_...`` otherwise."""
+    return _PREFIXES.get(role, "cm_") + secrets.token_urlsafe(32)
 
 
 class TokenService:
@@ -91,11 +123,13 @@ class TokenService:
         if role not in ROLES:
             raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         typed_role: Role = role
-        if typed_role == "sdk" and not app:
-            raise InvalidInput("an sdk key belongs to one app: pass the app it may read")
-        if typed_role != "sdk" and app:
+        if typed_role in APP_ROLES and not app:
+            article = "an" if typed_role == "sdk" else "a"
+            raise InvalidInput(f"{article} {role} key belongs to one app: pass the app it may read")
+        if typed_role not in APP_ROLES and app:
             raise InvalidInput(
-                f"only sdk keys belong to an app; a {role} token works on every app (drop the app)"
+                f"only sdk and browser keys belong to an app; a {role} token works on every app"
+                " (drop the app)"
             )
         if secret is None:
             secret = generate_secret(typed_role)

@@ -375,6 +375,11 @@ class Decision:
     reason: Reason
     detail: str | None = None
     """what a person needs to know: the error, or an ignored context or override"""
+    binding: str | None = field(default=None, compare=False)
+    """the keyed hash of the user this decision is for (`coalmine.core.context.bind_user`),
+    which the routing context signed from it carries: set by the SDK's routers, and by a
+    context the decision was pinned by (so a hop that does not know its user passes it on).
+    Not part of the answer: two decisions that differ only here are equal."""
 
     @property
     def is_canary(self) -> bool:

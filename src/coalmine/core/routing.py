@@ -10,7 +10,8 @@ Order of precedence for a user of an app with a release:
    candidate for everyone. Rollback wins over everything below.
 2. a signed tester override that applies to this app, release and user;
 3. in user route mode, a verified routing context from upstream (pinned
-   chains, DESIGN rule 2): for the current release its channel is kept; for
+   chains, DESIGN rule 2), verified for this user (`evaluate` refuses a
+   context decided for another user): for the current release its channel is kept; for
    a release this process knows was rolled back, canary maps to that
    release's baseline; for a release this process has not seen, the
    context's own versions are used;
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -48,7 +49,7 @@ from coalmine.core.model import (
 from coalmine.core.override import Override, decode_override
 from coalmine.core.signing import Keyring, Rejected
 
-__all__ = ["RoutingState", "decide", "evaluate"]
+__all__ = ["OnRejected", "RoutingState", "decide", "evaluate"]
 
 _EMPTY: VersionMap = MappingProxyType({})
 Rng = Callable[[], float]
@@ -186,7 +187,12 @@ def _decide(
         if context is not None and context.app == state.app:
             # This process has not seen the app's first release yet (DESIGN rule 2).
             return Decision(
-                state.app, context.release_id, context.channel, context.versions, Reason.PINNED
+                state.app,
+                context.release_id,
+                context.channel,
+                context.versions,
+                Reason.PINNED,
+                binding=context.binding,
             )
         return d[Channel.STABLE, Reason.NO_RELEASE]
     if rel.phase in ROLLED_BACK_PHASES:
@@ -216,15 +222,30 @@ def _roll(state: RoutingState, rng: Rng) -> Decision:
 
 
 def _pinned(state: RoutingState, rel: Release, ctx: RoutingContext) -> Decision:
+    """The decision a verified context pins; it keeps the context's user binding, so a hop
+    that does not know its user passes the binding on."""
+    bound = ctx.binding
     if ctx.release_id == rel.id:
-        return state._decisions[ctx.channel, Reason.PINNED]
+        shared = state._decisions[ctx.channel, Reason.PINNED]
+        return shared if bound is None else replace(shared, binding=bound)
     baseline = state.rolled_back.get(ctx.release_id)
     if baseline is not None:
         if ctx.channel is Channel.CANARY:
-            return Decision(state.app, ctx.release_id, Channel.STABLE, baseline, Reason.ROLLED_BACK)
-        return Decision(state.app, ctx.release_id, Channel.STABLE, ctx.versions, Reason.PINNED)
+            return Decision(
+                state.app,
+                ctx.release_id,
+                Channel.STABLE,
+                baseline,
+                Reason.ROLLED_BACK,
+                binding=bound,
+            )
+        return Decision(
+            state.app, ctx.release_id, Channel.STABLE, ctx.versions, Reason.PINNED, binding=bound
+        )
     # A release this process has not seen yet: the signed context is the truth.
-    return Decision(state.app, ctx.release_id, ctx.channel, ctx.versions, Reason.PINNED)
+    return Decision(
+        state.app, ctx.release_id, ctx.channel, ctx.versions, Reason.PINNED, binding=bound
+    )
 
 
 def _error(state: RoutingState, detail: str) -> Decision:
@@ -239,13 +260,22 @@ def _error(state: RoutingState, detail: str) -> Decision:
 _T = TypeVar("_T")
 
 
+def _override_at(token: str, keyring: Keyring, now: float) -> Override | Rejected:
+    return decode_override(token, keyring, now=now)
+
+
+OnRejected = Callable[[str, Rejected], None]
+"""told of each context or override ignored: what (``"routing context"``, ``"override"``) and why"""
+
+
 def _verified(
     what: str,
     token: str | None,
-    decoder: Callable[..., _T | Rejected],
+    decoder: Callable[[str, Keyring, float], _T | Rejected],
     keyring: Keyring | None,
     now: float,
     notes: list[str],
+    on_rejected: OnRejected | None,
 ) -> _T | None:
     """The verified value of ``token``, or None with a note saying why it was ignored."""
     if token is None:
@@ -254,12 +284,14 @@ def _verified(
         notes.append(f"{what} ignored: no signing key configured")
         return None
     try:
-        got = decoder(token, keyring, now=now)
+        got = decoder(token, keyring, now)
     except Exception as exc:  # decoders never raise; stay safe on the request path
         notes.append(f"{what} ignored: {type(exc).__name__}: {exc}")
         return None
     if isinstance(got, Rejected):
         notes.append(f"{what} ignored ({got.kind}): {got.message}")
+        if on_rejected is not None:
+            on_rejected(what, got)
         return None
     return got
 
@@ -273,15 +305,26 @@ def evaluate(
     context: str | None = None,
     override: str | None = None,
     rng: Rng = random.random,
+    on_rejected: OnRejected | None = None,
 ) -> Decision:
     """Verify an encoded context and override token, then `decide`. Never raises.
 
     A context or override that fails verification is ignored (the user is
-    decided afresh) and the decision's ``detail`` says why.
+    decided afresh) and the decision's ``detail`` says why; ``on_rejected``
+    (when given) is told too, to count rejections by kind. A context
+    decided for another user than ``user_key``, or one that names no user,
+    fails verification whenever ``user_key`` is given (`check_user`).
     """
     notes: list[str] = []
-    ctx = _verified("routing context", context, decode_context, keyring, now, notes)
-    ovr = _verified("override", override, decode_override, keyring, now, notes)
+    ctx = ovr = None
+    if context is not None:
+
+        def for_user(token: str, ring: Keyring, at: float) -> RoutingContext | Rejected:
+            return decode_context(token, ring, now=at, user=user_key)
+
+        ctx = _verified("routing context", context, for_user, keyring, now, notes, on_rejected)
+    if override is not None:
+        ovr = _verified("override", override, _override_at, keyring, now, notes, on_rejected)
     decision = decide(state, user_key, ctx, ovr, rng=rng)
     if not notes:
         return decision

@@ -33,9 +33,13 @@ __all__ = [
     "FORMAT_VERSION",
     "KEY_ID_PATTERN",
     "MIN_KEY_BYTES",
+    "KeyedMac",
     "Keyring",
     "RejectKind",
     "Rejected",
+    "Sealer",
+    "b64url",
+    "claims_json",
     "seal",
     "unseal",
 ]
@@ -56,6 +60,11 @@ class RejectKind(StrEnum):
     OVERSIZED = "oversized"
     INVALID = "invalid"
     """signed correctly, but its content is not what it should be"""
+    OTHER_USER = "other_user"
+    """a routing context decided for another user than the one the hop serves"""
+    UNBOUND = "unbound"
+    """a routing context that names no user (signed by an older coalmine), at a hop that knows
+    its user"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +114,15 @@ class Keyring:
         return cls(keys, first)
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """base64url without padding (binascii directly: this runs per request in the gateway)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+
+
+b64url = _b64e
 
 
 def _b64d(text: str) -> bytes:
@@ -118,11 +134,59 @@ def _mac(key: bytes, purpose: str, signed: str) -> bytes:
     return hmac.new(key, msg, hashlib.sha256).digest()[:_SIG_BYTES]
 
 
+def claims_json(claims: Mapping[str, Any]) -> str:
+    """The payload's text: compact, key-sorted JSON, non-ASCII unescaped."""
+    return json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
 def seal(purpose: str, keyring: Keyring, claims: Mapping[str, Any]) -> str:
     """Sign ``claims`` (JSON-serialisable) for ``purpose`` with the active key."""
-    body = json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-    signed = f"{FORMAT_VERSION}.{keyring.active}.{_b64e(body.encode())}"
-    return f"{signed}.{_b64e(_mac(keyring.keys[keyring.active], purpose, signed))}"
+    return Sealer(purpose, keyring).seal_json(claims_json(claims))
+
+
+class KeyedMac:
+    """HMAC-SHA256 under one key and message prefix, keyed once for many messages.
+
+    The same value as ``hmac.new(key, prefix + message, sha256).digest()``
+    (RFC 2104, tested), at about half the cost per message: the gateway
+    signs a routing context per request.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, prefix: bytes = b"") -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\x00")
+        self._inner = hashlib.sha256(key.translate(_IPAD) + prefix)
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class Sealer:
+    """`seal` for many payloads of one purpose with the active key (`KeyedMac`)."""
+
+    __slots__ = ("_mac", "_prefix")
+
+    def __init__(self, purpose: str, keyring: Keyring) -> None:
+        self._prefix = f"{FORMAT_VERSION}.{keyring.active}."
+        self._mac = KeyedMac(keyring.keys[keyring.active], purpose.encode() + b"\x00")
+
+    def seal_json(self, body: str) -> str:
+        """Sign a payload given as its text (what `claims_json` makes of the claims)."""
+        signed = self._prefix + _b64e(body.encode())
+        return f"{signed}.{_b64e(self._mac.digest(signed.encode('ascii'))[:_SIG_BYTES])}"
 
 
 def unseal(

@@ -36,11 +36,12 @@ from collections import Counter
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from coalmine.core.context import ContextTooLarge, encode_context, find_in_baggage, set_in_baggage
+from coalmine.core.context import ContextSigner, ContextTooLarge, find_in_baggage, set_in_baggage
 from coalmine.core.errors import InvalidInput
 from coalmine.core.model import Channel, Decision, Target, TargetKind
 from coalmine.core.ports import Call, FunctionTarget, ManagedSource, SnapshotSource
 from coalmine.core.routing import evaluate
+from coalmine.core.signing import Rejected
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.gateway.asgi import (
     HOP_BY_HOP,
@@ -157,7 +158,10 @@ class Gateway:
             None,
             {},
         )
-        self._tokens: tuple[int, dict[_TokenKey, str | None]] = (0, {})
+        self._signers: tuple[int, dict[_SignerKey, ContextSigner]] = (0, {})
+        self.rejected: Counter[tuple[str, str]] = Counter()
+        """(token, kind) -> how many incoming contexts and overrides were not honoured: a
+        replayed context shows as ``("context", "other_user")``"""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -283,6 +287,7 @@ class Gateway:
             now=now,
             context=find_in_baggage(headers.get("baggage")),
             override=headers.get(OVERRIDE_HEADER),
+            on_rejected=self._count_rejected,
         )
         version = decision.version_of(function)
         out = list(_decision_headers(decision.channel, version, decision.release_id))
@@ -317,6 +322,9 @@ class Gateway:
         # a throttled version (429) fails its users as surely as a 5xx
         self._record(function, version, decision, started, error=status >= 500 or status == 429)
 
+    def _count_rejected(self, what: str, rejected: Rejected) -> None:
+        self.rejected["context" if what == "routing context" else "override", rejected.kind] += 1
+
     def _record(
         self, function: str, version: str, decision: Decision, started: float, *, error: bool
     ) -> None:
@@ -331,8 +339,18 @@ class Gateway:
 
     async def _metrics(self, scope: Scope, send: Send) -> None:
         accept = _header_map(scope["headers"]).get("accept")
+        rejected = self.rejected
         collectors: list[RecorderCollector | FunctionCollector] = [
-            RecorderCollector(self.recorder, flusher=self.flusher)
+            RecorderCollector(self.recorder, flusher=self.flusher),
+            FunctionCollector(
+                "coalmine_gateway_tokens_rejected",
+                "Incoming routing contexts and overrides not honoured, by token and why"
+                " (other_user: a context replayed by another identity; unbound: a context"
+                " that names no user; bad_signature, expired, ...).",
+                ("token", "kind"),
+                lambda: [(key, float(n)) for key, n in list(rejected.items())],
+                counter=True,
+            ),
         ]
         outcomes = getattr(self.targets.get(TargetKind.LAMBDA), "outcomes", None)
         if isinstance(outcomes, Counter):
@@ -372,7 +390,7 @@ class Gateway:
         out: RawHeaders,
     ) -> Call:
         """The call to make of the version's target ``ref``, with the signed context."""
-        token = self._token(decision)
+        token = self._token(decision, user)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         slash = raw_path.find(b"/", 1)
         client = scope.get("client")
@@ -393,13 +411,14 @@ class Gateway:
             response_headers=out,
         )
 
-    def _token(self, decision: Decision) -> str | None:
-        """The signed context of ``decision``; the same for every user of one decision.
+    def _token(self, decision: Decision, user: str) -> str | None:
+        """The signed context of ``decision``, bound to ``user``: the identity it was decided
+        for. Another identity that replays it is decided afresh.
 
-        A context names the app, release, channel and versions, not the user,
-        and its expiry is whole seconds: so one signature serves every request
-        of a decision within a second (signing per request was a measurable
-        share of the gateway's CPU: docs/benchmarks.md).
+        Its expiry is whole seconds, so one `ContextSigner` per decision and
+        second builds what does not depend on the user; each request adds its
+        user's keyed hash and one HMAC (signing from scratch per request
+        doubled the gateway's routing CPU: docs/benchmarks.md).
         """
         keyring = self.config.keyring
         if keyring is None or decision.release_id is None:
@@ -407,25 +426,24 @@ class Gateway:
         now = time.time()
         ttl = self.config.context_ttl
         second = int(now + ttl)
-        held, tokens = self._tokens
+        held, signers = self._signers
         if held != second:
-            tokens = {}
-            self._tokens = (second, tokens)
+            signers = {}
+            self._signers = (second, signers)
         key = (
             decision.app,
             decision.release_id,
             decision.channel,
             tuple(decision.versions.items()),
-        )
-        if key in tokens:
-            return tokens[key]
+        )  # not the decision's binding: every context here is bound to ``user``
+        signer = signers.get(key)
+        if signer is None:
+            signer = signers[key] = ContextSigner(decision, keyring, expires_at=second)
         try:
-            token = encode_context(decision, keyring, now=now, ttl=ttl)
+            return signer.sign(user)
         except ContextTooLarge as exc:
             log.warning("routing context not propagated: %s", exc)
-            token = None
-        tokens[key] = token
-        return token
+            return None
 
 
 def _header_map(raw: RawHeaders) -> dict[str, str]:
@@ -441,7 +459,7 @@ def _header_map(raw: RawHeaders) -> dict[str, str]:
 
 _Resolved = tuple[str, FunctionTarget] | CallFailed
 """a version's target reference and what calls it, or why it cannot be called"""
-_TokenKey = tuple[str, str, Channel, tuple[tuple[str, str], ...]]
+_SignerKey = tuple[str, str, Channel, tuple[tuple[str, str], ...]]
 
 
 def _resolve(

@@ -252,6 +252,7 @@ class _BatchRouter:
                 decision.channel,
                 decision.reason,
                 tuple(decision.versions.items()),
+                decision.binding,  # a context is bound to its user
             )
             if key not in tokens:
                 tokens[key] = self.client.encode(decision)

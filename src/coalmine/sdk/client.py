@@ -19,11 +19,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
 
-from coalmine.core.context import RoutingContext, encode_context, find_in_baggage
+from coalmine.core.context import (
+    DEFAULT_TTL_SECONDS,
+    RoutingContext,
+    bound,
+    check_user,
+    encode_context,
+    find_in_baggage,
+)
 from coalmine.core.errors import InvalidInput
 from coalmine.core.model import Channel, Decision, Reason
 from coalmine.core.routing import RoutingState, decide, evaluate
@@ -174,8 +182,15 @@ class Client:
         """The decision for ``user_key`` in ``app``, honouring an upstream ``context``.
 
         Never raises. A context that fails verification is ignored (the
-        decision's ``detail`` says why) and the user is decided afresh.
+        decision's ``detail`` says why) and the user is decided afresh; so is
+        the context of another user. The decision carries ``user_key``'s
+        binding: the context `encode` signs from it is that user's.
         """
+        return bound(self._decide(app, user_key, context, override), self.keyring, user_key)
+
+    def _decide(
+        self, app: str, user_key: str | None, context: Context, override: str | None
+    ) -> Decision:
         try:
             snap = self.sync.snapshot(app) if context is None and override is None else None
             if snap is not None:
@@ -184,6 +199,13 @@ class Client:
             snap = self._snapshot_for(app)
             now = time.time()
             if isinstance(context, RoutingContext):
+                refused = check_user(context, self.keyring, user_key) if self.keyring else None
+                if refused is not None:  # another user's context: decide this one afresh
+                    fresh = self._decide(app, user_key, None, override)
+                    note = f"routing context ignored ({refused.kind}): {refused.message}"
+                    return replace(
+                        fresh, detail=f"{fresh.detail}; {note}" if fresh.detail else note
+                    )
                 state = snap.state if snap is not None else RoutingState(app)
                 if snap is None and context.app != app:
                     return _no_config(app)
@@ -232,8 +254,16 @@ class Client:
                 self.sync.wait_for(app, self.wait)
         return self.sync.snapshot(app)
 
-    def encode(self, decision: Decision, *, ttl: float | None = None) -> str | None:
+    def encode(
+        self, decision: Decision, *, ttl: float | None = None, user: str | None = None
+    ) -> str | None:
         """The signed routing context of ``decision`` to propagate downstream.
+
+        The context is bound to the user the decision was made for (`decide`
+        binds it), so a hop serving another user does not honour it; ``user``
+        binds it to that user key instead. A decision made for no user
+        carries the binding of the context it was pinned by, or none (then a
+        hop that knows its user decides afresh).
 
         None when no signing key is configured or there is nothing to pin: no
         release, or an error decision (say, no user key), after which each
@@ -242,17 +272,17 @@ class Client:
         if self.keyring is None or decision.release_id is None or decision.reason is Reason.ERROR:
             return None
         try:
-            if ttl is None:
-                return encode_context(decision, self.keyring, now=time.time())
-            return encode_context(decision, self.keyring, now=time.time(), ttl=ttl)
+            life = DEFAULT_TTL_SECONDS if ttl is None else ttl
+            return encode_context(decision, self.keyring, now=time.time(), ttl=life, user=user)
         except Exception as exc:
             log.warning("coalmine: cannot encode the routing context of %s: %s", decision.app, exc)
             return None
 
     @contextmanager
-    def use(self, decision: Decision) -> Iterator[Decision]:
-        """Make ``decision`` (and its signed context) current: `coalmine.sdk.use`."""
-        with use(decision, self.encode(decision)) as d:
+    def use(self, decision: Decision, *, user: str | None = None) -> Iterator[Decision]:
+        """Make ``decision`` (and its signed context, bound to ``user``) current:
+        `coalmine.sdk.use`."""
+        with use(decision, self.encode(decision, user=user)) as d:
             yield d
 
     def handler(

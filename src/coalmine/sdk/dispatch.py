@@ -257,6 +257,7 @@ class _Dispatcher:
             decision.channel,
             decision.reason,
             id(decision.versions),
+            decision.binding,  # a context is bound to its user
         )
         if key not in self._tokens:
             try:

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 
-from coalmine.core.context import DEFAULT_TTL_SECONDS, encode_context
+from coalmine.core.context import DEFAULT_TTL_SECONDS, bound, encode_context
 from coalmine.core.model import Channel, Decision, Reason
 from coalmine.core.ports import Router
 from coalmine.core.routing import RoutingState, evaluate
@@ -57,12 +57,14 @@ class StaticRouter:
             return Decision(
                 app, None, Channel.STABLE, {}, Reason.ERROR, f"no routing for app {app!r}"
             )
-        return evaluate(
+        decision = evaluate(
             state, user_key, keyring=self.keyring, now=self.clock(), context=context, rng=self.rng
         )
+        return bound(decision, self.keyring, user_key)
 
-    def encode(self, decision: Decision) -> str | None:
-        """The signed context of ``decision``, or None when there is nothing to pin."""
+    def encode(self, decision: Decision, *, user: str | None = None) -> str | None:
+        """The signed context of ``decision`` bound to ``user``, or None when there is nothing
+        to pin."""
         if self.keyring is None or decision.release_id is None or decision.reason is Reason.ERROR:
             return None
-        return encode_context(decision, self.keyring, now=self.clock(), ttl=self.ttl)
+        return encode_context(decision, self.keyring, now=self.clock(), ttl=self.ttl, user=user)

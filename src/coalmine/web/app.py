@@ -11,19 +11,21 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from coalmine import __version__
 from coalmine.controller.plane import ControlPlane
-from coalmine.controller.tokens import TokenService
+from coalmine.controller.tokens import Principal, TokenService
 from coalmine.core.ports import LambdaVersions
 from coalmine.core.signing import Keyring
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store, open_store
-from coalmine.web.auth import bootstrap_admin
+from coalmine.web.auth import Require, bootstrap_admin
 from coalmine.web.discovery import DiscoverySettings
 from coalmine.web.errors import install_error_handlers
 from coalmine.web.limits import BodyLimit
@@ -35,13 +37,15 @@ __all__ = ["ControllerFactory", "create_app"]
 
 log = logging.getLogger(__name__)
 ControllerFactory = Callable[[ControlPlane, ChangeFeed], Any]
+_OPENAPI = "/openapi.json"
+Viewer = Annotated[Principal, Depends(Require("viewer", "read the API docs"))]
 """Builds the rollout controller: an object with ``start()`` and ``stop()``."""
 
 _DESCRIPTION = (
     "The control plane of coalmine: apps, versions, releases that route users (not"
     " requests), their audit events, and each app's routing snapshot for the data plane"
     " (JSON with an ETag, or a Server-Sent Events stream). Authenticate with"
-    " `Authorization: Bearer <token>`."
+    " `Authorization: Bearer <token>`; docs/api.md says what each kind of token may call."
 )
 
 
@@ -61,6 +65,7 @@ def create_app(
     gateway_url: str | None = None,
     lambda_versions: LambdaVersions | None = None,
     max_body_bytes: int | None = None,
+    public_docs: bool = False,
 ) -> FastAPI:
     """The control plane over ``store`` (or a store opened from ``database_url``).
 
@@ -73,7 +78,8 @@ def create_app(
     versions of Lambda functions (default: AWS, from the standard AWS chain).
     ``max_body_bytes`` (else
     ``COALMINE_MAX_BODY_BYTES``, else 4 MiB) is the largest request body read
-    (`coalmine.web.limits`).
+    (`coalmine.web.limits`). ``/openapi.json``, ``/docs`` and
+    ``/redoc`` need a viewer token unless ``public_docs``.
     """
     if heartbeat <= 0:
         raise ValueError("heartbeat must be a positive number of seconds")
@@ -110,6 +116,10 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI serves its docs to anyone: unless they are public, _add_docs serves them
+        openapi_url=_OPENAPI if public_docs else None,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
     )
     app.state.store = store
     app.state.feed = feed
@@ -124,7 +134,25 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     _add_schemas(app)
+    if not public_docs:
+        _add_docs(app)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """The OpenAPI document and its pages, for a viewer token (FastAPI serves them to anyone)."""
+
+    async def openapi(_: Viewer) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    async def swagger(_: Viewer) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=_OPENAPI, title=f"{app.title} - Swagger UI")
+
+    async def redoc(_: Viewer) -> HTMLResponse:
+        return get_redoc_html(openapi_url=_OPENAPI, title=f"{app.title} - ReDoc")
+
+    for path, page in ((_OPENAPI, openapi), ("/docs", swagger), ("/redoc", redoc)):
+        app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
 
 
 def _add_schemas(app: FastAPI) -> None:

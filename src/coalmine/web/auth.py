@@ -1,8 +1,11 @@
 """Who is calling: bearer-token authentication, role checks, and the admin bootstrap.
 
-Every route but ``/healthz`` needs ``Authorization: Bearer <token>``. Roles
-nest (admin ⊇ deployer ⊇ viewer); an sdk key reads only the routing
-snapshot and stream of its own app.
+Every route but ``/healthz`` needs ``Authorization: Bearer <token>`` (and
+``/docs``, ``/openapi.json`` unless the docs are made public). Roles nest
+(admin ⊇ deployer ⊇ viewer); the narrow keys do one job each: an sdk key is
+one app's server credential, a browser key one app's public key for
+discovery and OFREP, a scraper token reads ``/metrics``. The policy is
+`Principal`'s ``can_*`` methods; docs/api.md has it as a table.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ __all__ = [
     "Caller",
     "Require",
     "RoutingReader",
+    "Scraper",
     "authenticate",
     "bootstrap_admin",
+    "browser_key_hint",
     "routing_reader",
+    "scraper",
 ]
 
 log = logging.getLogger(__name__)
@@ -40,7 +46,8 @@ INVALID_TOKEN = "invalid or revoked token"
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="An API token (`cm_...`) or, for the routing endpoints, an sdk key (`cmsdk_...`).",
+    description="An API token (`cm_...`), an app's sdk key (`cmsdk_...`) or browser key"
+    " (`cmpub_...`): see docs/api.md for what each may call.",
 )
 
 
@@ -79,6 +86,15 @@ class Require:
         return principal
 
 
+def browser_key_hint(app: str | None) -> str:
+    """What to do with a browser key where it cannot go."""
+    return (
+        "a browser key is public (it ships in web pages): it asks discovery and OFREP for one"
+        " user, nothing else; servers use the app's sdk key"
+        + (f" (coalmine token create --name NAME --role sdk --app {app})" if app else "")
+    )
+
+
 async def routing_reader(app: str, principal: Caller) -> Principal:
     """A viewer (or better), or the sdk key of ``app``: the readers of its routing."""
     if principal.can_read_routing(app):
@@ -89,10 +105,28 @@ async def routing_reader(app: str, principal: Caller) -> Principal:
             f"this sdk key reads only the routing of app {principal.app!r}, not {app!r};"
             f" use the sdk key of {app!r} or a viewer token",
         )
+    if principal.role == "browser":
+        raise HTTPException(
+            403, f"a browser key cannot read the routing snapshot; {browser_key_hint(app)}"
+        )
     raise HTTPException(403, f"role {principal.role} cannot read routing; needs viewer")
 
 
 RoutingReader = Annotated[Principal, Depends(routing_reader)]
+
+
+async def scraper(principal: Caller) -> Principal:
+    """A scraper token or a viewer (or better): the readers of ``GET /metrics``."""
+    if principal.can_scrape():
+        return principal
+    raise HTTPException(
+        403,
+        f"role {principal.role} cannot read /metrics; needs a scraper token"
+        " (coalmine token create --name prometheus --role scraper) or a viewer token",
+    )
+
+
+Scraper = Annotated[Principal, Depends(scraper)]
 
 
 def bootstrap_admin(

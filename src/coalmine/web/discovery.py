@@ -9,7 +9,8 @@ disagree. Everything here is pure given the snapshot, the settings and ``now``.
 
 The answer carries a signed routing context when the control plane holds
 signing keys: the client sends it along (``baggage: coalmine=<context>``) and
-its whole chain runs one version set. The context's expiry is rounded to a
+its whole chain runs one version set. The context is bound to the user it
+was asked for: replayed by another identity, it is not honoured. The context's expiry is rounded to a
 `CONTEXT_WINDOW_SECONDS` window, so the answer (and its ETag) stays the same
 within a window instead of changing every second.
 """
@@ -146,7 +147,11 @@ def discover(
     if settings.keyring is not None:
         try:
             signed = encode_context(
-                decision, settings.keyring, now=settings.window(now), ttl=settings.context_ttl
+                decision,
+                settings.keyring,
+                now=settings.window(now),
+                ttl=settings.context_ttl,
+                user=user,
             )
         except ContextTooLarge as exc:
             detail = f"{detail}; {exc}" if detail else str(exc)

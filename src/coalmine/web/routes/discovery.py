@@ -4,11 +4,13 @@
 /v1/discovery/batch`` for up to 10,000 users at once, and ``GET
 /v1/discovery/stream`` sends the answer again whenever it changes (SSE).
 
-Readable with the sdk key of the app (``Authorization: Bearer`` or, since a
-browser's ``EventSource`` cannot send headers, ``?key=``) or with a viewer
-token (header only: a URL ends up in logs). Answers carry
-``Access-Control-Allow-Origin: *``: the callers are browsers on other origins,
-and no cookie is involved.
+One user's answer is readable with the app's browser key (``Authorization:
+Bearer`` or, since a browser's ``EventSource`` cannot send headers, ``?key=``),
+with its sdk key or a viewer token (header only: a URL ends up in logs, and a
+server key in a URL is a server key in a page). The batch (any users, many at
+once) needs the sdk key or a viewer: a browser key asks for one user at a
+time. Answers carry ``Access-Control-Allow-Origin: *``: the callers are
+browsers on other origins, and no cookie is involved.
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from coalmine.controller.plane import ControlPlane
-from coalmine.controller.tokens import Principal
+from coalmine.controller.tokens import APP_ROLES, Principal
 from coalmine.core.errors import NotFound
 from coalmine.core.model import NAME_PATTERN
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.web.auth import (
     INVALID_TOKEN,
     _bearer,  # one scheme in the OpenAPI document
-    routing_reader,
 )
 from coalmine.web.deps import FeedDep, PlaneDep, TokensDep
 from coalmine.web.discovery import (
@@ -58,7 +59,10 @@ __all__ = [
 router = APIRouter(prefix="/v1/discovery", tags=["discovery"])
 
 MAX_BATCH_USERS = 10_000
-MISSING_KEY = "missing sdk key: pass 'Authorization: Bearer <sdk key>' or ?key=<sdk key>"
+MISSING_KEY = (
+    "missing key: pass 'Authorization: Bearer <browser key>' or ?key=<browser key>"
+    " (servers: the sdk key, in the header)"
+)
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "ETag",
@@ -75,7 +79,7 @@ _query_key = APIKeyQuery(
     name="key",
     auto_error=False,
     scheme_name="SdkKeyQuery",
-    description="The app's sdk key as a query parameter, for EventSource (discovery only).",
+    description="The app's browser key as a query parameter, for EventSource (discovery only).",
 )
 
 
@@ -91,7 +95,7 @@ async def discovery_caller(
     key: Annotated[str | None, Depends(_query_key)],
     tokens: TokensDep,
 ) -> Principal:
-    """The caller, by bearer token or by an sdk key in ``?key=``."""
+    """The caller, by bearer token or by a browser key in ``?key=``."""
     if credentials is not None and credentials.credentials:
         secret, in_query = credentials.credentials, False
     elif key:
@@ -101,10 +105,18 @@ async def discovery_caller(
     principal = await run_in_threadpool(tokens.authenticate, secret)
     if principal is None:
         raise _refuse(401, INVALID_TOKEN)
-    if in_query and principal.role != "sdk":
+    if in_query and principal.role == "sdk":
         raise _refuse(
             403,
-            "only an sdk key may be passed as ?key= (URLs end up in logs);"
+            "this sdk key is a server credential: never put it in a URL or a web page."
+            " Create a browser key for pages (coalmine token create --name web --role browser"
+            f" --app {principal.app}), use it here, and revoke this sdk key if it was ever in a"
+            " page (coalmine token revoke ID)",
+        )
+    if in_query and principal.role != "browser":
+        raise _refuse(
+            403,
+            "only a browser key may be passed as ?key= (URLs end up in logs);"
             " send other tokens in the Authorization header",
         )
     return principal
@@ -119,11 +131,23 @@ def _required(value: str | None, name: str, hint: str) -> str:
     return value
 
 
-async def _check_reader(app: str, principal: Principal) -> None:
-    try:
-        await routing_reader(app, principal)
-    except HTTPException as exc:
-        raise _refuse(exc.status_code, str(exc.detail)) from exc
+def _check_reader(app: str, principal: Principal, *, many: bool = False) -> None:
+    """One user: the app's browser or sdk key, or a viewer; many: no browser key."""
+    if principal.can_discover_many(app) if many else principal.can_discover(app):
+        return
+    if principal.role in APP_ROLES and principal.app != app:
+        raise _refuse(
+            403,
+            f"this {principal.role} key answers only for app {principal.app!r}, not {app!r};"
+            f" use the {principal.role} key of {app!r}",
+        )
+    if principal.role == "browser":
+        raise _refuse(
+            403,
+            "a browser key asks discovery for one user at a time (GET /v1/discovery);"
+            " the batch needs the app's sdk key or a viewer token",
+        )
+    raise _refuse(403, f"role {principal.role} cannot ask discovery; needs viewer")
 
 
 async def _snapshot(plane: ControlPlane, app: str) -> RoutingSnapshot:
@@ -176,7 +200,7 @@ async def discovery(
 ) -> Response:
     app_name = _required(app, "app", "the app's name")
     user_key = _required(user, "user", "the user's key")
-    await _check_reader(app_name, principal)
+    _check_reader(app_name, principal)
     snapshot = await _snapshot(plane, app_name)
     answer = discover(
         snapshot,
@@ -211,7 +235,7 @@ class DiscoveryBatch(BaseModel):
 async def discovery_batch(
     body: DiscoveryBatch, request: Request, principal: DiscoveryCaller, plane: PlaneDep
 ) -> Response:
-    await _check_reader(body.app, principal)
+    _check_reader(body.app, principal, many=True)
     settings = _settings(request)
 
     def build() -> bytes:
@@ -284,7 +308,7 @@ async def discovery_stream(
 ) -> StreamingResponse:
     app_name = _required(app, "app", "the app's name")
     user_key = _required(user, "user", "the user's key")
-    await _check_reader(app_name, principal)
+    _check_reader(app_name, principal)
     settings = _settings(request)
     stream = SnapshotStream(plane, feed, app_name, heartbeat=float(request.app.state.heartbeat))
     try:

@@ -18,7 +18,7 @@ from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import MetricsBatch, MetricsIngestRead
 from coalmine.controller.tokens import Principal
 from coalmine.metrics.exposition import FunctionCollector, RecorderCollector, registry, render
-from coalmine.web.auth import Caller
+from coalmine.web.auth import Caller, Scraper
 from coalmine.web.deps import PlaneDep
 
 __all__ = ["router"]
@@ -76,7 +76,9 @@ def _exposure(plane: ControlPlane) -> FunctionCollector:
     response_class=Response,
     responses=_EXPOSITION_DOC,
 )
-def metrics(plane: PlaneDep, accept: Annotated[str | None, Header()] = None) -> Response:
+def metrics(
+    plane: PlaneDep, _: Scraper, accept: Annotated[str | None, Header()] = None
+) -> Response:
     body, content_type = render(
         registry(RecorderCollector(plane.metrics.ingested), _exposure(plane)), accept
     )

@@ -1,8 +1,9 @@
 """OFREP, the OpenFeature Remote Evaluation Protocol, over the discovery answer.
 
 Any OpenFeature SDK with an OFREP provider can ask coalmine which channel and
-versions a user gets. The sdk key (``Authorization: Bearer`` or
-``X-API-Key``) names the app, and the app defines the flags:
+versions a user gets. The app's browser key (or, on a server, its sdk key;
+``Authorization: Bearer`` or ``X-API-Key``) names the app, and the app
+defines the flags:
 
 - ``<app>``: the channel, ``"stable"`` or ``"canary"``;
 - ``<app>.<function>``: the URL to call for that function (the version name
@@ -46,7 +47,9 @@ CONTEXT_ATTRIBUTE = "coalmineContext"
 """the evaluation-context attribute that carries a signed routing context"""
 
 _api_key = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="The app's sdk key (`cmsdk_...`)."
+    name="X-API-Key",
+    auto_error=False,
+    description="The app's browser key (`cmpub_...`), or on a server its sdk key (`cmsdk_...`).",
 )
 _JSON = {"Cache-Control": "no-cache", **CORS}
 
@@ -74,7 +77,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         " TARGETING_KEY_MISSING"
     },
     401: {"description": '`{"errorDetails"}`: no key, or an unknown or revoked one'},
-    403: {"description": '`{"errorDetails"}`: not an sdk key'},
+    403: {"description": '`{"errorDetails"}`: not a browser or sdk key'},
 }
 
 
@@ -121,14 +124,15 @@ async def _principal(
 ) -> Principal | JSONResponse:
     secret = (credentials.credentials if credentials is not None else None) or api_key
     if not secret:
-        detail = "missing sdk key: pass 'Authorization: Bearer <sdk key>' or 'X-API-Key'"
+        detail = "missing key: pass 'Authorization: Bearer <browser key>' or 'X-API-Key'"
         return _json(401, {"errorDetails": detail}, {"WWW-Authenticate": "Bearer"})
     principal = await run_in_threadpool(tokens.authenticate, secret)
     if principal is None:
         return _json(401, {"errorDetails": INVALID_TOKEN}, {"WWW-Authenticate": "Bearer"})
-    if principal.role != "sdk" or principal.app is None:
+    if principal.app is None or not principal.can_evaluate_flags(principal.app):
         detail = (
-            f"OFREP evaluates one app's flags: use that app's sdk key, not a {principal.role} token"
+            "OFREP evaluates one app's flags: use that app's browser key (or its sdk key on a"
+            f" server), not a {principal.role} token"
         )
         return _json(403, {"errorDetails": detail})
     return principal
@@ -180,14 +184,14 @@ async def evaluate_flag(
     flag = ofrep_flag(answer, key) if answer is not None else None
     if answer is None or flag is None:
         flags = ", ".join(f["key"] for f in ofrep_flags(answer)) if answer else "none"
-        details = f"no flag {key!r} for this sdk key's app {app!r}; its flags: {flags}"
+        details = f"no flag {key!r} for this key's app {app!r}; its flags: {flags}"
         return _json(404, {"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details})
     return _json(200, flag)
 
 
 @router.post(
     "/evaluate/flags",
-    summary="OFREP: evaluate every flag of the sdk key's app for one user",
+    summary="OFREP: evaluate every flag of the key's app for one user",
     openapi_extra=_REQUEST_BODY,
     responses={
         200: {"description": '`{"flags": [...]}`, with a weak ETag header'},
