@@ -54,6 +54,7 @@ from coalmine.gateway.asgi import (
 from coalmine.gateway.config import GatewayConfig
 from coalmine.gateway.identity import Identifier
 from coalmine.gateway.lambda_target import LambdaTarget
+from coalmine.gateway.paths import unsafe_path
 from coalmine.gateway.runtime import LocalTarget
 from coalmine.gateway.source import SyncSource
 from coalmine.gateway.upstream import HttpTarget
@@ -249,6 +250,10 @@ class Gateway:
             return
         if path == METRICS_PATH:
             await self._metrics(scope, send)
+            return
+        refused = unsafe_path(scope.get("raw_path") or path.encode())
+        if refused is not None:
+            await send_json(send, 400, {"detail": refused})
             return
         function = path[1:].partition("/")[0]
         if not function:
