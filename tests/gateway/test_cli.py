@@ -93,6 +93,8 @@ def test_the_command_serves_with_two_workers(control_plane: tuple[str, str]) -> 
             str(port),
             "--workers",
             "2",
+            "--user-header",
+            "x-user-id",
             "--log-level",
             "warning",
         ],
@@ -123,6 +125,7 @@ def test_the_command_serves_with_two_workers(control_plane: tuple[str, str]) -> 
         out = proc.communicate(timeout=20)[0]
     assert proc.returncode == 0, out
     assert f"coalmine gateway for app shop on http://127.0.0.1:{port}" in out
+    assert "coalmine: users are identified by header x-user-id (trusted: only a proxy" in out
 
 
 def test_no_gateway_config_in_the_environment_is_a_clear_error(

@@ -69,9 +69,14 @@ def command(
         int, typer.Option(min=1, max=65535, metavar="PORT", help="Port to listen on.")
     ] = DEFAULT_PORT,
     user_header: Annotated[
-        str,
-        typer.Option(metavar="NAME", help="Header holding the user key ('' to ignore headers)."),
-    ] = "x-user-id",
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Trust this header to name the user (e.g. x-user-id): only behind a proxy that"
+            " sets it, since a client can send any value. Default: no header is trusted.",
+            show_default=False,
+        ),
+    ] = None,
     user_cookie: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="Cookie holding the user key.", show_default=False),
@@ -174,6 +179,12 @@ def command(
         f"coalmine gateway for app {app} on http://{host}:{port}"
         f" (control plane {config.control_plane_url}; {workers} worker(s))"
     )
+    err_console.print(f"coalmine: {config.identity.describe()}", highlight=False)
+    if keyring is None:
+        err_console.print(
+            "coalmine: anonymous ids are signed with a key made at start: they change"
+            " when the gateway restarts (set COALMINE_SIGNING_KEYS to keep them)"
+        )
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run(
         "coalmine.cli.gateway:worker_app",

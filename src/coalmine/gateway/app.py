@@ -123,7 +123,7 @@ class Gateway:
                 start=False,
             )
         self.source = source
-        self.identifier = Identifier(config.identity)
+        self.identifier = Identifier(config.identity, config.anonymous_keyring)
         given = dict(targets or {})
         http = given.pop(TargetKind.HTTP, None)
         if http is None:

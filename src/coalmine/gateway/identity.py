@@ -1,9 +1,14 @@
 """Who the user is: the key the gateway buckets on, from a header, a cookie or a JWT.
 
 Strategies are tried in the configured order (default: header, cookie, JWT);
-the first that yields a key wins. A user none of them identifies is
-anonymous: the gateway reads, or else mints and sets, a random id in the
-``coalmine-uid`` cookie, so one browser keeps one cohort for a year.
+the first that yields a key wins. None is on by default: trusting a header,
+cookie or token is the deployer's explicit choice, because a client that
+reaches the gateway directly can set any of them. A user none of them
+identifies is anonymous: the gateway mints a random id, signs it with its
+keyring (`coalmine.core.signing`, purpose ``coalmine-anonymous``) and sets
+it in the ``coalmine-uid`` cookie, so one browser keeps one cohort for a
+year. A cookie the keyring did not sign is ignored and replaced: a client
+cannot pick its own id and so retry ids until one lands in the canary.
 
 JWT claims are trusted only when the token's HS256 signature verifies with
 the configured secret (and it has not expired). Decoding without a secret is
@@ -27,10 +32,12 @@ from enum import StrEnum
 from typing import Any
 
 from coalmine.core.errors import InvalidInput
+from coalmine.core.signing import Keyring, seal, unseal
 
 __all__ = [
     "ANONYMOUS_COOKIE",
     "ANONYMOUS_MAX_AGE",
+    "ANONYMOUS_PURPOSE",
     "Identifier",
     "Identity",
     "IdentityConfig",
@@ -42,7 +49,9 @@ ANONYMOUS_COOKIE = "coalmine-uid"
 ANONYMOUS_MAX_AGE = 365 * 24 * 3600
 MAX_KEY_CHARS = 256
 """a longer header, cookie or claim value is not taken as a user key"""
-_ANON_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+ANONYMOUS_PURPOSE = "coalmine-anonymous"
+"""what anonymous-id cookies are signed for (a routing context cannot pass for one)"""
+_ANON_COOKIE_BYTES = 512
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -63,7 +72,8 @@ class IdentityConfig:
     ``jwt_unverified`` is explicitly allowed.
     """
 
-    user_header: str | None = "x-user-id"
+    user_header: str | None = None
+    """a header trusted to name the user (say ``x-user-id`` behind an authenticating proxy)"""
     user_cookie: str | None = None
     jwt_claim: str = "sub"
     jwt_secret: str | None = None
@@ -101,6 +111,24 @@ class IdentityConfig:
     @property
     def jwt_enabled(self) -> bool:
         return self.jwt_secret is not None or self.jwt_unverified
+
+    def describe(self) -> str:
+        """One line for the log at start: what identifies users, in order."""
+        parts: list[str] = []
+        for source in self.order:
+            if source is IdentitySource.HEADER and self.user_header is not None:
+                parts.append(
+                    f"header {self.user_header} (trusted: only a proxy in front may set it)"
+                )
+            elif source is IdentitySource.COOKIE and self.user_cookie is not None:
+                parts.append(f"cookie {self.user_cookie}")
+            elif source is IdentitySource.JWT and self.jwt_enabled:
+                how = "UNVERIFIED" if self.jwt_unverified else "HS256"
+                parts.append(f"JWT claim {self.jwt_claim} ({how})")
+        anon = f"a signed anonymous cookie {self.anonymous_cookie}"
+        if not parts:
+            return f"users are identified by {anon} only (no header, cookie or JWT is trusted)"
+        return f"users are identified by {', then '.join(parts)}, else {anon}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +173,18 @@ def _key(value: object) -> str | None:
 
 
 class Identifier:
-    """Applies an `IdentityConfig` to a request's headers."""
+    """Applies an `IdentityConfig` to a request's headers.
 
-    def __init__(self, config: IdentityConfig) -> None:
+    ``keyring`` signs and verifies anonymous ids; without one, a random key
+    made here (ids then last as long as this object: give gateways that
+    share users one keyring).
+    """
+
+    def __init__(self, config: IdentityConfig, keyring: Keyring | None = None) -> None:
         self.config = config
+        self.keyring = (
+            keyring if keyring is not None else Keyring.single(secrets.token_bytes(32), "anon")
+        )
         self._secret = config.jwt_secret.encode() if config.jwt_secret is not None else None
 
     def identify(self, headers: Mapping[str, str], *, now: float, secure: bool) -> Identity:
@@ -167,15 +203,30 @@ class Identifier:
             if key is not None:
                 return Identity(key, source)
         cookies = parse_cookies(headers.get("cookie")) if cookies is None else cookies
-        anon = cookies.get(cfg.anonymous_cookie)
-        if anon is not None and _ANON_ID.fullmatch(anon):
+        anon = self._anonymous(cookies.get(cfg.anonymous_cookie), now=now)
+        if anon is not None:
             return Identity(anon, IdentitySource.ANONYMOUS)
         minted = secrets.token_urlsafe(18)
+        signed = seal(
+            ANONYMOUS_PURPOSE, self.keyring, {"u": minted, "e": int(now) + ANONYMOUS_MAX_AGE}
+        )
         cookie = (
-            f"{cfg.anonymous_cookie}={minted}; Path=/; Max-Age={ANONYMOUS_MAX_AGE};"
+            f"{cfg.anonymous_cookie}={signed}; Path=/; Max-Age={ANONYMOUS_MAX_AGE};"
             " HttpOnly; SameSite=Lax"
         )
         return Identity(minted, IdentitySource.ANONYMOUS, cookie + ("; Secure" if secure else ""))
+
+    def _anonymous(self, value: str | None, *, now: float) -> str | None:
+        """The id in an anonymous cookie this gateway's keyring signed, else None."""
+        if not value:
+            return None
+        claims = unseal(
+            ANONYMOUS_PURPOSE, self.keyring, value, now=now, max_bytes=_ANON_COOKIE_BYTES
+        )
+        if not isinstance(claims, dict):
+            return None
+        user = claims.get("u")
+        return user if isinstance(user, str) and _key(user) == user else None
 
     def jwt_user(self, authorization: str | None, *, now: float) -> str | None:
         """The configured claim of a Bearer JWT, or None when it is absent or not trusted."""
