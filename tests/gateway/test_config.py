@@ -22,7 +22,7 @@ def test_json_round_trip_keeps_everything_including_keys() -> None:
             user_header=None,
             user_cookie="sid",
             jwt_claim="uid",
-            jwt_secret="s",
+            jwt_secret="s" * 32,
             order=(IdentitySource.JWT, IdentitySource.COOKIE),
         ),
         timeout=2.5,

@@ -173,7 +173,11 @@ async def test_a_rollback_in_the_source_sends_canary_users_to_the_baseline(gw: R
 
 
 async def test_cookie_and_jwt_identities_and_a_bad_jwt_signature_is_not_trusted() -> None:
-    identity = IdentityConfig(user_header=None, user_cookie="session-user", jwt_secret="jwt-s3cret")
+    identity = IdentityConfig(
+        user_header=None,
+        user_cookie="session-user",
+        jwt_secret="jwt-s3cret-of-at-least-32-bytes-long",
+    )
     async with running(identity=identity) as gw:
         canary = gw.user_in(Channel.CANARY)
         # the header strategy is off: x-user-id is ignored
@@ -187,7 +191,9 @@ async def test_cookie_and_jwt_identities_and_a_bad_jwt_signature_is_not_trusted(
         assert downstream_headers(r)["x-coalmine-user"] == canary
         gw.client.cookies.clear()
 
-        token = make_jwt({"sub": canary, "exp": time.time() + 60}, "jwt-s3cret")
+        token = make_jwt(
+            {"sub": canary, "exp": time.time() + 60}, "jwt-s3cret-of-at-least-32-bytes-long"
+        )
         r = await gw.client.get("/api/echo", headers={"authorization": f"Bearer {token}"})
         assert_routed(r, gw.expected(canary), "api")
         assert downstream_headers(r)["x-coalmine-user"] == canary

@@ -22,7 +22,7 @@ from coalmine.gateway.identity import (
 from tests.gateway.fixtures.harness import KEYRING, OTHER_KEYRING, make_jwt
 
 NOW = 1_700_000_000.0
-SECRET = "jwt-s3cret"
+SECRET = "jwt-s3cret-of-at-least-32-bytes-long"
 
 
 def ident(config: IdentityConfig, headers: dict[str, str], secure: bool = False) -> Any:
@@ -38,7 +38,7 @@ def unsigned(claims: dict[str, Any], alg: str = "none") -> str:
 
 def test_strategies_in_order_header_then_cookie_then_jwt() -> None:
     config = IdentityConfig(user_header="x-user-id", user_cookie="uid", jwt_secret=SECRET)
-    bearer = f"Bearer {make_jwt({'sub': 'from-jwt'}, SECRET)}"
+    bearer = f"Bearer {make_jwt({'sub': 'from-jwt', 'exp': NOW + 60}, SECRET)}"
     both = {"x-user-id": "from-header", "cookie": "uid=from-cookie", "authorization": bearer}
     got = ident(config, both)
     assert (got.user, got.source, got.set_cookie) == ("from-header", IdentitySource.HEADER, None)
@@ -78,7 +78,7 @@ def test_jwt_claims_are_trusted_only_when_verified() -> None:
 
 
 def test_unverified_jwts_only_when_explicitly_allowed() -> None:
-    token = unsigned({"sub": "whoever-i-say"})
+    token = unsigned({"sub": "whoever-i-say", "exp": NOW + 60})
     assert ident(IdentityConfig(), {"authorization": f"Bearer {token}"}).source is (
         IdentitySource.ANONYMOUS
     )
@@ -158,6 +158,13 @@ def test_the_startup_line_says_what_identifies_users() -> None:
         "users are identified by header x-user-id (trusted: only a proxy in front may set it),"
         " then JWT claim sub (HS256), else a signed anonymous cookie coalmine-uid"
     )
+    jwks = IdentityConfig(
+        jwt_jwks_url="https://id.example/jwks.json", jwt_audience="shop", jwt_require_exp=False
+    )
+    assert jwks.describe() == (
+        "users are identified by JWT claim sub (JWKS https://id.example/jwks.json, aud shop,"
+        " exp optional), else a signed anonymous cookie coalmine-uid"
+    )
 
 
 def test_overlong_keys_are_not_user_keys() -> None:
@@ -176,7 +183,7 @@ def test_parse_cookies() -> None:
         ({"user_header": "bad header"}, "invalid user header"),
         ({"user_cookie": "a;b"}, "invalid user cookie"),
         ({"jwt_secret": SECRET, "jwt_unverified": True}, "not both"),
-        ({"jwt_secret": ""}, "must not be empty"),
+        ({"jwt_secret": ""}, "at least 32 bytes"),
         ({"jwt_claim": ""}, "must not be empty"),
         ({"order": ("header", "header")}, "at most once"),
         ({"order": ("anonymous",)}, "at most once"),

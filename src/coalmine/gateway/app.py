@@ -51,6 +51,7 @@ from coalmine.gateway.asgi import (
     Send,
     send_json,
 )
+from coalmine.gateway.bearer import JWKS_REFRESH_SECONDS
 from coalmine.gateway.config import GatewayConfig
 from coalmine.gateway.identity import Identifier
 from coalmine.gateway.lambda_target import LambdaTarget
@@ -159,6 +160,25 @@ class Gateway:
             {},
         )
         self._tokens: tuple[int, dict[_TokenKey, str | None]] = (0, {})
+        self._jwks_task: asyncio.Task[None] | None = None
+
+    async def _refresh_jwks(self) -> None:
+        """Fetch the JWKS URL's keys off the event loop; a failure keeps the last keys."""
+        try:
+            n = await asyncio.get_running_loop().run_in_executor(None, self.identifier.refresh_jwks)
+            log.info("JWKS %s: %d signing keys", self.config.identity.jwt_jwks_url, n)
+        except Exception as exc:
+            log.warning(
+                "cannot fetch the JWKS %s (JWTs signed with keys not yet fetched are not"
+                " trusted): %s",
+                self.config.identity.jwt_jwks_url,
+                exc,
+            )
+
+    async def _keep_jwks(self) -> None:
+        while True:
+            await asyncio.sleep(JWKS_REFRESH_SECONDS)
+            await self._refresh_jwks()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -175,12 +195,17 @@ class Gateway:
     async def startup(self) -> None:
         for target in self.targets.values():
             await target.start()
+        if self.identifier.bearer is not None and self.identifier.bearer.jwks_url is not None:
+            await self._refresh_jwks()
+            self._jwks_task = asyncio.create_task(self._keep_jwks())
         if isinstance(self.source, ManagedSource):
             await self.source.start()
         if self.flusher is not None:
             self.flusher.start()
 
     async def shutdown(self) -> None:
+        if self._jwks_task is not None:
+            self._jwks_task.cancel()
         try:
             if isinstance(self.source, ManagedSource):
                 await self.source.close()

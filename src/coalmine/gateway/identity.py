@@ -10,29 +10,25 @@ it in the ``coalmine-uid`` cookie, so one browser keeps one cohort for a
 year. A cookie the keyring did not sign is ignored and replaced: a client
 cannot pick its own id and so retry ids until one lands in the canary.
 
-JWT claims are trusted only when the token's HS256 signature verifies with
-the configured secret (and it has not expired). Decoding without a secret is
-possible but must be asked for (``jwt_unverified``): then any client can put
-any user id in a token it makes itself and so choose its channel. Use it
-only behind a proxy that has already verified the token.
+JWT claims are trusted only when the token verifies (`coalmine.gateway.bearer`:
+an HS256 secret, an RS256/ES256 public key or a JWKS URL; ``exp`` required
+unless configured otherwise; ``aud`` / ``iss`` when configured). Decoding
+without verifying is possible but must be asked for (``jwt_unverified``):
+then any client can put any user id in a token it makes itself and so choose
+its channel. Use it only behind a proxy that has already verified the token.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from coalmine.core.errors import InvalidInput
 from coalmine.core.signing import Keyring, seal, unseal
+from coalmine.gateway.bearer import BearerVerifier, check_jwt_settings
 
 __all__ = [
     "ANONYMOUS_COOKIE",
@@ -68,8 +64,9 @@ class IdentityConfig:
     """How the gateway identifies users.
 
     A strategy takes part when it is configured: ``user_header`` (None turns it
-    off), ``user_cookie``, and JWT when ``jwt_secret`` is set or
-    ``jwt_unverified`` is explicitly allowed.
+    off), ``user_cookie``, and JWT when one of ``jwt_secret``,
+    ``jwt_public_key`` (PEM) or ``jwt_jwks_url`` is set, or ``jwt_unverified``
+    is explicitly allowed.
     """
 
     user_header: str | None = None
@@ -77,6 +74,15 @@ class IdentityConfig:
     user_cookie: str | None = None
     jwt_claim: str = "sub"
     jwt_secret: str | None = None
+    """HS256 secret, at least 32 bytes"""
+    jwt_public_key: str | None = None
+    """PEM public key: RSA (RS256) or P-256 (ES256)"""
+    jwt_jwks_url: str | None = None
+    """where the RS256 / ES256 keys are published, chosen by the token's ``kid``"""
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_require_exp: bool = True
+    """refuse tokens without ``exp`` (they would be valid forever)"""
     jwt_unverified: bool = False
     """decode JWTs without checking their signature: clients can then choose their user id"""
     order: tuple[IdentitySource, ...] = (
@@ -96,10 +102,9 @@ class IdentityConfig:
                 raise InvalidInput(f"invalid {what} cookie name {name!r}")
         if not self.jwt_claim:
             raise InvalidInput("the JWT claim name must not be empty")
-        if self.jwt_secret is not None and not self.jwt_secret:
-            raise InvalidInput("the JWT secret must not be empty")
-        if self.jwt_secret is not None and self.jwt_unverified:
-            raise InvalidInput("give a JWT secret or allow unverified JWTs, not both")
+        check_jwt_settings(
+            self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url, self.jwt_unverified
+        )
         order = tuple(IdentitySource(s) for s in self.order)
         if IdentitySource.ANONYMOUS in order or len(set(order)) != len(order):
             raise InvalidInput(
@@ -110,7 +115,9 @@ class IdentityConfig:
 
     @property
     def jwt_enabled(self) -> bool:
-        return self.jwt_secret is not None or self.jwt_unverified
+        return self.jwt_unverified or any(
+            s is not None for s in (self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url)
+        )
 
     def describe(self) -> str:
         """One line for the log at start: what identifies users, in order."""
@@ -123,7 +130,20 @@ class IdentityConfig:
             elif source is IdentitySource.COOKIE and self.user_cookie is not None:
                 parts.append(f"cookie {self.user_cookie}")
             elif source is IdentitySource.JWT and self.jwt_enabled:
-                how = "UNVERIFIED" if self.jwt_unverified else "HS256"
+                how = (
+                    "UNVERIFIED"
+                    if self.jwt_unverified
+                    else "HS256"
+                    if self.jwt_secret is not None
+                    else "public key"
+                    if self.jwt_public_key is not None
+                    else f"JWKS {self.jwt_jwks_url}"
+                )
+                for name, value in (("aud", self.jwt_audience), ("iss", self.jwt_issuer)):
+                    if value is not None:
+                        how += f", {name} {value}"
+                if not self.jwt_require_exp:
+                    how += ", exp optional"
                 parts.append(f"JWT claim {self.jwt_claim} ({how})")
         anon = f"a signed anonymous cookie {self.anonymous_cookie}"
         if not parts:
@@ -157,14 +177,6 @@ def parse_cookies(header: str | None) -> dict[str, str]:
     return out
 
 
-def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _key(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
@@ -185,7 +197,18 @@ class Identifier:
         self.keyring = (
             keyring if keyring is not None else Keyring.single(secrets.token_bytes(32), "anon")
         )
-        self._secret = config.jwt_secret.encode() if config.jwt_secret is not None else None
+        self.bearer: BearerVerifier | None = None
+        """verifies JWTs; None when the JWT strategy is off"""
+        if config.jwt_enabled:
+            self.bearer = BearerVerifier(
+                secret=config.jwt_secret,
+                public_key=config.jwt_public_key,
+                jwks_url=config.jwt_jwks_url,
+                unverified=config.jwt_unverified,
+                audience=config.jwt_audience,
+                issuer=config.jwt_issuer,
+                require_exp=config.jwt_require_exp,
+            )
 
     def identify(self, headers: Mapping[str, str], *, now: float, secure: bool) -> Identity:
         """The request's user. ``headers`` are lowercase names to (joined) values."""
@@ -198,7 +221,7 @@ class Identifier:
             elif source is IdentitySource.COOKIE and cfg.user_cookie is not None:
                 cookies = parse_cookies(headers.get("cookie")) if cookies is None else cookies
                 key = _key(cookies.get(cfg.user_cookie))
-            elif source is IdentitySource.JWT and cfg.jwt_enabled:
+            elif source is IdentitySource.JWT and self.bearer is not None:
                 key = self.jwt_user(headers.get("authorization"), now=now)
             if key is not None:
                 return Identity(key, source)
@@ -235,32 +258,11 @@ class Identifier:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer":
             return None
-        claims = self._claims(token.strip(), now=now)
+        if self.bearer is None:
+            return None
+        claims = self.bearer.claims(token.strip(), now=now)
         return None if claims is None else _key(claims.get(self.config.jwt_claim))
 
-    def _claims(self, token: str, *, now: float) -> dict[str, Any] | None:
-        parts = token.split(".")
-        if len(parts) != 3 or len(token) > 8192:
-            return None
-        try:
-            header = json.loads(_b64d(parts[0]))
-            claims = json.loads(_b64d(parts[1]))
-        except (binascii.Error, ValueError):
-            return None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            return None
-        if self._secret is not None:
-            if header.get("alg") != "HS256":
-                return None
-            signed = f"{parts[0]}.{parts[1]}".encode("ascii", "replace")
-            expected = _b64e(hmac.new(self._secret, signed, hashlib.sha256).digest())
-            if not hmac.compare_digest(expected.encode(), parts[2].encode("utf-8", "replace")):
-                return None
-        elif not self.config.jwt_unverified:
-            return None
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if isinstance(exp, int | float) and not isinstance(exp, bool) and now >= exp:
-            return None
-        if isinstance(nbf, int | float) and not isinstance(nbf, bool) and now < nbf:
-            return None
-        return claims
+    def refresh_jwks(self) -> int:
+        """Fetch the JWKS URL's keys now (blocking); 0 without a JWKS URL."""
+        return 0 if self.bearer is None else self.bearer.refresh_jwks()
