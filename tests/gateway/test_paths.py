@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -11,7 +10,7 @@ from coalmine.core.model import TargetKind
 from coalmine.gateway import Call, Gateway, GatewayConfig, MockTarget, Reply, StaticSource
 from coalmine.gateway.paths import unsafe_path
 from coalmine.gateway.server import PROTOCOL
-from tests.gateway.fixtures.harness import APP, serve_asgi, shop_snapshot
+from tests.gateway.fixtures.harness import APP, asgi_get, serve_asgi, shop_snapshot
 
 
 def _gateway(seen: list[Call]) -> Gateway:
@@ -27,33 +26,8 @@ def _gateway(seen: list[Call]) -> Gateway:
 
 
 async def _call(gateway: Gateway, raw_path: bytes) -> tuple[int, bytes]:
-    """One GET through the ASGI app, with ``raw_path`` exactly as a client sent it."""
-    from urllib.parse import unquote_to_bytes
-
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
-        "raw_path": raw_path,
-        "query_string": b"",
-        "headers": [(b"host", b"gw")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await gateway(scope, receive, send)
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return sent[0]["status"], body
+    status, _, body = await asgi_get(gateway, raw_path)
+    return status, body
 
 
 REFUSED = [

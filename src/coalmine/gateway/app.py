@@ -34,7 +34,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from urllib.parse import quote
 
 from coalmine.core.context import ContextTooLarge, encode_context, find_in_baggage, set_in_baggage
 from coalmine.core.errors import InvalidInput
@@ -42,6 +41,7 @@ from coalmine.core.model import Channel, Decision, Target, TargetKind
 from coalmine.core.ports import Call, FunctionTarget, ManagedSource, SnapshotSource
 from coalmine.core.routing import evaluate
 from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.core.userkey import encode_header
 from coalmine.gateway.asgi import (
     HOP_BY_HOP,
     CallFailed,
@@ -535,7 +535,7 @@ def _forwarded(scope: Scope, headers: dict[str, str], token: str | None, user: s
     baggage = set_in_baggage(headers.get("baggage"), token)
     if baggage:
         out.append((b"baggage", baggage.encode("latin-1")))
-    out.append((USER_HEADER.encode(), _header_safe(user)))
+    out.append((USER_HEADER.encode(), encode_header(user).encode("ascii")))
     client = scope.get("client")
     forwarded_for = headers.get("x-forwarded-for")
     if client:
@@ -548,13 +548,6 @@ def _forwarded(scope: Scope, headers: dict[str, str], token: str | None, user: s
     if host:
         out.append((b"x-forwarded-host", host.encode("latin-1")))
     return out
-
-
-def _header_safe(text: str) -> bytes:
-    """``text`` as a header value: as it is when printable ASCII, else percent-encoded."""
-    if text.isascii() and text.isprintable():
-        return text.encode("ascii")
-    return quote(text, safe="").encode("ascii")
 
 
 def create_gateway(config: GatewayConfig, source: SnapshotSource | None = None) -> Gateway:

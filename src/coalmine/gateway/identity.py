@@ -28,6 +28,7 @@ from enum import StrEnum
 
 from coalmine.core.errors import InvalidInput
 from coalmine.core.signing import Keyring, seal, unseal
+from coalmine.core.userkey import decode_header
 from coalmine.gateway.bearer import BearerVerifier, check_jwt_settings
 
 __all__ = [
@@ -168,19 +169,33 @@ def parse_cookies(header: str | None) -> dict[str, str]:
         return out
     for part in header.split(";"):
         name, sep, value = part.partition("=")
-        name = name.strip()
+        name = name.strip(_OWS)
         if sep and name and name not in out:
-            value = value.strip()
+            value = value.strip(_OWS)
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
             out[name] = value
     return out
 
 
+_OWS = " \t"
+"""HTTP's optional whitespace: only these are stripped from header and cookie values (str.strip
+would also take bytes 0x85 and 0xA0, which are parts of UTF-8 characters such as "à")"""
+
+
+def _wire_key(value: str | None) -> str | None:
+    """The user key in a header or cookie value: percent-encoded or raw UTF-8 (core.userkey)."""
+    if value is None:
+        return None
+    text = value.strip(_OWS)
+    return _key(decode_header(text)) if text else None
+
+
 def _key(value: object) -> str | None:
+    """A claim's or a decoded value's user key: the string as it is (an integer as digits)."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    text = str(value).strip()
+    text = str(value)
     return text if text and len(text) <= MAX_KEY_CHARS else None
 
 
@@ -217,10 +232,10 @@ class Identifier:
         for source in cfg.order:
             key: str | None = None
             if source is IdentitySource.HEADER and cfg.user_header is not None:
-                key = _key(headers.get(cfg.user_header))
+                key = _wire_key(headers.get(cfg.user_header))
             elif source is IdentitySource.COOKIE and cfg.user_cookie is not None:
                 cookies = parse_cookies(headers.get("cookie")) if cookies is None else cookies
-                key = _key(cookies.get(cfg.user_cookie))
+                key = _wire_key(cookies.get(cfg.user_cookie))
             elif source is IdentitySource.JWT and self.bearer is not None:
                 key = self.jwt_user(headers.get("authorization"), now=now)
             if key is not None:
