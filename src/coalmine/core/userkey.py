@@ -27,6 +27,7 @@ __all__ = ["HEADER_SAFE", "decode_header", "encode_header"]
 
 HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '%",;\\')
 """printable ASCII that is kept as it is: RFC 6265's cookie-octets, less ``%``"""
+_KEPT = frozenset(HEADER_SAFE)
 
 
 def encode_header(key: str) -> str:
@@ -35,7 +36,7 @@ def encode_header(key: str) -> str:
     Lone surrogates (which no UTF-8 wire can carry) are encoded as their
     generalised UTF-8 bytes, as the bucketing function hashes them.
     """
-    if key.isascii() and all(c in HEADER_SAFE for c in key):
+    if key.isascii() and _KEPT.issuperset(key):
         return key
     return quote(key.encode("utf-8", "surrogatepass"), safe=HEADER_SAFE)
 

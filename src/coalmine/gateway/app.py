@@ -193,6 +193,7 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------
 
     async def startup(self) -> None:
+        log.info("gateway for app %s: %s", self.config.app, self.config.identity.describe())
         for target in self.targets.values():
             await target.start()
         if self.identifier.bearer is not None and self.identifier.bearer.jwks_url is not None:
