@@ -36,11 +36,13 @@ def serve_gateway(argv: Sequence[str]) -> int:
 
     import uvicorn
 
-    from coalmine.gateway import GatewayConfig, StaticSource, create_gateway
+    from coalmine.gateway import GatewayConfig, IdentityConfig, StaticSource, create_gateway
     from coalmine.gateway.server import uvicorn_options
 
     keyring = Keyring.single(BENCH_KEY) if args.keyring else None
-    config = GatewayConfig(app=APP, keyring=keyring)
+    # the wrk scripts name each request's user in x-user-id (bench/_wrk.py)
+    identity = IdentityConfig(user_header="x-user-id")
+    config = GatewayConfig(app=APP, keyring=keyring, identity=identity)
     if args.lambda_:
         os.environ["AWS_ENDPOINT_URL_LAMBDA"] = args.upstream
         for name, value in (

@@ -34,7 +34,7 @@ from moto.server import ThreadedMotoServer
 from coalmine.controller.schemas import ReleaseCreate
 from coalmine.core.bucketing import bucket
 from coalmine.core.machine import Tick
-from coalmine.gateway import GatewayConfig, create_gateway
+from coalmine.gateway import GatewayConfig, IdentityConfig, create_gateway
 from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
 from coalmine.sdk.keys import keyring_from_env
 from tests.aws import kinesis_record, sqs_record
@@ -238,6 +238,7 @@ def entry(request: pytest.FixtureRequest, stack: Stack) -> Iterator[Stack]:
         control_plane_url=stack.plane.url,
         sdk_key=stack.plane.sdk_key(APP),
         keyring=keyring_from_env(),
+        identity=IdentityConfig(user_header="x-user-id"),
     )
     port = free_port()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -4,21 +4,38 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from collections.abc import Iterator
 from typing import Annotated
 
 import httpx
+import jwt as pyjwt
 import pytest
 from fastapi import FastAPI, Header, Response
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coalmine.cli.app import run
-from coalmine.cli.consistency import Mismatch, Observation, Report, compare
-from coalmine.core.model import Channel
+from coalmine.cli.consistency import ID_KINDS, Mismatch, Observation, Report, compare, user_keys
+from coalmine.core.model import Channel, TargetKind
 from coalmine.core.routing import evaluate
 from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.core.userkey import decode_header, encode_header
+from coalmine.gateway import (
+    Call,
+    Gateway,
+    GatewayConfig,
+    IdentityConfig,
+    MockTarget,
+    Reply,
+    StaticSource,
+)
+from coalmine.sdk import Client
 from coalmine.web import create_app
 from tests.web.conftest import ADMIN_SECRET, bearer, serve
 from tests.web.test_discovery import HTTP_DOC, KEYS
+
+USERS = user_keys(400)
 
 
 @pytest.fixture
@@ -36,7 +53,7 @@ def control_plane(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             json={
                 "candidate": {"api": "v2"},
                 "strategy": "30%:5m, 100%",
-                "targeting": {"always_canary": ["user-3"], "never_canary": ["user-4"]},
+                "targeting": {"always_canary": [USERS[3]], "never_canary": [USERS[4]]},
             },
         )
         assert rel.status_code == 201, rel.text
@@ -56,9 +73,10 @@ def gateway(control_plane: str, key: str, lie_for: frozenset[str] = frozenset())
 
     @gw.get("/{function}/")
     def call(function: str, x_user_id: Annotated[str, Header()]) -> Response:
-        d = evaluate(state, x_user_id, keyring=None, now=time.time())
+        user = decode_header(x_user_id)
+        d = evaluate(state, user, keyring=None, now=time.time())
         channel = str(d.channel)
-        if x_user_id in lie_for:
+        if user in lie_for:
             channel = "stable" if d.channel is Channel.CANARY else "canary"
         headers = {"x-coalmine-channel": channel, "x-coalmine-version": d.versions[function]}
         return Response("ok", headers=headers)
@@ -94,7 +112,7 @@ def test_gateway_source_and_its_mismatches(
     with serve(gateway(base, key)) as gw:
         assert run([*args, "--users", "400", "--gateway", gw]) == 0
         assert "0 mismatches of 400 users across 3 sources" in capsys.readouterr().out
-    liars = frozenset({"user-5", "user-17", "user-300"})
+    liars = frozenset({USERS[5], USERS[17], USERS[300]})
     with serve(gateway(base, key, liars)) as gw:
         assert run([*args, "--users", "400", "--gateway", gw, "--json"]) == 1
         report = json.loads(capsys.readouterr().out)
@@ -104,7 +122,7 @@ def test_gateway_source_and_its_mismatches(
         assert run([*args, "--users", "400", "--gateway", gw]) == 1
         out = capsys.readouterr().out
         assert "3 mismatches of 400 users across 3 sources" in out
-        assert "user-17" in out
+        assert USERS[17] in out
 
 
 def test_errors_are_one_line(
@@ -173,3 +191,77 @@ def test_compare() -> None:
         "expected": "stable api=v1",
         "got": "stable api=v2",
     }
+
+
+def test_user_keys_are_distinct_and_of_every_kind() -> None:
+    keys = user_keys(len(ID_KINDS) * 3)
+    assert len(set(keys)) == len(keys)
+    assert keys[: len(ID_KINDS)] == [kind.format(i=i) for i, kind in enumerate(ID_KINDS)]
+    assert any(not k.isascii() for k in keys)
+    assert unicodedata.normalize("NFC", keys[2]) != keys[2]  # a decomposed id is kept so
+
+
+JWT_SECRET = "consistency-jwt-secret-of-32-bytes"
+
+
+def test_one_user_one_bucket_on_every_wire(control_plane: tuple[str, str]) -> None:
+    """Any Unicode id: the SDK, discovery (query and JSON), OFREP and the gateway (header,
+    raw UTF-8 header, cookie, JWT claim) all decide for exactly that id."""
+    base, key = control_plane
+    snapshot = RoutingSnapshot.from_dict(
+        httpx.get(f"{base}/v1/apps/shop/routing", headers=bearer(key)).json()
+    )
+    calls: list[Call] = []
+
+    def ok(call: Call, body: bytes) -> Reply:
+        calls.append(call)
+        return Reply(200, [], b"ok")
+
+    identity = IdentityConfig(user_header="x-user-id", user_cookie="uid", jwt_secret=JWT_SECRET)
+    gateway = Gateway(
+        GatewayConfig(app="shop", identity=identity),
+        StaticSource(snapshot),
+        targets={TargetKind.HTTP: MockTarget(ok)},
+    )
+    with (
+        Client(base, key, apps=["shop"], wait=10) as sdk,
+        serve(gateway) as gw_url,  # type: ignore[arg-type]
+        httpx.Client(base_url=gw_url, timeout=10) as gw,
+        httpx.Client(base_url=base, headers=bearer(key), timeout=10) as api,
+    ):
+
+        @settings(max_examples=60, deadline=None)
+        @given(st.text(min_size=1, max_size=60))
+        def check(user: str) -> None:
+            ref = sdk.decide("shop", user)
+            expected = (str(ref.channel), dict(ref.versions))
+            one = api.get("/v1/discovery", params={"app": "shop", "user": user}).json()
+            assert (one["channel"], one["versions"]) == expected, ("discovery query", user)
+            batch = api.post("/v1/discovery/batch", json={"app": "shop", "users": [user]})
+            answer = batch.json()["answers"][0]
+            assert (answer["channel"], answer["versions"]) == expected, ("discovery JSON", user)
+            flag = api.post(
+                "/ofrep/v1/evaluate/flags/shop.api", json={"context": {"targetingKey": user}}
+            ).json()
+            assert (flag["metadata"]["channel"], flag["variant"]) == (
+                expected[0],
+                expected[1]["api"],
+            ), ("OFREP", user)
+            token = pyjwt.encode({"sub": user, "exp": time.time() + 600}, JWT_SECRET)
+            wires: dict[str, dict[str, str | bytes]] = {
+                "header": {"x-user-id": encode_header(user)},
+                "cookie": {"cookie": f"uid={encode_header(user)}"},
+                "JWT claim": {"authorization": f"Bearer {token}"},
+            }
+            if "%" not in user and user.isprintable() and user == user.strip():
+                wires["raw UTF-8 header"] = {"x-user-id": user.encode("utf-8")}
+            for wire, headers in wires.items():
+                calls.clear()
+                r = gw.get("/api/", headers=headers)
+                assert r.status_code == 200, (wire, user, r.text)
+                got = (r.headers["x-coalmine-channel"], r.headers["x-coalmine-version"])
+                assert got == (expected[0], expected[1]["api"]), (wire, user)
+                forwarded = dict(calls[0].headers)[b"x-coalmine-user"].decode("latin-1")
+                assert decode_header(forwarded) == user, (wire, user)
+
+        check()

@@ -9,7 +9,7 @@ from typing import Any
 import uvicorn
 
 from coalmine.core.signing import Keyring
-from coalmine.gateway import GatewayConfig, create_gateway
+from coalmine.gateway import GatewayConfig, IdentityConfig, create_gateway
 from coalmine.gateway.server import PROTOCOL
 from tests.helpers import free_port
 from tests.sdk import ControlPlane
@@ -37,7 +37,11 @@ class GatewayServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = GatewayConfig(
-            app=APP, control_plane_url=plane.url, sdk_key=sdk_key, keyring=KEYRING
+            app=APP,
+            control_plane_url=plane.url,
+            sdk_key=sdk_key,
+            keyring=KEYRING,
+            identity=IdentityConfig(user_header="x-user-id"),
         )
         self.app = create_gateway(config)
         self._server: uvicorn.Server | None = None

@@ -30,7 +30,7 @@ from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
 from coalmine.controller.schemas import AppSpec, ReleaseCreate
 from coalmine.core.records import EventRecord
-from coalmine.gateway import GatewayConfig
+from coalmine.gateway import GatewayConfig, IdentityConfig
 from coalmine.gateway.app import Gateway
 from coalmine.gateway.source import SyncSource
 from tests.controller import NoHooks
@@ -79,7 +79,11 @@ class JudgedGateway(GatewayServer):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = GatewayConfig(
-            app=APP, control_plane_url=plane.url, sdk_key=sdk_key, keyring=KEYRING
+            app=APP,
+            control_plane_url=plane.url,
+            sdk_key=sdk_key,
+            keyring=KEYRING,
+            identity=IdentityConfig(user_header="x-user-id"),
         )
         self.app = Gateway(config, SyncSource(plane.url, sdk_key, APP), metrics_interval=0.5)
         self._server = None

@@ -32,6 +32,9 @@ REQUIRED = ["--app", "shop", "--control-plane", "http://127.0.0.1:1", "--sdk-key
         (["gateway", *REQUIRED[:2], "--control-plane", "x", "--sdk-key", "k"], {}, "URL"),
         (["gateway", "--app", "Shop", *REQUIRED[2:]], {}, "invalid app name 'Shop'"),
         (["gateway", *REQUIRED, "--jwt-claim", "uid"], {}, "needs --jwt-secret"),
+        (["gateway", *REQUIRED, "--jwt-secret", "short"], {}, "at least 32 bytes"),
+        (["gateway", *REQUIRED, "--jwt-public-key", "/nonexistent.pem"], {}, "cannot read"),
+        (["gateway", *REQUIRED, "--jwt-jwks-url", "file:///x"], {}, "JWKS URL must be http"),
         (["gateway", *REQUIRED, "--workers", "0"], {}, "--workers"),
         (["gateway", *REQUIRED, "--user-header", "a b"], {}, "invalid user header name"),
         (["gateway", *REQUIRED, "--log-level", "loud"], {}, "use debug, info"),
@@ -93,6 +96,8 @@ def test_the_command_serves_with_two_workers(control_plane: tuple[str, str]) -> 
             str(port),
             "--workers",
             "2",
+            "--user-header",
+            "x-user-id",
             "--log-level",
             "warning",
         ],
@@ -123,6 +128,7 @@ def test_the_command_serves_with_two_workers(control_plane: tuple[str, str]) -> 
         out = proc.communicate(timeout=20)[0]
     assert proc.returncode == 0, out
     assert f"coalmine gateway for app shop on http://127.0.0.1:{port}" in out
+    assert "coalmine: users are identified by header x-user-id (trusted: only a proxy" in out
 
 
 def test_no_gateway_config_in_the_environment_is_a_clear_error(

@@ -22,7 +22,7 @@ def test_json_round_trip_keeps_everything_including_keys() -> None:
             user_header=None,
             user_cookie="sid",
             jwt_claim="uid",
-            jwt_secret="s",
+            jwt_secret="s" * 32,
             order=(IdentitySource.JWT, IdentitySource.COOKIE),
         ),
         timeout=2.5,
@@ -34,7 +34,13 @@ def test_json_round_trip_keeps_everything_including_keys() -> None:
     )
     assert GatewayConfig.from_json(config.to_json()) == config
     plain = GatewayConfig(app="shop")
-    assert GatewayConfig.from_json(plain.to_json()) == plain
+    worker = GatewayConfig.from_json(plain.to_json())
+    assert worker == plain
+    # without a keyring, the key made at start signs anonymous ids in every worker alike
+    assert plain.anonymous_keyring is not None
+    assert worker.anonymous_keyring == plain.anonymous_keyring
+    assert GatewayConfig(app="shop").anonymous_keyring != plain.anonymous_keyring
+    assert config.anonymous_keyring == config.keyring
 
 
 @pytest.mark.parametrize(

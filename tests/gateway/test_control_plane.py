@@ -13,7 +13,7 @@ from coalmine.controller.schemas import ReleaseCreate, VersionCreate
 from coalmine.core.machine import Command, Tick
 from coalmine.core.model import Channel
 from coalmine.core.routing import decide
-from coalmine.gateway import GatewayConfig, SyncSource, create_gateway
+from coalmine.gateway import GatewayConfig, IdentityConfig, SyncSource, create_gateway
 from coalmine.gateway.server import PROTOCOL
 from coalmine.web import create_app
 from tests.gateway.fixtures.harness import KEYRING, ThreadServer, serve_asgi
@@ -51,6 +51,7 @@ async def test_a_rollback_reaches_the_gateway_within_a_second_and_it_fails_stati
             control_plane_url=base,
             sdk_key=key,
             keyring=KEYRING,
+            identity=IdentityConfig(user_header="x-user-id"),
             cache_dir=str(cache),
         )
         gateway = create_gateway(config)

@@ -18,8 +18,10 @@ from coalmine.core.context import decode_context, encode_context, find_in_baggag
 from coalmine.core.model import Channel, Decision, Reason, TargetKind
 from coalmine.core.override import issue_override
 from coalmine.core.routing import decide
+from coalmine.core.signing import unseal
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.gateway import Gateway, GatewayConfig, IdentityConfig, LocalTarget, StaticSource
+from coalmine.gateway.identity import ANONYMOUS_PURPOSE
 from coalmine.gateway.server import PROTOCOL
 from tests.gateway.fixtures import counter
 from tests.gateway.fixtures.harness import (
@@ -59,6 +61,7 @@ async def running(**settings: Any) -> AsyncIterator[Running]:
     async with run_upstream() as upstream:
         snapshot = shop_snapshot(upstream.url)
         source = StaticSource(snapshot)
+        settings.setdefault("identity", IdentityConfig(user_header="x-user-id"))
         config = GatewayConfig(app=APP, keyring=KEYRING, **settings)
         gateway = Gateway(config, source)
         async with (
@@ -170,7 +173,11 @@ async def test_a_rollback_in_the_source_sends_canary_users_to_the_baseline(gw: R
 
 
 async def test_cookie_and_jwt_identities_and_a_bad_jwt_signature_is_not_trusted() -> None:
-    identity = IdentityConfig(user_header=None, user_cookie="session-user", jwt_secret="jwt-s3cret")
+    identity = IdentityConfig(
+        user_header=None,
+        user_cookie="session-user",
+        jwt_secret="jwt-s3cret-of-at-least-32-bytes-long",
+    )
     async with running(identity=identity) as gw:
         canary = gw.user_in(Channel.CANARY)
         # the header strategy is off: x-user-id is ignored
@@ -184,7 +191,9 @@ async def test_cookie_and_jwt_identities_and_a_bad_jwt_signature_is_not_trusted(
         assert downstream_headers(r)["x-coalmine-user"] == canary
         gw.client.cookies.clear()
 
-        token = make_jwt({"sub": canary, "exp": time.time() + 60}, "jwt-s3cret")
+        token = make_jwt(
+            {"sub": canary, "exp": time.time() + 60}, "jwt-s3cret-of-at-least-32-bytes-long"
+        )
         r = await gw.client.get("/api/echo", headers={"authorization": f"Bearer {token}"})
         assert_routed(r, gw.expected(canary), "api")
         assert downstream_headers(r)["x-coalmine-user"] == canary
@@ -201,10 +210,20 @@ async def test_cookie_and_jwt_identities_and_a_bad_jwt_signature_is_not_trusted(
 async def test_the_anonymous_cookie_is_sticky(gw: Running) -> None:
     r1 = await gw.client.get("/api/echo")
     (cookie,) = [c for c in r1.headers.get_list("set-cookie") if c.startswith("coalmine-uid=")]
-    uid = cookie.split(";")[0].removeprefix("coalmine-uid=")
     attributes = {a.strip() for a in cookie.split(";")[1:]}
     assert {"HttpOnly", "SameSite=Lax", "Max-Age=31536000", "Path=/"} <= attributes
-    assert downstream_headers(r1)["x-coalmine-user"] == uid
+    uid = downstream_headers(r1)["x-coalmine-user"]
+    value = cookie.split(";")[0].removeprefix("coalmine-uid=")
+    opened = unseal(ANONYMOUS_PURPOSE, KEYRING, value, now=time.time(), max_bytes=512)
+    assert isinstance(opened, dict)
+    assert opened["u"] == uid  # the cookie is the id, signed
+    # a client that sets its own anonymous id (say, one it found in the canary) is not believed
+    chosen = gw.user_in(Channel.CANARY)
+    forged = await gw.client.get("/api/echo", headers={"cookie": f"coalmine-uid={chosen}-padded"})
+    assert downstream_headers(forged)["x-coalmine-user"] not in (chosen, f"{chosen}-padded")
+    assert any(c.startswith("coalmine-uid=") for c in forged.headers.get_list("set-cookie"))
+    gw.client.cookies.clear()
+    gw.client.cookies.set("coalmine-uid", value)
     assert_routed(r1, gw.expected(uid), "api")
     for _ in range(3):  # httpx keeps the cookie, as a browser does
         r = await gw.client.get("/api/echo")

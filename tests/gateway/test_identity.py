@@ -9,21 +9,24 @@ from typing import Any
 
 import pytest
 
+from coalmine.core.context import PURPOSE as CONTEXT_PURPOSE
 from coalmine.core.errors import InvalidInput
+from coalmine.core.signing import seal
 from coalmine.gateway.identity import (
+    ANONYMOUS_PURPOSE,
     Identifier,
     IdentityConfig,
     IdentitySource,
     parse_cookies,
 )
-from tests.gateway.fixtures.harness import make_jwt
+from tests.gateway.fixtures.harness import KEYRING, OTHER_KEYRING, make_jwt
 
 NOW = 1_700_000_000.0
-SECRET = "jwt-s3cret"
+SECRET = "jwt-s3cret-of-at-least-32-bytes-long"
 
 
 def ident(config: IdentityConfig, headers: dict[str, str], secure: bool = False) -> Any:
-    return Identifier(config).identify(headers, now=NOW, secure=secure)
+    return Identifier(config, KEYRING).identify(headers, now=NOW, secure=secure)
 
 
 def unsigned(claims: dict[str, Any], alg: str = "none") -> str:
@@ -34,14 +37,15 @@ def unsigned(claims: dict[str, Any], alg: str = "none") -> str:
 
 
 def test_strategies_in_order_header_then_cookie_then_jwt() -> None:
-    config = IdentityConfig(user_cookie="uid", jwt_secret=SECRET)
-    bearer = f"Bearer {make_jwt({'sub': 'from-jwt'}, SECRET)}"
+    config = IdentityConfig(user_header="x-user-id", user_cookie="uid", jwt_secret=SECRET)
+    bearer = f"Bearer {make_jwt({'sub': 'from-jwt', 'exp': NOW + 60}, SECRET)}"
     both = {"x-user-id": "from-header", "cookie": "uid=from-cookie", "authorization": bearer}
     got = ident(config, both)
     assert (got.user, got.source, got.set_cookie) == ("from-header", IdentitySource.HEADER, None)
     assert ident(config, {**both, "x-user-id": " "}).user == "from-cookie"
     assert ident(config, {"authorization": bearer}).source is IdentitySource.JWT
     reordered = IdentityConfig(
+        user_header="x-user-id",
         user_cookie="uid",
         jwt_secret=SECRET,
         order=(IdentitySource.JWT, IdentitySource.HEADER),
@@ -74,7 +78,7 @@ def test_jwt_claims_are_trusted_only_when_verified() -> None:
 
 
 def test_unverified_jwts_only_when_explicitly_allowed() -> None:
-    token = unsigned({"sub": "whoever-i-say"})
+    token = unsigned({"sub": "whoever-i-say", "exp": NOW + 60})
     assert ident(IdentityConfig(), {"authorization": f"Bearer {token}"}).source is (
         IdentitySource.ANONYMOUS
     )
@@ -85,23 +89,86 @@ def test_unverified_jwts_only_when_explicitly_allowed() -> None:
     assert got.source is IdentitySource.ANONYMOUS
 
 
-def test_anonymous_ids_are_minted_once_and_read_back() -> None:
+def _cookie_value(set_cookie: str | None) -> str:
+    assert set_cookie is not None
+    return set_cookie.split(";")[0].removeprefix("coalmine-uid=")
+
+
+def test_anonymous_ids_are_minted_signed_once_and_read_back() -> None:
     config = IdentityConfig()
     first = ident(config, {}, secure=True)
     assert first.source is IdentitySource.ANONYMOUS
+    value = _cookie_value(first.set_cookie)
+    assert value != first.user  # the cookie is the id signed, not the bare id
     assert first.set_cookie == (
-        f"coalmine-uid={first.user}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax; Secure"
+        f"coalmine-uid={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax; Secure"
     )
-    again = ident(config, {"cookie": f"other=1; coalmine-uid={first.user}"})
+    again = ident(config, {"cookie": f"other=1; coalmine-uid={value}"})
     assert (again.user, again.set_cookie) == (first.user, None)
     assert ident(config, {}).user != first.user
-    # a tampered or silly cookie value is replaced
-    assert ident(config, {"cookie": "coalmine-uid=x"}).set_cookie is not None
     assert "Secure" not in (ident(config, {}).set_cookie or "")
 
 
+def test_a_client_cannot_choose_its_anonymous_id() -> None:
+    """Any 16-64 character value used to be taken: a client could retry ids into the canary."""
+    config = IdentityConfig()
+    minted = _cookie_value(ident(config, {}).set_cookie)
+    head, _, sig = minted.rpartition(".")
+    chosen = [
+        "x",
+        "a-user-id-i-picked-myself",  # the old format: 16-64 of [A-Za-z0-9_-]
+        "A" * 64,
+        f"{head}.{'A' * len(sig)}",  # a forged signature
+        f"{head[:-2]}AA.{sig}",  # a changed payload
+        seal(CONTEXT_PURPOSE, KEYRING, {"u": "chosen-user-id", "e": int(NOW) + 60}),
+        seal(ANONYMOUS_PURPOSE, OTHER_KEYRING, {"u": "chosen-user-id", "e": int(NOW) + 60}),
+        seal(ANONYMOUS_PURPOSE, KEYRING, {"u": "chosen-user-id", "e": int(NOW) - 1}),  # expired
+        seal(ANONYMOUS_PURPOSE, KEYRING, {"u": 7, "e": int(NOW) + 60}),
+    ]
+    for value in chosen:
+        got = Identifier(config, KEYRING).identify(
+            {"cookie": f"coalmine-uid={value}"}, now=NOW, secure=False
+        )
+        assert got.source is IdentitySource.ANONYMOUS, value
+        assert got.user not in ("chosen-user-id", value), value
+        assert got.set_cookie is not None, value  # a fresh id, signed, replaces it
+    # one the gateway's keyring signed is read back, across Identifiers sharing the keyring
+    issued = Identifier(config, KEYRING).identify({}, now=NOW, secure=False)
+    back = Identifier(config, KEYRING).identify(
+        {"cookie": f"coalmine-uid={_cookie_value(issued.set_cookie)}"}, now=NOW + 5, secure=False
+    )
+    assert (back.user, back.set_cookie) == (issued.user, None)
+
+
+def test_no_identity_header_is_trusted_unless_configured() -> None:
+    got = ident(IdentityConfig(), {"x-user-id": "i-say-i-am-a-tester"})
+    assert got.source is IdentitySource.ANONYMOUS
+    assert got.user != "i-say-i-am-a-tester"
+    trusted = ident(IdentityConfig(user_header="x-user-id"), {"x-user-id": "ada"})
+    assert (trusted.user, trusted.source) == ("ada", IdentitySource.HEADER)
+
+
+def test_the_startup_line_says_what_identifies_users() -> None:
+    assert IdentityConfig().describe() == (
+        "users are identified by a signed anonymous cookie coalmine-uid only"
+        " (no header, cookie or JWT is trusted)"
+    )
+    both = IdentityConfig(user_header="x-user-id", jwt_secret=SECRET)
+    assert both.describe() == (
+        "users are identified by header x-user-id (trusted: only a proxy in front may set it),"
+        " then JWT claim sub (HS256), else a signed anonymous cookie coalmine-uid"
+    )
+    jwks = IdentityConfig(
+        jwt_jwks_url="https://id.example/jwks.json", jwt_audience="shop", jwt_require_exp=False
+    )
+    assert jwks.describe() == (
+        "users are identified by JWT claim sub (JWKS https://id.example/jwks.json, aud shop,"
+        " exp optional), else a signed anonymous cookie coalmine-uid"
+    )
+
+
 def test_overlong_keys_are_not_user_keys() -> None:
-    got = ident(IdentityConfig(), {"x-user-id": "u" * 257})
+    got = ident(IdentityConfig(user_header="x-user-id"), {"x-user-id": "u" * 257})
     assert got.source is IdentitySource.ANONYMOUS
 
 
@@ -116,7 +183,7 @@ def test_parse_cookies() -> None:
         ({"user_header": "bad header"}, "invalid user header"),
         ({"user_cookie": "a;b"}, "invalid user cookie"),
         ({"jwt_secret": SECRET, "jwt_unverified": True}, "not both"),
-        ({"jwt_secret": ""}, "must not be empty"),
+        ({"jwt_secret": ""}, "at least 32 bytes"),
         ({"jwt_claim": ""}, "must not be empty"),
         ({"order": ("header", "header")}, "at most once"),
         ({"order": ("anonymous",)}, "at most once"),

@@ -23,11 +23,14 @@ from coalmine.core.model import Channel, Phase, Release, TargetKind
 from coalmine.core.routing import RoutingState, decide
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.core.strategy import parse_strategy
-from coalmine.gateway import Gateway, GatewayConfig, LambdaTarget, StaticSource
+from coalmine.gateway import Gateway, GatewayConfig, IdentityConfig, LambdaTarget, StaticSource
 from coalmine.gateway.server import PROTOCOL
 from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
 from tests.gateway.fixtures import counter
 from tests.gateway.fixtures.harness import KEYRING, serve_asgi
+
+TRUSTED = IdentityConfig(user_header="x-user-id")
+"""the tests name their users in x-user-id"""
 
 APP = "shop"
 FNS = "tests.gateway.fixtures.lambda_fns"
@@ -97,7 +100,8 @@ async def running(
 ) -> AsyncIterator[Running]:
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", local_lambda[1])
     snap = snapshot()
-    gateway = Gateway(GatewayConfig(app=APP, keyring=KEYRING, **settings), StaticSource(snap))
+    config = GatewayConfig(app=APP, keyring=KEYRING, **{"identity": TRUSTED, **settings})
+    gateway = Gateway(config, StaticSource(snap))
     async with (
         serve_asgi(gateway, http=PROTOCOL) as url,
         httpx.AsyncClient(base_url=url, timeout=10) as client,
@@ -257,7 +261,7 @@ async def test_the_botocore_client_answers_alike(
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", local_lambda[1])
     snap = snapshot()
     gateway = Gateway(
-        GatewayConfig(app=APP, keyring=KEYRING),
+        GatewayConfig(app=APP, keyring=KEYRING, identity=TRUSTED),
         StaticSource(snap),
         targets={TargetKind.LAMBDA: LambdaTarget(client="botocore")},
     )

@@ -16,10 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from coalmine.core.model import Channel
 from coalmine.core.routing import decide
 from coalmine.core.snapshot import RoutingSnapshot
-from coalmine.gateway import Gateway, GatewayConfig, StaticSource
+from coalmine.gateway import Gateway, GatewayConfig, IdentityConfig, StaticSource
 from coalmine.gateway.server import PROTOCOL
 from tests.gateway.fixtures.harness import APP, KEYRING, run_upstream, serve_asgi, shop_snapshot
 from tests.sdk import ControlPlane
+
+TRUSTED = IdentityConfig(user_header="x-user-id")
+"""the tests name their users in x-user-id"""
 
 
 @dataclass
@@ -45,7 +48,8 @@ async def running(**settings: Any) -> AsyncIterator[Running]:
     async with run_upstream() as upstream:
         snapshot = shop_snapshot(upstream.url)
         gateway = Gateway(
-            GatewayConfig(app=APP, keyring=KEYRING, **settings), StaticSource(snapshot)
+            GatewayConfig(app=APP, keyring=KEYRING, **{"identity": TRUSTED, **settings}),
+            StaticSource(snapshot),
         )
         async with (
             serve_asgi(gateway, http=PROTOCOL) as url,

@@ -11,10 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from coalmine.core import decide, decode_context
 from coalmine.core.context import RoutingContext, bind_user
 from coalmine.core.model import Channel, Decision, Reason
+from coalmine.core.userkey import encode_header
 from coalmine.sdk import (
     Client,
     current_decision,
@@ -232,3 +235,24 @@ async def test_async_handlers_are_decorated_too(client: Client, server: HeaderRe
         return len(record_decisions())
 
     assert await batch({"Records": [{"headers": {"x-user-id": "a"}}] * 3}, None) == 3
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(user=st.text(min_size=1, max_size=60))
+def test_a_header_id_is_the_id_the_sdk_decides_for(client: Client, user: str) -> None:
+    """A user= header carries percent-encoded UTF-8 (or raw UTF-8), as at the gateway."""
+
+    @handler(client, APP, user="x-user-id")
+    def fn(event: dict[str, Any], context: object) -> Decision | None:
+        return current_decision()
+
+    expected = client.decide(APP, user)
+    got = fn({"headers": {"x-user-id": encode_header(user)}}, None)
+    assert got is not None
+    assert (got.channel, dict(got.versions)) == (expected.channel, dict(expected.versions))
+    if "%" not in user and user == user.strip(" \t"):  # as an API Gateway event holds raw UTF-8
+        raw = fn({"headers": {"x-user-id": user}}, None)
+        assert raw is not None
+        assert raw.channel == expected.channel

@@ -1,14 +1,18 @@
 """`coalmine consistency`: do the SDK, discovery and the gateway agree for every user?
 
 DESIGN rule 1 says one user gets one decision everywhere. This command checks
-it from the outside, for users ``user-0`` .. ``user-<N-1>``:
+it from the outside, for N user ids of every kind (`user_keys`: ASCII, accents
+composed and decomposed, non-Latin scripts, emoji, e-mail addresses, and
+characters a wire must escape), each sent as `coalmine.core.userkey` says:
 
 - ``sdk``: what `coalmine.sdk.Client` decides (the core's `evaluate` on the
   snapshot it follows): the reference;
 - ``discovery``: ``POST /v1/discovery/batch`` (10,000 users a request);
 - ``gateway`` (with ``--gateway``): the ``x-coalmine-channel`` and
   ``x-coalmine-version`` headers of ``GET <gateway>/<function>/`` with
-  ``x-user-id``; user *i* calls function *i mod F*, one request each.
+  ``x-user-id`` (percent-encoded UTF-8: the gateway must trust that header,
+  ``--user-header x-user-id``); user *i* calls function *i mod F*, one
+  request each.
 
 A change of the app between the reads would show as mismatches, so the
 revisions the sources saw are compared and the whole check is repeated (up to
@@ -32,9 +36,11 @@ from coalmine.cli.output import console, print_json
 from coalmine.core.bucketing import BUCKETS
 from coalmine.core.model import Decision, RouteMode
 from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.core.userkey import encode_header
 
 __all__ = [
     "BATCH",
+    "ID_KINDS",
     "Mismatch",
     "Observation",
     "Report",
@@ -160,8 +166,23 @@ class Report:
         }
 
 
+ID_KINDS = (
+    "user-{i}",
+    "zoë-{i}",  # composed
+    "zoe\u0308-{i}",  # the same letters decomposed: another id, never normalised
+    "用户-{i}",
+    "пользователь-{i}",
+    "مستخدم-{i}",
+    "🐤-{i}",
+    "user.{i}+tag@example.com",
+    '50% off; "{i}", ok?',  # characters a header or cookie must escape
+)
+"""the kinds of user id checked, in turn"""
+
+
 def user_keys(n: int) -> list[str]:
-    return [f"user-{i}" for i in range(n)]
+    """``n`` distinct user ids, of every kind of `ID_KINDS` in turn."""
+    return [ID_KINDS[i % len(ID_KINDS)].format(i=i) for i in range(n)]
 
 
 def _timed(seconds: dict[str, float], name: str, run: Callable[[], Any]) -> Any:
@@ -206,7 +227,7 @@ def _gateway(
     def one(http: httpx.Client, i: int, user: str) -> Observation:
         fn = functions[i % len(functions)]
         try:
-            r = http.get(f"/{fn}/", headers={USER_HEADER: user})
+            r = http.get(f"/{fn}/", headers={USER_HEADER: encode_header(user)})
         except httpx.HTTPError as exc:
             return Observation(None, partial=True, error=f"{type(exc).__name__}: {exc}")
         channel = r.headers.get(CHANNEL_HEADER)

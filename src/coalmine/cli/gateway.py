@@ -69,9 +69,14 @@ def command(
         int, typer.Option(min=1, max=65535, metavar="PORT", help="Port to listen on.")
     ] = DEFAULT_PORT,
     user_header: Annotated[
-        str,
-        typer.Option(metavar="NAME", help="Header holding the user key ('' to ignore headers)."),
-    ] = "x-user-id",
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Trust this header to name the user (e.g. x-user-id): only behind a proxy that"
+            " sets it, since a client can send any value. Default: no header is trusted.",
+            show_default=False,
+        ),
+    ] = None,
     user_cookie: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="Cookie holding the user key.", show_default=False),
@@ -81,7 +86,7 @@ def command(
         typer.Option(
             metavar="CLAIM",
             help="Take the user key from this claim of an 'Authorization: Bearer' JWT"
-            " (default sub when --jwt-secret is given).",
+            " (default sub when a JWT key is given).",
             show_default=False,
         ),
     ] = None,
@@ -90,10 +95,42 @@ def command(
         typer.Option(
             envvar="COALMINE_JWT_SECRET",
             metavar="SECRET",
-            help="HS256 secret that JWTs must be signed with.",
+            help="HS256 secret (at least 32 bytes) that JWTs must be signed with.",
             show_default=False,
         ),
     ] = None,
+    jwt_public_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="PEM public key that JWTs must be signed with: RSA (RS256) or P-256 (ES256).",
+            show_default=False,
+        ),
+    ] = None,
+    jwt_jwks_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="JWKS URL whose RS256 / ES256 keys JWTs must be signed with (fetched at start"
+            " and every 5 minutes).",
+            show_default=False,
+        ),
+    ] = None,
+    jwt_audience: Annotated[
+        str | None,
+        typer.Option(metavar="AUD", help="Accept only JWTs for this audience.", show_default=False),
+    ] = None,
+    jwt_issuer: Annotated[
+        str | None,
+        typer.Option(metavar="ISS", help="Accept only JWTs from this issuer.", show_default=False),
+    ] = None,
+    jwt_optional_exp: Annotated[
+        bool,
+        typer.Option(
+            "--jwt-optional-exp",
+            help="Accept JWTs without an exp claim (they never expire). Default: refused.",
+        ),
+    ] = False,
     jwt_unverified: Annotated[
         bool,
         typer.Option(
@@ -139,11 +176,26 @@ def command(
 
     if log_level.lower() not in _LEVELS:
         raise typer.BadParameter("use debug, info, warning or error", param_hint="--log-level")
-    if jwt_claim is not None and jwt_secret is None and not jwt_unverified:
+    if (
+        jwt_claim is not None
+        and jwt_secret is None
+        and jwt_public_key is None
+        and jwt_jwks_url is None
+        and not jwt_unverified
+    ):
         raise typer.BadParameter(
-            "reading a JWT claim needs --jwt-secret (or --jwt-unverified, see docs/gateway.md)",
+            "reading a JWT claim needs --jwt-secret, --jwt-public-key or --jwt-jwks-url"
+            " (or --jwt-unverified, see docs/gateway.md)",
             param_hint="--jwt-claim",
         )
+    public_key: str | None = None
+    if jwt_public_key is not None:
+        try:
+            public_key = jwt_public_key.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(
+                f"cannot read {jwt_public_key}: {exc}", param_hint="--jwt-public-key"
+            ) from None
     keyring = keyring_from_env()
     config = GatewayConfig(
         app=app,
@@ -155,6 +207,11 @@ def command(
             user_cookie=user_cookie or None,
             jwt_claim=jwt_claim or "sub",
             jwt_secret=jwt_secret,
+            jwt_public_key=public_key,
+            jwt_jwks_url=jwt_jwks_url,
+            jwt_audience=jwt_audience,
+            jwt_issuer=jwt_issuer,
+            jwt_require_exp=not jwt_optional_exp,
             jwt_unverified=jwt_unverified,
         ),
         timeout=timeout,
@@ -174,6 +231,12 @@ def command(
         f"coalmine gateway for app {app} on http://{host}:{port}"
         f" (control plane {config.control_plane_url}; {workers} worker(s))"
     )
+    err_console.print(f"coalmine: {config.identity.describe()}", highlight=False)
+    if keyring is None:
+        err_console.print(
+            "coalmine: anonymous ids are signed with a key made at start: they change"
+            " when the gateway restarts (set COALMINE_SIGNING_KEYS to keep them)"
+        )
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run(
         "coalmine.cli.gateway:worker_app",

@@ -34,7 +34,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from urllib.parse import quote
 
 from coalmine.core.context import ContextSigner, ContextTooLarge, find_in_baggage, set_in_baggage
 from coalmine.core.errors import InvalidInput
@@ -43,6 +42,7 @@ from coalmine.core.ports import Call, FunctionTarget, ManagedSource, SnapshotSou
 from coalmine.core.routing import evaluate
 from coalmine.core.signing import Rejected
 from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.core.userkey import encode_header
 from coalmine.gateway.asgi import (
     HOP_BY_HOP,
     CallFailed,
@@ -52,9 +52,11 @@ from coalmine.gateway.asgi import (
     Send,
     send_json,
 )
+from coalmine.gateway.bearer import JWKS_REFRESH_SECONDS
 from coalmine.gateway.config import GatewayConfig
 from coalmine.gateway.identity import Identifier
 from coalmine.gateway.lambda_target import LambdaTarget
+from coalmine.gateway.paths import unsafe_path
 from coalmine.gateway.runtime import LocalTarget
 from coalmine.gateway.source import SyncSource
 from coalmine.gateway.upstream import HttpTarget
@@ -123,7 +125,7 @@ class Gateway:
                 start=False,
             )
         self.source = source
-        self.identifier = Identifier(config.identity)
+        self.identifier = Identifier(config.identity, config.anonymous_keyring)
         given = dict(targets or {})
         http = given.pop(TargetKind.HTTP, None)
         if http is None:
@@ -162,6 +164,25 @@ class Gateway:
         self.rejected: Counter[tuple[str, str]] = Counter()
         """(token, kind) -> how many incoming contexts and overrides were not honoured: a
         replayed context shows as ``("context", "other_user")``"""
+        self._jwks_task: asyncio.Task[None] | None = None
+
+    async def _refresh_jwks(self) -> None:
+        """Fetch the JWKS URL's keys off the event loop; a failure keeps the last keys."""
+        try:
+            n = await asyncio.get_running_loop().run_in_executor(None, self.identifier.refresh_jwks)
+            log.info("JWKS %s: %d signing keys", self.config.identity.jwt_jwks_url, n)
+        except Exception as exc:
+            log.warning(
+                "cannot fetch the JWKS %s (JWTs signed with keys not yet fetched are not"
+                " trusted): %s",
+                self.config.identity.jwt_jwks_url,
+                exc,
+            )
+
+    async def _keep_jwks(self) -> None:
+        while True:
+            await asyncio.sleep(JWKS_REFRESH_SECONDS)
+            await self._refresh_jwks()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -176,14 +197,20 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------
 
     async def startup(self) -> None:
+        log.info("gateway for app %s: %s", self.config.app, self.config.identity.describe())
         for target in self.targets.values():
             await target.start()
+        if self.identifier.bearer is not None and self.identifier.bearer.jwks_url is not None:
+            await self._refresh_jwks()
+            self._jwks_task = asyncio.create_task(self._keep_jwks())
         if isinstance(self.source, ManagedSource):
             await self.source.start()
         if self.flusher is not None:
             self.flusher.start()
 
     async def shutdown(self) -> None:
+        if self._jwks_task is not None:
+            self._jwks_task.cancel()
         try:
             if isinstance(self.source, ManagedSource):
                 await self.source.close()
@@ -253,6 +280,10 @@ class Gateway:
             return
         if path == METRICS_PATH:
             await self._metrics(scope, send)
+            return
+        refused = unsafe_path(scope.get("raw_path") or path.encode())
+        if refused is not None:
+            await send_json(send, 400, {"detail": refused})
             return
         function = path[1:].partition("/")[0]
         if not function:
@@ -523,7 +554,7 @@ def _forwarded(scope: Scope, headers: dict[str, str], token: str | None, user: s
     baggage = set_in_baggage(headers.get("baggage"), token)
     if baggage:
         out.append((b"baggage", baggage.encode("latin-1")))
-    out.append((USER_HEADER.encode(), _header_safe(user)))
+    out.append((USER_HEADER.encode(), encode_header(user).encode("ascii")))
     client = scope.get("client")
     forwarded_for = headers.get("x-forwarded-for")
     if client:
@@ -536,13 +567,6 @@ def _forwarded(scope: Scope, headers: dict[str, str], token: str | None, user: s
     if host:
         out.append((b"x-forwarded-host", host.encode("latin-1")))
     return out
-
-
-def _header_safe(text: str) -> bytes:
-    """``text`` as a header value: as it is when printable ASCII, else percent-encoded."""
-    if text.isascii() and text.isprintable():
-        return text.encode("ascii")
-    return quote(text, safe="").encode("ascii")
 
 
 def create_gateway(config: GatewayConfig, source: SnapshotSource | None = None) -> Gateway:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +45,9 @@ class GatewayConfig:
     keyring: Keyring | None = None
     """verifies incoming contexts and overrides, signs the outgoing context; None: no propagation"""
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    anonymous_keyring: Keyring | None = None
+    """signs anonymous-id cookies; default: ``keyring``, else a random key made with the config
+    (shared by the workers of one `coalmine gateway`, new at each start)"""
     timeout: float = 30.0
     """seconds for a whole call: an upstream exchange (body included) or a local handler"""
     connect_timeout: float = 5.0
@@ -57,6 +61,9 @@ class GatewayConfig:
 
     def __post_init__(self) -> None:
         validate_name(self.app, "app")
+        if self.anonymous_keyring is None:
+            anon = self.keyring or Keyring.single(secrets.token_bytes(32), "anon")
+            object.__setattr__(self, "anonymous_keyring", anon)
         if self.control_plane_url is not None and not self.control_plane_url.startswith(
             ("http://", "https://")
         ):
@@ -78,15 +85,8 @@ class GatewayConfig:
         """Serialise, secrets included (for a child process's environment, not for logs)."""
         data = asdict(self)
         data["identity"]["order"] = [str(s) for s in self.identity.order]
-        keyring = self.keyring
-        data["keyring"] = (
-            None
-            if keyring is None
-            else {
-                "active": keyring.active,
-                "keys": {k: base64.b64encode(v).decode() for k, v in keyring.keys.items()},
-            }
-        )
+        data["keyring"] = _ring_to_json(self.keyring)
+        data["anonymous_keyring"] = _ring_to_json(self.anonymous_keyring)
         return json.dumps(data)
 
     @classmethod
@@ -94,10 +94,26 @@ class GatewayConfig:
         data: dict[str, Any] = json.loads(text)
         ident = dict(data.pop("identity"))
         ident["order"] = tuple(IdentitySource(s) for s in ident["order"])
-        ring = data.pop("keyring")
-        keyring = (
-            None
-            if ring is None
-            else Keyring({k: base64.b64decode(v) for k, v in ring["keys"].items()}, ring["active"])
+        keyring = _ring_from_json(data.pop("keyring"))
+        anonymous = _ring_from_json(data.pop("anonymous_keyring", None))
+        return cls(
+            **data,
+            keyring=keyring,
+            anonymous_keyring=anonymous,
+            identity=IdentityConfig(**ident),
         )
-        return cls(**data, keyring=keyring, identity=IdentityConfig(**ident))
+
+
+def _ring_to_json(keyring: Keyring | None) -> dict[str, Any] | None:
+    if keyring is None:
+        return None
+    return {
+        "active": keyring.active,
+        "keys": {k: base64.b64encode(v).decode() for k, v in keyring.keys.items()},
+    }
+
+
+def _ring_from_json(ring: dict[str, Any] | None) -> Keyring | None:
+    if ring is None:
+        return None
+    return Keyring({k: base64.b64decode(v) for k, v in ring["keys"].items()}, ring["active"])

@@ -1,36 +1,40 @@
 """Who the user is: the key the gateway buckets on, from a header, a cookie or a JWT.
 
 Strategies are tried in the configured order (default: header, cookie, JWT);
-the first that yields a key wins. A user none of them identifies is
-anonymous: the gateway reads, or else mints and sets, a random id in the
-``coalmine-uid`` cookie, so one browser keeps one cohort for a year.
+the first that yields a key wins. None is on by default: trusting a header,
+cookie or token is the deployer's explicit choice, because a client that
+reaches the gateway directly can set any of them. A user none of them
+identifies is anonymous: the gateway mints a random id, signs it with its
+keyring (`coalmine.core.signing`, purpose ``coalmine-anonymous``) and sets
+it in the ``coalmine-uid`` cookie, so one browser keeps one cohort for a
+year. A cookie the keyring did not sign is ignored and replaced: a client
+cannot pick its own id and so retry ids until one lands in the canary.
 
-JWT claims are trusted only when the token's HS256 signature verifies with
-the configured secret (and it has not expired). Decoding without a secret is
-possible but must be asked for (``jwt_unverified``): then any client can put
-any user id in a token it makes itself and so choose its channel. Use it
-only behind a proxy that has already verified the token.
+JWT claims are trusted only when the token verifies (`coalmine.gateway.bearer`:
+an HS256 secret, an RS256/ES256 public key or a JWKS URL; ``exp`` required
+unless configured otherwise; ``aud`` / ``iss`` when configured). Decoding
+without verifying is possible but must be asked for (``jwt_unverified``):
+then any client can put any user id in a token it makes itself and so choose
+its channel. Use it only behind a proxy that has already verified the token.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from coalmine.core.errors import InvalidInput
+from coalmine.core.signing import Keyring, seal, unseal
+from coalmine.core.userkey import decode_header
+from coalmine.gateway.bearer import BearerVerifier, check_jwt_settings
 
 __all__ = [
     "ANONYMOUS_COOKIE",
     "ANONYMOUS_MAX_AGE",
+    "ANONYMOUS_PURPOSE",
     "Identifier",
     "Identity",
     "IdentityConfig",
@@ -42,7 +46,9 @@ ANONYMOUS_COOKIE = "coalmine-uid"
 ANONYMOUS_MAX_AGE = 365 * 24 * 3600
 MAX_KEY_CHARS = 256
 """a longer header, cookie or claim value is not taken as a user key"""
-_ANON_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+ANONYMOUS_PURPOSE = "coalmine-anonymous"
+"""what anonymous-id cookies are signed for (a routing context cannot pass for one)"""
+_ANON_COOKIE_BYTES = 512
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -59,14 +65,25 @@ class IdentityConfig:
     """How the gateway identifies users.
 
     A strategy takes part when it is configured: ``user_header`` (None turns it
-    off), ``user_cookie``, and JWT when ``jwt_secret`` is set or
-    ``jwt_unverified`` is explicitly allowed.
+    off), ``user_cookie``, and JWT when one of ``jwt_secret``,
+    ``jwt_public_key`` (PEM) or ``jwt_jwks_url`` is set, or ``jwt_unverified``
+    is explicitly allowed.
     """
 
-    user_header: str | None = "x-user-id"
+    user_header: str | None = None
+    """a header trusted to name the user (say ``x-user-id`` behind an authenticating proxy)"""
     user_cookie: str | None = None
     jwt_claim: str = "sub"
     jwt_secret: str | None = None
+    """HS256 secret, at least 32 bytes"""
+    jwt_public_key: str | None = None
+    """PEM public key: RSA (RS256) or P-256 (ES256)"""
+    jwt_jwks_url: str | None = None
+    """where the RS256 / ES256 keys are published, chosen by the token's ``kid``"""
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_require_exp: bool = True
+    """refuse tokens without ``exp`` (they would be valid forever)"""
     jwt_unverified: bool = False
     """decode JWTs without checking their signature: clients can then choose their user id"""
     order: tuple[IdentitySource, ...] = (
@@ -86,10 +103,9 @@ class IdentityConfig:
                 raise InvalidInput(f"invalid {what} cookie name {name!r}")
         if not self.jwt_claim:
             raise InvalidInput("the JWT claim name must not be empty")
-        if self.jwt_secret is not None and not self.jwt_secret:
-            raise InvalidInput("the JWT secret must not be empty")
-        if self.jwt_secret is not None and self.jwt_unverified:
-            raise InvalidInput("give a JWT secret or allow unverified JWTs, not both")
+        check_jwt_settings(
+            self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url, self.jwt_unverified
+        )
         order = tuple(IdentitySource(s) for s in self.order)
         if IdentitySource.ANONYMOUS in order or len(set(order)) != len(order):
             raise InvalidInput(
@@ -100,7 +116,40 @@ class IdentityConfig:
 
     @property
     def jwt_enabled(self) -> bool:
-        return self.jwt_secret is not None or self.jwt_unverified
+        return self.jwt_unverified or any(
+            s is not None for s in (self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url)
+        )
+
+    def describe(self) -> str:
+        """One line for the log at start: what identifies users, in order."""
+        parts: list[str] = []
+        for source in self.order:
+            if source is IdentitySource.HEADER and self.user_header is not None:
+                parts.append(
+                    f"header {self.user_header} (trusted: only a proxy in front may set it)"
+                )
+            elif source is IdentitySource.COOKIE and self.user_cookie is not None:
+                parts.append(f"cookie {self.user_cookie}")
+            elif source is IdentitySource.JWT and self.jwt_enabled:
+                how = (
+                    "UNVERIFIED"
+                    if self.jwt_unverified
+                    else "HS256"
+                    if self.jwt_secret is not None
+                    else "public key"
+                    if self.jwt_public_key is not None
+                    else f"JWKS {self.jwt_jwks_url}"
+                )
+                for name, value in (("aud", self.jwt_audience), ("iss", self.jwt_issuer)):
+                    if value is not None:
+                        how += f", {name} {value}"
+                if not self.jwt_require_exp:
+                    how += ", exp optional"
+                parts.append(f"JWT claim {self.jwt_claim} ({how})")
+        anon = f"a signed anonymous cookie {self.anonymous_cookie}"
+        if not parts:
+            return f"users are identified by {anon} only (no header, cookie or JWT is trusted)"
+        return f"users are identified by {', then '.join(parts)}, else {anon}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,36 +169,61 @@ def parse_cookies(header: str | None) -> dict[str, str]:
         return out
     for part in header.split(";"):
         name, sep, value = part.partition("=")
-        name = name.strip()
+        name = name.strip(_OWS)
         if sep and name and name not in out:
-            value = value.strip()
+            value = value.strip(_OWS)
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
             out[name] = value
     return out
 
 
-def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+_OWS = " \t"
+"""HTTP's optional whitespace: only these are stripped from header and cookie values (str.strip
+would also take bytes 0x85 and 0xA0, which are parts of UTF-8 characters such as "à")"""
 
 
-def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+def _wire_key(value: str | None) -> str | None:
+    """The user key in a header or cookie value: percent-encoded or raw UTF-8 (core.userkey)."""
+    if value is None:
+        return None
+    text = value.strip(_OWS)
+    return _key(decode_header(text)) if text else None
 
 
 def _key(value: object) -> str | None:
+    """A claim's or a decoded value's user key: the string as it is (an integer as digits)."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    text = str(value).strip()
+    text = str(value)
     return text if text and len(text) <= MAX_KEY_CHARS else None
 
 
 class Identifier:
-    """Applies an `IdentityConfig` to a request's headers."""
+    """Applies an `IdentityConfig` to a request's headers.
 
-    def __init__(self, config: IdentityConfig) -> None:
+    ``keyring`` signs and verifies anonymous ids; without one, a random key
+    made here (ids then last as long as this object: give gateways that
+    share users one keyring).
+    """
+
+    def __init__(self, config: IdentityConfig, keyring: Keyring | None = None) -> None:
         self.config = config
-        self._secret = config.jwt_secret.encode() if config.jwt_secret is not None else None
+        self.keyring = (
+            keyring if keyring is not None else Keyring.single(secrets.token_bytes(32), "anon")
+        )
+        self.bearer: BearerVerifier | None = None
+        """verifies JWTs; None when the JWT strategy is off"""
+        if config.jwt_enabled:
+            self.bearer = BearerVerifier(
+                secret=config.jwt_secret,
+                public_key=config.jwt_public_key,
+                jwks_url=config.jwt_jwks_url,
+                unverified=config.jwt_unverified,
+                audience=config.jwt_audience,
+                issuer=config.jwt_issuer,
+                require_exp=config.jwt_require_exp,
+            )
 
     def identify(self, headers: Mapping[str, str], *, now: float, secure: bool) -> Identity:
         """The request's user. ``headers`` are lowercase names to (joined) values."""
@@ -158,24 +232,39 @@ class Identifier:
         for source in cfg.order:
             key: str | None = None
             if source is IdentitySource.HEADER and cfg.user_header is not None:
-                key = _key(headers.get(cfg.user_header))
+                key = _wire_key(headers.get(cfg.user_header))
             elif source is IdentitySource.COOKIE and cfg.user_cookie is not None:
                 cookies = parse_cookies(headers.get("cookie")) if cookies is None else cookies
-                key = _key(cookies.get(cfg.user_cookie))
-            elif source is IdentitySource.JWT and cfg.jwt_enabled:
+                key = _wire_key(cookies.get(cfg.user_cookie))
+            elif source is IdentitySource.JWT and self.bearer is not None:
                 key = self.jwt_user(headers.get("authorization"), now=now)
             if key is not None:
                 return Identity(key, source)
         cookies = parse_cookies(headers.get("cookie")) if cookies is None else cookies
-        anon = cookies.get(cfg.anonymous_cookie)
-        if anon is not None and _ANON_ID.fullmatch(anon):
+        anon = self._anonymous(cookies.get(cfg.anonymous_cookie), now=now)
+        if anon is not None:
             return Identity(anon, IdentitySource.ANONYMOUS)
         minted = secrets.token_urlsafe(18)
+        signed = seal(
+            ANONYMOUS_PURPOSE, self.keyring, {"u": minted, "e": int(now) + ANONYMOUS_MAX_AGE}
+        )
         cookie = (
-            f"{cfg.anonymous_cookie}={minted}; Path=/; Max-Age={ANONYMOUS_MAX_AGE};"
+            f"{cfg.anonymous_cookie}={signed}; Path=/; Max-Age={ANONYMOUS_MAX_AGE};"
             " HttpOnly; SameSite=Lax"
         )
         return Identity(minted, IdentitySource.ANONYMOUS, cookie + ("; Secure" if secure else ""))
+
+    def _anonymous(self, value: str | None, *, now: float) -> str | None:
+        """The id in an anonymous cookie this gateway's keyring signed, else None."""
+        if not value:
+            return None
+        claims = unseal(
+            ANONYMOUS_PURPOSE, self.keyring, value, now=now, max_bytes=_ANON_COOKIE_BYTES
+        )
+        if not isinstance(claims, dict):
+            return None
+        user = claims.get("u")
+        return user if isinstance(user, str) and _key(user) == user else None
 
     def jwt_user(self, authorization: str | None, *, now: float) -> str | None:
         """The configured claim of a Bearer JWT, or None when it is absent or not trusted."""
@@ -184,32 +273,11 @@ class Identifier:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer":
             return None
-        claims = self._claims(token.strip(), now=now)
+        if self.bearer is None:
+            return None
+        claims = self.bearer.claims(token.strip(), now=now)
         return None if claims is None else _key(claims.get(self.config.jwt_claim))
 
-    def _claims(self, token: str, *, now: float) -> dict[str, Any] | None:
-        parts = token.split(".")
-        if len(parts) != 3 or len(token) > 8192:
-            return None
-        try:
-            header = json.loads(_b64d(parts[0]))
-            claims = json.loads(_b64d(parts[1]))
-        except (binascii.Error, ValueError):
-            return None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            return None
-        if self._secret is not None:
-            if header.get("alg") != "HS256":
-                return None
-            signed = f"{parts[0]}.{parts[1]}".encode("ascii", "replace")
-            expected = _b64e(hmac.new(self._secret, signed, hashlib.sha256).digest())
-            if not hmac.compare_digest(expected.encode(), parts[2].encode("utf-8", "replace")):
-                return None
-        elif not self.config.jwt_unverified:
-            return None
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if isinstance(exp, int | float) and not isinstance(exp, bool) and now >= exp:
-            return None
-        if isinstance(nbf, int | float) and not isinstance(nbf, bool) and now < nbf:
-            return None
-        return claims
+    def refresh_jwks(self) -> int:
+        """Fetch the JWKS URL's keys now (blocking); 0 without a JWKS URL."""
+        return 0 if self.bearer is None else self.bearer.refresh_jwks()
