@@ -16,7 +16,7 @@ from coalmine.web.discovery import DiscoverySettings, discover
 from tests.gateway.fixtures.harness import KEYRING, make_jwt
 from tests.gateway.test_gateway import Running, downstream_headers, running
 
-JWT_SECRET = "binding-jwt-secret-0123456789"
+JWT_SECRET = "binding-jwt-secret-0123456789-abcdef"
 
 
 def _discovery_context(gw: Running, user: str) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote
 
-__all__ = ["HEADER_SAFE", "decode_header", "encode_header"]
+__all__ = ["HEADER_SAFE", "decode_header", "decode_text", "encode_header"]
 
 HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '%",;\\')
 """printable ASCII that is kept as it is: RFC 6265's cookie-octets, less ``%``"""
@@ -45,9 +45,9 @@ def decode_header(value: str) -> str:
     """The user key in a header or cookie value, as ASGI servers hand it over (latin-1 text).
 
     Raw bytes are read as UTF-8 (text that is not valid UTF-8 is kept as it
-    came), then %XX sequences are decoded as UTF-8 (a sequence that is not
-    valid UTF-8 is kept literally). The caller strips the header's own
-    surrounding whitespace first, not the key's: ``%20`` is a key's space.
+    came), then %XX sequences are decoded as UTF-8 (`decode_text`). The caller
+    strips the header's own surrounding whitespace first, not the key's:
+    ``%20`` is a key's space.
     """
     text = value
     if not text.isascii() and all(ord(c) < 0x100 for c in text):
@@ -55,9 +55,20 @@ def decode_header(value: str) -> str:
             text = text.encode("latin-1").decode("utf-8")
         except UnicodeDecodeError:
             text = value
-    if "%" not in text:
-        return text
+    return decode_text(text)
+
+
+def decode_text(value: str) -> str:
+    """The user key in a header value that is already Unicode text (a Lambda event's
+    ``headers``: API Gateway decoded the bytes): only %XX sequences are decoded as
+    UTF-8 (a sequence that is not valid UTF-8 is kept literally).
+
+    Not `decode_header`: its latin-1 step would read a genuine "Â®" as the
+    UTF-8 bytes of "®", another user.
+    """
+    if "%" not in value:
+        return value
     try:
-        return unquote(text, errors="strict")
+        return unquote(value, errors="strict")
     except UnicodeDecodeError:
-        return text
+        return value

@@ -58,7 +58,7 @@ from typing import Any, TypeVar, cast
 
 from coalmine.core.model import Decision
 from coalmine.core.ports import HandlerClient
-from coalmine.core.userkey import decode_header
+from coalmine.core.userkey import decode_text
 from coalmine.sdk.aws_carriers import aws_context, aws_user, extract_eventbridge
 from coalmine.sdk.carriers import extract_http
 from coalmine.sdk.envelope import unwrap
@@ -146,11 +146,11 @@ def _header_pairs(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _lookup(pairs: Iterable[tuple[str, Any]], name: str) -> str | None:
-    """The user key in header ``name``: percent-encoded or raw UTF-8, as the gateway reads it."""
+    """The user key in header ``name`` of an event: percent-encoded UTF-8 or the text itself."""
     wanted = name.lower()
     for key, value in pairs:
         if key.lower() == wanted and isinstance(value, str) and value.strip(" \t"):
-            return decode_header(value.strip(" \t"))
+            return decode_text(value.strip(" \t"))
     return None
 
 
