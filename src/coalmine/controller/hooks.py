@@ -33,6 +33,7 @@ from coalmine.core.machine import Hook
 from coalmine.core.ports import HookOutcome, HookRunner
 from coalmine.core.records import HookConfig, ReleaseRecord
 from coalmine.integrations.lambda_hooks import LambdaHookRunner
+from coalmine.integrations.outbound import guarded_transport, read_capped
 
 __all__ = ["MAX_ANSWER", "MAX_BACKOFF", "HookDispatcher", "HttpHookRunner", "hook_payload"]
 
@@ -70,7 +71,9 @@ class HttpHookRunner:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.backoff = backoff
-        self._client = client or httpx.Client(headers={"user-agent": "coalmine-controller"})
+        self._client = client or httpx.Client(
+            headers={"user-agent": "coalmine-controller"}, transport=guarded_transport()
+        )
         self._owns_client = client is None
         self._sleep = sleep
 
@@ -113,20 +116,14 @@ class HttpHookRunner:
                 headers=spec.headers,
                 timeout=httpx.Timeout(spec.timeout),
             ) as response:
-                read = 0
-                # the answer is read (to its end or MAX_ANSWER) so that the connection
-                # is reused, and checked against the deadline as it comes
-                for chunk in response.iter_raw():
-                    read += len(chunk)
-                    if time.monotonic() > deadline:
-                        return timed_out
-                    if read >= MAX_ANSWER:
-                        break
+                # read (to its end or MAX_ANSWER) so that the connection can be reused
+                if read_capped(response, MAX_ANSWER, deadline) is None:
+                    return timed_out
                 status = response.status_code
         except httpx.TimeoutException:
             return timed_out
         except httpx.HTTPError as exc:
-            return Attempt(f"could not be reached ({type(exc).__name__})")
+            return Attempt(f"could not be reached ({type(exc).__name__}: {exc})")
         if time.monotonic() > deadline:
             return timed_out
         if 200 <= status < 300:
