@@ -13,7 +13,7 @@ from coalmine.controller.hooks import HookDispatcher
 from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
 from coalmine.controller.plane import ControlPlane
-from coalmine.controller.schemas import HookSpec, ReleaseRead
+from coalmine.controller.schemas import REDACTED, HookSpec, ReleaseRead
 from coalmine.core.machine import Hook
 from coalmine.integrations.lambda_local import LocalLambda
 from tests.aws.hook_functions import hook_functions
@@ -90,6 +90,7 @@ def test_lambda_hooks_are_stored_and_read_back_as_given(svc: ControlPlane) -> No
             "url": "https://ci.example/check",
             "timeout": 10.0,
             "retries": 2,
-            "headers": {"x-k": "v"},
+            "headers": {"x-k": REDACTED},
         },
     }
+    assert stored.hooks[Hook.AFTER_ALLOW_TRAFFIC].headers == {"x-k": "v"}, "kept for use"

@@ -104,19 +104,17 @@ class OutboundPolicy:
         hosts: set[str] = set()
         for item in items:
             if item in ("private", "none"):
-                raise InvalidInput(f"--outbound-allow: {item} stands alone, not in a list")
+                raise InvalidInput(f"{item} stands alone, not in a list")
             try:
                 networks.append(ipaddress.ip_network(item, strict=False))
                 continue
             except ValueError:
                 pass
             if not all(part and (part.isalnum() or "-" in part) for part in item.split(".")):
-                raise InvalidInput(
-                    f"--outbound-allow: {item!r} is not a CIDR, an address or a host name"
-                )
+                raise InvalidInput(f"{item!r} is not a CIDR, an address or a host name")
             hosts.add(item.lower().rstrip("."))
         if not items:
-            raise InvalidInput("--outbound-allow: give private, none, or CIDRs and host names")
+            raise InvalidInput("give private, none, or CIDRs and host names")
         return cls(tuple(networks), frozenset(hosts))
 
     def refuses(self, host: str, address: str) -> str | None:
