@@ -4,6 +4,9 @@ wall-clock deadline; never repeated into events or evaluations."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -117,6 +120,45 @@ def test_a_hook_answer_is_read_up_to_a_bound_and_never_repeated(
             a_release(), Hook.AFTER_ALLOW_TRAFFIC, HookSpec(url=url, retries=0).config()
         )
     assert outcome.detail == f"after_allow_traffic hook {url} answered 500 after 1 attempt"
+
+
+@pytest.fixture
+def dripping_headers() -> Iterator[str]:
+    """A server that answers every connection with its status line a byte every 0.2 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    closing = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n":
+                    conn.sendall(bytes([byte]))
+                    if closing.wait(0.2):
+                        return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    closing.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_a_hook_that_drips_its_headers_times_out_on_the_wall_clock(
+    dripping_headers: str,
+) -> None:
+    spec = HookSpec(url=dripping_headers, timeout=0.5, retries=0).config()
+    begun = time.monotonic()
+    with HttpHookRunner() as runner:
+        outcome = runner.run(a_release(), Hook.AFTER_ALLOW_TRAFFIC, spec)
+    took = time.monotonic() - begun
+    assert (
+        outcome.detail
+        == f"after_allow_traffic hook {dripping_headers} timed out (0.5s) after 1 attempt"
+    )
+    assert took < 1.5, f"the attempt took {took:.1f}s"
 
 
 def test_a_dripping_prometheus_is_an_error_within_its_timeout(http_server: HttpServer) -> None:

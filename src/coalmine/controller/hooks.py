@@ -33,6 +33,7 @@ from coalmine.core.machine import Hook
 from coalmine.core.ports import HookOutcome, HookRunner
 from coalmine.core.records import HookConfig, ReleaseRecord
 from coalmine.integrations.lambda_hooks import LambdaHookRunner
+from coalmine.integrations.outbound import deadline as outbound_deadline
 from coalmine.integrations.outbound import guarded_transport, read_capped
 
 __all__ = ["MAX_ANSWER", "MAX_BACKOFF", "HookDispatcher", "HttpHookRunner", "hook_payload"]
@@ -107,15 +108,17 @@ class HttpHookRunner:
         if spec.url is None:
             return Attempt(f"is not an HTTP hook ({spec.where})", final=True)
         timed_out = Attempt(f"timed out ({spec.timeout:g}s)")
-        deadline = time.monotonic() + spec.timeout
         try:
-            with self._client.stream(
-                "POST",
-                spec.url,
-                json=hook_payload(release, hook, attempt),
-                headers=spec.headers,
-                timeout=httpx.Timeout(spec.timeout),
-            ) as response:
+            with (
+                outbound_deadline(spec.timeout) as deadline,
+                self._client.stream(
+                    "POST",
+                    spec.url,
+                    json=hook_payload(release, hook, attempt),
+                    headers=spec.headers,
+                    timeout=httpx.Timeout(spec.timeout),
+                ) as response,
+            ):
                 # read (to its end or MAX_ANSWER) so that the connection can be reused
                 if read_capped(response, MAX_ANSWER, deadline) is None:
                     return timed_out

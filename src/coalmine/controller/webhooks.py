@@ -25,6 +25,7 @@ import httpx
 
 from coalmine.controller.schemas import EventRead
 from coalmine.core.records import EventRecord
+from coalmine.integrations.outbound import deadline as outbound_deadline
 from coalmine.integrations.outbound import guarded_transport, read_capped
 
 __all__ = ["ANSWER_LIMIT", "EventWebhooks"]
@@ -137,17 +138,22 @@ class EventWebhooks:
                 self._sleep(min(self.backoff * 2 ** (attempt - 2), 30.0))
             if self._stopping.is_set() and attempt > 1:
                 break
-            deadline = time.monotonic() + self.timeout
             try:
-                with self._client.stream(
-                    "POST",
-                    item.url,
-                    json=ev.model_dump(mode="json"),
-                    headers={"coalmine-event-id": str(ev.id), "coalmine-event-kind": ev.kind},
-                    timeout=self.timeout,
-                ) as response:
+                with (
+                    outbound_deadline(self.timeout) as deadline,
+                    self._client.stream(
+                        "POST",
+                        item.url,
+                        json=ev.model_dump(mode="json"),
+                        headers={"coalmine-event-id": str(ev.id), "coalmine-event-kind": ev.kind},
+                        timeout=self.timeout,
+                    ) as response,
+                ):
                     whole = read_capped(response, ANSWER_LIMIT, deadline) is not None
                     status = response.status_code
+            except httpx.TimeoutException:
+                problem = f"timed out ({self.timeout:g}s)"
+                continue
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 continue

@@ -16,16 +16,22 @@ lookup is checked again), against the `OutboundPolicy`:
   and host names (``none``: no private address at all).
 
 `guarded_transport` is the httpx transport that applies the process's policy
-(`set_policy`, set once by ``coalmine serve``); `read_capped` reads at most a
-given number of bytes of an answer within a wall-clock deadline.
+(`set_policy`, set once by ``coalmine serve``). Within `deadline`, every
+socket read and write of its connections on that thread is cut to the time
+left, so a server that drips its status line, headers or body a byte at a
+time cannot hold a call past it (httpx's own timeouts are per read).
+`read_capped` reads at most a given number of bytes of an answer.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +43,7 @@ from coalmine.core.errors import InvalidInput
 __all__ = [
     "ALWAYS_DENIED",
     "OutboundPolicy",
+    "deadline",
     "guarded_transport",
     "policy",
     "read_capped",
@@ -142,6 +149,62 @@ def policy() -> OutboundPolicy:
     return _policy
 
 
+_local = threading.local()
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[float]:
+    """Calls made on this thread through `guarded_transport` within the block end (with
+    ``httpx.TimeoutException``) once ``seconds`` have passed; yields the
+    ``time.monotonic()`` deadline."""
+    previous = getattr(_local, "deadline", None)
+    end = time.monotonic() + seconds
+    _local.deadline = end
+    try:
+        yield end
+    finally:
+        _local.deadline = previous
+
+
+def _left(timeout: float | None, *, reading: bool) -> float | None:
+    """``timeout`` cut to the time left before this thread's deadline."""
+    end: float | None = getattr(_local, "deadline", None)
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout() if reading else httpcore.WriteTimeout()
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the thread's `deadline`."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout, reading=True))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(timeout, reading=False))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _left(timeout, reading=True))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
 class _GuardedBackend(httpcore.SyncBackend):
     """Resolves the host itself, checks every address, and connects to a checked one."""
 
@@ -166,7 +229,10 @@ class _GuardedBackend(httpcore.SyncBackend):
         last: Exception | None = None
         for address in addresses:
             try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = super().connect_tcp(
+                    address, port, _left(timeout, reading=False), local_address, socket_options
+                )
+                return _DeadlineStream(stream)
             except httpcore.ConnectError as exc:
                 last = exc
         raise last or httpcore.ConnectError(f"cannot resolve {host}")

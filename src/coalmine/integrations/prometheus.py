@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ import httpx
 
 from coalmine.core.alarms import AlarmEvaluation, EvaluationState, validate_alarm_name
 from coalmine.core.errors import InvalidInput
+from coalmine.integrations.outbound import deadline as outbound_deadline
 from coalmine.integrations.outbound import guarded_transport, read_capped
 
 __all__ = ["ANSWER_LIMIT", "PROMETHEUS_FIELDS", "PrometheusAlarm"]
@@ -137,15 +137,17 @@ class PrometheusAlarm:
         if at is not None:
             params["time"] = f"{at:.3f}"
         where = f"Prometheus at {self.url}"
-        deadline = time.monotonic() + self.timeout
         transport = self.transport if self.transport is not None else guarded_transport()
         try:
             with (
+                outbound_deadline(self.timeout) as deadline,
                 httpx.Client(timeout=self.timeout, transport=transport) as http,
                 http.stream("GET", f"{self.url}/api/v1/query", params=params) as r,
             ):
                 raw = read_capped(r, ANSWER_LIMIT + 1, deadline)
                 status = r.status_code
+        except httpx.TimeoutException:
+            raw = None
         except httpx.HTTPError as exc:
             return self._error(f"cannot query {where}: {exc or type(exc).__name__}")
         if raw is None:
