@@ -33,7 +33,7 @@ from coalmine.controller.hook_pool import DEFAULT_WORKERS, Finished, HookPool
 from coalmine.controller.plane import ControlPlane
 from coalmine.core.errors import Conflict, NotFound, retry_on_conflict
 from coalmine.core.machine import Hook, HookResult, Tick
-from coalmine.core.ports import HookRunner, Leadership, ReleaseStore, Transitioned
+from coalmine.core.ports import HookOutcome, HookRunner, Leadership, ReleaseStore, Transitioned
 from coalmine.store.changes import ChangeFeed
 
 __all__ = ["MAX_TRANSITIONS_PER_TICK", "Controller"]
@@ -160,7 +160,7 @@ class Controller:
                 break
             hook = outcome.transition.run_hook
             if hook is not None:
-                self._start_hook(outcome, hook)
+                made += self._start_hook(outcome, hook, fixed)
                 break
             due = outcome.release.next_action_at
             if due is None or due > at:
@@ -203,14 +203,17 @@ class Controller:
             ),
         )
 
-    def _start_hook(self, outcome: Transitioned, hook: Hook) -> None:
+    def _start_hook(self, outcome: Transitioned, hook: Hook, fixed: float | None) -> int:
+        """Start the hook a transition asks for; the transitions made meanwhile (none,
+        unless the release has no such hook, which fails it at once: rollback wins)."""
         release = outcome.release
         spec = release.hooks.get(hook)
         if spec is None:  # the machine only asks for hooks the release has
-            log.error("controller: release %s: %s hook is not configured", release.id, hook)
-            return  # the store's hook timer runs out and the machine asks again
+            missing = HookOutcome(False, f"{hook} hook is not configured for release {release.id}")
+            return self._report_hook(Finished(release.id, hook, missing), fixed)
         if not self.hook_pool.start(release, hook, spec):
             log.info("controller: release %s: a hook of it is still running", release.id)
+        return 0
 
     def _report_hook(self, finished: Finished, fixed: float | None) -> int:
         """Feed a finished hook's outcome back; the transitions made (a stale one: none).
