@@ -5,6 +5,7 @@ wall-clock deadline; never repeated into events or evaluations."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import threading
 import time
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from coalmine.controller.hooks import MAX_ANSWER, HttpHookRunner
 from coalmine.controller.schemas import HookSpec
@@ -191,3 +194,35 @@ def test_a_dripping_webhook_is_given_up_within_its_timeout(http_server: HttpServ
         webhooks.stop()
     assert webhooks.delivered == 0
     assert took < 1.5, f"one delivery held the webhook thread {took:.1f}s"
+
+
+policies = st.sampled_from(
+    [OutboundPolicy.default(), OutboundPolicy.parse("none"), OutboundPolicy.parse("10.0.0.0/8")]
+)
+
+
+@given(policy=policies, host=st.integers(0, 2**16 - 1))
+def test_link_local_and_metadata_are_refused_under_every_policy(
+    policy: OutboundPolicy, host: int
+) -> None:
+    address = str(ipaddress.ip_address("169.254.0.0") + host)
+    assert policy.refuses("h", address) is not None
+    assert policy.refuses("h", f"::ffff:{address}") is not None, "nor IPv4-mapped"
+
+
+@given(policy=policies, address=st.ip_addresses())
+def test_public_addresses_are_allowed_under_every_policy(
+    policy: OutboundPolicy, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> None:
+    assume(address.is_global and not address.is_multicast)
+    assume(not (isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped))
+    assert policy.refuses("h", str(address)) is None
+
+
+@given(address=st.ip_addresses(network="10.0.0.0/8") | st.ip_addresses(network="127.0.0.0/8"))
+def test_private_addresses_need_the_policy(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    assert OutboundPolicy.default().refuses("h", str(address)) is None
+    assert OutboundPolicy.parse("none").refuses("h", str(address)) is not None
+    assert OutboundPolicy.parse("h").refuses("h", str(address)) is None, "a listed host name"
