@@ -43,6 +43,7 @@ from coalmine.store.db import open_store
 from tests.aws import ACCOUNT, REGION, cloudwatch_clock
 from tests.aws.lambda_aliases import alias_of, mocked_lambda, publish
 from tests.aws.moto_lambda import aws_version_listing
+from tests.controller import tick_through_hooks
 from tests.helpers import FakeClock
 
 boto3 = pytest.importorskip("boto3")
@@ -104,7 +105,7 @@ def drive(
 ) -> ReleaseRecord:
     """Tick a minute at a time until ``until`` holds; ``each`` checks every state seen."""
     for _ in range(ticks):
-        ctl.tick()
+        tick_through_hooks(ctl)
         current = plane.releases.get(release.id)
         each(current)
         if until(current):

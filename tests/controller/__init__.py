@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from coalmine.controller.loop import Controller
 from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import (
     AppSpec,
@@ -76,6 +77,16 @@ class NoHooks:
         raise AssertionError(f"unexpected {hook} hook")
 
 
+def tick_through_hooks(ctl: Controller, timeout: float = 10.0) -> int:
+    """Tick, and tick again each time a hook the ticks started finishes (hooks run off the
+    tick), until none runs; the transitions made in all."""
+    made = ctl.tick()
+    while len(ctl.hook_pool):
+        assert ctl.wait_for_hooks(timeout), f"no hook finished within {timeout}s"
+        made += ctl.tick()
+    return made
+
+
 def release_events(svc: ControlPlane, release_id: str) -> list[tuple[str, int | None]]:
     """(kind, exposure) of each event of a release, oldest first."""
     return [(e.kind, e.exposure) for e in svc.audit.events(release_id=release_id, limit=1000)]
@@ -111,6 +122,9 @@ class Route:
     """answers in turn; the last one repeats"""
     delay: float = 0.0
     body: str = ""
+    drip: float = 0.0
+    """> 0: the body is sent one byte every ``drip`` seconds (a server that never quite
+    stops answering), until the server shuts down"""
 
 
 class HttpServer:
@@ -122,6 +136,8 @@ class HttpServer:
         self.gate = threading.Event()
         """cleared: requests to a route with ``delay < 0`` wait until it is set"""
         self.gate.set()
+        self.closing = threading.Event()
+        """set when the server shuts down: a dripping answer stops"""
         self._cond = threading.Condition()
         outer = self
 
@@ -129,16 +145,17 @@ class HttpServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
-                route = outer.routes.get(self.path, Route([200]))
+                path = self.path.split("?", 1)[0]
+                route = outer.routes.get(path, Route([200]))
                 with outer._cond:
                     outer.received.append(
                         Received(
-                            self.path,
+                            path,
                             {k.lower(): v for k, v in self.headers.items()},
                             json.loads(raw) if raw else None,
                         )
                     )
-                    seen = sum(1 for r in outer.received if r.path == self.path)
+                    seen = sum(1 for r in outer.received if r.path == path)
                     outer._cond.notify_all()
                 status = route.statuses[min(seen, len(route.statuses)) - 1]
                 if route.delay > 0:
@@ -149,9 +166,18 @@ class HttpServer:
                     self.send_response(status)
                     self.send_header("content-length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if route.drip > 0:
+                        for byte in data:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            if outer.closing.wait(route.drip):
+                                return
+                    else:
+                        self.wfile.write(data)
                 except OSError:  # the client gave up (timeout): nothing to answer
                     pass
+
+            do_GET = do_POST  # noqa: N815 (a Prometheus query; recorded alike)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -167,8 +193,10 @@ class HttpServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def route(self, path: str, *statuses: int, delay: float = 0.0, body: str = "") -> str:
-        self.routes[path] = Route(list(statuses) or [200], delay, body)
+    def route(
+        self, path: str, *statuses: int, delay: float = 0.0, body: str = "", drip: float = 0.0
+    ) -> str:
+        self.routes[path] = Route(list(statuses) or [200], delay, body, drip)
         return self.url(path)
 
     def at(self, path: str) -> list[Received]:
@@ -191,6 +219,7 @@ class HttpServer:
 
     def __exit__(self, *_exc: object) -> None:
         self.gate.set()
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)

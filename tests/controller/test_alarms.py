@@ -217,12 +217,12 @@ def test_prometheus_alarm_reads_vectors_and_scalars() -> None:
 
 
 def test_prometheus_alarm_errors_are_errors_never_firing() -> None:
-    bad = {"status": "error", "errorType": "bad_data", "error": "parse error"}
+    bad = {"status": "error", "errorType": "bad_data", "error": "parse error near secret=s3cr3t"}
     rejected = alarm(bad, 400).evaluate()
     assert rejected.state is EvaluationState.ERROR
     assert rejected.detail == (
-        "Prometheus at http://prom.test:9090 rejected 'q': bad_data: parse error"
-    )
+        "Prometheus at http://prom.test:9090 rejected 'q': answered 400 (bad_data)"
+    ), "what the server says is not repeated"
     assert alarm("<html>", 502).evaluate().state is EvaluationState.ERROR
     matrix = {"status": "success", "data": {"resultType": "matrix", "result": []}}
     wrong = alarm(matrix).evaluate()

@@ -27,6 +27,7 @@ from tests.controller import (
     closed_port,
     release_events,
     start_release,
+    tick_through_hooks,
 )
 
 BEFORE = Hook.BEFORE_ALLOW_TRAFFIC
@@ -98,9 +99,7 @@ def test_a_failing_answer_is_retried_then_fails_with_a_readable_detail(
     with HttpHookRunner(backoff=0.25, sleep=sleeps) as runner:
         outcome = runner.run(a_release(), AFTER, spec.config())
     assert not outcome.passed
-    assert outcome.detail == (
-        f"after_allow_traffic hook {url} answered 500 ('database down') after 3 attempts"
-    )
+    assert outcome.detail == (f"after_allow_traffic hook {url} answered 500 after 3 attempts")
     assert [r.body["attempt"] for r in http_server.at("/check")] == [1, 2, 3]
     assert sleeps.calls == [0.25, 0.5]
 
@@ -164,7 +163,7 @@ def controller(svc: ControlPlane, clock: FakeClock, runner: Any) -> Controller:
             "500",
             "rolled_back",
             ["hook_started", "rolling_back", "rolled_back"],
-            "answered 500 ('no') after 2 attempts",
+            "answered 500 after 2 attempts",
         ),
         (
             BEFORE,
@@ -185,7 +184,7 @@ def controller(svc: ControlPlane, clock: FakeClock, runner: Any) -> Controller:
             "500",
             "rolled_back",
             ["started", "step", "promoting", "hook_started", "rolling_back", "rolled_back"],
-            "answered 500 ('no') after 2 attempts",
+            "answered 500 after 2 attempts",
         ),
         (
             AFTER,
@@ -214,7 +213,7 @@ def test_a_hook_gates_the_release(
     spec = HookSpec(url=url, timeout=0.1, retries=1)
     release = start_release(svc, "10%:0s, 100%", {str(hook): spec})
     with HttpHookRunner(backoff=0.01) as runner:
-        assert controller(svc, clock, runner).tick() == len(kinds)
+        assert tick_through_hooks(controller(svc, clock, runner)) == len(kinds)
     done = svc.releases.get(release.id)
     assert done.phase == phase
     events = svc.audit.events(release_id=release.id)
@@ -271,7 +270,7 @@ def test_a_hook_cut_short_by_a_crash_runs_again_after_its_deadline(
     assert ctl.tick() == 0
     assert runner.calls == [], "the hook may still be running elsewhere"
     clock.advance(1)
-    assert ctl.tick() == 2
+    assert tick_through_hooks(ctl) == 2
     assert runner.calls == [(release.id, "before_allow_traffic", "pending")]
     assert [k for k, _ in release_events(svc, release.id)] == [
         "created",
@@ -291,6 +290,7 @@ def test_a_hook_result_that_arrives_after_a_rollback_is_ignored(
     )
     ctl = controller(svc, clock, runner)
     assert ctl.tick() == 1  # the hook started; its (passing) result is stale
+    assert ctl.wait_for_hooks(10)
     assert ctl.tick() == 1  # rolling_back -> rolled_back
     done = svc.releases.get(release.id)
     assert (done.phase, done.reason) == ("rolled_back", "changed my mind")
@@ -308,7 +308,7 @@ def test_a_broken_hook_runner_fails_the_hook(svc: ControlPlane, clock: FakeClock
 
     spec = HookSpec(url="http://127.0.0.1:9/never")
     release = start_release(svc, "10%:1m, 100%", {"before_allow_traffic": spec})
-    assert controller(svc, clock, Recorder(during=boom)).tick() == 3
+    assert tick_through_hooks(controller(svc, clock, Recorder(during=boom))) == 3
     done = svc.releases.get(release.id)
     assert done.phase == "rolled_back"
     assert done.reason is not None
@@ -335,7 +335,7 @@ def test_a_hook_result_is_reported_again_after_a_conflict(store: Store, clock: F
     spec = HookSpec(url="http://127.0.0.1:9/never")
     release = start_release(svc, "10%:1m, 100%", {"before_allow_traffic": spec})
     runner = Recorder()
-    assert controller(svc, clock, runner).tick() == 2
+    assert tick_through_hooks(controller(svc, clock, runner)) == 2
     assert releases.conflicts == 1
     assert len(runner.calls) == 1, "the hook is not run twice"
     assert svc.releases.get(release.id).phase == "running"

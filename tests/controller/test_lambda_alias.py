@@ -37,7 +37,7 @@ from coalmine.integrations.lambda_alias import Boto3LambdaAliases
 from coalmine.store.db import open_store
 from tests.aws import ACCOUNT, REGION
 from tests.aws.lambda_aliases import Sent, alias_of, mocked_lambda, publish
-from tests.controller import ACTOR, FakeClock, NoHooks
+from tests.controller import ACTOR, FakeClock, NoHooks, tick_through_hooks
 
 APP = "food"
 FUNCTIONS = ("place-order", "ship-order")
@@ -276,7 +276,7 @@ def test_the_after_hook_runs_once_the_alias_is_on_the_candidate(
 
     hooks = {"after_allow_traffic": HookSpec(url="http://127.0.0.1:9/after")}
     release = start(plane, "user", "10%:0s, 100%", hooks)
-    controller(plane, clock, Sleeps(), hooks=CallableHookRunner(check)).tick()
+    tick_through_hooks(controller(plane, clock, Sleeps(), hooks=CallableHookRunner(check)))
     assert plane.releases.get(release.id).phase == "promoted"
     assert seen == [AliasRouting("2")], "as CodeDeploy: AfterAllowTraffic sees the new version"
 

@@ -13,11 +13,11 @@ from coalmine.controller.hooks import HookDispatcher
 from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
 from coalmine.controller.plane import ControlPlane
-from coalmine.controller.schemas import HookSpec, ReleaseRead
+from coalmine.controller.schemas import REDACTED, HookSpec, ReleaseRead
 from coalmine.core.machine import Hook
 from coalmine.integrations.lambda_local import LocalLambda
 from tests.aws.hook_functions import hook_functions
-from tests.controller import APP, FakeClock, HttpServer, start_release
+from tests.controller import APP, FakeClock, HttpServer, start_release, tick_through_hooks
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,9 @@ def test_a_failing_lambda_before_allow_traffic_hook_rolls_back_with_its_message(
     spec = HookSpec.model_validate({"lambda": function, "timeout": 5, "retries": 1})
     release = start_release(svc, "10%:0s, 100%", {"before_allow_traffic": spec})
     with HookDispatcher() as hooks:
-        ticks = Controller(svc, leadership=SoleLeadership(), hooks=hooks, clock=clock).tick()
+        ticks = tick_through_hooks(
+            Controller(svc, leadership=SoleLeadership(), hooks=hooks, clock=clock)
+        )
     assert ticks == 3
     done = svc.releases.get(release.id)
     assert done.phase == "rolled_back"
@@ -66,7 +68,7 @@ def test_a_lambda_and_a_url_hook_that_pass_let_the_release_promote(
     }
     release = start_release(svc, "10%:0s, 100%", hooks)
     with HookDispatcher() as runner:
-        Controller(svc, leadership=SoleLeadership(), hooks=runner, clock=clock).tick()
+        tick_through_hooks(Controller(svc, leadership=SoleLeadership(), hooks=runner, clock=clock))
     done = svc.releases.get(release.id)
     assert done.phase == "promoted"
     assert [c.body["hook"] for c in http_server.at("/after")] == ["after_allow_traffic"]
@@ -88,6 +90,7 @@ def test_lambda_hooks_are_stored_and_read_back_as_given(svc: ControlPlane) -> No
             "url": "https://ci.example/check",
             "timeout": 10.0,
             "retries": 2,
-            "headers": {"x-k": "v"},
+            "headers": {"x-k": REDACTED},
         },
     }
+    assert stored.hooks[Hook.AFTER_ALLOW_TRAFFIC].headers == {"x-k": "v"}, "kept for use"

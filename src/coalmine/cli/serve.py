@@ -107,6 +107,18 @@ def command(
             " a viewer token, like every route but /healthz).",
         ),
     ] = False,
+    outbound_allow: Annotated[
+        str,
+        typer.Option(
+            "--outbound-allow",
+            envvar="COALMINE_OUTBOUND_ALLOW",
+            metavar="LIST",
+            help="Private and loopback destinations hooks, event webhooks and Prometheus"
+            " alarms may reach: 'private' (all of them), 'none', or a comma list of CIDRs"
+            " and host names. Public addresses are always allowed; link-local and cloud"
+            " metadata addresses (169.254.0.0/16) never are.",
+        ),
+    ] = "private",
 ) -> None:
     """Serve the control plane API and run the rollout controller."""
     require("fastapi", "server")
@@ -116,6 +128,13 @@ def command(
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter("use debug, info, warning or error", param_hint="--log-level")
+    from coalmine.core.errors import InvalidInput
+    from coalmine.integrations.outbound import OutboundPolicy, set_policy
+
+    try:
+        set_policy(OutboundPolicy.parse(outbound_allow))
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc), param_hint="--outbound-allow") from None
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -23,6 +23,8 @@ from coalmine.controller.leader import leadership_for
 from coalmine.controller.loop import Controller
 from coalmine.controller.plane import ControlPlane
 from coalmine.controller.webhooks import EventWebhooks
+from coalmine.core.errors import InvalidInput
+from coalmine.integrations.outbound import OutboundPolicy, set_policy
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import database_url, open_store
 
@@ -54,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default INFO",
     )
+    p.add_argument(
+        "--outbound-allow",
+        default=os.environ.get("COALMINE_OUTBOUND_ALLOW", "private"),
+        metavar="LIST",
+        help="private and loopback destinations hooks, webhooks and Prometheus alarms may"
+        " reach: private (default, $COALMINE_OUTBOUND_ALLOW), none, or CIDRs and host names;"
+        " link-local and metadata addresses never",
+    )
     return p
 
 
@@ -62,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be > 0 seconds")
+    try:
+        set_policy(OutboundPolicy.parse(args.outbound_allow))
+    except InvalidInput as exc:
+        parser.error(f"--outbound-allow: {exc}")
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

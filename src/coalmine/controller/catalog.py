@@ -101,7 +101,7 @@ class CatalogService:
             name=app.name,
             revision=app.revision,
             created_at=app.created_at,
-            settings=ReleaseSettings.model_validate(app.settings),
+            settings=ReleaseSettings.model_validate(app.settings).redacted(),
             functions=functions,
             active_release=active.id if active is not None else None,
         )

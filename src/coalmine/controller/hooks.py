@@ -9,6 +9,14 @@ database transaction and reports its `HookOutcome` back to the state
 machine; a failed hook rolls the release back. Hooks are at-least-once: a
 controller that dies while a hook runs runs it again after the hook deadline,
 so a hook endpoint must tolerate being called twice for one release.
+
+Each attempt of an HTTP hook has ``timeout`` seconds in all (wall clock,
+reading its answer included, so an endpoint that drips its answer does
+not hold it longer); the controller runs hooks off its tick within a
+total deadline (`coalmine.controller.hook_pool`). At most `MAX_ANSWER`
+bytes of an answer are read, and none of it is repeated in the outcome:
+a status says enough, and the answer may hold what its server should not
+tell the viewers of events.
 """
 
 from __future__ import annotations
@@ -25,10 +33,13 @@ from coalmine.core.machine import Hook
 from coalmine.core.ports import HookOutcome, HookRunner
 from coalmine.core.records import HookConfig, ReleaseRecord
 from coalmine.integrations.lambda_hooks import LambdaHookRunner
+from coalmine.integrations.outbound import deadline as outbound_deadline
+from coalmine.integrations.outbound import guarded_transport, read_capped
 
-__all__ = ["MAX_BACKOFF", "HookDispatcher", "HttpHookRunner", "hook_payload"]
+__all__ = ["MAX_ANSWER", "MAX_BACKOFF", "HookDispatcher", "HttpHookRunner", "hook_payload"]
 
-_BODY_EXCERPT = 200
+MAX_ANSWER = 64 * 1024
+"""bytes of a hook's answer read at most; the rest is never read"""
 
 
 def hook_payload(release: ReleaseRecord, hook: Hook, attempt: int) -> dict[str, Any]:
@@ -61,7 +72,9 @@ class HttpHookRunner:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.backoff = backoff
-        self._client = client or httpx.Client(headers={"user-agent": "coalmine-controller"})
+        self._client = client or httpx.Client(
+            headers={"user-agent": "coalmine-controller"}, transport=guarded_transport()
+        )
         self._owns_client = client is None
         self._sleep = sleep
 
@@ -91,24 +104,34 @@ class HttpHookRunner:
     def _attempt(
         self, release: ReleaseRecord, hook: Hook, spec: HookConfig, attempt: int
     ) -> Attempt:
-        """One POST."""
+        """One POST, ``spec.timeout`` seconds in all."""
         if spec.url is None:
             return Attempt(f"is not an HTTP hook ({spec.where})", final=True)
+        timed_out = Attempt(f"timed out ({spec.timeout:g}s)")
         try:
-            response = self._client.post(
-                spec.url,
-                json=hook_payload(release, hook, attempt),
-                headers=spec.headers,
-                timeout=httpx.Timeout(spec.timeout),
-            )
+            with (
+                outbound_deadline(spec.timeout) as deadline,
+                self._client.stream(
+                    "POST",
+                    spec.url,
+                    json=hook_payload(release, hook, attempt),
+                    headers=spec.headers,
+                    timeout=httpx.Timeout(spec.timeout),
+                ) as response,
+            ):
+                # read (to its end or MAX_ANSWER) so that the connection can be reused
+                if read_capped(response, MAX_ANSWER, deadline) is None:
+                    return timed_out
+                status = response.status_code
         except httpx.TimeoutException:
-            return Attempt(f"timed out ({spec.timeout:g}s)")
+            return timed_out
         except httpx.HTTPError as exc:
             return Attempt(f"could not be reached ({type(exc).__name__}: {exc})")
-        if response.is_success:
+        if time.monotonic() > deadline:
+            return timed_out
+        if 200 <= status < 300:
             return Attempt()
-        excerpt = response.text.strip()[:_BODY_EXCERPT]
-        return Attempt(f"answered {response.status_code}" + (f" ({excerpt!r})" if excerpt else ""))
+        return Attempt(f"answered {status}")
 
 
 class HookDispatcher:

@@ -1,8 +1,11 @@
 """The rollout loop: a thin, idempotent reconcile that drives due releases forward.
 
 `Controller.tick` asks the store which releases are due (their durable timer
-``next_action_at`` has come), feeds each a `Tick`, runs the hook a transition
-asks for (outside any transaction) and feeds its `HookResult` back. Every
+``next_action_at`` has come) and feeds each a `Tick`. A hook a transition
+asks for is started on the `HookPool` (off the tick, outside any
+transaction, within its total deadline); a later tick collects its outcome
+and feeds it back as a `HookResult`, so a slow hook delays only its own
+release. Every
 step is one transaction of `ControlService.advance`, so all timing lives in
 the store: a controller killed at any moment and started again continues
 exactly where each release was, never skipping and never repeating a step.
@@ -26,6 +29,7 @@ from collections.abc import Callable
 
 from coalmine.controller.alias import AliasKeeper, AliasSync
 from coalmine.controller.analysis import AnalysisRunner
+from coalmine.controller.hook_pool import DEFAULT_WORKERS, Finished, HookPool
 from coalmine.controller.plane import ControlPlane
 from coalmine.core.errors import Conflict, NotFound, retry_on_conflict
 from coalmine.core.machine import Hook, HookResult, Tick
@@ -61,6 +65,7 @@ class Controller:
         actor: str = "controller",
         analysis: AnalysisRunner | None = None,
         aliases: AliasKeeper | None = None,
+        hook_workers: int = DEFAULT_WORKERS,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
@@ -77,6 +82,8 @@ class Controller:
         """keeps each release's Lambda alias where the release wants it"""
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self.hook_pool = HookPool(hooks, workers=hook_workers, on_done=self.wake)
+        """runs the hooks transitions ask for, off the tick"""
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.ticks = 0
@@ -97,12 +104,23 @@ class Controller:
         except Exception:
             log.exception("controller: analysis failed")
         made += self.aliases.reconcile()  # never raises
+        for finished in self.hook_pool.finished():
+            try:
+                made += self._report_hook(finished, now)
+            except NotFound:
+                log.info("controller: release %s is gone", finished.release_id)
+            except Exception:
+                log.exception(
+                    "controller: release %s: reporting its hook failed", finished.release_id
+                )
         try:
             due = self.releases.due(self._now(now))
         except Exception:
             log.exception("controller: cannot list due releases")
             return 0
         for release_id in due:
+            if self.hook_pool.running(release_id):
+                continue  # its hook's outcome decides what comes next
             try:
                 made += self._drive(release_id, now)
             except Conflict as exc:
@@ -137,24 +155,12 @@ class Controller:
                 break
             made += 1
             kept = self.aliases.keep(outcome.release)
-            stale = False
-            while self._may_go_on(release_id, kept) and outcome.transition.run_hook is not None:
-                hook = outcome.transition.run_hook
-                result = self._run_hook(outcome, hook)
-                level = logging.INFO if result.passed else logging.WARNING
-                log.log(level, "controller: release %s: %s", release_id, result.detail)
-                at = self._now(fixed)
-                reported = self._report(
-                    release_id, HookResult(hook, result.passed, at, result.detail)
-                )
-                if reported is None:
-                    stale = True  # the hook's result was stale: the release moved on meanwhile
-                    break
-                made += 1
-                outcome = reported
-                kept = self.aliases.keep(outcome.release)
             made += kept is AliasSync.PAUSED
-            if stale or not self._may_go_on(release_id, kept):
+            if not self._may_go_on(release_id, kept):
+                break
+            hook = outcome.transition.run_hook
+            if hook is not None:
+                made += self._start_hook(outcome, hook, fixed)
                 break
             due = outcome.release.next_action_at
             if due is None or due > at:
@@ -197,16 +203,38 @@ class Controller:
             ),
         )
 
-    def _run_hook(self, outcome: Transitioned, hook: Hook) -> HookOutcome:
+    def _start_hook(self, outcome: Transitioned, hook: Hook, fixed: float | None) -> int:
+        """Start the hook a transition asks for; the transitions made meanwhile (none,
+        unless the release has no such hook, which fails it at once: rollback wins)."""
         release = outcome.release
         spec = release.hooks.get(hook)
         if spec is None:  # the machine only asks for hooks the release has
-            return HookOutcome(False, f"{hook} hook is not configured for release {release.id}")
-        try:
-            return self.hooks.run(release, hook, spec)
-        except Exception as exc:  # a broken runner fails the hook: rollback wins
-            log.exception("controller: release %s: %s hook runner failed", release.id, hook)
-            return HookOutcome(False, f"{hook} hook {spec.where} could not be run: {exc}")
+            missing = HookOutcome(False, f"{hook} hook is not configured for release {release.id}")
+            return self._report_hook(Finished(release.id, hook, missing), fixed)
+        if not self.hook_pool.start(release, hook, spec):
+            log.info("controller: release %s: a hook of it is still running", release.id)
+        return 0
+
+    def _report_hook(self, finished: Finished, fixed: float | None) -> int:
+        """Feed a finished hook's outcome back; the transitions made (a stale one: none).
+        What follows (the first step, the promotion, the rollback) is driven as the
+        release is due, in this tick."""
+        result = finished.outcome
+        level = logging.INFO if result.passed else logging.WARNING
+        log.log(level, "controller: release %s: %s", finished.release_id, result.detail)
+        at = self._now(fixed)
+        reported = self._report(
+            finished.release_id, HookResult(finished.hook, result.passed, at, result.detail)
+        )
+        if reported is None:
+            return 0  # the hook's result was stale: the release moved on meanwhile
+        kept = self.aliases.keep(reported.release)
+        return 1 + (kept is AliasSync.PAUSED)
+
+    def wait_for_hooks(self, timeout: float) -> bool:
+        """Wait until a running hook finishes or reaches its deadline (at most ``timeout``
+        seconds); whether one did. The next `tick` reports it."""
+        return self.hook_pool.wait(timeout)
 
     # -- the loop ------------------------------------------------------------
     def start(self) -> None:
@@ -230,6 +258,7 @@ class Controller:
                 log.warning("controller: the loop did not stop within %gs", timeout)
         self.leadership.release()
         self.aliases.close()
+        self.hook_pool.close()
 
     @property
     def running(self) -> bool:
@@ -288,6 +317,11 @@ class Controller:
         analysis_due = self.analysis.next_due_at()
         if analysis_due is not None and (due is None or analysis_due < due):
             due = analysis_due
+        hook_due = self.hook_pool.next_deadline()
+        if hook_due is not None:  # a hook past its deadline is failed at the next tick
+            hook_at = self.clock() + max(0.0, hook_due - time.monotonic())
+            if due is None or hook_at < due:
+                due = hook_at
         if due is None:
             return self.interval
         if due <= started and not made:

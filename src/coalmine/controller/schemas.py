@@ -6,6 +6,7 @@ unknown fields so a typo is a 422 that names the field, not a silent no-op.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -37,6 +38,7 @@ from coalmine.core.records import (
 )
 
 __all__ = [
+    "REDACTED",
     "LATEST_PUBLISHED",
     "PUBLISHED",
     "AlarmHandled",
@@ -71,6 +73,10 @@ PUBLISHED = "published"
 """``versions: published``: a function's versions are its Lambda function's published ones"""
 LATEST_PUBLISHED = "latest-published"
 """a release candidate: the newest published version of the function's Lambda function"""
+REDACTED = "<redacted>"
+"""what reads show for a hook header's value (it may be a credential)"""
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*", re.IGNORECASE)
 # pydantic searches a pattern anywhere in the value: anchor it
 _NAME = f"^{NAME_PATTERN.pattern}$"
 _VERSION = f"^{VERSION_PATTERN.pattern}$"
@@ -100,7 +106,26 @@ class HookSpec(_In):
     )
     timeout: float = Field(default=10.0, gt=0, le=300, description="seconds per attempt")
     retries: int = Field(default=2, ge=0, le=10, description="extra attempts after a failure")
-    headers: dict[str, str] = Field(default_factory=dict, description="sent with a url hook")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="sent with a url hook; their values are shown as " + repr(REDACTED),
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"header name {name!r} is not a token (letters, digits and !#$%&'*+-.^_`|~)"
+                )
+            if any(c in text for c in "\r\n\0"):
+                raise ValueError(f"header {name}: a value may not hold CR, LF or NUL")
+        return value
+
+    def redacted(self) -> HookSpec:
+        """The hook as viewers read it: header names kept, their values (credentials) not."""
+        return self.model_copy(update={"headers": dict.fromkeys(self.headers, REDACTED)})
 
     @model_validator(mode="after")
     def _one_target(self) -> HookSpec:
@@ -155,13 +180,26 @@ class ReleaseSettings(_In):
     analysis: dict[str, Any] = Field(default_factory=dict)
     webhooks: list[str] = Field(
         default_factory=list,
-        description="URLs told of release events (started, step, promoted, rolled back)",
+        description="http(s) URLs told of release events (started, step, promoted, rolled back)",
     )
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhooks(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not _HTTP_URL.fullmatch(url):
+                raise ValueError(f"a webhook is an http:// or https:// URL, got {url!r}")
+        return value
+
     lambda_alias: str | None = Field(
         default=None,
         description="the Lambda alias (SAM's AutoPublishAlias, e.g. 'live') coalmine keeps true"
         " for every changed function whose versions are Lambda versions",
     )
+
+    def redacted(self) -> ReleaseSettings:
+        """The settings as viewers read them: hook header values left out."""
+        return self.model_copy(update={"hooks": {k: h.redacted() for k, h in self.hooks.items()}})
 
     @field_validator("lambda_alias")
     @classmethod
@@ -330,7 +368,7 @@ class ReleaseRead(BaseModel):
                 always_canary=sorted(r.targeting.always_canary),
                 never_canary=sorted(r.targeting.never_canary),
             ),
-            hooks={str(k): HookSpec.of(v) for k, v in r.hooks.items()},
+            hooks={str(k): HookSpec.of(v).redacted() for k, v in r.hooks.items()},
             analysis=dict(r.analysis),
             next_action_at=r.next_action_at,
             reason=r.reason,

@@ -4,7 +4,10 @@
 with the event and the app's webhook URLs). It only enqueues, so a slow or
 dead endpoint never blocks a transaction or the rollout loop; one background
 thread POSTs each release event's JSON to each URL, in order, retrying with
-backoff, and logs what it could not deliver. Delivery is at-least-once per
+backoff, and logs what it could not deliver. Each POST has ``timeout``
+seconds in all (reading the answer included) and reads at most
+`ANSWER_LIMIT` bytes of the answer; connections go only where the outbound
+policy allows (`coalmine.integrations.outbound`). Delivery is at-least-once per
 running process: events still queued when the process dies are lost (the
 audit log in the store keeps them).
 """
@@ -22,8 +25,13 @@ import httpx
 
 from coalmine.controller.schemas import EventRead
 from coalmine.core.records import EventRecord
+from coalmine.integrations.outbound import deadline as outbound_deadline
+from coalmine.integrations.outbound import guarded_transport, read_capped
 
-__all__ = ["EventWebhooks"]
+__all__ = ["ANSWER_LIMIT", "EventWebhooks"]
+
+ANSWER_LIMIT = 4096
+"""bytes of a webhook's answer read at most (only its status counts)"""
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +90,9 @@ class EventWebhooks:
         if self._thread is not None:
             return
         if self._client is None:
-            self._client = httpx.Client(headers={"user-agent": "coalmine-controller"})
+            self._client = httpx.Client(
+                headers={"user-agent": "coalmine-controller"}, transport=guarded_transport()
+            )
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="coalmine-webhooks", daemon=True)
         self._thread.start()
@@ -129,19 +139,31 @@ class EventWebhooks:
             if self._stopping.is_set() and attempt > 1:
                 break
             try:
-                response = self._client.post(
-                    item.url,
-                    json=ev.model_dump(mode="json"),
-                    headers={"coalmine-event-id": str(ev.id), "coalmine-event-kind": ev.kind},
-                    timeout=self.timeout,
-                )
+                with (
+                    outbound_deadline(self.timeout) as deadline,
+                    self._client.stream(
+                        "POST",
+                        item.url,
+                        json=ev.model_dump(mode="json"),
+                        headers={"coalmine-event-id": str(ev.id), "coalmine-event-kind": ev.kind},
+                        timeout=self.timeout,
+                    ) as response,
+                ):
+                    whole = read_capped(response, ANSWER_LIMIT, deadline) is not None
+                    status = response.status_code
+            except httpx.TimeoutException:
+                problem = f"timed out ({self.timeout:g}s)"
+                continue
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 continue
-            if response.is_success:
+            if not whole:
+                problem = f"timed out ({self.timeout:g}s)"
+                continue
+            if 200 <= status < 300:
                 self.delivered += 1
                 return
-            problem = f"answered {response.status_code}"
+            problem = f"answered {status}"
         self.failed += 1
         log.warning(
             "event webhooks: %s event %d of release %s not delivered to %s (%s, %d attempts)",

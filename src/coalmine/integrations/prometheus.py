@@ -4,10 +4,18 @@ A release's analysis settings may list them (``"alarms": [{"name",
 "prometheus", "query", "above"}]``, see
 ``coalmine.controller.analysis_settings``). `PrometheusAlarm` implements the
 `coalmine.core.ports.AlarmSource` port with ``GET /api/v1/query``.
+
+The query runs on the controller's tick, so it has ``timeout`` seconds in
+all (reading the answer included), reads at most `ANSWER_LIMIT` bytes and
+connects only where the outbound policy allows
+(`coalmine.integrations.outbound`). What the server says is not repeated in
+the evaluation's detail beyond the sample the alarm judged: a URL pointed
+at some other service must not turn alarms into a way of reading it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -18,8 +26,14 @@ import httpx
 
 from coalmine.core.alarms import AlarmEvaluation, EvaluationState, validate_alarm_name
 from coalmine.core.errors import InvalidInput
+from coalmine.integrations.outbound import deadline as outbound_deadline
+from coalmine.integrations.outbound import guarded_transport, read_capped
 
-__all__ = ["PROMETHEUS_FIELDS", "PrometheusAlarm"]
+__all__ = ["ANSWER_LIMIT", "PROMETHEUS_FIELDS", "PrometheusAlarm"]
+
+ANSWER_LIMIT = 1024 * 1024
+"""bytes of a query's answer read at most; a longer one is an error"""
+_MAX_LABELS = 200
 
 _MAX_QUERY = 10_000
 PROMETHEUS_FIELDS = ("name", "prometheus", "query", "above", "below", "timeout")
@@ -35,7 +49,8 @@ def _labels(metric: object) -> str:
     if not isinstance(metric, Mapping) or not metric:
         return ""
     inner = ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items()))
-    return "{" + inner + "}"
+    labels = "{" + inner + "}"
+    return labels if len(labels) <= _MAX_LABELS else labels[: _MAX_LABELS - 4] + "...}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,23 +137,33 @@ class PrometheusAlarm:
         if at is not None:
             params["time"] = f"{at:.3f}"
         where = f"Prometheus at {self.url}"
+        transport = self.transport if self.transport is not None else guarded_transport()
         try:
-            with httpx.Client(timeout=self.timeout, transport=self.transport) as http:
-                r = http.get(f"{self.url}/api/v1/query", params=params)
+            with (
+                outbound_deadline(self.timeout) as deadline,
+                httpx.Client(timeout=self.timeout, transport=transport) as http,
+                http.stream("GET", f"{self.url}/api/v1/query", params=params) as r,
+            ):
+                raw = read_capped(r, ANSWER_LIMIT + 1, deadline)
+                status = r.status_code
+        except httpx.TimeoutException:
+            raw = None
         except httpx.HTTPError as exc:
             return self._error(f"cannot query {where}: {exc or type(exc).__name__}")
+        if raw is None:
+            return self._error(f"{where} did not answer within {self.timeout:g}s")
+        if len(raw) > ANSWER_LIMIT:
+            return self._error(f"{where} answered {status} with more than {ANSWER_LIMIT} bytes")
         try:
-            answer = r.json()
+            answer = json.loads(raw)
         except ValueError:
-            return self._error(f"{where} answered {r.status_code} with a body that is not JSON")
+            return self._error(f"{where} answered {status} with a body that is not JSON")
         if not isinstance(answer, Mapping):
-            return self._error(f"{where} answered {r.status_code} with an unexpected body")
+            return self._error(f"{where} answered {status} with an unexpected body")
         if answer.get("status") != "success":
-            error = answer.get("error") or f"status {answer.get('status')!r}"
             kind = answer.get("errorType")
-            return self._error(
-                f"{where} rejected {self.query!r}: {f'{kind}: ' if kind else ''}{error}"
-            )
+            said = f" ({kind})" if isinstance(kind, str) and re.fullmatch(r"\w{1,40}", kind) else ""
+            return self._error(f"{where} rejected {self.query!r}: answered {status}{said}")
         try:
             samples = _samples(answer.get("data"))
         except (TypeError, ValueError, KeyError, IndexError) as exc:
