@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench lock clean
+.PHONY: demo test lint typecheck unit bench soak lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/gateway_inprocess.py
 	$(BIN)/python bench/controller_tick.py
+
+# The long part of the hardening checks: the gateway under load for 60 s while
+# releases move (bench/soak.py), and the controller killed at random over 100 trials.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
+	COALMINE_KILL_TRIALS=100 $(BIN)/pytest -q tests/e2e/test_controller_kills.py
 
 # Re-pin every dependency (needs the package registry).
 lock: $(STAMP)
