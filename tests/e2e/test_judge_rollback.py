@@ -10,12 +10,16 @@ twice a second; the judge compares canary with stable every second.
   the events naming the latency metric;
 - a candidate that fails 20% of its calls is rolled back, the events naming
   the error rate;
+- a candidate whose upstream hangs (accepts connections, never answers) is
+  answered 504 by the gateway once its timeout passes, and the judge counts
+  those 504s as the version's errors and rolls it back;
 - a healthy candidate passes its analyses at every step and is promoted.
 """
 
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -28,7 +32,7 @@ import pytest
 
 from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
-from coalmine.controller.schemas import AppSpec, ReleaseCreate
+from coalmine.controller.schemas import AppSpec, ReleaseCreate, VersionCreate
 from coalmine.core.records import EventRecord
 from coalmine.gateway import GatewayConfig, IdentityConfig
 from coalmine.gateway.app import Gateway
@@ -56,6 +60,7 @@ SPEC: dict[str, Any] = {
         }
     },
 }
+GATEWAY_TIMEOUT = 0.5
 ANALYSIS: dict[str, Any] = {
     "interval": "1s",
     "min_requests": 40,
@@ -84,10 +89,36 @@ class JudgedGateway(GatewayServer):
             sdk_key=sdk_key,
             keyring=KEYRING,
             identity=IdentityConfig(user_header="x-user-id"),
+            timeout=GATEWAY_TIMEOUT,
         )
         self.app = Gateway(config, SyncSource(plane.url, sdk_key, APP), metrics_interval=0.5)
         self._server = None
         self._thread = None
+
+
+class HangingUpstream:
+    """An HTTP upstream that accepts every connection and never answers on it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.accepted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.held.append(conn)
+            self.accepted.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
 
 
 class Load:
@@ -222,6 +253,28 @@ def test_a_failing_candidate_is_rolled_back_by_the_judge(stack: Stack) -> None:
     assert "api error_rate: canary errors" in rolling.message
     assert "api error_rate" in rolled.message
     assert stack.load.seen["v3", 500] > 0
+
+
+def test_a_candidate_whose_upstream_hangs_times_out_and_is_rolled_back(stack: Stack) -> None:
+    hanging = HangingUpstream()
+    try:
+        stack.plane.service.catalog.register_version(
+            APP, "api", VersionCreate(name="v5", target=hanging.url), "e2e"
+        )
+        rid = stack.release("v5", "20%:30s, 100%")
+        assert stack.wait_phase(rid, {"rolled_back", "promoted", "paused"}, 30) == "rolled_back"
+        assert hanging.accepted.is_set(), "the gateway did call the hanging upstream"
+    finally:
+        hanging.close()
+    rolling, _ = rollback_events(stack, rid)
+    assert "api error_rate: canary errors" in rolling.message
+    # its calls ended as the gateway's 504 (502 once the upstream closed, after the
+    # verdict), never as an answer
+    assert stack.load.seen["v5", 504] > 0
+    assert stack.load.seen["v5", 200] == 0
+    runs = stack.plane.service.runs.of_release(rid)
+    canary = runs[-1].results["functions"]["api"]
+    assert canary["canary_requests"] >= ANALYSIS["min_requests"], canary
 
 
 def test_a_healthy_candidate_is_judged_at_every_step_and_promoted(stack: Stack) -> None:
