@@ -324,7 +324,10 @@ def soak(args: argparse.Namespace, plane: ControlPlane, gateway: Server) -> int:
 
     def sample() -> None:
         while not stop.is_set():
-            rss.append((time.monotonic() - start, rss_kib(gateway.proc.pid)))
+            try:
+                rss.append((time.monotonic() - start, rss_kib(gateway.proc.pid)))
+            except (OSError, BenchError):  # the gateway is gone: the checks below say so
+                return
             stop.wait(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -344,8 +347,11 @@ def soak(args: argparse.Namespace, plane: ControlPlane, gateway: Server) -> int:
     op.join(timeout=60)
     stop.set()
     sampler.join(timeout=5)
-    if failure:
-        raise BenchError(f"operating the releases failed: {failure[0]}\n{gateway.log_tail()}")
+    if failure or "second" not in outcome:
+        why = failure[0] if failure else "it did not finish"
+        raise BenchError(f"operating the releases failed: {why}\n{gateway.log_tail()}")
+    if gateway.proc.poll() is not None or not rss:
+        raise BenchError(f"the gateway exited during the run:\n{gateway.log_tail()}")
     first = plane.release(outcome["first"])
     second = plane.release(outcome["second"])
 

@@ -8,8 +8,8 @@ After the last trial one more server runs until no release is active. Then
 every release has ended promoted or rolled back (never stuck in between), and
 its audit trail names one ending only (never both, never twice).
 
-``COALMINE_KILL_TRIALS`` sets how many trials: 20 by default (about a
-minute here), 100 under ``make soak``.
+``COALMINE_KILL_TRIALS`` sets how many trials: 20 by default (45 s on the
+development machine), 100 under ``make soak`` (150 s).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -97,6 +98,9 @@ def test_every_release_ends_promoted_or_rolled_back_across_random_kills(tmp_path
         with last.api() as api:
             listed = releases(api)
             assert len(listed) >= 2, "the trials ran at least two releases"
+            endings = Counter(r["phase"] for r in listed)
+            if TRIALS >= 10:  # both endings were reached through kills, not one only
+                assert set(endings) == ENDED, endings
             for release in listed:
                 assert release["phase"] in ENDED, release
                 ends = ending_events(api, release["id"])
