@@ -65,6 +65,9 @@ class RejectKind(StrEnum):
     UNBOUND = "unbound"
     """a routing context that names no user (signed by an older coalmine), at a hop that knows
     its user"""
+    STALE = "stale"
+    """a routing context of a release older than the app's current one that the routing
+    snapshot does not name as rolled back: that release ended, and is never honoured again"""
 
 
 @dataclass(frozen=True, slots=True)
