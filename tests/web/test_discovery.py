@@ -364,6 +364,7 @@ class _FakeStream:
     def __init__(self, items: list[RoutingSnapshot | None]) -> None:
         self.items = items
         self.closed = False
+        self.revoked = False
 
     async def snapshots(self) -> AsyncGenerator[RoutingSnapshot | None, None]:
         for item in self.items:
