@@ -28,6 +28,7 @@ from coalmine.core import (
     Targeting,
     bucket,
     decide,
+    decode_context,
     encode_context,
     evaluate,
     issue_override,
@@ -949,3 +950,95 @@ def test_pending_release_exposes_nobody_whatever_exposure_is_stored() -> None:
     state = make_state(phase=Phase.PENDING, exposure=10_000)
     assert state.exposure == 0
     assert decide(state, CANARY_USER).channel is Channel.STABLE
+
+
+# --- rollback always wins; a context's expiry is a hard bound ------------------------------------
+
+
+def test_a_rolled_back_release_context_is_refused_once_out_of_the_history() -> None:
+    """The snapshot names the last ten rolled-back releases; an older release's context (one
+    pushed out of that list) is stale, never honoured again: rollback always wins."""
+    first = decide(running(5000), CANARY_USER)
+    assert first.channel is Channel.CANARY
+    token = encode_context(first, KEYRING, now=NOW, user=CANARY_USER)
+    r12 = Release.start(
+        id="r12",
+        app=APP,
+        current=CURRENT,
+        changes={"notify": "v3"},
+        salt="salt-12",
+        strategy=parse_strategy("AllAtOnce"),
+    )
+    # r1 was rolled back, then r2..r11 were rolled back too and pushed it out of the list
+    later = RoutingState(
+        APP,
+        CURRENT,
+        dataclasses.replace(r12, phase=Phase.RUNNING, exposure=0),
+        rolled_back={f"r{i}": CURRENT for i in range(2, 12)},
+    )
+    seen: list[tuple[str, str]] = []
+    d = evaluate(
+        later,
+        CANARY_USER,
+        keyring=KEYRING,
+        now=NOW + 10,
+        context=token,
+        on_rejected=lambda what, why: seen.append((what, str(why.kind))),
+    )
+    assert (d.release_id, d.channel, dict(d.versions), d.reason) == (
+        "r12",
+        Channel.STABLE,
+        CURRENT,
+        Reason.COHORT,
+    )
+    assert "routing context ignored (stale)" in (d.detail or "")
+    assert seen == [("routing context", "stale")]
+    # a hop that does not know its user refuses it too (decided afresh: no user, stable)
+    d = evaluate(later, None, keyring=KEYRING, now=NOW + 10, context=token)
+    assert (d.channel, d.reason) != (Channel.CANARY, Reason.PINNED)
+    assert dict(d.versions) == CURRENT
+    # decide() itself never pins to a stale release
+    stale = ctx(C, "r1")
+    assert decide(later, CANARY_USER, stale).reason is Reason.COHORT
+    # a newer release this process has not seen yet is still honoured (DESIGN rule 2)
+    newer = ctx(C, "r13", versions=UNKNOWN_VERSIONS)
+    d = decide(later, CANARY_USER, newer)
+    assert (d.release_id, dict(d.versions), d.reason) == ("r13", UNKNOWN_VERSIONS, Reason.PINNED)
+
+
+@given(seq_ctx=st.integers(0, 40), seq_cur=st.integers(1, 40))
+def test_only_the_current_a_known_or_a_newer_release_is_pinned(seq_ctx: int, seq_cur: int) -> None:
+    cur = dataclasses.replace(make_release(id=f"shop-{seq_cur}"), phase=Phase.RUNNING, exposure=0)
+    state = RoutingState(APP, CURRENT, cur)
+    d = decide(state, STABLE_USER, ctx(C, f"shop-{seq_ctx}"))
+    pinned = d.reason is Reason.PINNED
+    assert pinned == (seq_ctx >= seq_cur)
+
+
+def test_a_pinned_decision_keeps_its_context_expiry_when_signed_again() -> None:
+    """Re-signing an honoured context never extends it: a chain stays pinned at most as long
+    as its first context said."""
+    first = decide(running(5000), CANARY_USER)
+    token = encode_context(first, KEYRING, now=NOW, ttl=600, user=CANARY_USER)
+    state = running(5000)
+    at = NOW
+    for _ in range(5):  # every hop (or discovery call) re-signs what it was pinned by
+        at += 300
+        d = evaluate(state, CANARY_USER, keyring=KEYRING, now=at, context=token)
+        if d.reason is not Reason.PINNED:
+            break
+        signed = encode_context(d, KEYRING, now=at, ttl=3600, user=CANARY_USER)
+        assert signed is not None
+        got = decode_context(signed, KEYRING, now=at)
+        assert isinstance(got, RoutingContext)
+        assert got.expires_at == NOW + 600
+        token = signed
+    else:
+        raise AssertionError("a context re-signed every 5 minutes lived past its expiry")
+    assert at >= NOW + 600
+    assert "(expired)" in (d.detail or "")
+    # a fresh decision (not pinned) gets a fresh expiry
+    fresh = encode_context(d, KEYRING, now=at, ttl=600, user=CANARY_USER)
+    got = decode_context(fresh or "", KEYRING, now=at)
+    assert isinstance(got, RoutingContext)
+    assert got.expires_at == at + 600

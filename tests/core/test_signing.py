@@ -111,6 +111,12 @@ def test_keyring_parse() -> None:
         ("k1:short", "too short"),
         ("bad kid:0123456789abcdef", "invalid key id 'bad kid'"),
         (":0123456789abcdef", "invalid key id ''"),
+        # a rotation that reused the id: which secret would verify? refuse, never keep one
+        (
+            "k1:new-secret-0123456789,k1:old-secret-0123456789",
+            "key id 'k1' is given twice",
+        ),
+        (" k1 :same-secret-0123456789,k1:same-secret-0123456789", "key id 'k1' is given twice"),
     ],
 )
 def test_keyring_parse_errors(spec: str, message: str) -> None:

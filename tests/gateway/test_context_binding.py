@@ -86,3 +86,29 @@ async def test_a_context_that_names_no_user_is_refused_and_counted() -> None:
         assert r.headers["x-coalmine-channel"] == "stable"
         metrics = (await gw.client.get("/metrics")).text
         assert _rejected(gw, metrics) == {("context", "unbound"): 1}
+
+
+async def test_the_gateway_never_extends_the_context_it_was_pinned_by() -> None:
+    """The context the gateway sends on keeps the incoming context's expiry (a chain cannot
+    keep itself pinned by being re-signed hop after hop); a fresh decision gets a fresh one."""
+    from coalmine.core.context import encode_context
+
+    identity = IdentityConfig(user_header="x-user-id")
+    async with running(identity=identity) as gw:
+        canary = gw.user_in(Channel.CANARY)
+        now = time.time()
+        soon = int(now) + 90  # far below the gateway's own context lifetime
+        pinned = encode_context(
+            decide(gw.snapshot.state, canary), KEYRING, now=now, ttl=90, user=canary
+        )
+        for _ in range(2):  # the second request is served by the cached signer
+            r = await gw.client.get(
+                "/api/echo", headers={"x-user-id": canary, "baggage": f"coalmine={pinned}"}
+            )
+            assert r.headers["x-coalmine-channel"] == "canary"
+            sent = downstream_headers(r)
+            onward = decode_context(find_in_baggage(sent["baggage"]), KEYRING, now=now)
+            assert onward.expires_at == soon  # type: ignore[union-attr]
+        r = await gw.client.get("/api/echo", headers={"x-user-id": canary})
+        fresh = decode_context(find_in_baggage(downstream_headers(r)["baggage"]), KEYRING, now=now)
+        assert fresh.expires_at > soon  # type: ignore[union-attr]

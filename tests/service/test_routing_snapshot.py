@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from coalmine.controller.schemas import ReleaseCreate
-from coalmine.core import Channel, Reason, decide
+from coalmine.core import Channel, Reason, RoutingContext, decide
 from coalmine.core.errors import NotFound
 from coalmine.core.machine import Command, Tick
 from coalmine.core.snapshot import RoutingSnapshot
@@ -119,3 +120,11 @@ def test_rolled_back_history_is_bounded_to_the_last_ten(sqlite_url: str) -> None
         assert sorted(snap.state.rolled_back, key=lambda k: int(k.split("-")[1])) == [
             f"shop-{i}" for i in range(2, 12)
         ]
+        # shop-1 left the list, and its canary context is still never honoured: stale
+        first = snap.state.release
+        old = RoutingContext(APP, "shop-1", Channel.CANARY, {"cart": "v2", "pay": "v1"}, 2**40)
+        d = decide(snap.state, "user-1", old)
+        assert (d.release_id, d.reason) == (first.id, Reason.ROLLED_BACK)
+        assert snap.state.stale(old) is not None
+        assert snap.state.stale(dataclasses.replace(old, release_id="shop-2")) is None
+        assert snap.state.stale(dataclasses.replace(old, release_id="shop-13")) is None

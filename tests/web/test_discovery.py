@@ -364,6 +364,7 @@ class _FakeStream:
     def __init__(self, items: list[RoutingSnapshot | None]) -> None:
         self.items = items
         self.closed = False
+        self.revoked = False
 
     async def snapshots(self) -> AsyncGenerator[RoutingSnapshot | None, None]:
         for item in self.items:
@@ -487,3 +488,29 @@ def test_stream_follows_a_rollback_within_a_second(database_url: str, admin_env:
             response.close()
         client.close()
         reader.join(timeout=5)
+
+
+def test_discovery_never_extends_a_context_it_pins(sqlite_url: str, no_env: None) -> None:
+    """A client that asks again with its context every window keeps the first expiry: the
+    context dies when it said it would (then the user is decided afresh)."""
+    with shop(sqlite_url) as (web, _key):
+        canary = find_user(web, Channel.CANARY)
+        snapshot = web.service.snapshots.snapshot("shop")
+        settings = DiscoverySettings(KEYS)
+        t0 = time.time()
+        first = discover(snapshot, canary, settings, now=t0)
+        token = first["context"]
+        ctx0 = decode_context(token, KEYS, now=t0)
+        assert isinstance(ctx0, RoutingContext)
+        at = t0
+        while at < ctx0.expires_at - CONTEXT_WINDOW_SECONDS:
+            at += CONTEXT_WINDOW_SECONDS
+            again = discover(snapshot, canary, settings, now=at, context=token)
+            assert again["reason"] == "pinned"
+            got = decode_context(again["context"], KEYS, now=at)
+            assert isinstance(got, RoutingContext)
+            assert got.expires_at == ctx0.expires_at
+            token = again["context"]
+        late = discover(snapshot, canary, settings, now=ctx0.expires_at + 1, context=token)
+        assert late["reason"] == "cohort"
+        assert "(expired)" in late["detail"]

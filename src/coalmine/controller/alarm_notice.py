@@ -18,6 +18,7 @@ from coalmine.core.alarms import parse_state, validate_alarm_name
 from coalmine.core.errors import InvalidInput
 from coalmine.core.model import validate_name
 from coalmine.core.records import AlarmState
+from coalmine.core.text import check_text
 from coalmine.core.wire import load_json
 
 __all__ = ["ALARM_NAME_PREFIX", "AlarmNotice", "parse_notice"]
@@ -33,7 +34,7 @@ def _reason(value: object, what: str) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
-    text = " ".join(value.split())  # one line: it ends up in an event message
+    text = check_text(" ".join(value.split()), what)  # one line: it ends up in an event message
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 

@@ -7,7 +7,8 @@ unknown fields so a typo is a 422 that names the field, not a silent no-op.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -36,6 +37,7 @@ from coalmine.core.records import (
     HookConfig,
     ReleaseRecord,
 )
+from coalmine.core.text import text_problem
 
 __all__ = [
     "REDACTED",
@@ -51,6 +53,7 @@ __all__ = [
     "FunctionRead",
     "FunctionSpec",
     "HookSpec",
+    "InputModel",
     "MetricWindowIn",
     "MetricsBatch",
     "MetricsIngestRead",
@@ -85,8 +88,43 @@ _VERSION = f"^{VERSION_PATTERN.pattern}$"
 _VERSION_MAP = TypeAdapter(dict[str, str])
 
 
-class _In(BaseModel):
+class InputModel(BaseModel):
+    """Base of every input schema: an unknown field is a 422 that names it, and every
+    string in the input, dict keys included and however deep, must be text that can be
+    stored (`coalmine.core.text`): a 422 naming the field, before anything is written.
+
+    ``_free_text`` names the fields that are free text (tab and newline allowed).
+    """
+
     model_config = ConfigDict(extra="forbid")
+    _free_text: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _storable_text(self) -> Self:
+        for name in type(self).model_fields:
+            _check_stored(getattr(self, name), name, free=name in self._free_text)
+        return self
+
+
+def _check_stored(value: object, where: str, *, free: bool) -> None:
+    """Refuse a string in ``value`` that cannot be stored; nested models check themselves."""
+    if isinstance(value, str):
+        problem = text_problem(value, free=free)
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}")
+    elif isinstance(value, BaseModel):
+        return
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str):
+                _check_stored(key, f"{where}: the key {key!r}", free=False)
+            _check_stored(item, f"{where}[{key!r}]", free=free)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for i, item in enumerate(value):
+            _check_stored(item, f"{where}[{i}]", free=free)
+
+
+_In = InputModel
 
 
 class HookSpec(_In):
@@ -178,6 +216,7 @@ class ReleaseSettings(_In):
         default_factory=dict
     )
     analysis: dict[str, Any] = Field(default_factory=dict)
+    _free_text = frozenset({"analysis"})  # a PromQL query may span lines
     webhooks: list[str] = Field(
         default_factory=list,
         description="http(s) URLs told of release events (started, step, promoted, rolled back)",
@@ -289,9 +328,11 @@ class ReleaseCreate(_In):
     targeting: TargetingSpec = Field(default_factory=TargetingSpec)
     hooks: dict[Literal["before_allow_traffic", "after_allow_traffic"], HookSpec] | None = None
     analysis: dict[str, Any] | None = None
+    _free_text = frozenset({"analysis"})  # a PromQL query may span lines
 
 
 class OperateRequest(_In):
+    _free_text = frozenset({"reason"})
     reason: str = Field(default="", max_length=2000)
 
 

@@ -2,8 +2,9 @@
 
 An app's current versions, every version's target, its latest release, and
 the baselines of recently rolled-back releases (a context naming one of
-those still routes its canary channel to the baseline). SDKs, gateways and
-discovery read it; its ``revision`` is the ETag.
+those still routes its canary channel to the baseline; a context of any
+older release is stale and never honoured: `RoutingState.stale`). SDKs,
+gateways and discovery read it; its ``revision`` is the ETag.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from coalmine.core.attribution import Blame
 from coalmine.core.errors import InvalidInput
 from coalmine.core.model import ACTIVE_PHASES
 from coalmine.core.records import AlarmRecord, AlarmState, ReleaseRecord
+from coalmine.core.text import text_problem
 
 __all__ = [
     "AlarmEvaluation",
@@ -57,6 +58,7 @@ def validate_alarm_name(value: object) -> str:
         not isinstance(value, str)
         or not 1 <= len(value) <= _MAX_NAME
         or _CONTROL.search(value)
+        or text_problem(value) is not None
         or value != value.strip()
     ):
         raise InvalidInput(

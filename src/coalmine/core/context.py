@@ -4,7 +4,9 @@ The context is what makes a chain run one version set: the first hop decides,
 signs the decision into the ``coalmine`` baggage member, and every hop after it
 (HTTP, message headers, a Kinesis envelope) reads it back instead of deciding
 again. Signing (see `coalmine.core.signing`) means a client cannot forge itself
-into a channel; expiry bounds how long a chain can stay pinned.
+into a channel; expiry bounds how long a chain can stay pinned, and it is a hard
+bound: a hop that honours a context and signs it again keeps its expiry
+(`Decision.expires_at`), so no one keeps a pinned chain alive by re-signing it.
 
 A context grants its channel to the user it was decided for and to no one
 else: it carries a keyed hash of that user's key (`bind_user`), and a hop that
@@ -164,6 +166,9 @@ class ContextSigner:
     def __init__(self, decision: Decision, keyring: Keyring, *, expires_at: int) -> None:
         if decision.release_id is None:
             raise InvalidInput("a decision without a release has no routing context")
+        if decision.expires_at is not None:
+            # pinned by a context: its expiry is a hard bound, re-signing never extends it
+            expires_at = min(expires_at, decision.expires_at)
         self.decision = decision
         head = claims_json(
             {
@@ -212,6 +217,9 @@ def encode_context(
 
     A decision without a release (no release, or an error) is not propagated:
     each hop then decides for itself, which gives the same stable versions.
+
+    The context expires at ``now + ttl``, or earlier: a decision pinned by a
+    context keeps that context's expiry (``decision.expires_at``).
     """
     if decision.release_id is None:
         return None

@@ -38,6 +38,7 @@ __all__ = [
     "VersionMap",
     "freeze_versions",
     "parse_lambda_function",
+    "release_seq",
     "unqualified_lambda_function",
     "validate_exposure",
     "validate_name",
@@ -60,6 +61,19 @@ _LAMBDA_FUNCTION = re.compile(
 
 VersionMap = Mapping[str, str]
 """function name -> version name, for every function of an app."""
+
+_RELEASE_SEQ = re.compile(r"(\d{1,18})$")
+
+
+def release_seq(release_id: str) -> int | None:
+    """The sequence number a release id ends with (``shop-12`` -> 12), or None.
+
+    The control plane numbers an app's releases 1, 2, 3... and ends each id
+    with its number, so routing can tell a release older than the current one
+    (whose contexts are stale) from a newer one it has not seen yet.
+    """
+    found = _RELEASE_SEQ.search(release_id)
+    return int(found.group(1)) if found else None
 
 
 class Channel(StrEnum):
@@ -380,6 +394,10 @@ class Decision:
     which the routing context signed from it carries: set by the SDK's routers, and by a
     context the decision was pinned by (so a hop that does not know its user passes it on).
     Not part of the answer: two decisions that differ only here are equal."""
+    expires_at: int | None = field(default=None, compare=False)
+    """the expiry (Unix seconds) of the routing context this decision was pinned by: a
+    context signed from it never outlives it (`coalmine.core.context.ContextSigner`), so
+    re-signing a chain never extends it. None for a decision made afresh."""
 
     @property
     def is_canary(self) -> bool:

@@ -13,8 +13,11 @@ Order of precedence for a user of an app with a release:
    chains, DESIGN rule 2), verified for this user (`evaluate` refuses a
    context decided for another user): for the current release its channel is kept; for
    a release this process knows was rolled back, canary maps to that
-   release's baseline; for a release this process has not seen, the
-   context's own versions are used;
+   release's baseline; for a newer release this process has not seen yet, the
+   context's own versions are used; a context of any other, older release is
+   stale (`RoutingState.stale`) and never honoured, however long ago that
+   release ended: rollback always wins. A pinned decision keeps its context's
+   expiry (`Decision.expires_at`), so signing it again never extends the chain;
 4. the release's always-canary / never-canary lists;
 5. the cohort: ``bucket(salt, user) < exposure`` in user mode, or a fresh
    weighted roll per request in request mode (which, like a Lambda weighted
@@ -44,10 +47,11 @@ from coalmine.core.model import (
     RouteMode,
     VersionMap,
     freeze_versions,
+    release_seq,
     validate_name,
 )
 from coalmine.core.override import Override, decode_override
-from coalmine.core.signing import Keyring, Rejected
+from coalmine.core.signing import Keyring, Rejected, RejectKind
 
 __all__ = ["OnRejected", "RoutingState", "decide", "evaluate"]
 
@@ -134,6 +138,28 @@ class RoutingState:
             return BUCKETS
         return rel.exposure
 
+    def stale(self, context: RoutingContext) -> Rejected | None:
+        """Why ``context`` names a release that has ended for good, or None.
+
+        Honoured: the current release, a rolled-back release the snapshot
+        names (its canary goes to that release's baseline), and a release
+        newer than the current one (this process has not seen it yet). Any
+        other release is older and over: its context is stale, even once the
+        snapshot's rolled-back list has forgotten it.
+        """
+        rel = self.release
+        rid = context.release_id
+        if rel is None or context.app != self.app or rid == rel.id or rid in self.rolled_back:
+            return None
+        theirs, mine = release_seq(rid), release_seq(rel.id)
+        if theirs is not None and mine is not None and theirs > mine:
+            return None
+        return Rejected(
+            RejectKind.STALE,
+            f"release {rid} is older than the app's current release {rel.id} and has ended:"
+            " decided afresh",
+        )
+
     @property
     def stable_versions(self) -> VersionMap:
         """What a user outside any canary runs right now."""
@@ -193,6 +219,7 @@ def _decide(
                 context.versions,
                 Reason.PINNED,
                 binding=context.binding,
+                expires_at=context.expires_at,
             )
         return d[Channel.STABLE, Reason.NO_RELEASE]
     if rel.phase in ROLLED_BACK_PHASES:
@@ -201,7 +228,12 @@ def _decide(
         return d[Channel.STABLE, Reason.PROMOTED]
     if override is not None and override.applies(state.app, rel.id, user_key):
         return d[override.channel, Reason.OVERRIDE]
-    if context is not None and rel.route_mode is RouteMode.USER and context.app == state.app:
+    if (
+        context is not None
+        and rel.route_mode is RouteMode.USER
+        and context.app == state.app
+        and state.stale(context) is None
+    ):
         return _pinned(state, rel, context)
     if not user_key or not isinstance(user_key, str):
         if rel.route_mode is RouteMode.REQUEST:
@@ -223,11 +255,11 @@ def _roll(state: RoutingState, rng: Rng) -> Decision:
 
 def _pinned(state: RoutingState, rel: Release, ctx: RoutingContext) -> Decision:
     """The decision a verified context pins; it keeps the context's user binding, so a hop
-    that does not know its user passes the binding on."""
-    bound = ctx.binding
+    that does not know its user passes the binding on, and its expiry, so no hop extends it."""
+    bound, ends = ctx.binding, ctx.expires_at
     if ctx.release_id == rel.id:
         shared = state._decisions[ctx.channel, Reason.PINNED]
-        return shared if bound is None else replace(shared, binding=bound)
+        return replace(shared, binding=bound, expires_at=ends)
     baseline = state.rolled_back.get(ctx.release_id)
     if baseline is not None:
         if ctx.channel is Channel.CANARY:
@@ -238,13 +270,26 @@ def _pinned(state: RoutingState, rel: Release, ctx: RoutingContext) -> Decision:
                 baseline,
                 Reason.ROLLED_BACK,
                 binding=bound,
+                expires_at=ends,
             )
         return Decision(
-            state.app, ctx.release_id, Channel.STABLE, ctx.versions, Reason.PINNED, binding=bound
+            state.app,
+            ctx.release_id,
+            Channel.STABLE,
+            ctx.versions,
+            Reason.PINNED,
+            binding=bound,
+            expires_at=ends,
         )
-    # A release this process has not seen yet: the signed context is the truth.
+    # A newer release this process has not seen yet: the signed context is the truth.
     return Decision(
-        state.app, ctx.release_id, ctx.channel, ctx.versions, Reason.PINNED, binding=bound
+        state.app,
+        ctx.release_id,
+        ctx.channel,
+        ctx.versions,
+        Reason.PINNED,
+        binding=bound,
+        expires_at=ends,
     )
 
 
@@ -323,17 +368,16 @@ def evaluate(
             return decode_context(token, ring, now=at, user=user_key)
 
         ctx = _verified("routing context", context, for_user, keyring, now, notes, on_rejected)
+        stale = None if ctx is None else state.stale(ctx)
+        if stale is not None:
+            notes.append(f"routing context ignored ({stale.kind}): {stale.message}")
+            if on_rejected is not None:
+                on_rejected("routing context", stale)
+            ctx = None
     if override is not None:
         ovr = _verified("override", override, _override_at, keyring, now, notes, on_rejected)
     decision = decide(state, user_key, ctx, ovr, rng=rng)
     if not notes:
         return decision
     detail = "; ".join(([decision.detail] if decision.detail else []) + notes)
-    return Decision(
-        decision.app,
-        decision.release_id,
-        decision.channel,
-        decision.versions,
-        decision.reason,
-        detail,
-    )
+    return replace(decision, detail=detail)

@@ -65,6 +65,9 @@ class RejectKind(StrEnum):
     UNBOUND = "unbound"
     """a routing context that names no user (signed by an older coalmine), at a hop that knows
     its user"""
+    STALE = "stale"
+    """a routing context of a release older than the app's current one that the routing
+    snapshot does not name as rolled back: that release ended, and is never honoured again"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,13 @@ class Keyring:
             kid, sep, secret = part.partition(":")
             if not sep or not secret:
                 raise InvalidInput("a signing key spec is 'kid:secret[,kid:secret...]'")
-            keys[kid.strip()] = secret.strip().encode()
+            kid = kid.strip()
+            if kid in keys:
+                raise InvalidInput(
+                    f"key id {kid!r} is given twice: each key id names one secret;"
+                    " give a new key its own id (e.g. k2:<new secret>,k1:<old secret>)"
+                )
+            keys[kid] = secret.strip().encode()
         first = next(iter(keys), "")
         return cls(keys, first)
 

@@ -466,6 +466,7 @@ class Gateway:
             decision.release_id,
             decision.channel,
             tuple(decision.versions.items()),
+            decision.expires_at,  # a pinned decision's context keeps its upstream expiry
         )  # not the decision's binding: every context here is bound to ``user``
         signer = signers.get(key)
         if signer is None:
@@ -490,7 +491,7 @@ def _header_map(raw: RawHeaders) -> dict[str, str]:
 
 _Resolved = tuple[str, FunctionTarget] | CallFailed
 """a version's target reference and what calls it, or why it cannot be called"""
-_SignerKey = tuple[str, str, Channel, tuple[tuple[str, str], ...]]
+_SignerKey = tuple[str, str, Channel, tuple[tuple[str, str], ...], int | None]
 
 
 def _resolve(

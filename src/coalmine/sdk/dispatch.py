@@ -258,6 +258,7 @@ class _Dispatcher:
             decision.reason,
             id(decision.versions),
             decision.binding,  # a context is bound to its user
+            decision.expires_at,  # and keeps the expiry of the context it was pinned by
         )
         if key not in self._tokens:
             try:

@@ -57,9 +57,30 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_OWNER_ONLY = 0o600
+
+
+def _create_owner_only(path: str | None) -> None:
+    """Create a new SQLite file readable and writable by its owner only.
+
+    The store holds hook credentials (their ``Authorization`` headers); sqlite3
+    would create the file with the umask's mode (often world-readable). SQLite
+    gives its ``-wal`` and ``-shm`` files the database file's mode. An existing
+    file, and the directory, keep the modes their owner gave them.
+    """
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _OWNER_ONLY)
+    except OSError:  # it exists, or its directory does not: sqlite3 says which on open
+        return
+    os.close(fd)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        _create_owner_only(engine.url.database)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "connect", _sqlite_autocommit_driver)
         event.listen(engine, "begin", _sqlite_begin)

@@ -10,6 +10,11 @@ thread; the callback only wakes the stream's asyncio event through
 ``loop.call_soon_threadsafe``, so a burst of changes is coalesced into one
 re-read, done in the threadpool. Nothing polls: between changes the stream
 sleeps on that event, sending a ``: keepalive`` comment each heartbeat.
+
+A stream outlives the check of the credential that opened it, so it checks
+again (``authorized``) at each wake-up, a change or a heartbeat: once the key
+or token is revoked, the stream sends one ``event: revoked`` (`REVOKED_EVENT`)
+and ends, within one heartbeat of the revocation.
 """
 
 from __future__ import annotations
@@ -27,12 +32,25 @@ from coalmine.core.errors import CoalmineError
 from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.store.changes import ChangeFeed
 
-__all__ = ["KEEPALIVE", "RETRY_MS", "SnapshotStream", "format_event", "format_snapshot"]
+__all__ = [
+    "KEEPALIVE",
+    "RETRY_MS",
+    "REVOKED_EVENT",
+    "SnapshotStream",
+    "format_event",
+    "format_snapshot",
+]
 
 log = logging.getLogger(__name__)
 KEEPALIVE = ": keepalive\n\n"
 RETRY_MS = 1000
 """how soon an EventSource reconnects after the stream drops"""
+REVOKED_EVENT = (
+    "event: revoked\n"
+    'data: {"detail":"the key or token of this stream was revoked: reconnect with a valid one"}'
+    "\n\n"
+)
+"""the last message of a stream whose credential was revoked while it was open"""
 
 
 def format_event(event: str, data: str, *, id: str | None = None, retry: int | None = None) -> str:
@@ -52,9 +70,19 @@ class SnapshotStream:
     """One subscriber: `open` subscribes and reads the snapshot, `events` streams it."""
 
     def __init__(
-        self, plane: ControlPlane, feed: ChangeFeed, app: str, *, heartbeat: float
+        self,
+        plane: ControlPlane,
+        feed: ChangeFeed,
+        app: str,
+        *,
+        heartbeat: float,
+        authorized: Callable[[], bool] | None = None,
     ) -> None:
         self.plane = plane
+        self.authorized = authorized
+        """run in the threadpool at each wake-up: False once the stream's credential is
+        revoked (then the stream ends, and ``revoked`` is True)"""
+        self.revoked = False
         self.feed = feed
         self.app = app
         self.heartbeat = heartbeat
@@ -106,9 +134,13 @@ class SnapshotStream:
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=self.heartbeat)
                 except TimeoutError:
+                    if not await self._still_authorized():
+                        return
                     yield None
                     continue
                 self._changed.clear()  # changes from here on wake us again
+                if not await self._still_authorized():
+                    return
                 try:
                     snapshot = await run_in_threadpool(self.plane.snapshots.snapshot, self.app)
                 except CoalmineError as exc:
@@ -122,6 +154,19 @@ class SnapshotStream:
                 yield snapshot
         finally:
             self.close()
+
+    async def _still_authorized(self) -> bool:
+        if self.authorized is None:
+            return True
+        try:
+            ok = await run_in_threadpool(self.authorized)
+        except Exception:
+            log.exception("stream of %s: cannot check its credential", self.app)
+            return True  # a store hiccup is not a revocation; the next wake-up checks again
+        if not ok:
+            log.info("stream of %s ends: its credential was revoked", self.app)
+            self.revoked = True
+        return ok
 
     async def events(self) -> AsyncIterator[str]:
         """The SSE text: the first snapshot, then one event per new revision, and keepalives."""
@@ -139,5 +184,7 @@ class SnapshotStream:
                     elif snapshot.revision != last:
                         last = snapshot.revision
                         yield format_snapshot(snapshot)
+            if self.revoked:
+                yield REVOKED_EVENT
         finally:
             self.close()

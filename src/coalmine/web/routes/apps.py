@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from coalmine.controller.schemas import AppRead, ReleaseSettings, VersionCreate, VersionRead
+from coalmine.controller.schemas import (
+    AppRead,
+    InputModel,
+    ReleaseSettings,
+    VersionCreate,
+    VersionRead,
+)
 from coalmine.controller.tokens import Principal
 from coalmine.web.auth import Require
 from coalmine.web.deps import PlaneDep
@@ -17,22 +23,18 @@ __all__ = ["AppCreate", "CurrentSet", "FunctionCreate", "router"]
 router = APIRouter(prefix="/v1/apps", tags=["apps"])
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AppCreate(_In):
+class AppCreate(InputModel):
     name: str = Field(max_length=63, description="lowercase letters, digits, '-' or '_'")
     release: ReleaseSettings | None = Field(
         default=None, description="release defaults (strategy, route mode, hooks, analysis)"
     )
 
 
-class FunctionCreate(_In):
+class FunctionCreate(InputModel):
     name: str = Field(max_length=63)
 
 
-class CurrentSet(_In):
+class CurrentSet(InputModel):
     version: str = Field(min_length=1, max_length=64)
 
 

@@ -44,7 +44,7 @@ from coalmine.web.discovery import (
     same_answer,
 )
 from coalmine.web.routes.routing import etag_matches
-from coalmine.web.sse import KEEPALIVE, RETRY_MS, SnapshotStream, format_event
+from coalmine.web.sse import KEEPALIVE, RETRY_MS, REVOKED_EVENT, SnapshotStream, format_event
 
 __all__ = [
     "CORS",
@@ -286,6 +286,8 @@ async def answer_events(
                 data = canonical(answer).decode()
                 yield format_event("discovery", data, retry=RETRY_MS if last is None else None)
                 last = answer
+        if stream.revoked:
+            yield REVOKED_EVENT
     finally:
         stream.close()
 
@@ -301,6 +303,9 @@ async def discovery_stream(
     principal: DiscoveryCaller,
     plane: PlaneDep,
     feed: FeedDep,
+    tokens: TokensDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    key: Annotated[str | None, Depends(_query_key)],
     app: AppQuery = None,
     user: UserQuery = None,
     context: ContextQuery = None,
@@ -310,7 +315,15 @@ async def discovery_stream(
     user_key = _required(user, "user", "the user's key")
     _check_reader(app_name, principal)
     settings = _settings(request)
-    stream = SnapshotStream(plane, feed, app_name, heartbeat=float(request.app.state.heartbeat))
+    # the credential discovery_caller authenticated: the header's, else ?key=
+    secret = credentials.credentials if credentials and credentials.credentials else key or ""
+    stream = SnapshotStream(
+        plane,
+        feed,
+        app_name,
+        heartbeat=float(request.app.state.heartbeat),
+        authorized=lambda: tokens.authenticate(secret) is not None,
+    )
     try:
         await stream.open()
     except NotFound as exc:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
-from coalmine.web.auth import RoutingReader
-from coalmine.web.deps import FeedDep, PlaneDep
+from coalmine.web.auth import RoutingReader, _bearer
+from coalmine.web.deps import FeedDep, PlaneDep, TokensDep
 from coalmine.web.sse import SnapshotStream
 
 __all__ = ["etag_matches", "router"]
@@ -64,9 +65,22 @@ def routing(
     responses=_STREAM_DOC,
 )
 async def routing_stream(
-    app: str, request: Request, _: RoutingReader, plane: PlaneDep, feed: FeedDep
+    app: str,
+    request: Request,
+    _: RoutingReader,
+    plane: PlaneDep,
+    feed: FeedDep,
+    tokens: TokensDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> StreamingResponse:
-    stream = SnapshotStream(plane, feed, app, heartbeat=float(request.app.state.heartbeat))
+    secret = credentials.credentials if credentials is not None else ""
+    stream = SnapshotStream(
+        plane,
+        feed,
+        app,
+        heartbeat=float(request.app.state.heartbeat),
+        authorized=lambda: tokens.authenticate(secret) is not None,
+    )
     await stream.open()
     return StreamingResponse(
         stream.events(),

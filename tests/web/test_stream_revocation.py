@@ -1,0 +1,95 @@
+"""A revoked key's open SSE streams end: each stream checks its credential again at every
+change and heartbeat, sends ``event: revoked`` and closes, within one heartbeat."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from coalmine.web import create_app
+from tests.web.conftest import ADMIN_SECRET, APP_DOC, bearer, serve
+
+HEARTBEAT = 1.0
+Events = queue.Queue[tuple[float, str, Any] | None]
+
+
+def _read(response: httpx.Response, out: Events) -> None:
+    """Every event (and comment) of the stream with its arrival time; None when it ends."""
+    try:
+        event, data = "", ""
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                out.put((time.monotonic(), "comment", line))
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data = line[5:].strip()
+            elif not line and event:
+                out.put((time.monotonic(), event, json.loads(data)))
+                event, data = "", ""
+    except httpx.HTTPError:
+        pass
+    finally:
+        out.put((time.monotonic(), "end", None))
+
+
+def _until(events: Events, kind: str, within: float) -> tuple[float, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        item = events.get(timeout=max(0.01, deadline - time.monotonic()))
+        assert item is not None
+        if item[1] == kind:
+            return item[0], item[2]
+        assert item[1] in ("comment", "snapshot", "discovery"), item
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "params", "first"),
+    [
+        ("sdk", "/v1/apps/shop/routing/stream", {}, "snapshot"),
+        ("browser", "/v1/discovery/stream", {"app": "shop", "user": "u-1"}, "discovery"),
+        ("viewer", "/v1/discovery/stream", {"app": "shop", "user": "u-1"}, "discovery"),
+    ],
+)
+def test_a_revoked_keys_stream_ends_within_one_heartbeat(
+    sqlite_url: str, admin_env: str, role: str, path: str, params: dict[str, str], first: str
+) -> None:
+    app = create_app(database_url=sqlite_url, heartbeat=HEARTBEAT)
+    with serve(app) as base, httpx.Client(base_url=base, headers=bearer(ADMIN_SECRET)) as api:
+        r = api.post("/v1/apply", content=APP_DOC, headers={"Content-Type": "application/yaml"})
+        assert r.status_code == 200, r.text
+        body = {
+            "name": f"{role}-key",
+            "role": role,
+            **({} if role == "viewer" else {"app": "shop"}),
+        }
+        created = api.post("/v1/tokens", json=body).json()
+        if role == "browser":  # as an EventSource sends it
+            params, headers = {**params, "key": created["token"]}, {}
+        else:
+            headers = bearer(created["token"])
+        events: Events = queue.Queue()
+        client = httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=30))
+        with client.stream("GET", path, params=params, headers=headers) as response:
+            assert response.status_code == 200
+            threading.Thread(target=_read, args=(response, events), daemon=True).start()
+            _until(events, first, within=5)
+            _until(events, "comment", within=5)  # a heartbeat passes: the key is still good
+
+            revoked_at = time.monotonic()
+            assert api.delete(f"/v1/tokens/{created['id']}").is_success
+            at, data = _until(events, "revoked", within=5)
+            assert "revoked" in data["detail"]
+            ended_at, _ = _until(events, "end", within=5)
+        client.close()
+        assert at - revoked_at <= HEARTBEAT + 0.5, at - revoked_at
+        assert ended_at - revoked_at <= HEARTBEAT + 0.5
+        # and it cannot be opened again
+        r = httpx.get(base + path, params=params, headers=headers)
+        assert r.status_code == 401
