@@ -25,8 +25,10 @@ from coalmine.controller.schemas import (
     ReleaseSettings,
 )
 from coalmine.core.machine import Hook
+from coalmine.core.model import Phase, RouteMode, Targeting
 from coalmine.core.ports import HookOutcome
 from coalmine.core.records import HookConfig, ReleaseRecord
+from coalmine.core.strategy import parse_strategy
 from tests.helpers import T0 as T0  # re-exported, with the clock that starts there
 from tests.helpers import FakeClock as FakeClock
 from tests.helpers import free_port
@@ -223,3 +225,31 @@ class HttpServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
+
+
+def hook_release(**hooks: HookConfig) -> ReleaseRecord:
+    """A pending release of app shop (cart v1 -> v2) with ``hooks``: what a hook runner is given."""
+    return ReleaseRecord(
+        id="shop-1",
+        app="shop",
+        phase=Phase.PENDING,
+        route_mode=RouteMode.USER,
+        salt="0123456789abcdef",
+        strategy=parse_strategy("AllAtOnce"),
+        baseline={"cart": "v1"},
+        candidate={"cart": "v2"},
+        targeting=Targeting(),
+        hooks={Hook(k): v for k, v in hooks.items()},
+        analysis={},
+        exposure=0,
+        step=-1,
+        next_action_at=0.0,
+        paused_remaining=None,
+        reason=None,
+        created_by=ACTOR,
+        created_at=0.0,
+        updated_at=0.0,
+        finished_at=None,
+        started_at=None,
+        row_version=1,
+    )

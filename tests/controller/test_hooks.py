@@ -14,10 +14,8 @@ from coalmine.controller.releases import ReleaseService
 from coalmine.controller.schemas import HookSpec
 from coalmine.core.errors import Conflict
 from coalmine.core.machine import Command, Event, Hook, HookResult, Tick
-from coalmine.core.model import Phase, RouteMode, Targeting
 from coalmine.core.ports import HookOutcome, Transitioned
 from coalmine.core.records import HookConfig, ReleaseRecord
-from coalmine.core.strategy import parse_strategy
 from coalmine.store.db import Store
 from tests.controller import (
     ACTOR,
@@ -25,6 +23,7 @@ from tests.controller import (
     FakeClock,
     HttpServer,
     closed_port,
+    hook_release,
     release_events,
     start_release,
     tick_through_hooks,
@@ -35,30 +34,7 @@ AFTER = Hook.AFTER_ALLOW_TRAFFIC
 
 
 def a_release(**hooks: HookSpec) -> ReleaseRecord:
-    return ReleaseRecord(
-        id="shop-1",
-        app="shop",
-        phase=Phase.PENDING,
-        route_mode=RouteMode.USER,
-        salt="0123456789abcdef",
-        strategy=parse_strategy("AllAtOnce"),
-        baseline={"cart": "v1"},
-        candidate={"cart": "v2"},
-        targeting=Targeting(),
-        hooks={Hook(k): v.config() for k, v in hooks.items()},
-        analysis={},
-        exposure=0,
-        step=-1,
-        next_action_at=0.0,
-        paused_remaining=None,
-        reason=None,
-        created_by=ACTOR,
-        created_at=0.0,
-        updated_at=0.0,
-        finished_at=None,
-        started_at=None,
-        row_version=1,
-    )
+    return hook_release(**{k: v.config() for k, v in hooks.items()})
 
 
 class Sleeps:

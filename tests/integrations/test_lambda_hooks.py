@@ -14,44 +14,16 @@ from hypothesis import strategies as st
 from coalmine.controller.hooks import hook_payload
 from coalmine.controller.schemas import HookSpec
 from coalmine.core.machine import Hook
-from coalmine.core.model import Phase, RouteMode, Targeting
 from coalmine.core.ports import HookOutcome
-from coalmine.core.records import HookConfig, ReleaseRecord
-from coalmine.core.strategy import parse_strategy
+from coalmine.core.records import HookConfig
 from coalmine.integrations.lambda_hooks import LambdaHookRunner, verdict
 from coalmine.integrations.lambda_local import LocalLambda
 from tests.aws import ACCOUNT, REGION, aws_environment
 from tests.aws.hook_functions import function_name, hook_functions
+from tests.controller import hook_release as a_release
 
 BEFORE = Hook.BEFORE_ALLOW_TRAFFIC
 AFTER = Hook.AFTER_ALLOW_TRAFFIC
-
-
-def a_release(**hooks: HookConfig) -> ReleaseRecord:
-    return ReleaseRecord(
-        id="shop-1",
-        app="shop",
-        phase=Phase.PENDING,
-        route_mode=RouteMode.USER,
-        salt="0123456789abcdef",
-        strategy=parse_strategy("AllAtOnce"),
-        baseline={"cart": "v1"},
-        candidate={"cart": "v2"},
-        targeting=Targeting(),
-        hooks={Hook(k): v for k, v in hooks.items()},
-        analysis={},
-        exposure=0,
-        step=-1,
-        next_action_at=0.0,
-        paused_remaining=None,
-        reason=None,
-        created_by="ci",
-        created_at=0.0,
-        updated_at=0.0,
-        finished_at=None,
-        started_at=None,
-        row_version=1,
-    )
 
 
 def lambda_hook(function: str, **options: Any) -> HookConfig:
