@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import queue
 import socket
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -138,3 +142,24 @@ def serve(app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+def read_events(response: httpx.Response, out: queue.Queue[tuple[float, str, Any] | None]) -> None:
+    """Every event (and comment) of an SSE stream with its arrival time, as ``(time, kind,
+    data)``; ``(time, "end", None)`` once the stream ends (run it on a thread)."""
+    try:
+        event, data = "", ""
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                out.put((time.monotonic(), "comment", line))
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data = line[5:].strip()
+            elif not line and event:
+                out.put((time.monotonic(), event, json.loads(data)))
+                event, data = "", ""
+    except (httpx.HTTPError, RuntimeError):  # RuntimeError: the client closed mid-read
+        pass
+    finally:
+        out.put((time.monotonic(), "end", None))

@@ -34,7 +34,7 @@ from coalmine.web.discovery import (
 )
 from coalmine.web.routes.discovery import answer_events
 from coalmine.web.sse import KEEPALIVE, SnapshotStream
-from tests.web.conftest import ADMIN_SECRET, Web, bearer, running, serve
+from tests.web.conftest import ADMIN_SECRET, Web, bearer, read_events, running, serve
 
 KEYS = Keyring.single("discovery-test-secret-0123456789", kid="t1")
 GATEWAY = "https://gw.example.com/shop/"
@@ -402,30 +402,12 @@ def test_stream_sends_only_changes_and_renews_the_context(sqlite_url: str, no_en
     assert len(out) == 3
 
 
-def _read(response: httpx.Response, out: queue.Queue[tuple[float, str, Any] | None]) -> None:
-    try:
-        event, data = "", ""
-        for line in response.iter_lines():
-            if line.startswith(":"):
-                out.put((time.monotonic(), "comment", line))
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data = line[5:].strip()
-            elif not line and event:
-                out.put((time.monotonic(), event, json.loads(data)))
-                event, data = "", ""
-    except (httpx.HTTPError, RuntimeError):
-        pass
-    finally:
-        out.put(None)
-
-
 def _next(q: queue.Queue[tuple[float, str, Any] | None], kind: str) -> tuple[float, Any]:
     deadline = time.monotonic() + 5
     while True:
         item = q.get(timeout=max(0.0, deadline - time.monotonic()))
-        assert item is not None, "the stream ended"
+        assert item is not None
+        assert item[1] != "end", "the stream ended"
         if item[1] == kind:
             return item[0], item[2]
         assert item[1] == "comment", f"unexpected {item}"
@@ -459,7 +441,7 @@ def test_stream_follows_a_rollback_within_a_second(database_url: str, admin_env:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             assert response.headers["access-control-allow-origin"] == "*"
-            reader = threading.Thread(target=_read, args=(response, events), daemon=True)
+            reader = threading.Thread(target=read_events, args=(response, events), daemon=True)
             reader.start()
             _, first = _next(events, "discovery")
             assert (first["channel"], first["versions"]["api"]) == ("canary", "v2")

@@ -3,7 +3,6 @@ change and heartbeat, sends ``event: revoked`` and closes, within one heartbeat.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -13,30 +12,10 @@ import httpx
 import pytest
 
 from coalmine.web import create_app
-from tests.web.conftest import ADMIN_SECRET, APP_DOC, bearer, serve
+from tests.web.conftest import ADMIN_SECRET, APP_DOC, bearer, read_events, serve
 
 HEARTBEAT = 1.0
 Events = queue.Queue[tuple[float, str, Any] | None]
-
-
-def _read(response: httpx.Response, out: Events) -> None:
-    """Every event (and comment) of the stream with its arrival time; None when it ends."""
-    try:
-        event, data = "", ""
-        for line in response.iter_lines():
-            if line.startswith(":"):
-                out.put((time.monotonic(), "comment", line))
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data = line[5:].strip()
-            elif not line and event:
-                out.put((time.monotonic(), event, json.loads(data)))
-                event, data = "", ""
-    except httpx.HTTPError:
-        pass
-    finally:
-        out.put((time.monotonic(), "end", None))
 
 
 def _until(events: Events, kind: str, within: float) -> tuple[float, Any]:
@@ -78,7 +57,7 @@ def test_a_revoked_keys_stream_ends_within_one_heartbeat(
         client = httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=30))
         with client.stream("GET", path, params=params, headers=headers) as response:
             assert response.status_code == 200
-            threading.Thread(target=_read, args=(response, events), daemon=True).start()
+            threading.Thread(target=read_events, args=(response, events), daemon=True).start()
             _until(events, first, within=5)
             _until(events, "comment", within=5)  # a heartbeat passes: the key is still good
 
