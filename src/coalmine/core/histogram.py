@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Self
 
 from coalmine.core.errors import InvalidInput, require_fields
 from coalmine.core.model import Channel, validate_name, validate_version_name
@@ -516,16 +516,9 @@ class VersionMetrics:
         self.requests += other.requests
         self.errors += other.errors
 
-    def copy(self) -> VersionMetrics:
-        return VersionMetrics(
-            self.app,
-            self.function,
-            self.version,
-            self.channel,
-            self.requests,
-            self.errors,
-            self.histogram.copy(),
-        )
+    def copy(self) -> Self:
+        """A copy of the same kind (a subclass's fields included) with its own histogram."""
+        return replace(self, histogram=self.histogram.copy())
 
     def to_dict(self) -> dict[str, Any]:
         return {

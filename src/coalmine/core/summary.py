@@ -86,17 +86,5 @@ class SummarizedMetrics(VersionMetrics):
             " add up; read the whole window at once"
         )
 
-    def copy(self) -> SummarizedMetrics:
-        return SummarizedMetrics(
-            self.app,
-            self.function,
-            self.version,
-            self.channel,
-            self.requests,
-            self.errors,
-            self.histogram.copy(),
-            self.summary,
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return {**VersionMetrics.to_dict(self), "summary": self.summary.to_dict()}
