@@ -184,7 +184,10 @@ def test_poll_fallback_with_etag_gets_304s_then_the_change(plane: ControlPlane) 
 def test_a_key_of_another_app_is_refused_and_reported(plane: ControlPlane) -> None:
     plane.service.catalog.create_app("blog", ACTOR)
     with RoutingSync(plane.url, plane.sdk_key("blog"), [APP], backoff_max=0.2) as sync:
-        assert not sync.wait_ready(0.5)
+        # wait for the refusal itself: a fixed wait (0.5 s) failed once when a GC pause
+        # of the long test process kept the sync thread from even trying
+        wait_until(lambda: sync.status(APP).last_error is not None, what="the refusal")
+        assert not sync.wait_ready(0)
         status = sync.status(APP)
         assert status.last_error is not None
         assert "HTTP 403" in status.last_error

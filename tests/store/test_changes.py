@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -65,6 +67,19 @@ def test_a_rolled_back_transaction_delivers_nothing(store: Store) -> None:
     assert got == []
     touch(store, feed, "shop")  # the aborted mark does not leak into the next commit
     assert got == ["shop"]
+
+
+def test_a_dropped_feed_and_its_store_are_freed(sqlite_url: str) -> None:
+    """SQLAlchemy's listener registry must not keep a feed (and its store) alive."""
+    store = open_store(sqlite_url)
+    feed = ChangeFeed(store)
+    touch(store, feed, "shop")
+    feed_ref, store_ref = weakref.ref(feed), weakref.ref(store)
+    store.dispose()
+    del feed, store
+    gc.collect()
+    assert feed_ref() is None
+    assert store_ref() is None
 
 
 def test_unsubscribe_and_a_failing_subscriber(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 
 from sqlalchemy import event, text
@@ -28,6 +29,18 @@ log = logging.getLogger(__name__)
 Subscriber = Callable[[str], None]
 
 
+def _weakly(method: Callable[[Session], None]) -> Callable[[Session], None]:
+    """``method``, held by a weak reference (a no-op once its feed is gone)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(session: Session) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(session)
+
+    return call
+
+
 class ChangeFeed:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -38,8 +51,11 @@ class ChangeFeed:
         # one key per feed: two feeds on one store each hear their own marks
         self._key = f"{_PENDING}:{id(self)}"
         self._listening = threading.Event()
-        event.listen(store.sessions, "after_commit", self._after_commit)
-        event.listen(store.sessions, "after_rollback", self._after_rollback)
+        # SQLAlchemy keeps session-class listeners in a process-wide registry: a
+        # strong reference to this feed there would keep the feed, its store and
+        # the session class alive for ever (every app built in a process leaked).
+        event.listen(store.sessions, "after_commit", _weakly(self._after_commit))
+        event.listen(store.sessions, "after_rollback", _weakly(self._after_rollback))
 
     # writers -------------------------------------------------------------
     def mark(self, session: Session, app: str) -> None:
