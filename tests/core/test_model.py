@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from coalmine.core import (
     App,
@@ -25,6 +28,7 @@ from coalmine.core import (
 from coalmine.core.model import (
     ACTIVE_PHASES,
     ROLLED_BACK_PHASES,
+    TARGET_PATTERN,
     freeze_versions,
     validate_exposure,
     validate_name,
@@ -332,3 +336,29 @@ def test_decision_accessors_and_to_dict() -> None:
         "detail": "no user key",
     }
     assert type(d.to_dict()["versions"]) is dict
+
+
+_TARGET_PARTS = st.sampled_from(
+    [
+        "http://",
+        "https://",
+        "arn:aws:lambda:eu-west-1:123456789012:function:",
+        "lambda:",
+        "/",
+        ":",
+        ".",
+    ]
+)
+
+
+@given(st.lists(st.one_of(_TARGET_PARTS, st.text(max_size=12)), max_size=5).map("".join))
+def test_the_published_target_pattern_accepts_what_parse_accepts(ref: str) -> None:
+    """The API schema's pattern for a target and `Target.parse` agree on every string."""
+    try:
+        Target.parse(ref)
+        accepted = True
+    except InvalidInput:
+        accepted = False
+    # JSON Schema's `$` is the end of the text; Python's also matches before a final newline
+    ecma = TARGET_PATTERN.removesuffix("$") + r"\Z"
+    assert (re.search(ecma, ref) is not None) == accepted

@@ -130,7 +130,7 @@ def test_conflicts_and_invalid_input_write_nothing(env: Env) -> None:
         svc.catalog.add_function("shop", "-cart", ACTOR)
     with pytest.raises(InvalidInput, match="unknown strategy"):
         svc.catalog.create_app("blog", ACTOR, ReleaseSettings(strategy="Sometimes"))
-    with pytest.raises(InvalidInput, match="not registered"):
+    with pytest.raises(NotFound, match="not registered"):
         svc.catalog.set_current("shop", "cart", "v9", ACTOR)
 
     assert row_counts(env.store) == before
@@ -190,7 +190,7 @@ def test_set_current_is_refused_during_an_active_release(env: Env) -> None:
     before = row_counts(env.store)
     with pytest.raises(Conflict, match=f"active release {release.id}"):
         svc.catalog.set_current("shop", "cart", "v2", ACTOR)
-    with pytest.raises(InvalidInput, match="not registered"):  # checked first
+    with pytest.raises(NotFound, match="not registered"):  # checked first
         svc.catalog.set_current("shop", "cart", "v7", ACTOR)
     assert row_counts(env.store) == before
     cart = svc.catalog.get_app("shop").functions[0]

@@ -103,15 +103,16 @@ def test_bad_input_is_refused_and_changes_nothing(web: Web) -> None:
         releases,
         {"candidate": {"api": "v2"}, "strategy": [{"exposure": 20000}]},
     )
+    # a version that is not registered is not found (404), like an unknown app or release
     refused(
-        400,
+        404,
         "version 'v9' of api is not registered; register it first",
         "POST",
         releases,
         {"candidate": {"api": "v9"}},
     )
     refused(
-        400, "is not registered", "PUT", "/v1/apps/shop/functions/api/current", {"version": "v9"}
+        404, "is not registered", "PUT", "/v1/apps/shop/functions/api/current", {"version": "v9"}
     )
     refused(
         409,

@@ -132,6 +132,15 @@ def test_tokens_over_http(web: Web) -> None:
     assert revoked[0]["revoked_at"] is not None
 
     assert c.delete("/v1/tokens/9999", headers=web.as_("admin")).status_code == 404
+    # an id no column can hold is refused up front (it was a 500 on both stores)
+    for huge in (2**31, 27144115505536662765568):
+        r = c.delete(f"/v1/tokens/{huge}", headers=web.as_("admin"))
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("path.token_id: ")
+    # so is a query parameter the operation does not take (a typo is not ignored)
+    r = c.get("/v1/tokens?rol=admin", headers=web.as_("admin"))
+    assert r.status_code == 422
+    assert r.json()["detail"] == "query.rol: unknown query parameter (this operation takes: none)"
     r = c.post("/v1/tokens", json={"name": "k", "role": "sdk"}, headers=web.as_("admin"))
     assert r.status_code == 400
     assert "one app" in r.json()["detail"]

@@ -31,7 +31,7 @@ from coalmine.controller.schemas import (
 )
 from coalmine.controller.versions import check_version_name, register
 from coalmine.core.alias import AliasCallFailed
-from coalmine.core.errors import Conflict, InvalidInput, UpstreamFailed
+from coalmine.core.errors import Conflict, InvalidInput, NotFound, UpstreamFailed
 from coalmine.core.model import Target, validate_name
 from coalmine.core.ports import LambdaAliases, LambdaVersions
 from coalmine.core.strategy import parse_strategy
@@ -164,7 +164,7 @@ class CatalogService:
     @staticmethod
     def _set_current(w: Work, app: AppRow, fn: FunctionRow, version: str, actor: str) -> None:
         if w.apps.version(fn, version) is None:
-            raise InvalidInput(f"version {version!r} of {fn.name} is not registered")
+            raise NotFound(f"version {version!r} of {fn.name} is not registered")
         active = w.releases.active(app)
         if active is not None:
             raise Conflict(

@@ -29,7 +29,13 @@ from coalmine.controller.analysis_settings import release_analysis
 from coalmine.controller.schemas import LATEST_PUBLISHED, ReleaseCreate, ReleaseSettings
 from coalmine.controller.versions import lambda_function_of, register
 from coalmine.core.bucketing import new_salt
-from coalmine.core.errors import Conflict, InvalidInput, UpstreamFailed, retry_on_conflict
+from coalmine.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    UpstreamFailed,
+    retry_on_conflict,
+)
 from coalmine.core.machine import (
     Command,
     Event,
@@ -145,7 +151,7 @@ class ReleaseService:
                     )
                 for fn_name, ver in changes.items():
                     if w.apps.version(w.apps.function(app, fn_name), ver) is None:
-                        raise InvalidInput(
+                        raise NotFound(
                             f"version {ver!r} of {fn_name} is not registered; register it first"
                         )
                 strategy = parse_strategy(

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidatorFunctionWrapHandler,
@@ -21,10 +22,13 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from coalmine.core.alias import validate_alias_name
 from coalmine.core.model import (
     NAME_PATTERN,
+    TARGET_PATTERN,
     VERSION_PATTERN,
     parse_lambda_function,
     unqualified_lambda_function,
@@ -80,8 +84,12 @@ REDACTED = "<redacted>"
 """what reads show for a hook header's value (it may be a credential)"""
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*", re.IGNORECASE)
+_HTTP_URL_RULE = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+\S*$"
+"""_HTTP_URL as a JSON Schema pattern (no flags there)"""
 # pydantic searches a pattern anywhere in the value: anchor it
 _NAME = f"^{NAME_PATTERN.pattern}$"
+NAME_RULE = _NAME
+"""an app's or function's name, as a JSON Schema pattern"""
 _VERSION = f"^{VERSION_PATTERN.pattern}$"
 
 
@@ -98,6 +106,17 @@ class InputModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     _free_text: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """Publish the storable-text rule: a pattern on every string this model checks."""
+        schema = handler(core_schema)
+        resolved = handler.resolve_ref_schema(schema)
+        for name, prop in resolved.get("properties", {}).items():
+            _publish_text(prop, free=name in cls._free_text)
+        return schema
 
     @model_validator(mode="after")
     def _storable_text(self) -> Self:
@@ -122,6 +141,33 @@ def _check_stored(value: object, where: str, *, free: bool) -> None:
     elif isinstance(value, list | tuple | set | frozenset):
         for i, item in enumerate(value):
             _check_stored(item, f"{where}[{i}]", free=free)
+
+
+STORABLE_TEXT = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+"""`coalmine.core.text`'s rule as a JSON Schema pattern: no control character"""
+FREE_TEXT = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+"""the same, tab and newline allowed"""
+
+
+def _publish_text(schema: dict[str, Any], *, free: bool) -> None:
+    """Add the storable-text pattern to every string (and dict key) ``schema`` accepts."""
+    if "$ref" in schema:
+        return  # a nested InputModel publishes its own
+    for key in ("anyOf", "oneOf", "allOf"):
+        for part in schema.get(key, ()):
+            _publish_text(part, free=free)
+    kind = schema.get("type")
+    rule = FREE_TEXT if free else STORABLE_TEXT
+    if kind == "string" and "enum" not in schema and "const" not in schema:
+        own = schema.get("pattern")
+        # a field's own pattern may allow what cannot be stored (\S allows U+0085): both hold
+        schema["pattern"] = rule if own is None else f"(?={rule}){own}"
+    elif kind == "array" and isinstance(schema.get("items"), dict):
+        _publish_text(schema["items"], free=free)
+    elif kind == "object":
+        schema.setdefault("propertyNames", {"pattern": STORABLE_TEXT})
+        if isinstance(schema.get("additionalProperties"), dict):
+            _publish_text(schema["additionalProperties"], free=free)
 
 
 _In = InputModel
@@ -217,7 +263,10 @@ class ReleaseSettings(_In):
     )
     analysis: dict[str, Any] = Field(default_factory=dict)
     _free_text = frozenset({"analysis"})  # a PromQL query may span lines
-    webhooks: list[str] = Field(
+    webhooks: list[
+        # published for clients; _webhooks refuses with a sentence that says what to fix
+        Annotated[str, Field(json_schema_extra={"pattern": _HTTP_URL_RULE})]
+    ] = Field(
         default_factory=list,
         description="http(s) URLs told of release events (started, step, promoted, rolled back)",
     )
@@ -248,7 +297,9 @@ class ReleaseSettings(_In):
 
 class VersionCreate(_In):
     name: str = Field(pattern=_VERSION)
-    target: str = Field(min_length=1, max_length=2048)
+    target: str = Field(
+        min_length=1, max_length=2048, json_schema_extra={"pattern": TARGET_PATTERN}
+    )
 
 
 class FunctionSpec(_In):
@@ -458,6 +509,15 @@ class ApplyRead(BaseModel):
 
 
 class TokenCreate(_In):
+    # published: an sdk or browser key names its app, no other token does
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"role": {"enum": ["sdk", "browser"]}}, "required": ["role"]},
+            "then": {"required": ["app"], "properties": {"app": {"type": "string"}}},
+            "else": {"properties": {"app": {"type": "null"}}},
+        },
+    )
     name: str = Field(min_length=1, max_length=120)
     role: Role
     app: str | None = Field(

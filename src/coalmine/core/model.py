@@ -23,6 +23,7 @@ __all__ = [
     "MAX_EXPOSURE",
     "NAME_PATTERN",
     "ROLLED_BACK_PHASES",
+    "TARGET_PATTERN",
     "App",
     "Channel",
     "Decision",
@@ -53,6 +54,11 @@ _LAMBDA_ARN = re.compile(
     r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}:[A-Za-z0-9_$-]{1,128}"
 )
 _LAMBDA_SHORT = re.compile(r"lambda:[A-Za-z0-9_-]{1,64}:[A-Za-z0-9_$-]{1,128}")
+TARGET_PATTERN = (
+    rf"^(?:https?://[^\s/]\S*|{_LAMBDA_ARN.pattern}|{_LAMBDA_SHORT.pattern}"
+    rf"|(?!lambda:|arn:){_LOCAL_TARGET.pattern})$"
+)
+"""what `Target.parse` accepts, as one JSON Schema pattern (published in the API schema)"""
 """``lambda:NAME:QUALIFIER``: region and account from the AWS configuration chain"""
 _LAMBDA_FUNCTION = re.compile(
     r"(?P<function>(?:arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:)?[A-Za-z0-9_-]{1,64})"

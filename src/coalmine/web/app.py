@@ -30,6 +30,8 @@ from coalmine.web.discovery import DiscoverySettings
 from coalmine.web.errors import install_error_handlers
 from coalmine.web.limits import BodyLimit
 from coalmine.web.limits import max_body_bytes as body_limit
+from coalmine.web.openapi import complete
+from coalmine.web.query import known_query
 from coalmine.web.routes import ROUTERS
 from coalmine.web.routes.apply import openapi_schemas
 
@@ -116,6 +118,7 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(known_query)],
         # FastAPI serves its docs to anyone: unless they are public, _add_docs serves them
         openapi_url=_OPENAPI if public_docs else None,
         docs_url="/docs" if public_docs else None,
@@ -156,14 +159,18 @@ def _add_docs(app: FastAPI) -> None:
 
 
 def _add_schemas(app: FastAPI) -> None:
-    """Add the schemas of bodies FastAPI does not parse itself (the apply document)."""
+    """Add the schemas of bodies FastAPI does not parse itself (the apply document), then
+    what the handlers answer besides (`coalmine.web.openapi`)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
         schema = build()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, part in openapi_schemas().items():
             components.setdefault(name, part)
-        return schema
+        app.openapi_schema = complete(schema)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

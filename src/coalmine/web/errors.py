@@ -1,7 +1,10 @@
 """One mapping of errors to HTTP: domain errors, validation errors, a missing extra, anything else.
 
 A feature whose optional dependency is not installed on the server (the
-``aws`` extra for versions read from AWS) is a 501 naming the extra. Every
+``aws`` extra for versions read from AWS) is a 501 naming the extra. A store
+that cannot be reached (PostgreSQL down or restarting, SQLite busy past its
+timeout) is a 503 with ``Retry-After``: clients and load balancers retry, and
+the SDKs keep their last snapshot meanwhile. Every
 error body is ``{"detail": "<what went wrong and what to fix>"}``;
 validation errors (422) add ``errors``, one entry per bad field.
 """
@@ -15,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from coalmine._extras import MissingExtraError
 from coalmine.core.errors import CoalmineError, Conflict, InvalidInput, NotFound, UpstreamFailed
@@ -76,6 +80,23 @@ async def _missing_extra(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"not available on this server: {exc}"}, status_code=501)
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # one line, not a traceback per request: an outage makes many of these at once
+    log.warning(
+        "%s %s: the store is unavailable: %s", request.method, request.url.path, _first_line(exc)
+    )
+    return JSONResponse(
+        {"detail": "the store is unavailable (database down or busy); retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
@@ -87,4 +108,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CoalmineError, _coalmine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(MissingExtraError, _missing_extra)
+    app.add_exception_handler(OperationalError, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected)

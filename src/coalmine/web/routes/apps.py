@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import Field
 
 from coalmine.controller.schemas import (
+    NAME_RULE,
     AppRead,
     InputModel,
     ReleaseSettings,
@@ -24,14 +25,19 @@ router = APIRouter(prefix="/v1/apps", tags=["apps"])
 
 
 class AppCreate(InputModel):
-    name: str = Field(max_length=63, description="lowercase letters, digits, '-' or '_'")
+    # the pattern is published; the catalog checks it (400 with a sentence that says how)
+    name: str = Field(
+        max_length=63,
+        description="lowercase letters, digits, '-' or '_'",
+        json_schema_extra={"pattern": NAME_RULE},
+    )
     release: ReleaseSettings | None = Field(
         default=None, description="release defaults (strategy, route mode, hooks, analysis)"
     )
 
 
 class FunctionCreate(InputModel):
-    name: str = Field(max_length=63)
+    name: str = Field(max_length=63, json_schema_extra={"pattern": NAME_RULE})
 
 
 class CurrentSet(InputModel):

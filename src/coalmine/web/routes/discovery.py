@@ -43,6 +43,7 @@ from coalmine.web.discovery import (
     discover,
     same_answer,
 )
+from coalmine.web.openapi import sse_event
 from coalmine.web.routes.routing import etag_matches
 from coalmine.web.sse import KEEPALIVE, RETRY_MS, REVOKED_EVENT, SnapshotStream, format_event
 
@@ -182,7 +183,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`event: discovery` / `data: <answer json>`: the answer at once, then"
         " again whenever it changes; `: keepalive` comments",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": sse_event("discovery", "an answer")}},
     }
 }
 

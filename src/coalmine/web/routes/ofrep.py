@@ -71,13 +71,32 @@ _REQUEST_BODY: dict[str, Any] = {
         }
     }
 }
+_OFREP_ERROR: dict[str, Any] = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["errorDetails"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "errorCode": {"type": "string"},
+                    "errorDetails": {"type": "string"},
+                },
+            }
+        }
+    }
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "description": "`{key?, errorCode, errorDetails}`: PARSE_ERROR, INVALID_CONTEXT,"
-        " TARGETING_KEY_MISSING"
+        " TARGETING_KEY_MISSING",
+        **_OFREP_ERROR,
     },
-    401: {"description": '`{"errorDetails"}`: no key, or an unknown or revoked one'},
-    403: {"description": '`{"errorDetails"}`: not a browser or sdk key'},
+    401: {
+        "description": '`{"errorDetails"}`: no key, or an unknown or revoked one',
+        **_OFREP_ERROR,
+    },
+    403: {"description": '`{"errorDetails"}`: not a browser or sdk key', **_OFREP_ERROR},
 }
 
 
@@ -160,7 +179,10 @@ ApiKey = Annotated[str | None, Depends(_api_key)]
     openapi_extra=_REQUEST_BODY,
     responses={
         200: {"description": '`{"key", "value", "reason", "variant", "metadata"}`'},
-        404: {"description": '`{"key", "errorCode": "FLAG_NOT_FOUND", "errorDetails"}`'},
+        404: {
+            "description": '`{"key", "errorCode": "FLAG_NOT_FOUND", "errorDetails"}`',
+            **_OFREP_ERROR,
+        },
         **_ERRORS,
     },
 )

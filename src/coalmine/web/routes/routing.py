@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from coalmine.web.auth import RoutingReader, _bearer
 from coalmine.web.deps import FeedDep, PlaneDep, TokensDep
+from coalmine.web.openapi import sse_event
 from coalmine.web.sse import SnapshotStream
 
 __all__ = ["etag_matches", "router"]
@@ -27,7 +28,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`event: snapshot` / `id: <revision>` / `data: <snapshot json>` events"
         " (the current one at once, then one per change) and `: keepalive` comments",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": sse_event("snapshot", "a routing snapshot")}},
     }
 }
 _NO_CACHE = {"Cache-Control": "no-cache"}

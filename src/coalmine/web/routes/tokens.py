@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
 
 from coalmine.controller.schemas import TokenCreate, TokenCreated, TokenRead
 from coalmine.controller.tokens import Principal
@@ -15,6 +15,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 
+TOKEN_ID_MAX = 2**31 - 1
+"""token ids are a 32-bit column on PostgreSQL: a larger id names no token (and made a 500)"""
 Admin = Annotated[Principal, Depends(Require("admin", "manage tokens"))]
 
 
@@ -34,6 +36,8 @@ def list_tokens(_: Admin, tokens: TokensDep) -> list[TokenRead]:
     summary="Revoke a token at once",
     responses={409: {"description": "the last admin token cannot be revoked"}},
 )
-def revoke_token(token_id: int, _: Admin, tokens: TokensDep) -> Response:
+def revoke_token(
+    token_id: Annotated[int, Path(ge=1, le=TOKEN_ID_MAX)], _: Admin, tokens: TokensDep
+) -> Response:
     tokens.revoke(token_id)
     return Response(status_code=204)
