@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg_cluster import PgCluster, private_cluster
 from tests.services import fresh_pg_database
 
 
@@ -30,6 +31,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     else:
         with fresh_pg_database() as url:
             yield url
+
+
+@pytest.fixture(scope="module")
+def _private_pg() -> Iterator[PgCluster]:
+    with private_cluster() as pg:
+        yield pg
+
+
+@pytest.fixture
+def private_pg(_private_pg: PgCluster) -> PgCluster:
+    """A PostgreSQL cluster of the module's own (never the shared server), which a test may
+    stop, crash and start again; running at the start of each test (`tests.pg_cluster`)."""
+    if not _private_pg.running:  # an earlier test failed while it was down
+        _private_pg.start()
+    return _private_pg
 
 
 @pytest.hookimpl(trylast=True)  # after the module's fixtures are torn down

@@ -6,14 +6,16 @@ never on fixed sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,13 @@ TOKEN = "cm_e2e_admin_token_0123456789abcdef"
 class Server:
     """`coalmine serve` in a subprocess on a free port."""
 
-    def __init__(self, database_url: str, *, interval: float = 0.1) -> None:
+    def __init__(
+        self, database_url: str, *, interval: float = 0.1, args: Sequence[str] = ()
+    ) -> None:
         self.database_url = database_url
         self.interval = interval
+        self.args = tuple(args)
+        """more options of `coalmine serve` (e.g. ``--no-controller``)"""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
@@ -39,6 +45,11 @@ class Server:
         self.log: list[str] = []
 
     def start(self, timeout: float = 30.0) -> Server:
+        """Start the process and wait until it listens."""
+        return self.spawn().ready(timeout)
+
+    def spawn(self) -> Server:
+        """Start the process without waiting (`ready` waits): replicas start side by side."""
         env = child_env(COALMINE_BOOTSTRAP_TOKEN=TOKEN)
         self.proc = subprocess.Popen(
             [
@@ -52,6 +63,7 @@ class Server:
                 self.database_url,
                 "--interval",
                 str(self.interval),
+                *self.args,
             ],
             cwd=ROOT,
             env=env,
@@ -61,6 +73,10 @@ class Server:
         )
         self._drainer = threading.Thread(target=self._drain, daemon=True)
         self._drainer.start()
+        return self
+
+    def ready(self, timeout: float = 30.0) -> Server:
+        """Wait until the spawned process listens."""
         # uvicorn logs "Application startup complete" before it binds the socket;
         # this line comes once it listens (a client connecting in between was refused)
         self.wait_for_line("Uvicorn running on", timeout)
@@ -152,6 +168,7 @@ class Watcher:
         self._connected = threading.Event()
         self.ended: str | None = None
         """why the stream ended, once it has (its status, or the error)"""
+        self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         if not self._connected.wait(timeout=30):
@@ -160,6 +177,7 @@ class Watcher:
     def _run(self) -> None:
         try:
             with self._client.stream("GET", self._path, timeout=httpx.Timeout(30, read=None)) as r:
+                self._socket = r.extensions["network_stream"].get_extra_info("socket")
                 if r.status_code != 200:
                     self.ended = f"answered {r.status_code}: {r.read()[:500]!r}"
                     return
@@ -209,8 +227,14 @@ class Watcher:
                 self._cond.wait(timeout=left)
 
     def close(self) -> None:
-        # The reader thread is a daemon blocked on the stream; it ends with the
-        # connection, so there is nothing to wait for here.
+        # The reader thread is blocked reading the stream: closing the client alone would
+        # not end that read (nor the connection, which the server then waits for when it
+        # stops); shutting the socket down does.
+        sock = self._socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=10)
         self._client.close()
 
     def __enter__(self) -> Watcher:

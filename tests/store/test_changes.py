@@ -5,8 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import text
@@ -14,6 +15,10 @@ from sqlalchemy import text
 from coalmine.store.changes import CHANNEL, ChangeFeed
 from coalmine.store.db import Store, open_store
 from coalmine.store.models import AppRow
+from tests.pg_cluster import PgCluster
+
+OUTAGE = 7.0
+"""seconds PostgreSQL is down in the outage test: past several reconnection attempts"""
 
 
 class Boom(Exception):
@@ -25,6 +30,14 @@ def store(database_url: str) -> Iterator[Store]:
     s = open_store(database_url)
     yield s
     s.dispose()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.01)
 
 
 def touch(store: Store, feed: ChangeFeed, app: str) -> None:
@@ -208,6 +221,42 @@ def test_a_listener_that_reconnects_catches_up_on_missed_changes(pg_url: str) ->
             conn.commit()
         assert killed == 1
         assert arrived.wait(timeout=5.0), "the change made during the outage never arrived"
+    finally:
+        reader.stop()
+        writer_store.dispose()
+        reader_store.dispose()
+
+
+@pytest.mark.slow
+def test_a_listener_is_back_within_a_second_of_postgresql_after_a_long_outage(
+    private_pg: PgCluster,
+) -> None:
+    """However long PostgreSQL was down, a replica hears changes again within about a second
+    of its return (rule 4: a rollback reaches every replica within a second), not after a
+    reconnection backoff grown to many seconds."""
+    url = private_pg.create_database("feed_outage")
+    writer_store = open_store(url)
+    reader_store = open_store(url)
+    writer = ChangeFeed(writer_store)
+    reader = ChangeFeed(reader_store)
+    try:
+        touch(writer_store, writer, "shop")
+        heard = threading.Event()
+        reader.subscribe(lambda app: heard.set() if app == "shop" else None)
+        reader.start()
+        assert reader.listening
+        private_pg.stop("fast")
+        wait_until(lambda: not reader.listening, "the listener noticed the outage")
+        time.sleep(OUTAGE)  # deliberate: the listener retries all along
+        heard.clear()
+        private_pg.start()
+        back = time.monotonic()
+        with writer_store.transaction() as s:  # a change made as soon as PostgreSQL is back
+            s.execute(text("UPDATE apps SET revision = revision + 1 WHERE name = 'shop'"))
+            writer.mark(s, "shop")
+        assert heard.wait(timeout=15), "the change made after the outage never arrived"
+        lag = time.monotonic() - back
+        assert lag < 2.5, f"the listener heard {lag:.1f}s after PostgreSQL came back"
     finally:
         reader.stop()
         writer_store.dispose()

@@ -24,6 +24,10 @@ __all__ = ["CHANNEL", "ChangeFeed"]
 
 CHANNEL = "coalmine_changes"
 _PENDING = "coalmine_changed_apps"
+_BACKOFF_MAX = 1.0
+"""the longest wait between LISTEN reconnection attempts: however long PostgreSQL was
+down, a replica hears changes again within about a second of its return (rule 4); one
+connection attempt a second per replica is cheap"""
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[str], None]
@@ -146,7 +150,7 @@ class ChangeFeed:
                 self._listening.clear()
                 log.warning("change feed: LISTEN connection lost (%s); reconnecting", exc)
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
 
     @property
     def listening(self) -> bool:
