@@ -98,12 +98,12 @@ async def test_calls_are_counted_per_version_and_channel_and_exposed() -> None:
         labels = {"app": APP, "function": "greet", "channel": "stable", "version": "v1"}
         assert one(got, "coalmine_requests_total", **labels) == 2
         assert one(got, "coalmine_errors_total", **labels) == 0
-        assert one(got, "coalmine_latency_ms_count", **labels) == 2
+        assert one(got, "coalmine_request_duration_seconds_count", **labels) == 2
         boom = {"app": APP, "function": "boom", "version": "v1", "channel": "stable"}
         assert one(got, "coalmine_errors_total", **boom) == 1
         canary_greet = {"function": "greet", "version": "v2", "channel": "canary"}
         assert one(got, "coalmine_requests_total", **canary_greet) == 1
-        assert one(got, "coalmine_latency_ms_bucket", **canary_greet, le="+Inf") == 1
+        assert one(got, "coalmine_request_duration_seconds_bucket", **canary_greet, le="+Inf") == 1
 
         r = await get("/metrics/anything")
         assert r.status_code == 404

@@ -6,16 +6,22 @@ import subprocess
 import sys
 
 import prometheus_client
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import LatencyHistogram
 from coalmine.metrics import Flusher, Recorder
 from coalmine.metrics.exposition import (
     DEFAULT_BUCKETS_MS,
+    DEFAULT_BUCKETS_SECONDS,
+    DEPRECATED_ENV,
+    DEPRECATED_NAMES,
     FunctionCollector,
     RecorderCollector,
     cumulative_buckets,
+    deprecated_names,
     registry,
     render,
 )
@@ -36,7 +42,8 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
     return found[0]
 
 
-def test_counts_per_version_and_channel_with_their_labels() -> None:
+def test_counts_per_version_and_channel_with_their_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DEPRECATED_ENV, raising=False)
     r = Recorder()
     for i in range(90):
         r.record("shop", "api", "v1", "stable", 20.0, error=i < 3)
@@ -50,15 +57,17 @@ def test_counts_per_version_and_channel_with_their_labels() -> None:
     assert value(got["coalmine_requests"], "coalmine_requests_total", **canary) == 10
     assert value(got["coalmine_errors"], "coalmine_errors_total", **stable) == 3
     assert value(got["coalmine_errors"], "coalmine_errors_total", **canary) == 4
-    latency = got["coalmine_latency_ms"]
-    assert value(latency, "coalmine_latency_ms_count", **canary) == 10
-    assert value(latency, "coalmine_latency_ms_sum", **canary) == 7000
-    # 20 ms is below le=25, 700 ms below le=1000: the canary is the slow one
-    assert value(latency, "coalmine_latency_ms_bucket", **stable, le="10.0") == 0
-    assert value(latency, "coalmine_latency_ms_bucket", **stable, le="25.0") == 90
-    assert value(latency, "coalmine_latency_ms_bucket", **canary, le="500.0") == 0
-    assert value(latency, "coalmine_latency_ms_bucket", **canary, le="1000.0") == 10
-    assert value(latency, "coalmine_latency_ms_bucket", **canary, le="+Inf") == 10
+    duration = got["coalmine_request_duration_seconds"]
+    name = "coalmine_request_duration_seconds"
+    assert value(duration, f"{name}_count", **canary) == 10
+    assert value(duration, f"{name}_sum", **canary) == 7.0  # seconds
+    # 20 ms is below le=0.025, 700 ms below le=1: the canary is the slow one
+    assert value(duration, f"{name}_bucket", **stable, le="0.01") == 0
+    assert value(duration, f"{name}_bucket", **stable, le="0.025") == 90
+    assert value(duration, f"{name}_bucket", **canary, le="0.5") == 0
+    assert value(duration, f"{name}_bucket", **canary, le="1.0") == 10
+    assert value(duration, f"{name}_bucket", **canary, le="+Inf") == 10
+    assert "coalmine_latency_ms" not in got  # deprecated: only when asked for
     assert (
         value(got["coalmine_metrics_dropped_windows"], "coalmine_metrics_dropped_windows_total")
         == 0
@@ -67,18 +76,55 @@ def test_counts_per_version_and_channel_with_their_labels() -> None:
 
 def test_buckets_are_cumulative_and_end_with_every_value() -> None:
     h = LatencyHistogram()
-    for v in (0.0, 0.5, 3.0, 3.0, 40.0, 99.0, 101.0, 100_000.0):
+    for v in (0.0, 0.5, 3.0, 3.0, 40.0, 99.0, 101.0, 100_000.0):  # milliseconds
         h.add(v)
     buckets = cumulative_buckets(h)
-    assert [le for le, _ in buckets] == [repr(float(b)) for b in DEFAULT_BUCKETS_MS] + ["+Inf"]
+    assert [le for le, _ in buckets] == [repr(b) for b in DEFAULT_BUCKETS_SECONDS] + ["+Inf"]
     counts = dict(buckets)
-    assert counts["1.0"] == 2  # the zero bucket and 0.5 ms
-    assert counts["5.0"] == 4
-    assert counts["100.0"] == 6
-    assert counts["250.0"] == 7
-    assert counts["60000.0"] == 7
+    assert counts["0.001"] == 2  # the zero bucket and 0.5 ms
+    assert counts["0.005"] == 4
+    assert counts["0.1"] == 6
+    assert counts["0.25"] == 7
+    assert counts["60.0"] == 7
     assert counts["+Inf"] == 8
     assert [c for _, c in buckets] == sorted(c for _, c in buckets)
+    # the deprecated millisecond histogram counts the same values under its own bounds
+    in_ms = cumulative_buckets(h, DEFAULT_BUCKETS_MS, unit=1.0)
+    assert [le for le, _ in in_ms][:3] == ["1.0", "2.5", "5.0"]
+    assert [c for _, c in in_ms] == [c for _, c in buckets]
+
+
+def test_the_deprecated_names_are_served_beside_the_new_ones_when_asked() -> None:
+    r = Recorder()
+    for latency in (20.0, 700.0):
+        r.record("shop", "api", "v2", "canary", latency)
+    got = scrape(RecorderCollector(r, deprecated=True))
+    canary = {"app": "shop", "function": "api", "version": "v2", "channel": "canary"}
+    old, new = got["coalmine_latency_ms"], got["coalmine_request_duration_seconds"]
+    assert value(old, "coalmine_latency_ms_sum", **canary) == 720.0
+    assert value(new, "coalmine_request_duration_seconds_sum", **canary) == 0.72
+    for ms, seconds in zip(DEFAULT_BUCKETS_MS, DEFAULT_BUCKETS_SECONDS, strict=True):
+        assert value(old, "coalmine_latency_ms_bucket", **canary, le=repr(ms)) == value(
+            new, "coalmine_request_duration_seconds_bucket", **canary, le=repr(seconds)
+        )
+    assert value(old, "coalmine_latency_ms_bucket", **canary, le="25.0") == 1
+    assert DEPRECATED_NAMES["coalmine_latency_ms"] == "coalmine_request_duration_seconds"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, False), ("", False), ("0", False), ("off", False), ("1", True), (" TRUE ", True)],
+)
+def test_deprecated_names_are_asked_for_in_the_environment(
+    raw: str | None, expected: bool
+) -> None:
+    env = {} if raw is None else {DEPRECATED_ENV: raw}
+    assert deprecated_names(env) is expected
+
+
+def test_a_bad_deprecated_names_setting_says_what_to_give() -> None:
+    with pytest.raises(InvalidInput, match="invalid COALMINE_METRICS_DEPRECATED_NAMES 'maybe'"):
+        deprecated_names({DEPRECATED_ENV: "maybe"})
 
 
 def test_a_function_collector_and_flusher_health() -> None:
@@ -88,15 +134,16 @@ def test_a_function_collector_and_flusher_health() -> None:
         got = scrape(
             RecorderCollector(r, flusher=flusher),
             FunctionCollector(
-                "coalmine_release_exposure",
+                "coalmine_release_exposure_ratio",
                 "exposure",
                 ("app", "release"),
-                lambda: [(("shop", "shop-1"), 1000.0)],
+                lambda: [(("shop", "shop-1"), 0.1)],
             ),
         )
     finally:
         flusher.close()
-    assert value(got["coalmine_release_exposure"], "coalmine_release_exposure", app="shop") == 1000
+    exposure = got["coalmine_release_exposure_ratio"]
+    assert value(exposure, "coalmine_release_exposure_ratio", app="shop") == 0.1
     assert (
         value(got["coalmine_metrics_flush_failures"], "coalmine_metrics_flush_failures_total") == 0
     )

@@ -19,7 +19,10 @@ from coalmine.core.errors import InvalidInput
 from coalmine.core.histogram import LatencyHistogram, VersionMetrics
 from coalmine.core.machine import Tick
 from coalmine.core.model import Channel
+from coalmine.core.tracker import Action
+from coalmine.core.verdict import Outcome
 from coalmine.metrics import MetricWindow, batch, window_start
+from coalmine.metrics.exposition import DEPRECATED_ENV, DEPRECATED_NAMES
 from tests.web.conftest import Web, bearer
 
 T0 = window_start(time.time() - 3600)  # near the control plane's clock, as windows must be
@@ -194,8 +197,10 @@ def web_doc_bank() -> str:
     return "app: bank\nfunctions:\n  pay:\n    versions:\n      v1: bank.pay:handler\n"
 
 
-def test_the_control_plane_exposes_what_it_ingested_and_release_exposure(sqlite_web: Web) -> None:
-    web = sqlite_web
+def test_the_control_plane_exposes_what_it_ingested_releases_and_verdicts(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(DEPRECATED_ENV, raising=False)
     web.apply()
     r = web.client.post(
         "/v1/apps/shop/releases", json={"candidate": {"api": "v2"}}, headers=web.as_("deployer")
@@ -206,11 +211,25 @@ def test_the_control_plane_exposes_what_it_ingested_and_release_exposure(sqlite_
     post(web, body(window(latencies=(100.0,) * 4, errors=1)), key)
     post(web, body(window(T0 + 10, latencies=(300.0,))), key)
     post(web, body(window(version="v1", channel="stable", latencies=(50.0,) * 9)), key)
+    for outcome in (Outcome.PASS, Outcome.PASS, Outcome.INCONCLUSIVE):
+        web.service.runs.record(
+            release_id,
+            window_start=T0,
+            window_end=T0 + 60,
+            outcome=outcome,
+            action=Action.CONTINUE,
+            results={},
+            message=f"canary {outcome}",
+        )
+    scraper = bearer(web.tokens.create("p", "scraper").token)
 
-    r = web.client.get("/metrics", headers=bearer(web.tokens.create("p", "scraper").token))
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/plain")
-    samples = [s for family in text_string_to_metric_families(r.text) for s in family.samples]
+    def scrape() -> list[Any]:
+        r = web.client.get("/metrics", headers=scraper)
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
+        return [s for family in text_string_to_metric_families(r.text) for s in family.samples]
+
+    samples = scrape()
 
     def one(name: str, **labels: str) -> float:
         found = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
@@ -223,10 +242,37 @@ def test_the_control_plane_exposes_what_it_ingested_and_release_exposure(sqlite_
     assert one("coalmine_errors_total", **canary) == 1
     assert one("coalmine_requests_total", **stable) == 9
     assert one("coalmine_errors_total", **stable) == 0
+    assert one("coalmine_request_duration_seconds_count", **canary) == 5
+    assert one("coalmine_request_duration_seconds_sum", **canary) == 0.7
+    assert one("coalmine_request_duration_seconds_bucket", **canary, le="0.25") == 4
+    assert one("coalmine_request_duration_seconds_bucket", **canary, le="0.5") == 5
+    assert one("coalmine_release_exposure_ratio", app="shop", release=release_id) == 0.1
+    # the latest run's verdict, one series per verdict; the runs the store holds
+    release = {"app": "shop", "release": release_id}
+    assert one("coalmine_release_verdict", **release, verdict="inconclusive") == 1
+    assert one("coalmine_release_verdict", **release, verdict="pass") == 0
+    assert one("coalmine_release_verdict", **release, verdict="fail") == 0
+    assert one("coalmine_analysis_runs_total", app="shop", verdict="pass") == 2
+    assert one("coalmine_analysis_runs_total", app="shop", verdict="inconclusive") == 1
+    old = {name + end for name in DEPRECATED_NAMES for end in ("", "_bucket", "_sum", "_count")}
+    assert not [s for s in samples if s.name in old]
+
+    # the names deprecated by the rename, when asked for: the same counts in the old units
+    monkeypatch.setenv(DEPRECATED_ENV, "1")
+    samples = scrape()
     assert one("coalmine_latency_ms_count", **canary) == 5
+    assert one("coalmine_latency_ms_sum", **canary) == 700
     assert one("coalmine_latency_ms_bucket", **canary, le="250.0") == 4
-    assert one("coalmine_latency_ms_bucket", **canary, le="500.0") == 5
     assert one("coalmine_release_exposure", app="shop", release=release_id) == 1000
+    assert one("coalmine_request_duration_seconds_count", **canary) == 5
+
+    # a release that ends leaves the verdict gauge; the runs stay counted
+    assert web.service.releases.rollback(release_id, "test", "enough")
+    web.service.releases.advance(release_id, Tick(time.time()))  # rolling back: done
+    assert web.service.releases.active("shop") is None
+    samples = scrape()
+    assert not [s for s in samples if s.name == "coalmine_release_verdict"]
+    assert one("coalmine_analysis_runs_total", app="shop", verdict="pass") == 2
 
 
 def test_concurrent_batches_into_the_same_windows_add_up(web: Web) -> None:

@@ -172,7 +172,10 @@ def command(
     from coalmine.gateway.config import GatewayConfig
     from coalmine.gateway.identity import IdentityConfig
     from coalmine.gateway.server import uvicorn_options
+    from coalmine.metrics.exposition import deprecated_names
     from coalmine.sdk.keys import keyring_from_env
+
+    deprecated_names()  # a bad COALMINE_METRICS_DEPRECATED_NAMES fails here, not at a scrape
 
     if log_level.lower() not in _LEVELS:
         raise typer.BadParameter("use debug, info, warning or error", param_hint="--log-level")

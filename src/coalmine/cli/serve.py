@@ -130,6 +130,9 @@ def command(
         raise typer.BadParameter("use debug, info, warning or error", param_hint="--log-level")
     from coalmine.core.errors import InvalidInput
     from coalmine.integrations.outbound import OutboundPolicy, set_policy
+    from coalmine.metrics.exposition import deprecated_names
+
+    deprecated_names()  # a bad COALMINE_METRICS_DEPRECATED_NAMES fails here, not at a scrape
 
     try:
         set_policy(OutboundPolicy.parse(outbound_allow))

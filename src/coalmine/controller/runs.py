@@ -91,6 +91,11 @@ class AnalysisRunService:
         with self.uow() as w:
             return {r.release_id: w.runs.record(r) for r in w.runs.last_of(release_ids)}
 
+    def counts(self) -> list[tuple[str, Outcome, int]]:
+        """How many runs the store holds per app and outcome (the Prometheus counter)."""
+        with self.uow() as w:
+            return [(app, Outcome(outcome), n) for app, outcome, n in w.runs.counts()]
+
     def last(self, release_id: str) -> AnalysisRunRecord | None:
         with self.uow() as w:
             run = w.runs.last(release_id)

@@ -7,18 +7,26 @@ exposes, with the labels ``app``, ``function``, ``version`` and ``channel``:
 
 * ``coalmine_requests_total`` — calls counted (a counter);
 * ``coalmine_errors_total`` — failed calls (exceptions, 5xx, handler-declared);
-* ``coalmine_latency_ms`` — a Prometheus histogram (``_bucket{le=...}``,
-  ``_sum``, ``_count``) with the fixed bounds ``DEFAULT_BUCKETS_MS``,
-  derived from the log-bucketed `LatencyHistogram`: each log bucket counts
-  towards the first bound at or above its representative value, so a value
-  within 1% of a bound may be counted in the next bucket up. Fixed bounds,
-  not quantile gauges, because Prometheus can add histograms of several
-  gateways and take ``histogram_quantile`` over any ``rate`` window, while
-  quantiles of different processes cannot be combined;
+* ``coalmine_request_duration_seconds`` — a Prometheus histogram
+  (``_bucket{le=...}``, ``_sum``, ``_count``) in seconds, Prometheus' base
+  unit, with the fixed bounds ``DEFAULT_BUCKETS_SECONDS``, derived from the
+  log-bucketed `LatencyHistogram` (which counts milliseconds): each log
+  bucket counts towards the first bound at or above its representative
+  value, so a value within 1% of a bound may be counted in the next bucket
+  up. Fixed bounds, not quantile gauges, because Prometheus can add
+  histograms of several gateways and take ``histogram_quantile`` over any
+  ``rate`` window, while quantiles of different processes cannot be combined;
 
 and the recorder's (and flusher's) health: ``coalmine_metrics_dropped_windows_total``,
 ``coalmine_metrics_evicted_series_total``, ``coalmine_metrics_flush_failures_total``,
 ``coalmine_metrics_rejected_windows_total``.
+
+Names follow Prometheus' conventions, so ``promtool check metrics`` passes on
+every exposition. The names they replaced (`DEPRECATED_NAMES`: the
+millisecond histogram ``coalmine_latency_ms``, the basis-point gauge
+``coalmine_release_exposure``) are served beside the new ones only when
+``COALMINE_METRICS_DEPRECATED_NAMES=1`` (`deprecated_names`), for one release
+after the rename; docs/metrics.md says what to change.
 
 Needs prometheus-client (the ``server`` or ``gateway`` extra); the rest of
 `coalmine.metrics` does not, so the SDK's base install never imports it.
@@ -31,7 +39,8 @@ from coalmine._extras import require
 require("prometheus_client", "server")
 
 import bisect  # noqa: E402
-from collections.abc import Callable, Iterable, Iterator, Sequence  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence  # noqa: E402
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.core import (  # noqa: E402
@@ -42,49 +51,90 @@ from prometheus_client.core import (  # noqa: E402
 from prometheus_client.exposition import choose_encoder  # noqa: E402
 from prometheus_client.metrics_core import Metric  # noqa: E402
 
+from coalmine.core.errors import InvalidInput  # noqa: E402
 from coalmine.core.histogram import LatencyHistogram  # noqa: E402
 from coalmine.metrics.flush import Flusher  # noqa: E402
 from coalmine.metrics.recorder import Recorder  # noqa: E402
 
 __all__ = [
     "DEFAULT_BUCKETS_MS",
+    "DEFAULT_BUCKETS_SECONDS",
+    "DEPRECATED_ENV",
+    "DEPRECATED_NAMES",
     "LABELS",
     "FunctionCollector",
     "RecorderCollector",
     "cumulative_buckets",
+    "deprecated_names",
     "registry",
     "render",
 ]
 
-DEFAULT_BUCKETS_MS: tuple[float, ...] = (
-    1,
+DEFAULT_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
     2.5,
-    5,
-    10,
-    25,
-    50,
-    100,
-    250,
-    500,
-    1000,
-    2500,
-    5000,
-    10000,
-    30000,
-    60000,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
-"""Upper bounds (milliseconds) of ``coalmine_latency_ms`` buckets; ``+Inf`` is added."""
+"""Upper bounds (seconds) of ``coalmine_request_duration_seconds`` buckets; ``+Inf`` is added."""
+DEFAULT_BUCKETS_MS: tuple[float, ...] = tuple(b * 1000 for b in DEFAULT_BUCKETS_SECONDS)
+"""The same bounds in milliseconds: those of the deprecated ``coalmine_latency_ms``."""
 LABELS = ("app", "function", "version", "channel")
+
+DEPRECATED_ENV = "COALMINE_METRICS_DEPRECATED_NAMES"
+DEPRECATED_NAMES: Mapping[str, str] = {
+    "coalmine_latency_ms": "coalmine_request_duration_seconds",
+    "coalmine_release_exposure": "coalmine_release_exposure_ratio",
+}
+"""Each name served before the rename to Prometheus' conventions, and the name replacing it."""
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_MS = 1000.0
+"""milliseconds (the unit of `LatencyHistogram`) per second"""
 
 Sample = tuple[Sequence[str], float]
 """label values and a value"""
 
 
+def deprecated_names(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether to serve the `DEPRECATED_NAMES` too: ``COALMINE_METRICS_DEPRECATED_NAMES``.
+
+    ``1`` (true, yes, on) serves them beside the new names; ``0`` (false, no,
+    off), empty or unset does not; anything else raises `InvalidInput`.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(DEPRECATED_ENV, "").strip().lower()
+    if not raw or raw in _FALSE:
+        return False
+    if raw in _TRUE:
+        return True
+    raise InvalidInput(
+        f"invalid {DEPRECATED_ENV} {raw!r}: use 1 (also serve the metric names deprecated"
+        " by the rename to Prometheus' conventions) or 0 (only the new names)"
+    )
+
+
 def cumulative_buckets(
-    histogram: LatencyHistogram, bounds: Sequence[float] = DEFAULT_BUCKETS_MS
+    histogram: LatencyHistogram,
+    bounds: Sequence[float] = DEFAULT_BUCKETS_SECONDS,
+    *,
+    unit: float = _MS,
 ) -> list[tuple[str, float]]:
     """``(le, cumulative count)`` pairs for a Prometheus histogram, ``+Inf`` last.
 
+    ``bounds`` are in seconds, or in the histogram's own milliseconds with
+    ``unit=1``: a value counts in the first bound at or above ``value / unit``.
     A log bucket counts towards the first bound at or above its representative
     (within ``alpha`` of each of its values); the zero bucket towards the first.
     """
@@ -92,7 +142,7 @@ def cumulative_buckets(
     if histogram.zero_count:
         counts[0] += histogram.zero_count
     for index, count in histogram.bins():
-        counts[bisect.bisect_left(bounds, histogram.representative(index))] += count
+        counts[bisect.bisect_left(bounds, histogram.representative(index) / unit)] += count
     out: list[tuple[str, float]] = []
     running = 0
     for bound, count in zip(bounds, counts, strict=False):
@@ -107,21 +157,28 @@ def _le(bound: float) -> str:
 
 
 class RecorderCollector:
-    """A prometheus_client collector of a recorder's totals (and a flusher's health)."""
+    """A prometheus_client collector of a recorder's totals (and a flusher's health).
+
+    ``buckets`` are the histogram's upper bounds in seconds. ``deprecated``
+    also serves ``coalmine_latency_ms`` (default: `deprecated_names`, read
+    when the collector is made).
+    """
 
     def __init__(
         self,
         recorder: Recorder,
         *,
         flusher: Flusher | None = None,
-        buckets: Sequence[float] = DEFAULT_BUCKETS_MS,
+        buckets: Sequence[float] = DEFAULT_BUCKETS_SECONDS,
+        deprecated: bool | None = None,
     ) -> None:
         bounds = tuple(float(b) for b in buckets)
         if not bounds or list(bounds) != sorted(set(bounds)) or bounds[0] <= 0:
-            raise ValueError("buckets must be increasing positive milliseconds")
+            raise ValueError("buckets must be increasing positive seconds")
         self.recorder = recorder
         self.flusher = flusher
         self.buckets = bounds
+        self.deprecated = deprecated_names() if deprecated is None else deprecated
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -132,21 +189,36 @@ class RecorderCollector:
             "Failed calls of a function version (exceptions, 5xx, handler-declared failures).",
             labels=LABELS,
         )
-        latency = HistogramMetricFamily(
-            "coalmine_latency_ms",
-            "Duration of calls of a function version, in milliseconds.",
+        duration = HistogramMetricFamily(
+            "coalmine_request_duration_seconds",
+            "Duration of calls of a function version, in seconds.",
             labels=LABELS,
         )
+        legacy = HistogramMetricFamily(
+            "coalmine_latency_ms",
+            "Deprecated: coalmine_request_duration_seconds in milliseconds; removed in the"
+            " next release.",
+            labels=LABELS,
+        )
+        legacy_bounds = tuple(b * _MS for b in self.buckets)
         for m in self.recorder.totals():
             labels = [m.app, m.function, m.version, str(m.channel)]
             requests.add_metric(labels, m.requests)
             errors.add_metric(labels, m.errors)
-            latency.add_metric(
-                labels, cumulative_buckets(m.histogram, self.buckets), m.histogram.sum
+            duration.add_metric(
+                labels, cumulative_buckets(m.histogram, self.buckets), m.histogram.sum / _MS
             )
+            if self.deprecated:
+                legacy.add_metric(
+                    labels,
+                    cumulative_buckets(m.histogram, legacy_bounds, unit=1.0),
+                    m.histogram.sum,
+                )
         yield requests
         yield errors
-        yield latency
+        yield duration
+        if self.deprecated:
+            yield legacy
         stats = self.recorder.stats
         yield CounterMetricFamily(
             "coalmine_metrics_dropped_windows",

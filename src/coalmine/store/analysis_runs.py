@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from coalmine.core.records import AnalysisRunRecord
 from coalmine.core.tracker import Action
 from coalmine.core.verdict import Outcome
-from coalmine.store.models import AnalysisRunRow
+from coalmine.store.models import AnalysisRunRow, AppRow, ReleaseRow
 
 __all__ = ["AnalysisRunRepository"]
 
@@ -55,6 +55,16 @@ class AnalysisRunRepository:
             .order_by(AnalysisRunRow.id.desc())
             .limit(1)
         )
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        """``(app, outcome, runs)`` over every stored run: one grouped count, no rows read."""
+        q = (
+            select(AppRow.name, AnalysisRunRow.outcome, func.count(AnalysisRunRow.id))
+            .join(ReleaseRow, ReleaseRow.id == AnalysisRunRow.release_id)
+            .join(AppRow, AppRow.id == ReleaseRow.app_id)
+            .group_by(AppRow.name, AnalysisRunRow.outcome)
+        )
+        return [(app, outcome, int(n)) for app, outcome, n in self.session.execute(q)]
 
     @staticmethod
     def record(row: AnalysisRunRow) -> AnalysisRunRecord:
