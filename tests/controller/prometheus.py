@@ -79,17 +79,22 @@ class Exporter:
 class PrometheusServer:
     """``prometheus`` on a free 127.0.0.1 port scraping ``targets`` every second."""
 
-    def __init__(self, workdir: Path, targets: list[str]) -> None:
+    def __init__(
+        self, workdir: Path, targets: list[str], *, credentials: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "prometheus.log"
         config = workdir / "prometheus.yml"
         listed = ", ".join(f"'{t}'" for t in targets)
+        # a bearer token sent to every target (the control plane's /metrics wants a scraper's)
+        auth = f"    authorization:\n      credentials: '{credentials}'\n" if credentials else ""
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             "scrape_configs:\n"
-            f"  - job_name: coalmine-test\n    static_configs:\n      - targets: [{listed}]\n",
+            f"  - job_name: coalmine-test\n{auth}"
+            f"    static_configs:\n      - targets: [{listed}]\n",
             encoding="utf-8",
         )
         self.args = [

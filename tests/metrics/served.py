@@ -110,7 +110,9 @@ class Served:
         """Calls the control plane takes: stable and canary, answered and failing."""
         for user in (self.stable, self.stable, self.canary):
             assert (await self.client.get("/greet/hi", headers={"x-user-id": user})).is_success
-        assert (await self.client.get("/boom", headers={"x-user-id": self.canary})).status_code == 502
+        assert (
+            await self.client.get("/boom", headers={"x-user-id": self.canary})
+        ).status_code == 502
 
     async def refused(self) -> None:
         """A Lambda target that cannot be reached (a version the control plane does not

@@ -115,9 +115,7 @@ def test_the_deprecated_names_are_served_beside_the_new_ones_when_asked() -> Non
     ("raw", "expected"),
     [(None, False), ("", False), ("0", False), ("off", False), ("1", True), (" TRUE ", True)],
 )
-def test_deprecated_names_are_asked_for_in_the_environment(
-    raw: str | None, expected: bool
-) -> None:
+def test_deprecated_names_are_asked_for_in_the_environment(raw: str | None, expected: bool) -> None:
     env = {} if raw is None else {DEPRECATED_ENV: raw}
     assert deprecated_names(env) is expected
 
