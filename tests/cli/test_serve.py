@@ -40,3 +40,34 @@ def test_public_docs_from_the_environment(monkeypatch: pytest.MonkeyPatch, sqlit
     monkeypatch.setenv("COALMINE_PUBLIC_DOCS", "1")
     with TestClient(_served(monkeypatch, sqlite_url)) as client:
         assert client.get("/openapi.json").status_code == 200
+
+
+def test_a_bad_deprecated_metric_names_setting_stops_serve_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: pytest.fail("served"))
+    monkeypatch.setenv("COALMINE_METRICS_DEPRECATED_NAMES", "maybe")
+    assert main(["serve", "--no-controller", "--database-url", sqlite_url]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "coalmine: error: invalid COALMINE_METRICS_DEPRECATED_NAMES 'maybe': use 1 (also serve"
+        " the metric names deprecated by the rename to Prometheus' conventions) or 0 (only the"
+        " new names)"
+    ]
+
+
+def test_the_deprecated_metric_names_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    monkeypatch.setenv("COALMINE_METRICS_DEPRECATED_NAMES", "1")
+    with TestClient(_served(monkeypatch, sqlite_url)) as client:
+        scraper = client.post(
+            "/v1/tokens",
+            json={"name": "prometheus", "role": "scraper"},
+            headers={"Authorization": "Bearer cm_serve-test-admin-0123456789"},
+        )
+        assert scraper.status_code in (200, 201), scraper.text
+        r = client.get("/metrics", headers={"Authorization": f"Bearer {scraper.json()['token']}"})
+        assert r.status_code == 200
+        assert "# TYPE coalmine_latency_ms histogram" in r.text
+        assert "# TYPE coalmine_request_duration_seconds histogram" in r.text

@@ -39,6 +39,11 @@ REQUIRED = ["--app", "shop", "--control-plane", "http://127.0.0.1:1", "--sdk-key
         (["gateway", *REQUIRED, "--user-header", "a b"], {}, "invalid user header name"),
         (["gateway", *REQUIRED, "--log-level", "loud"], {}, "use debug, info"),
         (["gateway", *REQUIRED], {"COALMINE_SIGNING_KEYS": "nocolon"}, "COALMINE_SIGNING_KEYS"),
+        (
+            ["gateway", *REQUIRED],
+            {"COALMINE_METRICS_DEPRECATED_NAMES": "maybe"},
+            "invalid COALMINE_METRICS_DEPRECATED_NAMES 'maybe': use 1",
+        ),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(

@@ -64,6 +64,7 @@ __all__ = [
     "LABELS",
     "FunctionCollector",
     "RecorderCollector",
+    "Sample",
     "cumulative_buckets",
     "deprecated_names",
     "registry",
