@@ -13,9 +13,7 @@ from coalmine.core.webhook import CHAT_EVENTS, RELEASE_EVENTS, Webhook, WebhookF
 kinds = st.sampled_from(sorted(RELEASE_EVENTS))
 formats = st.sampled_from(list(WebhookFormat))
 urls = st.from_regex(r"https?://[a-z0-9.-]{1,30}(/[!-~]{0,40})?", fullmatch=True)
-webhooks = st.builds(
-    Webhook, urls, formats, st.none() | st.frozensets(kinds, min_size=1)
-)
+webhooks = st.builds(Webhook, urls, formats, st.none() | st.frozensets(kinds, min_size=1))
 
 
 @given(webhooks)
