@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -17,6 +18,7 @@ from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import EventRead
 from coalmine.controller.webhooks import EventWebhooks, shown_url
 from coalmine.core.records import EventRecord
+from coalmine.integrations.outbound import guarded_transport
 from coalmine.store.db import Store, open_store
 from coalmine.store.models import WebhookDeliveryRow
 from tests.controller import (
@@ -298,21 +300,26 @@ def test_a_webhook_may_name_its_events(
 
 
 def test_the_event_commits_before_the_endpoint_answers(
-    store: Store, clock: FakeClock, http_server: HttpServer, webhooks: EventWebhooks
+    store: Store, clock: FakeClock, http_server: HttpServer
 ) -> None:
     http_server.gate.clear()  # the endpoint takes the request and does not answer
-    svc = ControlPlane(store, clock=clock, sinks=[webhooks])
-    release = start_release(svc, "10%:1h, 100%", webhooks=[http_server.url("/slow")])
-    svc.releases.note(release.id, "analysis", "a note", ACTOR)
-    (first,) = http_server.wait("/slow", 1)
-    assert first.body["kind"] == "created"
-    assert webhooks.delivered == 0
-    assert [r.state for r in deliveries(store)] == ["pending", "pending"]
-    http_server.gate.set()
-    second = http_server.wait("/slow", 2)[1]
-    assert second.body["message"] == "a note"
-    wait_for(lambda: webhooks.pending == 0, what="both deliveries marked")
-    assert webhooks.delivered == 2
+    wh = sender(store, clock, timeout=30.0)  # longer than the gate holds an answer (10 s)
+    svc = ControlPlane(store, clock=clock, sinks=[wh])
+    wh.start()
+    try:
+        release = start_release(svc, "10%:1h, 100%", webhooks=[http_server.url("/slow")])
+        svc.releases.note(release.id, "analysis", "a note", ACTOR)
+        (first,) = http_server.wait("/slow", 1)
+        assert first.body["kind"] == "created"
+        assert wh.delivered == 0
+        assert [r.state for r in deliveries(store)] == ["pending", "pending"]
+        http_server.gate.set()
+        second = http_server.wait("/slow", 2)[1]
+        assert second.body["message"] == "a note"
+        wait_for(lambda: wh.pending == 0, what="both deliveries marked")
+    finally:
+        wh.stop()
+    assert (wh.delivered, wh.failed) == (2, 0)
 
 
 def test_events_without_a_release_have_no_delivery(store: Store, clock: FakeClock) -> None:
@@ -417,6 +424,27 @@ def test_a_url_hears_its_events_in_order_while_another_is_retried(
         wh.stop()
     assert [r.body["message"][:6] for r in got] == ["releas", "releas", "second"]
     assert [r.body["message"][:6] for r in http_server.at("/fine")] == ["releas", "second"]
+
+
+def test_the_sender_sleeps_while_a_urls_oldest_delivery_waits_out_its_backoff(
+    store: Store, clock: FakeClock
+) -> None:
+    """The deliveries behind it are not due either: no busy loop over them."""
+    url = f"http://127.0.0.1:{closed_port()}/down"
+    svc = ControlPlane(store, clock=clock)
+    release = start_release(svc, "10%:1h, 100%", webhooks=[url])
+    svc.releases.note(release.id, "analysis", "second", ACTOR)
+    client = httpx.Client(transport=guarded_transport())
+    wh = sender(store, clock, backoff=60.0, poll=30.0, client=client)
+    try:
+        assert wh.send_due() == (1, 30.0), "one attempt; then a look after the poll"
+        clock.advance(45)
+        assert wh.send_due() == (0, 15.0), "nothing until the backoff has passed"
+        clock.advance(15)
+        assert wh.send_due()[0] == 1
+    finally:
+        client.close()
+    assert [(r.state, r.attempts) for r in deliveries(store)] == [("pending", 2), ("pending", 0)]
 
 
 def test_two_senders_on_one_store_send_each_delivery_once(

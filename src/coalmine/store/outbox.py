@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Select, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from coalmine.core.records import EventRecord
@@ -50,27 +50,37 @@ class OutboxRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, event_id: int, webhook: Webhook, now: float) -> None:
-        self.session.add(
-            WebhookDeliveryRow(
-                event_id=event_id,
-                url=webhook.url,
-                format=str(webhook.format),
-                state=PENDING,
-                created_at=now,
-                attempts=0,
-                next_at=now,
-            )
+    def add(self, deliveries: list[tuple[int, Webhook]], now: float) -> None:
+        """A pending delivery of each (event id, webhook), in one statement."""
+        if not deliveries:
+            return
+        self.session.execute(
+            insert(_D),
+            [
+                {
+                    "event_id": event_id,
+                    "url": webhook.url,
+                    "format": str(webhook.format),
+                    "state": PENDING,
+                    "created_at": now,
+                    "attempts": 0,
+                    "next_at": now,
+                }
+                for event_id, webhook in deliveries
+            ],
         )
+
+    def _heads(self) -> Select[int]:
+        """The id of the oldest pending delivery of each URL: the only one it may be sent."""
+        return select(func.min(_D.id)).where(_D.state == PENDING).group_by(_D.url)
 
     def due(self, now: float, limit: int) -> list[int]:
         """Ids of the deliveries to try now: the oldest pending one of each URL, if it is
         due and no sender holds it."""
-        heads = select(func.min(_D.id)).where(_D.state == PENDING).group_by(_D.url)
         q = (
             select(_D.id)
             .where(
-                _D.id.in_(heads),
+                _D.id.in_(self._heads()),
                 _D.next_at <= now,
                 or_(_D.lease_until.is_(None), _D.lease_until <= now),
             )
@@ -80,8 +90,12 @@ class OutboxRepository:
         return list(self.session.scalars(q))
 
     def next_due(self) -> float | None:
-        """When the earliest pending delivery is due (None: none is pending)."""
-        return self.session.scalar(select(func.min(_D.next_at)).where(_D.state == PENDING))
+        """When a delivery may next be tried: the earliest time a URL's oldest pending one is
+        due and free of any lease (None: nothing is pending). The ones behind it wait for it."""
+        heads = self.session.execute(
+            select(_D.next_at, _D.lease_until).where(_D.id.in_(self._heads()))
+        ).all()
+        return min((max(n, lease or n) for n, lease in heads), default=None)
 
     def claim(self, delivery_id: int, now: float, lease: float, by: str) -> Delivery | None:
         """Take a delivery for ``lease`` seconds and count an attempt; None when another

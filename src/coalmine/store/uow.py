@@ -91,14 +91,17 @@ class Work:
     def _flushed(self) -> list[tuple[EventRecord, list[str]]]:
         self.session.flush()
         pending, self._pending = self._pending, []
-        now = self.clock()
-        for row, webhooks in pending:
-            if row.release_id is None:
-                continue  # an app's own events (created, a version registered) are not sent
-            for webhook in webhooks:
-                if webhook.wants(row.kind):
-                    self.outbox.add(row.id, webhook, now)
-        self.session.flush()
+        # an app's own events (created, a version registered) are not sent
+        self.outbox.add(
+            [
+                (row.id, webhook)
+                for row, webhooks in pending
+                if row.release_id is not None
+                for webhook in webhooks
+                if webhook.wants(row.kind)
+            ],
+            self.clock(),
+        )
         return [
             (EventRepository.record(row), [w.url for w in webhooks]) for row, webhooks in pending
         ]
