@@ -15,14 +15,17 @@ statement is one SQL statement sent to the database. Counts are exact and
 repeatable (no timing). With ``--base DIR`` the same scenario also runs
 against another checkout's sources (``DIR/src``, e.g. a worktree of an
 older commit, whose control plane may have the older ``ControlService``
-API) in a child process, and the table shows both side by side.
+API) in a child process, and the table shows both side by side. With
+``--webhooks K`` each app has K event webhooks (plain URLs; nothing is sent):
+what the webhook outbox adds to the transactions that write release events.
 
     .venv/bin/python bench/controller_tick.py
     .venv/bin/python bench/controller_tick.py --releases 10 --base /tmp/old-checkout
+    .venv/bin/python bench/controller_tick.py --webhooks 3 --base /tmp/old-checkout
 
 It prints a table and, last, one JSON line::
 
-    {"bench": "controller_tick", "releases": N,
+    {"bench": "controller_tick", "releases": N, "webhooks": K,
      "transactions_per_release": {"start": .., "idle": .., "analysis": .., "idle_after": ..},
      "statements_per_release": {...}, "base": {...} | null}
 """
@@ -52,13 +55,18 @@ class _NoHooks:
         raise AssertionError("no release of this bench has hooks")
 
 
-def measure(releases: int) -> dict[str, dict[str, float]]:
+def measure(releases: int, webhooks: int = 0) -> dict[str, dict[str, float]]:
     """Counts per release for each tick kind, on the code importable as ``coalmine``."""
     from sqlalchemy import event
 
     from coalmine.controller.leader import SoleLeadership
     from coalmine.controller.loop import Controller
-    from coalmine.controller.schemas import AppSpec, FunctionSpec, ReleaseCreate
+    from coalmine.controller.schemas import (
+        AppSpec,
+        FunctionSpec,
+        ReleaseCreate,
+        ReleaseSettings,
+    )
     from coalmine.store.db import Store, open_store
 
     now = [T0]
@@ -93,6 +101,9 @@ def measure(releases: int) -> dict[str, dict[str, float]]:
                         "cart": FunctionSpec(versions=versions, current="v1"),
                         "pay": FunctionSpec(versions=versions, current="v1"),
                     },
+                    release=ReleaseSettings(
+                        webhooks=[f"http://127.0.0.1:9/{app}/{n}" for n in range(webhooks)]
+                    ),
                 ),
                 "bench",
             )
@@ -140,15 +151,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--releases", type=int, default=10, help="running releases (default 10)")
     parser.add_argument("--base", type=Path, help="another checkout to measure side by side")
+    parser.add_argument(
+        "--webhooks", type=int, default=0, help="event webhooks of each app (default 0)"
+    )
     parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.releases < 1:
         parser.error("--releases must be at least 1")
-    here = measure(args.releases)
+    if args.webhooks < 0:
+        parser.error("--webhooks must be at least 0")
+    here = measure(args.releases, args.webhooks)
     if args.raw:
         print(json.dumps(here))
         return 0
-    base = _measure_base(args.base, args.releases) if args.base else None
+    base = _measure_base(args.base, args.releases, args.webhooks) if args.base else None
     header = ["tick", "transactions", "statements"]
     if base:
         header = ["tick", "transactions (base)", "transactions", "statements (base)", "statements"]
@@ -166,13 +182,14 @@ def main() -> int:
             )
         else:
             rows.append([kind, f"{here['transactions'][kind]:g}", f"{here['statements'][kind]:g}"])
-    print(f"per running release, {args.releases} releases (SQLite)")
+    print(f"per running release, {args.releases} releases, {args.webhooks} webhooks each (SQLite)")
     print_aligned([header, *rows])
     print(
         json.dumps(
             {
                 "bench": "controller_tick",
                 "releases": args.releases,
+                "webhooks": args.webhooks,
                 "transactions_per_release": here["transactions"],
                 "statements_per_release": here["statements"],
                 "base": base,
@@ -182,13 +199,21 @@ def main() -> int:
     return 0
 
 
-def _measure_base(base: Path, releases: int) -> dict[str, Any]:
+def _measure_base(base: Path, releases: int, webhooks: int) -> dict[str, Any]:
     src = base / "src"
     if not (src / "coalmine").is_dir():
         raise SystemExit(f"--base {base}: no src/coalmine there")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(Path(__file__).parent)])}
     proc = subprocess.run(
-        [sys.executable, __file__, "--raw", "--releases", str(releases)],
+        [
+            sys.executable,
+            __file__,
+            "--raw",
+            "--releases",
+            str(releases),
+            "--webhooks",
+            str(webhooks),
+        ],
         capture_output=True,
         text=True,
         env=env,

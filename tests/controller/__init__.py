@@ -130,9 +130,11 @@ class Route:
 
 
 class HttpServer:
-    """Records every POST; answers each path as told by `route` (200 by default)."""
+    """Records every POST; answers each path as told by `route` (200 by default).
 
-    def __init__(self) -> None:
+    ``port``: listen there (a receiver that comes back where it was), else on a free one."""
+
+    def __init__(self, port: int = 0) -> None:
         self.received: list[Received] = []
         self.routes: dict[str, Route] = {}
         self.gate = threading.Event()
@@ -184,7 +186,7 @@ class HttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.server.block_on_close = False
         self.port = self.server.server_address[1]

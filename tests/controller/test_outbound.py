@@ -17,6 +17,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from coalmine.controller.hooks import MAX_ANSWER, HttpHookRunner
+from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import HookSpec
 from coalmine.controller.webhooks import EventWebhooks
 from coalmine.core.alarms import EvaluationState
@@ -25,9 +26,9 @@ from coalmine.core.machine import Hook
 from coalmine.integrations import outbound
 from coalmine.integrations.outbound import OutboundPolicy, set_policy
 from coalmine.integrations.prometheus import ANSWER_LIMIT, PrometheusAlarm
-from tests.controller import HttpServer, wait_for
+from coalmine.store.db import open_store
+from tests.controller import HttpServer, start_release
 from tests.controller.test_hooks import a_release
-from tests.controller.test_webhooks import an_event
 
 METADATA = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
 
@@ -181,18 +182,23 @@ def test_a_huge_prometheus_answer_is_an_error(http_server: HttpServer) -> None:
     assert evaluation.detail.endswith(f"answered 200 with more than {ANSWER_LIMIT} bytes")
 
 
-def test_a_dripping_webhook_is_given_up_within_its_timeout(http_server: HttpServer) -> None:
+def test_a_dripping_webhook_is_given_up_within_its_timeout(
+    http_server: HttpServer, sqlite_url: str
+) -> None:
     url = http_server.route("/events", 200, body="x" * 50, drip=0.2)
-    webhooks = EventWebhooks(retries=0, timeout=0.5)
-    webhooks.start()
+    store = open_store(sqlite_url)
+    client = httpx.Client(transport=outbound.guarded_transport())
+    # not started: the one delivery is sent here, on the test's thread
+    webhooks = EventWebhooks(store, retries=0, timeout=0.5, client=client)
     try:
+        start_release(ControlPlane(store), "10%:1h, 100%", webhooks=[url])
         begun = time.monotonic()
-        webhooks(an_event(1), [url])
-        wait_for(lambda: webhooks.failed == 1, what="the delivery to give up")
+        assert webhooks.send_due()[0] == 1
         took = time.monotonic() - begun
     finally:
-        webhooks.stop()
-    assert webhooks.delivered == 0
+        client.close()
+        store.dispose()
+    assert (webhooks.delivered, webhooks.failed) == (0, 1)
     assert took < 1.5, f"one delivery held the webhook thread {took:.1f}s"
 
 

@@ -21,6 +21,7 @@ from coalmine.store.models import AppRow, Base
 TABLES = {"alembic_version", "apps", "events", "functions", "releases", "tokens", "versions"}
 TABLES |= {"alarms", "analysis_runs"}  # 0003
 TABLES |= {"metric_windows"}  # 0002
+TABLES |= {"webhook_deliveries"}  # 0008
 
 
 def head_revision() -> str:

@@ -29,7 +29,7 @@ class _Runner:
         from coalmine.controller.loop import Controller
         from coalmine.controller.webhooks import EventWebhooks
 
-        self.webhooks = EventWebhooks()
+        self.webhooks = EventWebhooks(service.store)
         service.sinks.append(self.webhooks)
         self.hooks = HookDispatcher()
         self.controller = (

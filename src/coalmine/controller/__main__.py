@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("controller: cannot open the store %s: %s", shown, exc)
         return 1
     feed = ChangeFeed(store)
-    webhooks = EventWebhooks()
+    webhooks = EventWebhooks(store)
     hooks = HookDispatcher()
     plane = ControlPlane(store, feed, sinks=[webhooks])
     controller = Controller(

@@ -13,9 +13,11 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     GetJsonSchemaHandler,
     SerializerFunctionWrapHandler,
+    Tag,
     TypeAdapter,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -26,6 +28,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from coalmine.core.alias import validate_alias_name
+from coalmine.core.machine import EventKind
 from coalmine.core.model import (
     NAME_PATTERN,
     TARGET_PATTERN,
@@ -42,6 +45,7 @@ from coalmine.core.records import (
     ReleaseRecord,
 )
 from coalmine.core.text import text_problem
+from coalmine.core.webhook import WebhookFormat
 
 __all__ = [
     "REDACTED",
@@ -73,6 +77,7 @@ __all__ = [
     "TokenRead",
     "VersionCreate",
     "VersionRead",
+    "WebhookSpec",
 ]
 
 Role = Literal["admin", "deployer", "viewer", "sdk", "browser", "scraper"]
@@ -253,6 +258,32 @@ class TargetingSpec(_In):
     never_canary: list[str] = Field(default_factory=list, max_length=10_000)
 
 
+class WebhookSpec(_In):
+    """An event webhook with a message format (a plain URL is one of format ``json``).
+
+    ``json`` POSTs each event as the API returns it; ``slack`` and ``teams``
+    POST a chat message (a Slack incoming-webhook message; a Teams message
+    holding an Adaptive Card). ``events`` names the kinds told; by default
+    every release event for ``json``, and started, step, paused, resumed,
+    promoted, rolled_back and failed for a chat.
+    """
+
+    url: str = Field(max_length=2048, json_schema_extra={"pattern": _HTTP_URL_RULE})
+    format: WebhookFormat = WebhookFormat.JSON
+    events: list[EventKind] | None = Field(default=None, min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not _HTTP_URL.fullmatch(value):
+            raise ValueError(f"a webhook is an http:// or https:// URL, got {value!r}")
+        return value
+
+
+def _webhook_form(value: object) -> str:
+    return "url" if isinstance(value, str) else "object"
+
+
 class ReleaseSettings(_In):
     """Defaults for releases of an app (each release may override them)."""
 
@@ -264,18 +295,23 @@ class ReleaseSettings(_In):
     analysis: dict[str, Any] = Field(default_factory=dict)
     _free_text = frozenset({"analysis"})  # a PromQL query may span lines
     webhooks: list[
-        # published for clients; _webhooks refuses with a sentence that says what to fix
-        Annotated[str, Field(json_schema_extra={"pattern": _HTTP_URL_RULE})]
+        Annotated[
+            # published for clients; _webhooks refuses with a sentence that says what to fix
+            Annotated[str, Field(json_schema_extra={"pattern": _HTTP_URL_RULE}), Tag("url")]
+            | Annotated[WebhookSpec, Tag("object")],
+            Discriminator(_webhook_form),
+        ]
     ] = Field(
         default_factory=list,
-        description="http(s) URLs told of release events (started, step, promoted, rolled back)",
+        description="where release events are told (started, step, promoted, rolled back):"
+        " an http(s) URL (the event as JSON), or {url, format: json|slack|teams, events}",
     )
 
     @field_validator("webhooks")
     @classmethod
-    def _webhooks(cls, value: list[str]) -> list[str]:
+    def _webhooks(cls, value: list[str | WebhookSpec]) -> list[str | WebhookSpec]:
         for url in value:
-            if not _HTTP_URL.fullmatch(url):
+            if isinstance(url, str) and not _HTTP_URL.fullmatch(url):
                 raise ValueError(f"a webhook is an http:// or https:// URL, got {url!r}")
         return value
 

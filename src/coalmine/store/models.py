@@ -37,6 +37,7 @@ __all__ = [
     "ReleaseRow",
     "TokenRow",
     "VersionRow",
+    "WebhookDeliveryRow",
 ]
 
 ACTIVE_PHASE_VALUES = ("pending", "running", "paused", "promoting", "rolling_back")
@@ -240,3 +241,36 @@ class MetricWindowRow(Base):
     errors: Mapped[int] = mapped_column(BigInteger, default=0)
     histogram: Mapped[dict[str, Any]] = mapped_column()
     """a `LatencyHistogram` in its JSON form (``to_dict``)"""
+
+
+class WebhookDeliveryRow(Base):
+    """The outbox of event webhooks: one release event to one webhook, until it is sent.
+
+    Written in the transaction that writes its event, so no event is told
+    that was not stored and none stored is forgotten by a restart; the
+    sender (`coalmine.controller.webhooks`) claims it with a lease, and marks
+    it ``delivered`` or, after its attempts or its age ran out, ``given_up``.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    # the sender reads the pending rows only (they are few; delivered ones pile up)
+    __table_args__ = (Index("ix_webhook_deliveries_state_id", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    """json, slack or teams (`coalmine.core.webhook.WebhookFormat`)"""
+    state: Mapped[str] = mapped_column(String(16))
+    """pending, delivered or given_up"""
+    created_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """attempts begun (counted when claimed, so a sender that dies mid-send counts too)"""
+    next_at: Mapped[float] = mapped_column(Float)
+    """not tried again before this time (the backoff)"""
+    lease_until: Mapped[float | None] = mapped_column(Float, default=None)
+    """a sender is sending it until then; no other sender takes it meanwhile"""
+    claimed_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    done_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """when it was delivered or given up"""
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -6,7 +6,10 @@ repositories on ``work``, records what happened with ``work.event(...)``
 and, when the app's routing changed, ``work.changed(app)``. On leaving the
 block the transaction commits (or, on any error, rolls back and changes
 nothing); only after the commit are the event sinks told, so a webhook never
-announces what was not stored.
+announces what was not stored. Each release event is also written to the
+webhook outbox (`coalmine.store.outbox`), once for each of the app's
+webhooks that wants it, in the same transaction: stored events and their
+deliveries commit together or not at all.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from coalmine.core.records import EventRecord
+from coalmine.core.webhook import Webhook
 from coalmine.store.alarms import AlarmRepository
 from coalmine.store.analysis_runs import AnalysisRunRepository
 from coalmine.store.apps import AppRepository
@@ -28,6 +32,7 @@ from coalmine.store.db import Store
 from coalmine.store.events import EventRepository
 from coalmine.store.metric_windows import MetricWindowRepository
 from coalmine.store.models import AppRow, EventRow, ReleaseRow
+from coalmine.store.outbox import OutboxRepository
 from coalmine.store.releases import ReleaseRepository
 
 __all__ = ["EventSink", "UnitOfWork", "Work"]
@@ -45,13 +50,14 @@ class Work:
         self.session = session
         self.clock = clock
         self._feed = feed
-        self._pending: list[tuple[EventRow, list[str]]] = []
+        self._pending: list[tuple[EventRow, list[Webhook]]] = []
         self.apps = AppRepository(session)
         self.releases = ReleaseRepository(session)
         self.events = EventRepository(session)
         self.runs = AnalysisRunRepository(session)
         self.alarms = AlarmRepository(session)
         self.metrics = MetricWindowRepository(session)
+        self.outbox = OutboxRepository(session)
 
     def event(
         self,
@@ -65,8 +71,7 @@ class Work:
     ) -> EventRow:
         """Write an audit event; the sinks hear of it once the transaction commits."""
         row = self.events.add(app.name, actor, kind, message, self.clock(), release, data)
-        webhooks = app.settings.get("webhooks") or []
-        self._pending.append((row, [str(url) for url in webhooks]))
+        self._pending.append((row, _webhooks(app)))
         return row
 
     def changed(self, app: AppRow) -> None:
@@ -86,7 +91,32 @@ class Work:
     def _flushed(self) -> list[tuple[EventRecord, list[str]]]:
         self.session.flush()
         pending, self._pending = self._pending, []
-        return [(EventRepository.record(row), hooks) for row, hooks in pending]
+        # an app's own events (created, a version registered) are not sent
+        self.outbox.add(
+            [
+                (row.id, webhook)
+                for row, webhooks in pending
+                if row.release_id is not None
+                for webhook in webhooks
+                if webhook.wants(row.kind)
+            ],
+            self.clock(),
+        )
+        return [
+            (EventRepository.record(row), [w.url for w in webhooks]) for row, webhooks in pending
+        ]
+
+
+def _webhooks(app: AppRow) -> list[Webhook]:
+    """The app's webhooks; an entry that cannot be read is logged and skipped (the settings
+    were checked when written: a release must never fail to move over one)."""
+    out = []
+    for entry in app.settings.get("webhooks") or []:
+        try:
+            out.append(Webhook.of(entry))
+        except (ValueError, TypeError) as exc:
+            log.error("app %s: a webhook skipped: %s", app.name, exc)
+    return out
 
 
 class UnitOfWork:
