@@ -67,19 +67,20 @@ class KeyCache:
         self,
         tokens: TokenService,
         *,
-        revalidate: float = REVALIDATE_SECONDS,
-        max_age: float = MAX_AGE_SECONDS,
-        max_keys: int = MAX_KEYS,
-        idle: float = IDLE_SECONDS,
+        revalidate: float | None = None,
+        max_age: float | None = None,
+        max_keys: int | None = None,
+        idle: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 < revalidate < max_age:
-            raise ValueError("revalidate must be positive and shorter than max_age")
+        """``None``: the module's `REVALIDATE_SECONDS`, `MAX_AGE_SECONDS`, ..."""
         self.tokens = tokens
-        self.revalidate = revalidate
-        self.max_age = max_age
-        self.max_keys = max_keys
-        self.idle = idle
+        self.revalidate = REVALIDATE_SECONDS if revalidate is None else revalidate
+        self.max_age = MAX_AGE_SECONDS if max_age is None else max_age
+        self.max_keys = MAX_KEYS if max_keys is None else max_keys
+        self.idle = IDLE_SECONDS if idle is None else idle
+        if not 0 < self.revalidate < self.max_age:
+            raise ValueError("revalidate must be positive and shorter than max_age")
         self.clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, _Key] = {}

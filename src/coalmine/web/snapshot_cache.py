@@ -104,16 +104,17 @@ class SnapshotCache:
         snapshots: SnapshotService,
         feed: ChangeFeed,
         *,
-        max_apps: int = MAX_APPS,
-        revalidate: float = REVALIDATE_SECONDS,
-        idle: float = IDLE_SECONDS,
+        max_apps: int | None = None,
+        revalidate: float | None = None,
+        idle: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``None``: the module's `MAX_APPS`, `REVALIDATE_SECONDS`, `IDLE_SECONDS`."""
         self.snapshots = snapshots
         self.feed = feed
-        self.max_apps = max_apps
-        self.revalidate = revalidate
-        self.idle = idle
+        self.max_apps = MAX_APPS if max_apps is None else max_apps
+        self.revalidate = REVALIDATE_SECONDS if revalidate is None else revalidate
+        self.idle = IDLE_SECONDS if idle is None else idle
         self.clock = clock
         self._lock = threading.Lock()
         self._held: dict[str, _Held] = {}
@@ -254,7 +255,7 @@ class SnapshotCache:
         revisions = await run_in_threadpool(self.snapshots.revisions, list(held))
         for app, entry in held.items():
             current = revisions.get(app)
-            if current is None or current > entry.cached.snapshot.revision:
+            if current != entry.cached.snapshot.revision:
                 log.info("app %s changed without a notice (another process?): reloading", app)
                 self._changed(app, only=entry)
 
