@@ -37,7 +37,7 @@ from coalmine.web.auth import (
 from coalmine.web.deps import KeysDep, SnapshotsDep
 from coalmine.web.discovery import (
     DiscoverySettings,
-    answer_etag,
+    answer_bytes,
     canonical,
     discover,
     same_answer,
@@ -216,11 +216,11 @@ async def discovery(
         context=context,
         override=override,
     )
-    etag = answer_etag(answer)
+    content, etag = answer_bytes(answer)
     headers = {"ETag": etag, **_NO_CACHE}
     if etag_matches(if_none_match, etag.removeprefix("W/")):
         return Response(status_code=304, headers=headers)
-    return Response(canonical(answer), media_type="application/json", headers=headers)
+    return Response(content, media_type="application/json", headers=headers)
 
 
 class DiscoveryBatch(BaseModel):

@@ -33,7 +33,7 @@ from coalmine.web.auth import (
     _bearer,  # one scheme in the OpenAPI document
 )
 from coalmine.web.deps import KeysDep, SnapshotsDep
-from coalmine.web.discovery import answer_etag, discover, ofrep_flag, ofrep_flags
+from coalmine.web.discovery import discover, ofrep_flag, ofrep_flags, tagged
 from coalmine.web.key_cache import KeyCache
 from coalmine.web.routes.discovery import CORS, preflight
 from coalmine.web.routes.routing import etag_matches
@@ -215,11 +215,10 @@ async def evaluate_flags(
         code, details = parsed
         return _json(400, {"errorCode": code, "errorDetails": details})
     answer = await _answer(snapshots, request, principal.app or "", parsed)
-    body = {"flags": ofrep_flags(answer) if answer is not None else []}
-    etag = answer_etag(body)
+    content, etag = tagged({"flags": ofrep_flags(answer) if answer is not None else []})
     if etag_matches(if_none_match, etag.removeprefix("W/")):
         return Response(status_code=304, headers={"ETag": etag, **_JSON})
-    return _json(200, body, {"ETag": etag})
+    return Response(content, media_type="application/json", headers={**_JSON, "ETag": etag})
 
 
 for _path in ("/evaluate/flags", "/evaluate/flags/{key}"):
