@@ -27,6 +27,7 @@ from _procs import Server, started
 
 __all__ = [
     "APP",
+    "DatabaseCounter",
     "FUNCTION",
     "PG_ADMIN_ENV",
     "SIGNING_KEYS",
@@ -109,6 +110,31 @@ def serve(database_url: str, port: int, folder: Path, name: str) -> Iterator[Ser
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+class DatabaseCounter:
+    """The transactions PostgreSQL has finished in the bench's database (None on SQLite).
+
+    PostgreSQL's statistics lag by up to a second (backends report them at
+    most once a second), so a count over a 5-second run is close, not exact.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.dsn: str | None = None
+        if database_url.startswith("postgresql"):
+            self.dsn = "postgresql://" + database_url.split("://", 1)[1]
+
+    def count(self) -> int | None:
+        if self.dsn is None:
+            return None
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+                " WHERE datname = current_database()"
+            ).fetchone()
+        return None if row is None else int(row[0]) - 1  # this one
 
 
 class Plane:

@@ -31,7 +31,10 @@ the queueing of a saturated server. "CPU us/req" is the server process's CPU
 time per request; "changes" how far the app's revision moved during the
 target's runs (each move a change every answer must show: the caches drop
 and reload the snapshot); "304s" the share of 304 answers of the polling
-SDK. Before timing, 200 users' discovery answers are checked against
+SDK; "db tx/s" (PostgreSQL) the transactions the bench's database finished
+per second during the target's runs, whoever ran them (the releases' writes,
+the caches' reloads and checks, the bench's own counting): what the reads
+cost the database. Before timing, 200 users' discovery answers are checked against
 `coalmine.core.routing.evaluate` over the routing snapshot of the same
 revision; any wrk error or non-2xx/3xx answer exits 1.
 
@@ -73,7 +76,16 @@ from _cpu import LoadMeter
 from _errors import BenchError
 from _procs import Server, free_port, terminate
 from _readpath_load import USERS, Target, statuses, targets
-from _readpath_plane import APP, SIGNING_KEYS, STRATEGY, Plane, Releases, serve, store_url
+from _readpath_plane import (
+    APP,
+    SIGNING_KEYS,
+    STRATEGY,
+    DatabaseCounter,
+    Plane,
+    Releases,
+    serve,
+    store_url,
+)
 from _table import print_aligned
 from _tools import WRK_VERSION, find_tool, tool_version, tools
 from _wrk import WrkResult, median_of, run_wrk
@@ -94,6 +106,9 @@ class Row:
     target: Target
     runs: list[WrkResult] = field(default_factory=list)
     changes: int = 0
+    db_transactions: int | None = None
+    """PostgreSQL transactions in the bench's database during the timed runs (all clients)"""
+    seconds: float = 0.0
     ok: int = 0
     not_modified: int = 0
 
@@ -201,13 +216,18 @@ def bench_store(args: argparse.Namespace, wrk_bin: str, store: str, folder: Path
                 rows = [Row(t) for t in targets(folder / store, keys["browser"], keys["sdk"])]
                 meter = LoadMeter([server.proc.pid])
                 meter.start()
+                database = DatabaseCounter(url)
                 for row in rows:
                     _run(wrk_bin, row, server, args, args.warmup, timed=False)
                 for _ in range(args.rounds):
                     for row in rows:
-                        before = plane.revision()
+                        before, began = plane.revision(), database.count()
                         _run(wrk_bin, row, server, args, args.duration, timed=True)
                         row.changes += plane.revision() - before
+                        ended = database.count()
+                        if began is not None and ended is not None:
+                            row.db_transactions = (row.db_transactions or 0) + ended - began
+                        row.seconds += args.duration
                 background = meter.background_cpus()
             finally:
                 writer.stop()
@@ -243,7 +263,17 @@ def _fmt_ms(value: float) -> str:
 
 def print_store(result: StoreResult, args: argparse.Namespace) -> None:
     floor = result.rows[0].median
-    header = ("target", "rps", "x floor", "p50 ms", "p99 ms", "CPU us/req", "changes", "304s")
+    header = (
+        "target",
+        "rps",
+        "x floor",
+        "p50 ms",
+        "p99 ms",
+        "CPU us/req",
+        "changes",
+        "304s",
+        "db tx/s",
+    )
     lines: list[tuple[str, ...]] = [header]
     for row in result.rows:
         m = row.median
@@ -259,6 +289,7 @@ def print_store(result: StoreResult, args: argparse.Namespace) -> None:
                 "-" if m.cpu_us is None else f"{m.cpu_us:,.0f}",
                 str(row.changes),
                 share if answered else "-",
+                "-" if row.db_transactions is None else f"{row.db_transactions / row.seconds:.0f}",
             )
         )
     print(f"store: {result.store} ({result.releases} releases started during the runs)")
@@ -324,6 +355,7 @@ def json_line(result: StoreResult, args: argparse.Namespace) -> str:
         "healthz_p99_ms": p99("healthz"),
         "routing_304_share": round(routing_304.not_modified / answered, 4) if answered else None,
         "changes": sum(row.changes for row in result.rows),
+        "db_tx_per_s": _db_rate(result.rows),
         "releases": result.releases,
         "min_vs_floor": round(
             min(row.median.rps for row in result.rows[1:]) / by["healthz"].median.rps, 3
@@ -336,6 +368,14 @@ def json_line(result: StoreResult, args: argparse.Namespace) -> str:
         "background_cpus": None if result.background is None else round(result.background, 2),
     }
     return json.dumps(out)
+
+
+def _db_rate(rows: Sequence[Row]) -> float | None:
+    """PostgreSQL transactions per second during the reads' timed runs (None on SQLite)."""
+    reads = [r for r in rows[1:] if r.db_transactions is not None]
+    if not reads:
+        return None
+    return round(sum(r.db_transactions or 0 for r in reads) / sum(r.seconds for r in reads), 1)
 
 
 def run(args: argparse.Namespace) -> int:
