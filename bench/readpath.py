@@ -295,6 +295,11 @@ def print_store(result: StoreResult, args: argparse.Namespace) -> None:
     print(f"store: {result.store} ({result.releases} releases started during the runs)")
     print_aligned(lines)
     if len(result.rows[0].runs) > 1:
+        print(
+            f"  {result.rows[0].target.title}: each round p99 "
+            + ", ".join(_fmt_ms(r.p99_ms) for r in result.rows[0].runs)
+            + " ms"
+        )
         for row in result.rows[1:]:
             ratios = [r.rps / f.rps for r, f in zip(row.runs, result.rows[0].runs, strict=True)]
             p99s = [r.p99_ms for r in row.runs]

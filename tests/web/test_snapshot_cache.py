@@ -161,7 +161,7 @@ async def test_listeners_hear_each_dropped_app(store: Store) -> None:
         heard: list[str] = []
         unsubscribe = cache.subscribe(heard.append)
         await asyncio.to_thread(add_version, plane, "shop", "v2")
-        assert heard == ["shop"]  # at once, before the write returned
+        assert heard[:1] == ["shop"]  # at once, before the write returned (then maybe its echo)
         await asyncio.to_thread(add_version, plane, "shop", "v3")
         unsubscribe()
         told = len(heard)  # on PostgreSQL LISTEN's echoes may have come too

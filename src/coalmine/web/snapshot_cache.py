@@ -92,6 +92,8 @@ class _Held:
 @dataclass(eq=False)
 class _Load:
     future: asyncio.Future[CachedSnapshot]
+    generation: int
+    """the feed's generation when it began: a reader of a later one does not join it"""
     overtaken: bool = False
     """a notice came while it loaded: what it read may be older than the change"""
 
@@ -138,17 +140,18 @@ class SnapshotCache:
                 held.used = self.clock()
                 return held.cached
             load = self._loading.get(app)
-            if load is None:
-                load = self._loading[app] = _Load(asyncio.get_running_loop().create_future())
+            if load is None or load.generation != generation:
+                future = asyncio.get_running_loop().create_future()
+                load = self._loading[app] = _Load(future, generation)
                 start = True
         if start:
-            task = asyncio.get_running_loop().create_task(self._load(app, load, generation))
+            task = asyncio.get_running_loop().create_task(self._load(app, load))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         # shielded: a reader that goes away must not cancel the load the others wait for
         return await asyncio.shield(load.future)
 
-    async def _load(self, app: str, load: _Load, generation: int) -> None:
+    async def _load(self, app: str, load: _Load) -> None:
         try:
             snapshot = await run_in_threadpool(self.snapshots.snapshot, app)
         except asyncio.CancelledError:
@@ -168,12 +171,12 @@ class SnapshotCache:
             if (
                 not load.overtaken
                 and feed.live
-                and feed.generation == generation
+                and feed.generation == load.generation
                 and self._revalidation is not None
             ):
                 if app not in self._held and len(self._held) >= self.max_apps:
                     del self._held[next(iter(self._held))]  # the least recently loaded
-                self._held[app] = _Held(cached, generation, self.clock())
+                self._held[app] = _Held(cached, load.generation, self.clock())
         load.future.set_result(cached)
 
     def _loaded(self, app: str, load: _Load) -> None:
