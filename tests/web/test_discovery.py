@@ -36,6 +36,8 @@ from coalmine.web.discovery import (
     answer_etag,
     canonical,
     discover,
+    ofrep_flag,
+    ofrep_flags,
     same_answer,
 )
 from coalmine.web.routes.discovery import answer_events
@@ -517,10 +519,11 @@ _NAMES = st.from_regex(r"[a-z0-9](?:[a-z0-9_-]{0,10}[a-z0-9])?", fullmatch=True)
     keyed=st.booleans(),
 )
 @settings(max_examples=200, deadline=None)
-def test_answer_bytes_equal_canonical_and_the_etag(
+def test_answer_bytes_and_ofrep_flags_equal_their_definitions(
     functions: list[str], user: str, revision: int, exposure: int, keyed: bool
 ) -> None:
-    """One encoding gives both, whatever the user key, the functions' names, the channel."""
+    """One encoding gives the bytes and the ETag, and the flags built together are each
+    flag's own evaluation, whatever the user key, the functions' names, the channel."""
     current = dict.fromkeys(functions, "v1")
     release = Release.start(
         id="shop-1",
@@ -540,3 +543,5 @@ def test_answer_bytes_equal_canonical_and_the_etag(
     answer = discover(snapshot, user, settings_, now=1e9)
     assert (answer["context"] is not None) is keyed
     assert answer_bytes(answer) == (canonical(answer), answer_etag(answer))
+    keys = ["shop", *(f"shop.{fn}" for fn in sorted(functions))]
+    assert ofrep_flags(answer) == [ofrep_flag(answer, key) for key in keys]

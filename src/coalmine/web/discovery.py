@@ -300,7 +300,25 @@ def ofrep_flag(answer: Mapping[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def ofrep_flags(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every flag of the app: ``<app>``, then ``<app>.<function>`` for each function."""
-    app = answer["app"]
-    keys = [app, *(f"{app}.{fn}" for fn in answer["actions"])]
-    return [flag for flag in (ofrep_flag(answer, k) for k in keys) if flag is not None]
+    """Every flag of the app: ``<app>``, then ``<app>.<function>`` for each function.
+
+    Each is what `ofrep_flag` gives for its key; what they share (the
+    reason, the metadata) is built once.
+    """
+    app, channel = answer["app"], answer["channel"]
+    reason = OPENFEATURE_REASONS.get(Reason(answer["reason"]), "UNKNOWN")
+    shared = _metadata(answer)
+    flags = [
+        {"key": app, "value": channel, "variant": channel, "reason": reason, "metadata": shared}
+    ]
+    for function, action in answer["actions"].items():
+        flags.append(
+            {
+                "key": f"{app}.{function}",
+                "value": action["url"] or action["version"],
+                "variant": action["version"],
+                "reason": reason,
+                "metadata": {**shared, "function": function},
+            }
+        )
+    return flags
