@@ -84,12 +84,12 @@ def test_a_revoked_keys_stream_ends_within_one_heartbeat(
     ],
 )
 def test_a_key_revoked_elsewhere_ends_its_streams_and_requests_within_a_second(
-    sqlite_url: str, admin_env: str, role: str, path: str, params: dict[str, str], first: str
+    database_url: str, admin_env: str, role: str, path: str, params: dict[str, str], first: str
 ) -> None:
-    """Revoked by another process (``coalmine token revoke`` on the store): no notice reaches
-    this server; its key cache finds out by itself. The heartbeat is far off, so only that
-    can end the stream."""
-    app = create_app(database_url=sqlite_url, heartbeat=60)
+    """Revoked by another process (``coalmine token revoke`` on the store, another replica):
+    no notice reaches this server; its key cache finds out by itself. The heartbeat is far
+    off, so only that can end the stream."""
+    app = create_app(database_url=database_url, heartbeat=60)
     with serve(app) as base, httpx.Client(base_url=base, headers=bearer(ADMIN_SECRET)) as api:
         r = api.post("/v1/apply", content=APP_DOC, headers={"Content-Type": "application/yaml"})
         assert r.status_code == 200, r.text
@@ -107,7 +107,7 @@ def test_a_key_revoked_elsewhere_ends_its_streams_and_requests_within_a_second(
             r = httpx.get(base + path.removesuffix("/stream"), params=params, headers=headers)
             assert r.status_code == 200, r.text  # the key is held by the cache now
 
-            elsewhere = open_store(sqlite_url)
+            elsewhere = open_store(database_url)
             try:
                 TokenService(elsewhere).revoke(created["id"])
             finally:
