@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/gateway_inprocess.py
+	$(BIN)/python bench/readpath.py
 	$(BIN)/python bench/controller_tick.py
 
 # The long part of the hardening checks: the gateway under load for 60 s while

@@ -1,7 +1,8 @@
 """wrk: the Lua scripts that give each request a random user, a run, and its parsed result.
 
 `Wrk.run` runs ``wrk -t1 --latency`` against a URL (paced or back to back),
-with the target's CPU time per request when given its server; `parse_wrk`
+with the target's CPU time per request when given its server (`run_wrk` does
+it with any script); `parse_wrk`
 reads requests per second and p50/p99, and raises `BenchError` on non-2xx
 answers or socket errors; `median_of` takes the median of each figure over
 rounds.
@@ -21,7 +22,7 @@ from _cpu import cpu_seconds
 from _errors import BenchError
 from _procs import Server
 
-__all__ = ["Wrk", "WrkResult", "median_of", "parse_wrk", "write_scripts"]
+__all__ = ["Wrk", "WrkResult", "median_of", "parse_wrk", "run_wrk", "write_scripts"]
 
 _LUA = """\
 -- bench/gateway.py: each request carries a random user of a fixed pool in x-user-id
@@ -113,34 +114,56 @@ class Wrk:
     ) -> WrkResult:
         """One wrk run against ``url``; with ``server``, also its CPU time per request."""
         script = self.paced_script if pace_ms > 0 else self.script
-        cmd = [
+        return run_wrk(
             self.binary,
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
+            script,
             url,
-            "--",
-            str(self.users),
-            str(pace_ms),
-        ]
-        cpu_before = cpu_seconds(server.proc.pid) if server is not None else None
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=seconds + 30, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from None
-        cpu_after = cpu_seconds(server.proc.pid) if server is not None else None
-        if proc.returncode != 0:
-            raise BenchError(f"wrk failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
-        result = parse_wrk(proc.stdout)
-        if cpu_before is None or cpu_after is None or not result.requests:
-            return result
-        cpu_us = (cpu_after - cpu_before) * 1e6 / result.requests
-        return dataclasses.replace(result, cpu_us=cpu_us)
+            [str(self.users), str(pace_ms)],
+            connections=connections,
+            seconds=seconds,
+            server=server,
+        )[0]
+
+
+def run_wrk(
+    binary: str,
+    script: Path,
+    url: str,
+    script_args: Sequence[str] = (),
+    *,
+    connections: int,
+    seconds: int,
+    server: Server | None = None,
+) -> tuple[WrkResult, str]:
+    """``wrk -t1 --latency`` with a Lua script: its result and its whole output (what the
+    script's ``done`` printed included); with ``server``, the server's CPU time per request."""
+    cmd = [
+        binary,
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+        "--",
+        *script_args,
+    ]
+    cpu_before = cpu_seconds(server.proc.pid) if server is not None else None
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=seconds + 30, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from None
+    cpu_after = cpu_seconds(server.proc.pid) if server is not None else None
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    result = parse_wrk(proc.stdout)
+    if cpu_before is None or cpu_after is None or not result.requests:
+        return result, proc.stdout
+    cpu_us = (cpu_after - cpu_before) * 1e6 / result.requests
+    return dataclasses.replace(result, cpu_us=cpu_us), proc.stdout
 
 
 def write_scripts(folder: Path, users: int) -> tuple[Path, Path]:

@@ -4,6 +4,7 @@ signed contexts and pinning, and the SSE stream that follows a rollback within a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import queue
 import threading
@@ -14,22 +15,29 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coalmine.core.context import RoutingContext, decode_context, encode_context
 from coalmine.core.errors import InvalidInput
 from coalmine.core.machine import Tick
-from coalmine.core.model import Channel, Decision, Reason
-from coalmine.core.routing import evaluate
+from coalmine.core.model import Channel, Decision, Phase, Reason, Release
+from coalmine.core.routing import RoutingState, evaluate
 from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
+from coalmine.core.strategy import parse_strategy
 from coalmine.web import create_app
 from coalmine.web.discovery import (
     CONTEXT_WINDOW_SECONDS,
     OPENFEATURE_REASONS,
     DiscoverySettings,
     action_url,
+    answer_bytes,
     answer_etag,
+    canonical,
     discover,
+    ofrep_flag,
+    ofrep_flags,
     same_answer,
 )
 from coalmine.web.routes.discovery import answer_events
@@ -496,3 +504,44 @@ def test_discovery_never_extends_a_context_it_pins(sqlite_url: str, no_env: None
         late = discover(snapshot, canary, settings, now=ctx0.expires_at + 1, context=token)
         assert late["reason"] == "cohort"
         assert "(expired)" in late["detail"]
+
+
+_NAMES = st.from_regex(r"[a-z0-9](?:[a-z0-9_-]{0,10}[a-z0-9])?", fullmatch=True)
+
+
+@given(
+    functions=st.lists(
+        st.one_of(st.just("revision"), st.just("user"), _NAMES), min_size=1, max_size=4, unique=True
+    ),
+    user=st.text(min_size=1, max_size=40),
+    revision=st.integers(min_value=0, max_value=10**12),
+    exposure=st.integers(min_value=0, max_value=10_000),
+    keyed=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_answer_bytes_and_ofrep_flags_equal_their_definitions(
+    functions: list[str], user: str, revision: int, exposure: int, keyed: bool
+) -> None:
+    """One encoding gives the bytes and the ETag, and the flags built together are each
+    flag's own evaluation, whatever the user key, the functions' names, the channel."""
+    current = dict.fromkeys(functions, "v1")
+    release = Release.start(
+        id="shop-1",
+        app="shop",
+        current=current,
+        changes={functions[0]: "v2"},
+        salt="salt-0123456789abcdef",
+        strategy=parse_strategy("Canary10Percent5Minutes"),
+    )
+    release = dataclasses.replace(release, exposure=exposure, phase=Phase.RUNNING)
+    snapshot = RoutingSnapshot(
+        RoutingState("shop", current, release),
+        revision,
+        {fn: {"v1": f"https://x.example/{fn}", "v2": "m.v2:h"} for fn in functions},
+    )
+    settings_ = DiscoverySettings(KEYS if keyed else None, GATEWAY)
+    answer = discover(snapshot, user, settings_, now=1e9)
+    assert (answer["context"] is not None) is keyed
+    assert answer_bytes(answer) == (canonical(answer), answer_etag(answer))
+    keys = ["shop", *(f"shop.{fn}" for fn in sorted(functions))]
+    assert ofrep_flags(answer) == [ofrep_flag(answer, key) for key in keys]

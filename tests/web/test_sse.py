@@ -89,11 +89,11 @@ def test_stream_sends_the_snapshot_then_each_change_within_a_second(
     database_url: str, admin_env: str
 ) -> None:
     app = create_app(database_url=database_url, heartbeat=0.3)
-    feed = app.state.feed
+    cache = app.state.snapshots  # what streams subscribe to (it follows the change feed)
     service = app.state.plane
     active = 0
     unsubscribed = threading.Event()
-    subscribe = feed.subscribe
+    subscribe = cache.subscribe
 
     def counting_subscribe(callback: Callable[[str], None]) -> Callable[[], None]:
         nonlocal active
@@ -108,7 +108,7 @@ def test_stream_sends_the_snapshot_then_each_change_within_a_second(
 
         return counted
 
-    feed.subscribe = counting_subscribe
+    cache.subscribe = counting_subscribe
 
     with serve(app) as base, httpx.Client(base_url=base, headers=bearer(ADMIN_SECRET)) as api:
         r = api.post("/v1/apply", content=APP_DOC, headers={"Content-Type": "application/yaml"})

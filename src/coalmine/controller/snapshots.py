@@ -9,6 +9,8 @@ gateways and discovery read it; its ``revision`` is the ETag.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from coalmine.core.model import ROLLED_BACK_PHASES, Phase
 from coalmine.core.routing import RoutingState
 from coalmine.core.snapshot import RoutingSnapshot
@@ -27,6 +29,11 @@ class SnapshotService:
         """The app's routing revision: it grows with every change of what routing reads."""
         with self.uow() as w:
             return w.apps.get(app).revision
+
+    def revisions(self, apps: Collection[str]) -> dict[str, int]:
+        """The revisions of those of ``apps`` that exist, in one read (a cache's check)."""
+        with self.uow(snapshot=True) as w:
+            return w.apps.revisions(apps)
 
     def snapshot(self, app_name: str) -> RoutingSnapshot:
         with self.uow(snapshot=True) as w:

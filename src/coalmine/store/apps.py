@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,6 +11,9 @@ from coalmine.core.errors import NotFound
 from coalmine.store.models import AppRow, FunctionRow, VersionRow
 
 __all__ = ["AppRepository"]
+
+_IN_CHUNK = 500
+"""names per ``IN (...)``: within every SQLite's limit of bound parameters"""
 
 
 class AppRepository:
@@ -34,6 +37,17 @@ class AppRepository:
         row = self.session.get(AppRow, app_id)
         assert row is not None  # a foreign key points at it
         return row
+
+    def revisions(self, names: Collection[str]) -> dict[str, int]:
+        """The routing revision of each of these apps that exists, in one read per 500."""
+        wanted = sorted(set(names))
+        found: dict[str, int] = {}
+        for i in range(0, len(wanted), _IN_CHUNK):
+            q = select(AppRow.name, AppRow.revision).where(
+                AppRow.name.in_(wanted[i : i + _IN_CHUNK])
+            )
+            found.update((name, revision) for name, revision in self.session.execute(q).all())
+        return found
 
     def all(self) -> Sequence[AppRow]:
         return self.session.scalars(select(AppRow).order_by(AppRow.name)).all()

@@ -50,11 +50,20 @@ def _sqlite_autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None
 
 
+_READ_ONLY = "coalmine_read_only"
+"""an execution option: this transaction only reads (`Store.snapshot`)"""
+
+
 def _sqlite_begin(conn: Any) -> None:
     # IMMEDIATE takes the write lock up front: a unit of work reads one
     # consistent state and cannot fail half-way when it upgrades to a write
-    # (readers outside transactions are not blocked in WAL mode).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # (readers outside transactions are not blocked in WAL mode). A read-only
+    # transaction needs no lock: in WAL mode a deferred BEGIN reads one
+    # committed state from its first SELECT on, without waiting for a writer.
+    if conn.get_execution_options().get(_READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 _OWNER_ONLY = 0o600
@@ -123,15 +132,18 @@ class Store:
 
     @contextmanager
     def snapshot(self) -> Iterator[Session]:
-        """A read of several tables that sees one committed state.
+        """A read of several tables that sees one committed state; it must not write.
 
         On PostgreSQL a REPEATABLE READ transaction (READ COMMITTED, the
-        default, lets each statement see a newer commit); SQLite transactions
-        are serialised already.
+        default, lets each statement see a newer commit); on SQLite a deferred
+        transaction, which in WAL mode reads one commit without queueing
+        behind the writer (a write in it could fail: it must not write).
         """
         with self.sessions.begin() as session:
             if self.is_postgres:
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            else:
+                session.connection(execution_options={_READ_ONLY: True})
             yield session
 
     def dispose(self) -> None:

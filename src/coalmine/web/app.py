@@ -1,9 +1,10 @@
 """`create_app`: the control plane's FastAPI application and its lifespan.
 
 The factory opens the store (migrations run there), builds the change feed,
-the control and token services, and keeps them on ``app.state``. The
-lifespan starts the feed (PostgreSQL LISTEN), makes sure an admin token
-exists, and optionally starts the rollout controller built by a factory.
+the control and token services and the read path's caches (`SnapshotCache`,
+`KeyCache`), and keeps them on ``app.state``. The lifespan starts the feed
+(PostgreSQL LISTEN), then the caches, makes sure an admin token exists, and
+optionally starts the rollout controller built by a factory.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from coalmine.store.db import Store, open_store
 from coalmine.web.auth import Require, bootstrap_admin
 from coalmine.web.discovery import DiscoverySettings
 from coalmine.web.errors import install_error_handlers
+from coalmine.web.fast_reads import FastReads
+from coalmine.web.key_cache import KeyCache
 from coalmine.web.limits import BodyLimit
 from coalmine.web.limits import max_body_bytes as body_limit
 from coalmine.web.openapi import complete
 from coalmine.web.query import known_query
 from coalmine.web.routes import ROUTERS
 from coalmine.web.routes.apply import openapi_schemas
+from coalmine.web.snapshot_cache import SnapshotCache
 
 __all__ = ["ControllerFactory", "create_app"]
 
@@ -92,10 +96,14 @@ def create_app(
     feed = ChangeFeed(store)
     plane = ControlPlane(store, feed, lambda_versions=lambda_versions)
     tokens = TokenService(store)
+    snapshots = SnapshotCache(plane.snapshots, feed)  # subscribed before anything is read
+    keys = KeyCache(tokens)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(feed.start)
+        snapshots.start()
+        keys.start()
         controller: Any = None
         try:
             await run_in_threadpool(bootstrap_admin, tokens)
@@ -109,6 +117,8 @@ def create_app(
         finally:
             if controller is not None:
                 await run_in_threadpool(controller.stop)
+            await keys.stop()
+            await snapshots.stop()
             await run_in_threadpool(feed.stop)
             if owns_store:
                 store.dispose()
@@ -128,10 +138,13 @@ def create_app(
     app.state.feed = feed
     app.state.plane = plane
     app.state.tokens = tokens
+    app.state.snapshots = snapshots
+    app.state.keys = keys
     app.state.heartbeat = heartbeat
     app.state.discovery = discovery
     app.state.controller = None
     install_error_handlers(app)
+    app.add_middleware(FastReads)  # the polled reads, inside the body limit
     app.add_middleware(BodyLimit, max_bytes=limit)  # outside routing: before auth and parsing
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     for router in ROUTERS:

@@ -18,11 +18,10 @@ from typing import Annotated, TextIO
 
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from coalmine.controller.schemas import Role, TokenCreated
 from coalmine.controller.tokens import Principal, TokenService
-from coalmine.web.deps import TokensDep
+from coalmine.web.deps import KeysDep
 
 __all__ = [
     "BOOTSTRAP_ENV",
@@ -57,12 +56,16 @@ def _unauthorized(detail: str) -> HTTPException:
 
 async def authenticate(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    tokens: TokensDep,
+    keys: KeysDep,
 ) -> Principal:
-    """The caller's principal; 401 when the bearer token is missing, unknown or revoked."""
+    """The caller's principal; 401 when the bearer token is missing, unknown or revoked.
+
+    Checked through the `KeyCache`: a revoked token stops working within
+    `coalmine.web.key_cache.MAX_AGE_SECONDS`, at once when revoked here.
+    """
     if credentials is None or not credentials.credentials:
         raise _unauthorized(MISSING_TOKEN)
-    principal = await run_in_threadpool(tokens.authenticate, credentials.credentials)
+    principal = await keys.authenticate(credentials.credentials)
     if principal is None:
         raise _unauthorized(INVALID_TOKEN)
     return principal

@@ -21,12 +21,12 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from coalmine.core.context import DEFAULT_TTL_SECONDS, ContextTooLarge, encode_context
+from coalmine.core.context import DEFAULT_TTL_SECONDS, ContextSigner, ContextTooLarge
 from coalmine.core.errors import InvalidInput
-from coalmine.core.model import Reason
+from coalmine.core.model import Decision, Reason
 from coalmine.core.routing import evaluate
 from coalmine.core.signing import Keyring
 from coalmine.core.snapshot import RoutingSnapshot
@@ -38,6 +38,7 @@ __all__ = [
     "SIGNING_KEYS_ENV",
     "DiscoverySettings",
     "action_url",
+    "answer_bytes",
     "answer_etag",
     "canonical",
     "discover",
@@ -45,11 +46,13 @@ __all__ = [
     "ofrep_flag",
     "ofrep_flags",
     "same_answer",
+    "tagged",
 ]
 
 GATEWAY_ENV = "COALMINE_GATEWAY_URL"
 SIGNING_KEYS_ENV = "COALMINE_SIGNING_KEYS"
 CONTEXT_WINDOW_SECONDS = 300
+_SIGNERS = 256
 """a signed context's expiry is rounded down to this window (it lives ttl - window at least)"""
 
 OPENFEATURE_REASONS: Mapping[Reason, str] = {
@@ -77,6 +80,9 @@ class DiscoverySettings:
     gateway_url: str | None = None
     """``<gateway_url>/<function>`` is the URL of a version whose target is not a URL"""
     context_ttl: float = DEFAULT_TTL_SECONDS
+    _signers: dict[tuple[object, ...], ContextSigner] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.gateway_url is not None:
@@ -109,6 +115,34 @@ class DiscoverySettings:
     def window(self, now: float) -> int:
         """The start of the context window ``now`` falls in."""
         return int(now) - int(now) % CONTEXT_WINDOW_SECONDS
+
+    def signer(self, decision: Decision, now: float) -> ContextSigner:
+        """The signer of ``decision``'s contexts in ``now``'s window (needs a keyring).
+
+        What a context says but its user (app, release, channel, versions,
+        expiry) is shared by every user of a channel in a window: its signer
+        is built once and kept (`ContextSigner`), at most `_SIGNERS` of them.
+        """
+        assert self.keyring is not None
+        expires_at = int(self.window(now) + self.context_ttl)
+        if decision.expires_at is not None:  # pinned: its context's expiry bounds this one
+            expires_at = min(expires_at, decision.expires_at)
+        key = (
+            decision.app,
+            decision.release_id,
+            decision.channel,
+            tuple(sorted(decision.versions.items())),
+            expires_at,
+            decision.binding,  # signed in only for a context asked for no user
+        )
+        signer = self._signers.get(key)
+        if signer is None:
+            if len(self._signers) >= _SIGNERS:
+                self._signers.clear()  # old windows, old releases: rebuilt on demand
+            signer = self._signers[key] = ContextSigner(
+                decision, self.keyring, expires_at=expires_at
+            )
+        return signer
 
 
 def action_url(function: str, target: str | None, gateway_url: str | None) -> str | None:
@@ -144,15 +178,9 @@ def discover(
     }
     detail = decision.detail
     signed: str | None = None
-    if settings.keyring is not None:
+    if settings.keyring is not None and decision.release_id is not None:
         try:
-            signed = encode_context(
-                decision,
-                settings.keyring,
-                now=settings.window(now),
-                ttl=settings.context_ttl,
-                user=user,
-            )
+            signed = settings.signer(decision, now).sign(user)
         except ContextTooLarge as exc:
             detail = f"{detail}; {exc}" if detail else str(exc)
     return {
@@ -185,7 +213,37 @@ def answer_etag(answer: Any) -> str:
     what this user should do moves (or the signed context is renewed).
     """
     body = _without_revision(answer) if isinstance(answer, Mapping) else answer
-    return f'W/"{hashlib.sha256(canonical(body)).hexdigest()[:32]}"'
+    return _etag(canonical(body))
+
+
+def tagged(data: Mapping[str, Any]) -> tuple[bytes, str]:
+    """``canonical(data)`` and its `answer_etag`, from one encoding (``data`` has no revision)."""
+    if "revision" in data:
+        raise ValueError("tagged() is for data without a revision; use answer_etag")
+    content = canonical(data)
+    return content, _etag(content)
+
+
+def answer_bytes(answer: Mapping[str, Any]) -> tuple[bytes, str]:
+    """An answer's `canonical` bytes and its `answer_etag`, from one encoding.
+
+    In an answer's canonical text its revision is ``,"revision":N,`` once, at
+    the top level: the answer's keys are fixed and sorted (``release`` before
+    it, ``user`` after), every quote inside a string is escaped, and a nested
+    ``revision`` (a function named so) holds an object or a string, never a
+    number. So the text without it is the canonical text of the answer without
+    revision, which the ETag hashes.
+    """
+    content = canonical(answer)
+    marker = b',"revision":%d,' % answer["revision"]
+    without = content.replace(marker, b",", 1)
+    if len(without) != len(content) - len(marker) + 1:  # not an answer of `discover`
+        return content, answer_etag(answer)
+    return content, _etag(without)
+
+
+def _etag(content: bytes) -> str:
+    return f'W/"{hashlib.sha256(content).hexdigest()[:32]}"'
 
 
 def same_answer(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
@@ -242,7 +300,25 @@ def ofrep_flag(answer: Mapping[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def ofrep_flags(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every flag of the app: ``<app>``, then ``<app>.<function>`` for each function."""
-    app = answer["app"]
-    keys = [app, *(f"{app}.{fn}" for fn in answer["actions"])]
-    return [flag for flag in (ofrep_flag(answer, k) for k in keys) if flag is not None]
+    """Every flag of the app: ``<app>``, then ``<app>.<function>`` for each function.
+
+    Each is what `ofrep_flag` gives for its key; what they share (the
+    reason, the metadata) is built once.
+    """
+    app, channel = answer["app"], answer["channel"]
+    reason = OPENFEATURE_REASONS.get(Reason(answer["reason"]), "UNKNOWN")
+    shared = _metadata(answer)
+    flags = [
+        {"key": app, "value": channel, "variant": channel, "reason": reason, "metadata": shared}
+    ]
+    for function, action in answer["actions"].items():
+        flags.append(
+            {
+                "key": f"{app}.{function}",
+                "value": action["url"] or action["version"],
+                "variant": action["version"],
+                "reason": reason,
+                "metadata": {**shared, "function": function},
+            }
+        )
+    return flags

@@ -26,7 +26,6 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from coalmine.controller.plane import ControlPlane
 from coalmine.controller.tokens import APP_ROLES, Principal
 from coalmine.core.errors import NotFound
 from coalmine.core.model import NAME_PATTERN
@@ -35,17 +34,25 @@ from coalmine.web.auth import (
     INVALID_TOKEN,
     _bearer,  # one scheme in the OpenAPI document
 )
-from coalmine.web.deps import FeedDep, PlaneDep, TokensDep
+from coalmine.web.deps import KeysDep, SnapshotsDep
 from coalmine.web.discovery import (
     DiscoverySettings,
-    answer_etag,
+    answer_bytes,
     canonical,
     discover,
     same_answer,
 )
 from coalmine.web.openapi import sse_event
 from coalmine.web.routes.routing import etag_matches
-from coalmine.web.sse import KEEPALIVE, RETRY_MS, REVOKED_EVENT, SnapshotStream, format_event
+from coalmine.web.snapshot_cache import SnapshotCache
+from coalmine.web.sse import (
+    KEEPALIVE,
+    RETRY_MS,
+    REVOKED_EVENT,
+    Credential,
+    SnapshotStream,
+    format_event,
+)
 
 __all__ = [
     "CORS",
@@ -94,7 +101,7 @@ def _refuse(status: int, detail: str) -> HTTPException:
 async def discovery_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     key: Annotated[str | None, Depends(_query_key)],
-    tokens: TokensDep,
+    keys: KeysDep,
 ) -> Principal:
     """The caller, by bearer token or by a browser key in ``?key=``."""
     if credentials is not None and credentials.credentials:
@@ -103,7 +110,7 @@ async def discovery_caller(
         secret, in_query = key, True
     else:
         raise _refuse(401, MISSING_KEY)
-    principal = await run_in_threadpool(tokens.authenticate, secret)
+    principal = await keys.authenticate(secret)
     if principal is None:
         raise _refuse(401, INVALID_TOKEN)
     if in_query and principal.role == "sdk":
@@ -151,12 +158,11 @@ def _check_reader(app: str, principal: Principal, *, many: bool = False) -> None
     raise _refuse(403, f"role {principal.role} cannot ask discovery; needs viewer")
 
 
-async def _snapshot(plane: ControlPlane, app: str) -> RoutingSnapshot:
+async def _snapshot(snapshots: SnapshotCache, app: str) -> RoutingSnapshot:
     try:
-        snapshot: RoutingSnapshot = await run_in_threadpool(plane.snapshots.snapshot, app)
+        return (await snapshots.get(app)).snapshot
     except NotFound as exc:
         raise _refuse(404, str(exc)) from exc
-    return snapshot
 
 
 def _settings(request: Request) -> DiscoverySettings:
@@ -192,7 +198,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 async def discovery(
     request: Request,
     principal: DiscoveryCaller,
-    plane: PlaneDep,
+    snapshots: SnapshotsDep,
     app: AppQuery = None,
     user: UserQuery = None,
     context: ContextQuery = None,
@@ -202,7 +208,7 @@ async def discovery(
     app_name = _required(app, "app", "the app's name")
     user_key = _required(user, "user", "the user's key")
     _check_reader(app_name, principal)
-    snapshot = await _snapshot(plane, app_name)
+    snapshot = await _snapshot(snapshots, app_name)
     answer = discover(
         snapshot,
         user_key,
@@ -211,11 +217,11 @@ async def discovery(
         context=context,
         override=override,
     )
-    etag = answer_etag(answer)
+    content, etag = answer_bytes(answer)
     headers = {"ETag": etag, **_NO_CACHE}
     if etag_matches(if_none_match, etag.removeprefix("W/")):
         return Response(status_code=304, headers=headers)
-    return Response(canonical(answer), media_type="application/json", headers=headers)
+    return Response(content, media_type="application/json", headers=headers)
 
 
 class DiscoveryBatch(BaseModel):
@@ -234,21 +240,18 @@ class DiscoveryBatch(BaseModel):
     responses={200: {"description": '`{"app", "revision", "answers": [answer, ...]}`'}},
 )
 async def discovery_batch(
-    body: DiscoveryBatch, request: Request, principal: DiscoveryCaller, plane: PlaneDep
+    body: DiscoveryBatch, request: Request, principal: DiscoveryCaller, snapshots: SnapshotsDep
 ) -> Response:
     _check_reader(body.app, principal, many=True)
     settings = _settings(request)
+    snapshot = await _snapshot(snapshots, body.app)
 
-    def build() -> bytes:
-        snapshot = plane.snapshots.snapshot(body.app)
+    def build() -> bytes:  # up to 10,000 answers: off the event loop
         now = time.time()
         answers = [discover(snapshot, u, settings, now=now) for u in body.users]
         return canonical({"app": body.app, "revision": snapshot.revision, "answers": answers})
 
-    try:
-        content = await run_in_threadpool(build)
-    except NotFound as exc:
-        raise _refuse(404, str(exc)) from exc
+    content = await run_in_threadpool(build)
     return Response(content, media_type="application/json", headers=_NO_CACHE)
 
 
@@ -302,9 +305,8 @@ async def answer_events(
 async def discovery_stream(
     request: Request,
     principal: DiscoveryCaller,
-    plane: PlaneDep,
-    feed: FeedDep,
-    tokens: TokensDep,
+    snapshots: SnapshotsDep,
+    keys: KeysDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     key: Annotated[str | None, Depends(_query_key)],
     app: AppQuery = None,
@@ -319,11 +321,10 @@ async def discovery_stream(
     # the credential discovery_caller authenticated: the header's, else ?key=
     secret = credentials.credentials if credentials and credentials.credentials else key or ""
     stream = SnapshotStream(
-        plane,
-        feed,
+        snapshots,
         app_name,
         heartbeat=float(request.app.state.heartbeat),
-        authorized=lambda: tokens.authenticate(secret) is not None,
+        credential=Credential(keys, secret, principal),
     )
     try:
         await stream.open()

@@ -24,20 +24,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials
-from starlette.concurrency import run_in_threadpool
 
-from coalmine.controller.tokens import Principal, TokenService
+from coalmine.controller.tokens import Principal
 from coalmine.core.errors import InvalidInput, NotFound
-from coalmine.core.snapshot import RoutingSnapshot
 from coalmine.core.wire import load_json
 from coalmine.web.auth import (
     INVALID_TOKEN,
     _bearer,  # one scheme in the OpenAPI document
 )
-from coalmine.web.deps import PlaneDep, TokensDep
-from coalmine.web.discovery import answer_etag, discover, ofrep_flag, ofrep_flags
+from coalmine.web.deps import KeysDep, SnapshotsDep
+from coalmine.web.discovery import discover, ofrep_flag, ofrep_flags, tagged
+from coalmine.web.key_cache import KeyCache
 from coalmine.web.routes.discovery import CORS, preflight
 from coalmine.web.routes.routing import etag_matches
+from coalmine.web.snapshot_cache import SnapshotCache
 
 __all__ = ["CONTEXT_ATTRIBUTE", "OfrepRequest", "router"]
 
@@ -137,7 +137,7 @@ def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> J
 
 
 async def _principal(
-    tokens: TokenService,
+    keys: KeyCache,
     credentials: HTTPAuthorizationCredentials | None,
     api_key: str | None,
 ) -> Principal | JSONResponse:
@@ -145,7 +145,7 @@ async def _principal(
     if not secret:
         detail = "missing key: pass 'Authorization: Bearer <browser key>' or 'X-API-Key'"
         return _json(401, {"errorDetails": detail}, {"WWW-Authenticate": "Bearer"})
-    principal = await run_in_threadpool(tokens.authenticate, secret)
+    principal = await keys.authenticate(secret)
     if principal is None:
         return _json(401, {"errorDetails": INVALID_TOKEN}, {"WWW-Authenticate": "Bearer"})
     if principal.app is None or not principal.can_evaluate_flags(principal.app):
@@ -158,10 +158,10 @@ async def _principal(
 
 
 async def _answer(
-    plane: PlaneDep, request: Request, app: str, parsed: OfrepRequest
+    snapshots: SnapshotCache, request: Request, app: str, parsed: OfrepRequest
 ) -> dict[str, Any] | None:
     try:
-        snapshot: RoutingSnapshot = await run_in_threadpool(plane.snapshots.snapshot, app)
+        snapshot = (await snapshots.get(app)).snapshot
     except NotFound:
         return None
     return discover(
@@ -189,12 +189,12 @@ ApiKey = Annotated[str | None, Depends(_api_key)]
 async def evaluate_flag(
     key: str,
     request: Request,
-    plane: PlaneDep,
-    tokens: TokensDep,
+    snapshots: SnapshotsDep,
+    keys: KeysDep,
     credentials: Bearer,
     api_key: ApiKey,
 ) -> Response:
-    principal = await _principal(tokens, credentials, api_key)
+    principal = await _principal(keys, credentials, api_key)
     if isinstance(principal, Response):
         return principal
     app = principal.app or ""
@@ -202,7 +202,7 @@ async def evaluate_flag(
     if isinstance(parsed, tuple):
         code, details = parsed
         return _json(400, {"key": key, "errorCode": code, "errorDetails": details})
-    answer = await _answer(plane, request, app, parsed)
+    answer = await _answer(snapshots, request, app, parsed)
     flag = ofrep_flag(answer, key) if answer is not None else None
     if answer is None or flag is None:
         flags = ", ".join(f["key"] for f in ofrep_flags(answer)) if answer else "none"
@@ -223,25 +223,24 @@ async def evaluate_flag(
 )
 async def evaluate_flags(
     request: Request,
-    plane: PlaneDep,
-    tokens: TokensDep,
+    snapshots: SnapshotsDep,
+    keys: KeysDep,
     credentials: Bearer,
     api_key: ApiKey,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    principal = await _principal(tokens, credentials, api_key)
+    principal = await _principal(keys, credentials, api_key)
     if isinstance(principal, Response):
         return principal
     parsed = OfrepRequest.parse(await request.body())
     if isinstance(parsed, tuple):
         code, details = parsed
         return _json(400, {"errorCode": code, "errorDetails": details})
-    answer = await _answer(plane, request, principal.app or "", parsed)
-    body = {"flags": ofrep_flags(answer) if answer is not None else []}
-    etag = answer_etag(body)
+    answer = await _answer(snapshots, request, principal.app or "", parsed)
+    content, etag = tagged({"flags": ofrep_flags(answer) if answer is not None else []})
     if etag_matches(if_none_match, etag.removeprefix("W/")):
         return Response(status_code=304, headers={"ETag": etag, **_JSON})
-    return _json(200, body, {"ETag": etag})
+    return Response(content, media_type="application/json", headers={**_JSON, "ETag": etag})
 
 
 for _path in ("/evaluate/flags", "/evaluate/flags/{key}"):

@@ -1,6 +1,7 @@
 """The data plane's reads: an app's routing snapshot (with ETag) and its SSE stream.
 
-Readable with a viewer token or with the sdk key of that app.
+Readable with a viewer token or with the sdk key of that app. Both read the
+snapshot from the `SnapshotCache`: a poll (a 304 above all) reads no database.
 """
 
 from __future__ import annotations
@@ -8,13 +9,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from coalmine.web.auth import RoutingReader, _bearer
-from coalmine.web.deps import FeedDep, PlaneDep, TokensDep
+from coalmine.web.deps import KeysDep, SnapshotsDep
 from coalmine.web.openapi import sse_event
-from coalmine.web.sse import SnapshotStream
+from coalmine.web.sse import Credential, SnapshotStream
 
 __all__ = ["etag_matches", "router"]
 
@@ -46,17 +47,17 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 @router.get("/routing", summary="The app's routing snapshot", responses=_SNAPSHOT_DOC)
-def routing(
+async def routing(
     app: str,
     _: RoutingReader,
-    plane: PlaneDep,
+    snapshots: SnapshotsDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    snapshot = plane.snapshots.snapshot(app)
-    headers = {"ETag": snapshot.etag, **_NO_CACHE}
-    if etag_matches(if_none_match, snapshot.etag):
+    cached = await snapshots.get(app)
+    headers = {"ETag": cached.etag, **_NO_CACHE}
+    if etag_matches(if_none_match, cached.etag):
         return Response(status_code=304, headers=headers)
-    return JSONResponse(snapshot.to_dict(), headers=headers)
+    return Response(cached.body(), media_type="application/json", headers=headers)
 
 
 @router.get(
@@ -68,19 +69,17 @@ def routing(
 async def routing_stream(
     app: str,
     request: Request,
-    _: RoutingReader,
-    plane: PlaneDep,
-    feed: FeedDep,
-    tokens: TokensDep,
+    principal: RoutingReader,
+    snapshots: SnapshotsDep,
+    keys: KeysDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> StreamingResponse:
     secret = credentials.credentials if credentials is not None else ""
     stream = SnapshotStream(
-        plane,
-        feed,
+        snapshots,
         app,
         heartbeat=float(request.app.state.heartbeat),
-        authorized=lambda: tokens.authenticate(secret) is not None,
+        credential=Credential(keys, secret, principal),
     )
     await stream.open()
     return StreamingResponse(
