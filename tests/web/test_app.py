@@ -163,3 +163,16 @@ def test_a_passed_store_is_not_disposed(sqlite_url: str, admin_env: str) -> None
             assert s.connection() is not None
     finally:
         store.dispose()
+
+
+def test_a_second_client_on_a_running_app_shares_its_lifespan(sqlite_web: Web) -> None:
+    """A second server or test client on one app neither restarts nor stops the first's caches."""
+    key = sqlite_web.sdk_key(sqlite_web.apply()["app"])
+    read = {"Authorization": f"Bearer {key}"}
+    assert sqlite_web.client.get("/v1/apps/shop/routing", headers=read).status_code == 200
+    with TestClient(sqlite_web.app) as second:  # its lifespan runs on another event loop
+        assert second.get("/v1/apps/shop/routing", headers=read).status_code == 200
+    # the first client's app still answers, and its lifespan ends cleanly at teardown
+    r = sqlite_web.client.get("/v1/apps/shop/routing", headers=read)
+    assert r.status_code == 200
+    assert r.json()["app"] == "shop"

@@ -99,8 +99,28 @@ def create_app(
     snapshots = SnapshotCache(plane.snapshots, feed)  # subscribed before anything is read
     keys = KeyCache(tokens)
 
+    entered = 0
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Two servers (or test clients) on one app share what the first one started:
+        # the caches' tasks live on its event loop, and only it may stop them.
+        nonlocal entered
+        entered += 1
+        if entered > 1:
+            try:
+                yield
+            finally:
+                entered -= 1
+            return
+        try:
+            async with _running() as ready:
+                yield ready
+        finally:
+            entered -= 1
+
+    @asynccontextmanager
+    async def _running() -> AsyncIterator[None]:
         await run_in_threadpool(feed.start)
         snapshots.start()
         keys.start()
