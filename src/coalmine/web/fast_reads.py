@@ -15,13 +15,16 @@ cache, `discovery_caller`, `routing_reader`). There is one implementation of
 each endpoint; only the lookup is faster. Anything but the plain answer (a
 refusal, an unknown app: an `HTTPException` or a domain error) falls
 through to FastAPI, which runs the route again from the start and answers
-as it always has; so does every other path, method and trailing slash.
+as it always has; so do a store that cannot be reached (FastAPI's handler
+answers 503), a query parameter the endpoint does not take (a 422 there),
+and every other path, method and trailing slash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,6 +41,9 @@ __all__ = ["FastReads"]
 _DISCOVERY = "/v1/discovery"
 _APPS, _ROUTING = "/v1/apps/", "/routing"
 _FLAGS = "/ofrep/v1/evaluate/flags"
+_DISCOVERY_QUERY = frozenset({"app", "user", "context", "override", "key"})
+_FALL_THROUGH = (HTTPException, CoalmineError, OperationalError)
+"""what FastAPI answers instead: a refusal, a domain error, the store out of reach (503)"""
 
 
 class FastReads:
@@ -56,20 +62,21 @@ class FastReads:
         if root and path.startswith(root):
             path = path[len(root) :]
         response: Response | None = None
+        query = Request(scope).query_params if scope.get("query_string") else None
         if method == "GET":
-            if path == _DISCOVERY:
+            if path == _DISCOVERY and (query is None or _DISCOVERY_QUERY.issuperset(query)):
                 response = await _passable(_discovery(Request(scope, receive)))
-            elif path.startswith(_APPS) and path.endswith(_ROUTING):
+            elif path.startswith(_APPS) and path.endswith(_ROUTING) and query is None:
                 app = path[len(_APPS) : -len(_ROUTING)]
                 if app and "/" not in app:
                     response = await _passable(_routing(Request(scope, receive), app))
-        elif method == "POST" and path.startswith(_FLAGS):
+        elif method == "POST" and path.startswith(_FLAGS) and query is None:
             key = path[len(_FLAGS) + 1 :] if path != _FLAGS else None
             if path == _FLAGS or (path[len(_FLAGS)] == "/" and key and "/" not in key):
                 recorded = _Recorded(receive)
                 try:
                     response = await _ofrep(Request(scope, recorded), key)
-                except CoalmineError:
+                except _FALL_THROUGH:
                     receive = recorded.replay()
         if response is None:
             await self.app(scope, receive, send)
@@ -81,7 +88,7 @@ async def _passable(answer: Awaitable[Response]) -> Response | None:
     """The endpoint's response, or None when it refused (FastAPI then answers)."""
     try:
         return await answer
-    except (HTTPException, CoalmineError):
+    except _FALL_THROUGH:
         return None
 
 
