@@ -136,6 +136,8 @@ class RateTestTwin:
     residual_looks: IntArray = field(init=False)
     totals: IntArray = field(init=False)
     """canary events, canary trials, stable events, stable trials"""
+    batch: FloatArray = field(init=False)
+    """the batch of looks being filled: canary events, expectation, binomial variance"""
 
     def __post_init__(self) -> None:
         t = self.trials
@@ -144,9 +146,10 @@ class RateTestTwin:
         self.residuals = np.zeros(t)
         self.residual_looks = np.zeros(t, dtype=np.int64)
         self.totals = np.zeros((t, 4), dtype=np.int64)
+        self.batch = np.zeros((t, 3))
 
     def take(self, keep: BoolArray) -> None:
-        for name in ("llr", "looks", "residuals", "residual_looks", "totals"):
+        for name in ("llr", "looks", "residuals", "residual_looks", "totals", "batch"):
             setattr(self, name, getattr(self, name)[keep])
         self.trials = int(keep.sum())
 
@@ -172,11 +175,13 @@ class RateTestTwin:
         tot = self.totals
         theta = ((tot[:, 0] + 0.5) / (tot[:, 1] + 1)) / ((tot[:, 2] + 0.5) / (tot[:, 3] + 1))
         pi = rho * theta / (rho * theta + 1 - rho)
-        spread = k * pi * (1 - pi)
-        counted = info & (self.looks > 0) & (spread >= _MIN_SPREAD)
-        safe = np.where(counted, spread, 1.0)
-        self.residuals += np.where(counted, (x - k * pi) ** 2 / safe, 0.0)
-        self.residual_looks += counted
+        use = (info & (self.looks > 0))[:, None]
+        self.batch += np.where(use, np.stack([x, k * pi, k * pi * (1 - pi)], axis=1), 0.0)
+        full = self.batch[:, 2] >= _MIN_SPREAD
+        safe = np.where(full, self.batch[:, 2], 1.0)
+        self.residuals += np.where(full, (self.batch[:, 0] - self.batch[:, 1]) ** 2 / safe, 0.0)
+        self.residual_looks += full
+        self.batch[full] = 0.0
         self.looks += info
         self.totals += np.stack([x, n, y, m], axis=1)
 

@@ -58,7 +58,10 @@ minute (25 canary); latency lognormal with median 100 ms and sigma 0.5 (p99
   ``shared_incident`` (from the 5th minute a dependency fails for everyone:
   +3 pp errors and x1.3 latency on both channels), ``fix_forward`` (stable
   already at 8% errors, an alarm that was firing before the release; the
-  canary is the fix at 1%).
+  canary is the fix at 1%); and, beyond the issue's runs and its goals,
+  ``aa_sticky``: A/A where every failing user fails 3 requests in a row
+  within a look (correlated requests, which the judge can only measure once
+  they have shown across a few looks).
 
 Every rate comes with its 95% Clopper-Pearson interval. Run it from the
 repository root::
@@ -119,6 +122,8 @@ INCIDENT_FROM = 5
 INCIDENT_ERRORS = 0.03
 INCIDENT_LATENCY = 1.3
 FIX_FORWARD_STABLE_ERRORS = 0.08
+STICKY_BURST = 3
+"""aa_sticky: every failing user fails this many requests in a row, in one look"""
 SLICES = 10
 Z_TAIL_P99 = 2.3263478740408408  # the standard normal's 0.99 quantile
 TODAY = {"p99x1.5": 500, "errors+2pp": 1000, "tail_only": 500}
@@ -177,6 +182,8 @@ class Scenario:
     canary_errors: float = BASE_ERROR
     stable_errors: float = BASE_ERROR
     incident_from: int | None = None
+    burst: int = 1
+    """errors come in bursts of this many requests of one user (both channels)"""
     long: bool = False
     """innocent: held ``long_hold`` minutes instead of ``hold``"""
 
@@ -233,6 +240,8 @@ def scenarios(cfg: Config) -> list[Scenario]:
                 long=long,
             ),
         ]
+    # beyond the issue's innocent runs (not in the goals): correlated requests
+    out.append(Scenario("aa_sticky", False, "sticky", burst=STICKY_BURST))
     return out
 
 
@@ -299,8 +308,9 @@ def run_coalmine(scenario: Scenario, traffic: str, index: int, cfg: Config) -> C
         c_scale, s_scale, c_err, s_err = _conditions(scenario, minute)
         c_hist = rng.multinomial(nc, buckets(c_scale, scenario.canary_sigma), size=t)
         s_hist = rng.multinomial(ns, buckets(s_scale, SIGMA), size=t)
-        c_errors = rng.binomial(nc, c_err, size=t)
-        s_errors = rng.binomial(ns, s_err, size=t)
+        b = scenario.burst
+        c_errors = b * rng.binomial(nc // b, c_err, size=t)
+        s_errors = b * rng.binomial(ns // b, s_err, size=t)
         result = twin.look(c_hist, s_hist, c_errors, s_errors, evidence=look >= hold)
         outcome = result.outcome
         rolled = outcome == FAIL  # failure_limit 1: the first failed look rolls back
@@ -411,6 +421,12 @@ def _latencies(
     return rng.lognormal(math.log(MEDIAN_MS), sigma, n) * scale
 
 
+def _errors(rng: np.random.Generator, n: int, rate: float, burst: int) -> BoolArray:
+    """Which of ``n`` requests fail: each burst of ``burst`` requests fails together."""
+    failed = np.repeat(rng.random(n // burst) < rate, burst)
+    return np.concatenate([failed, np.zeros(n - failed.size, dtype=bool)])
+
+
 def run_peer_trial(
     scenario: Scenario, traffic: str, index: int, trial: int, cfg: Config
 ) -> dict[str, int | None]:
@@ -428,8 +444,8 @@ def run_peer_trial(
         c_scale, s_scale, c_rate, s_rate = _conditions(scenario, look - 1)
         c_lat = _latencies(rng, nc, scenario.canary_sigma, c_scale)
         s_lat = _latencies(rng, ns, SIGMA, s_scale)
-        c_err = rng.random(nc) < c_rate
-        s_err = rng.random(ns) < s_rate
+        c_err = _errors(rng, nc, c_rate, scenario.burst)
+        s_err = _errors(rng, ns, s_rate, scenario.burst)
 
         if rolled["alias_alarm"] is None:
             everyone = np.concatenate([c_lat, s_lat])
@@ -475,6 +491,8 @@ def _run_job(job: Job) -> tuple[Job, Any]:
 
 
 def _jobs(cfg: Config) -> list[Job]:
+    """Every job, the longest first (coalmine's innocent runs at low traffic wait for their
+    evidence for hours), so that the workers finish together."""
     jobs: list[Job] = []
     size = max(1, math.ceil(cfg.peer_trials / 4))
     for index, _ in enumerate(scenarios(cfg)):
@@ -482,7 +500,13 @@ def _jobs(cfg: Config) -> list[Job]:
             jobs.append(("coalmine", index, traffic, 0, cfg.trials, cfg))
             for lo in range(0, cfg.peer_trials, size):
                 jobs.append(("peers", index, traffic, lo, min(cfg.peer_trials, lo + size), cfg))
-    return jobs
+    every = scenarios(cfg)
+
+    def cost(job: Job) -> tuple[bool, bool, bool]:
+        kind, index, traffic, *_ = job
+        return (kind == "coalmine", not every[index].regression, traffic == "low")
+
+    return sorted(jobs, key=cost, reverse=True)
 
 
 # -- report ------------------------------------------------------------------------------
@@ -625,7 +649,8 @@ def summarise(cfg: Config, outcomes: dict[str, dict[str, Outcomes]]) -> dict[str
                     ci = interval(len(o.rolled_back), o.trials)
                     innocent[j][key], innocent_ci[j][key] = ci[0], ci
                     best = worst_innocent.get(j)
-                    if best is None or (ci[0], ci[2]) > (best[0], best[2]):
+                    worse = best is None or (ci[0], ci[2]) > (best[0], best[2])
+                    if scenario.group == "innocent" and worse:
                         worst_innocent[j] = ci
                     if j == "coalmine":
                         to_promotion[key] = _median(o.promoted)
@@ -767,6 +792,8 @@ def print_table(cfg: Config, out: dict[str, Any], elapsed: float) -> None:
                 ]
             )
         print_aligned(lines)
+    print()
+    print("aa_sticky is beyond the issue's innocent runs and not in the goals (see docs/judge.md)")
     print()
     for text, ok in goals(cfg, out):
         print(f"goal: {text}: {'PASS' if ok else 'MISS'}")

@@ -125,6 +125,23 @@ def test_overdispersion_is_measured_and_tempers_the_evidence() -> None:
     assert need_bursty > 2 * need_calm
 
 
+def test_sparse_correlated_events_are_measured_in_batches_of_looks() -> None:
+    """A few errors a look, each failing user failing 3 requests in a row: no single look
+    says anything about the spread, batches of looks do."""
+    rng = random.Random(8)
+    test = RateTest()
+    for _ in range(300):
+        x = 3 * sum(rng.random() < 0.01 for _ in range(16))
+        y = 3 * sum(rng.random() < 0.01 for _ in range(150))
+        test = test.observe(x, 48, y, 450)
+    assert test.residual_looks > 40
+    assert test.phi > 2
+    independent = RateTest()
+    for _ in range(300):
+        independent = _aa_look(rng, independent, 48, 450, 0.01)
+    assert independent.phi < 1.4
+
+
 @pytest.mark.parametrize(
     ("stable_rate", "canary_rate", "share", "power", "phi"),
     [(0.01, 0.02, 0.1, 0.8, 1.0), (0.08, 0.09, 0.1, 0.8, 1.0), (0.0001, 0.0101, 0.1, 0.8, 1.0)],

@@ -29,16 +29,19 @@ most ``alpha`` at any look, for a canary no worse, is at most ``alpha``.
 
 Correlated requests. Requests of one user go to one channel, and their
 outcomes are correlated, so the canary's share of events varies more than
-the binomial says. Each look's Pearson residual around the ratio estimated
-from the looks before it (predictable, so the test stays valid) estimates
-that overdispersion ``phi`` (shrunk towards 1 by 10 looks' worth of prior,
-never below 1); each look's log likelihood ratio is divided by it (a
-tempered likelihood: for a quasi-binomial count whose variance is ``phi``
-times the binomial's, the tempered ratio keeps its expectation at most 1 to
-second order), and the evidence needed grows by the same factor. Looks with
-too few events to say anything about the spread (``k pi (1 - pi) < 2``)
-are skipped, so a handful of errors on a canary whose stable has none is
-not mistaken for noise.
+the binomial says. Pearson residuals of the canary's events around the
+ratio estimated from the looks before each one (predictable, so the test
+stays valid) estimate that overdispersion ``phi`` (shrunk towards 1 by 10
+residuals' worth of prior, never below 1); each look's log likelihood ratio
+is divided by it (a tempered likelihood: for a quasi-binomial count whose
+variance is ``phi`` times the binomial's, the tempered ratio keeps its
+expectation at most 1 to second order), and the evidence needed grows by the
+same factor. Consecutive looks are pooled into one residual until their
+binomial variance reaches 2 (``sum k pi (1 - pi) >= 2``), so sparse events
+(a few errors a look) still measure the spread, and a handful of errors on a
+canary whose stable has none is not taken for noise. Correlation is only
+seen once it has shown in a few such batches: at the very start of a
+release, the test treats requests as independent.
 
 Pure functions and immutable values; only `math`.
 """
@@ -91,6 +94,12 @@ def _check_counts(events: int, trials: int, side: str) -> None:
         raise InvalidInput(f"{side} events ({events}) cannot exceed its trials ({trials})")
 
 
+def _batch(value: object) -> tuple[float, float, float]:
+    if not isinstance(value, list) or len(value) != 3:
+        raise ValueError("batch needs 3 numbers")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
 def _log_mean_exp(values: Sequence[float]) -> float:
     top = max(values)
     if top == -math.inf:
@@ -117,8 +126,11 @@ class RateTest:
     looks: int = 0
     """looks that brought information (events on both sides' trials)"""
     residuals: float = 0.0
-    """sum of squared Pearson residuals of the looks that measured the spread"""
+    """sum of squared Pearson residuals of the batches of looks that measured the spread"""
     residual_looks: int = 0
+    """batches of looks in ``residuals``"""
+    batch: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """the batch being filled: canary events, their expectation, their binomial variance"""
     canary_events: int = 0
     canary_trials: int = 0
     stable_events: int = 0
@@ -169,20 +181,23 @@ class RateTest:
             lr + look_log_ratio(u, x, k, rho) / phi
             for lr, u in zip(self.log_lr, GRID_LOG_RATIOS, strict=True)
         )
-        residuals, residual_looks = self.residuals, self.residual_looks
+        residuals, residual_looks, batch = self.residuals, self.residual_looks, self.batch
         if self.looks:
             theta = self.ratio()
             pi = rho * theta / (rho * theta + 1 - rho)
-            spread = k * pi * (1 - pi)
-            if spread >= _MIN_SPREAD:
-                residuals += (x - k * pi) ** 2 / spread
+            events, expected, spread = batch
+            batch = (events + x, expected + k * pi, spread + k * pi * (1 - pi))
+            if batch[2] >= _MIN_SPREAD:
+                residuals += (batch[0] - batch[1]) ** 2 / batch[2]
                 residual_looks += 1
+                batch = (0.0, 0.0, 0.0)
         return replace(
             totals,
             log_lr=log_lr,
             looks=self.looks + 1,
             residuals=residuals,
             residual_looks=residual_looks,
+            batch=batch,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +206,7 @@ class RateTest:
             "looks": self.looks,
             "residuals": self.residuals,
             "residual_looks": self.residual_looks,
+            "batch": list(self.batch),
             "canary": [self.canary_events, self.canary_trials],
             "stable": [self.stable_events, self.stable_trials],
         }
@@ -208,6 +224,7 @@ class RateTest:
                 looks=_whole(data["looks"], "looks"),
                 residuals=float(data["residuals"]),
                 residual_looks=_whole(data["residual_looks"], "residual_looks"),
+                batch=_batch(data["batch"]),
                 canary_events=_whole(canary[0], "canary events"),
                 canary_trials=_whole(canary[1], "canary trials"),
                 stable_events=_whole(stable[0], "stable events"),
@@ -215,11 +232,11 @@ class RateTest:
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise InvalidInput(f"invalid rate test: {exc!r}") from None
-        numbers = (*out.log_lr, out.residuals)
+        numbers = (*out.log_lr, out.residuals, *out.batch)
         if len(log_lr) != _GRID or not all(math.isfinite(v) for v in numbers):
             raise InvalidInput(f"invalid rate test: log_lr needs {_GRID} finite numbers")
-        if out.residuals < 0:
-            raise InvalidInput("invalid rate test: negative residuals")
+        if out.residuals < 0 or min(out.batch) < 0:
+            raise InvalidInput("invalid rate test: negative residuals or batch")
         _check_counts(out.canary_events, out.canary_trials, "canary")
         _check_counts(out.stable_events, out.stable_trials, "stable")
         return out
