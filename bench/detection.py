@@ -5,7 +5,7 @@ scenario; three judges:
 
 * ``coalmine``: the judge with the default `AnalysisSettings` (error rate
   +1 pp, p50/p95/p99 +20%, 99% confidence split over the four metrics, power
-  0.8, min 200 requests, roll back on the first failed look, wait up to 1 h
+  0.9, min 200 requests, roll back on the first failed look, wait up to 1 h
   past a step's hold for evidence). Its anytime-valid tests, the evidence each
   metric needs, the tracker and the evidence gate are computed by
   `bench/_judge_twin.py` for all trials at once, from each look's simulated

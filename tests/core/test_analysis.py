@@ -25,7 +25,7 @@ def test_defaults() -> None:
     # looking every 30 s and rolling back on the first failed look: the sequential tests
     # hold their level over every look, so neither costs false rollbacks any more
     assert (s.interval, s.min_requests, s.failure_limit, s.max_inconclusive) == (30.0, 200, 1, 5)
-    assert (s.power, s.max_wait) == (0.8, 3600.0)
+    assert (s.power, s.max_wait) == (0.9, 3600.0)
     assert s.inconclusive is InconclusivePolicy.PAUSE
     assert s.error_rate == ErrorRateCheck(max_increase_pp=1.0, confidence=0.99)
     assert s.latency == DEFAULT_LATENCY
@@ -43,7 +43,7 @@ def test_the_full_format() -> None:
             "failure_limit": 3,
             "max_inconclusive": 10,
             "inconclusive": "continue",
-            "power": 0.9,
+            "power": 0.95,
             "max_wait": "2h",
             "metrics": {
                 "error_rate": {"max_increase_pp": 0.5, "confidence": 0.995},
@@ -60,7 +60,7 @@ def test_the_full_format() -> None:
     assert s.interval == 120.0
     assert (s.min_requests, s.failure_limit, s.max_inconclusive) == (500, 3, 10)
     assert s.inconclusive is InconclusivePolicy.CONTINUE
-    assert (s.power, s.max_wait) == (0.9, 7200.0)
+    assert (s.power, s.max_wait) == (0.95, 7200.0)
     assert s.error_rate == ErrorRateCheck(0.5, 0.995)
     assert s.latency == (
         LatencyCheck(0.95),
@@ -88,7 +88,7 @@ def test_to_dict_round_trips_through_json() -> None:
         assert AnalysisSettings.parse(json.loads(json.dumps(s.to_dict()))) == s
     assert AnalysisSettings().to_dict()["interval"] == "30s"
     assert (AnalysisSettings().to_dict()["power"], AnalysisSettings().to_dict()["max_wait"]) == (
-        0.8,
+        0.9,
         "1h",
     )
 

@@ -14,7 +14,7 @@ from coalmine.core.model import Channel
 from coalmine.core.verdict import MetricResult, Outcome, Verdict
 
 _N = NormalDist()
-SETTINGS = AnalysisSettings()
+SETTINGS = AnalysisSettings(power=0.8)
 
 
 def traffic(channel: str, requests: int, errors: int) -> VersionMetrics:
@@ -30,6 +30,7 @@ def verdict(canary: int, canary_errors: int, ratio: int = 9, stable_rate: float 
     return judge(
         traffic("canary", canary, canary_errors),
         traffic("stable", stable, round(stable * stable_rate)),
+        SETTINGS,
     )
 
 
@@ -70,17 +71,19 @@ def test_the_gate_stays_shut_without_evidence_or_on_a_fail() -> None:
     assert not evidence_gate({}, SETTINGS).open
 
 
-def test_an_inconclusive_verdict_keeps_it_shut_unless_told_to_continue() -> None:
+def test_an_inconclusive_verdict_keeps_it_shut_unless_the_owner_opted_out() -> None:
     # over the limit, not proven, on enough evidence (a canary at the limit, unlucky draws)
     metric = MetricResult(
         "error_rate", Outcome.INCONCLUSIVE, "not significant yet", evidence=5000, needed=3700
     )
     unsure = Verdict(Outcome.INCONCLUSIVE, (metric,), (metric.reason,), (), 5000, 45000, True)
     assert not evidence_gate({"cart": unsure}, SETTINGS).open
+    # inconclusive: continue is the owner's opt-out: the clock decides unless the canary fails
     lenient = AnalysisSettings(inconclusive=InconclusivePolicy.CONTINUE)
     assert evidence_gate({"cart": unsure}, lenient).open
-    # waiting for traffic is never a verdict to continue on
-    assert not evidence_gate({"cart": WAITING}, lenient).open
+    assert evidence_gate({"cart": WAITING}, lenient).open
+    assert evidence_gate({"cart": SHORT}, lenient).open
+    assert not evidence_gate({"cart": FAILED}, lenient).open
 
 
 def _stalled(v: Verdict, waited: float, *, canary: int = 1000, stable: int = 9000) -> str | None:
@@ -115,7 +118,7 @@ def test_evidence_that_can_never_come_pauses_at_once() -> None:
         "not enough evidence to judge the canary: cart has served no canary request; check"
         " that traffic reaches the canary, or raise the step's exposure"
     )
-    at_100 = judge(traffic("canary", 1000, 10), traffic("stable", 0, 0))
+    at_100 = judge(traffic("canary", 1000, 10), traffic("stable", 0, 0), SETTINGS)
     assert _stalled(at_100, waited=0, stable=0) == (
         "not enough evidence to judge the canary: cart stable serves no traffic (at 100%"
         " exposure there is nothing to compare the canary with): judge it at a step below"

@@ -394,25 +394,27 @@ def test_the_state_carries_the_tests_from_look_to_look() -> None:
 
 
 def test_each_metric_says_how_much_evidence_it_has_and_needs() -> None:
-    """Enough canary requests to catch a regression exactly at each limit with power 0.8:
+    """Enough canary requests to catch a regression exactly at each limit with power 0.9:
     most for +1 pp errors over stable's 1%, then p99 +20%; a step waits for all of them."""
     few = judge(traffic("canary", 1000, 10), STABLE)
     assert few.outcome is Outcome.PASS
     assert not few.enough
     assert not few.ready
     assert {m.name: (m.evidence, m.needed) for m in few.metrics} == {
-        "error_rate": (1000, 3684),
-        "latency_p50": (1000, 784),
-        "latency_p95": (1000, 768),
-        "latency_p99": (1000, 1986),
+        "error_rate": (1000, 4414),
+        "latency_p50": (1000, 1001),
+        "latency_p95": (1000, 920),
+        "latency_p99": (1000, 2415),
     }
+    lower = judge(traffic("canary", 1000, 10), STABLE, AnalysisSettings(power=0.8))
+    assert lower.metric("error_rate").needed == 3684
     enough = judge(traffic("canary", 5000, 50), traffic("stable", 45000, 450))
     assert enough.enough
     assert enough.ready
     data = enough.to_dict()
     assert (data["enough"], data["waiting"]) == (True, False)
     assert data["metrics"][0]["evidence"] == 5000
-    assert data["metrics"][0]["needed"] == 3674
+    assert data["metrics"][0]["needed"] == 4400
     # a stable at 8% errors is noisier: +1 pp takes far more to tell
     noisy = judge(traffic("canary", 1000, 82), traffic("stable", 9000, 720))
     needed = noisy.metric("error_rate").needed

@@ -3,7 +3,7 @@
 Read from a release's ``analysis`` object, every field optional::
 
     {"interval": "30s", "min_requests": 200, "failure_limit": 1,
-     "max_inconclusive": 5, "inconclusive": "pause", "power": 0.8, "max_wait": "1h",
+     "max_inconclusive": 5, "inconclusive": "pause", "power": 0.9, "max_wait": "1h",
      "metrics": {"error_rate": {"max_increase_pp": 1.0, "confidence": 0.99},
                  "latency_p99": {"max_increase_pct": 20},
                  "latency_p50": null},
@@ -62,12 +62,15 @@ _TOP_FIELDS = (
 
 
 class InconclusivePolicy(StrEnum):
-    """What a run of inconclusive intervals longer than ``max_inconclusive`` does."""
+    """What a run of inconclusive intervals longer than ``max_inconclusive`` does, and
+    whether a step waits for the judge's evidence."""
 
     PAUSE = "pause"
     """Pause the release and say why (an operator resumes or rolls back)."""
     CONTINUE = "continue"
-    """Keep stepping: the release is promoted on schedule without a verdict."""
+    """Keep stepping: the steps go by the clock unless the canary fails, and the release
+    is promoted on schedule without a verdict (the owner's opt-out of waiting for
+    evidence)."""
 
 
 def _fraction(value: object, what: str) -> float:
@@ -233,7 +236,7 @@ class AnalysisSettings:
     max_inconclusive: int = 5
     """consecutive inconclusive intervals allowed before ``inconclusive`` applies"""
     inconclusive: InconclusivePolicy = InconclusivePolicy.PAUSE
-    power: float = 0.8
+    power: float = 0.9
     """the chance of catching a regression exactly at the limits that a step waits for"""
     max_wait: float = 3600.0
     """seconds a step whose hold is over may wait for that evidence before the release pauses"""
@@ -258,7 +261,7 @@ class AnalysisSettings:
         if not 0.5 <= power <= 0.99:
             raise InvalidInput(
                 f"power {self.power!r} is out of range: use a probability from 0.5 to 0.99"
-                " (the chance of catching a regression at the limits), e.g. 0.8"
+                " (the chance of catching a regression at the limits), e.g. 0.9"
             )
         object.__setattr__(self, "power", power)
         wait = self.max_wait

@@ -3,10 +3,11 @@
 DESIGN rule 8: a step advances when the judge has seen enough of the canary
 to catch a regression at the configured limits, not when its hold is over.
 `evidence_gate` reads one analysis run's verdicts (one per function): the
-gate is open when every function passed (or, with ``inconclusive:
-continue``, was inconclusive for a reason other than want of traffic) on
-enough evidence, every tested metric having served the requests it needs
-(`coalmine.core.verdict.MetricResult.needed`). `stalled` says when a release
+gate is open when every function passed on enough evidence, every tested
+metric having served the requests it needs
+(`coalmine.core.verdict.MetricResult.needed`). ``inconclusive: continue`` is
+the owner's explicit opt-out: the gate is then open unless the canary failed,
+and the steps go by the clock. `stalled` says when a release
 whose hold is over must pause instead of waiting on: when the evidence
 cannot come (no canary traffic, no stable traffic to compare with, a limit
 finer than the histograms can tell) or has not come within ``max_wait``; its
@@ -95,12 +96,10 @@ def evidence_gate(verdicts: Mapping[str, Verdict], settings: AnalysisSettings) -
     failed = [fn for fn, v in verdicts.items() if v.outcome is Outcome.FAIL]
     if failed:
         return EvidenceGate(False, f"the canary failed analysis ({', '.join(failed)})", metrics)
-    lenient = settings.inconclusive is InconclusivePolicy.CONTINUE
-    unsure = [
-        fn
-        for fn, v in verdicts.items()
-        if v.outcome is Outcome.INCONCLUSIVE and (v.waiting or not lenient)
-    ]
+    if settings.inconclusive is InconclusivePolicy.CONTINUE:
+        # the release's owner opted out: steps go by the clock unless the canary fails
+        return EvidenceGate(True, "", metrics)
+    unsure = [fn for fn, v in verdicts.items() if v.outcome is Outcome.INCONCLUSIVE]
     if short:
         shown = "; ".join(m.describe() for m in short)
         return EvidenceGate(False, f"waiting for evidence: {shown}", metrics)
