@@ -8,8 +8,9 @@ way out whatever happens:
   to return);
 * the control plane: ``coalmine serve`` on a temporary SQLite file (controller
   interval 0.2 s), with app ``soak`` applied (function ``fn``, versions v1 and
-  v2 at ``/v1`` and ``/v2`` on the upstream; the judge's interval set past the
-  run, so the only rollback is the operator's below);
+  v2 at ``/v1`` and ``/v2`` on the upstream; no analysis, so the only rollback
+  is the operator's below and the steps go by the clock: a judged step would
+  wait for evidence this short run cannot gather);
 * the gateway: ``coalmine gateway --user-header x-user-id`` following that
   control plane with an sdk key.
 
@@ -96,8 +97,6 @@ functions:
       v2: http://127.0.0.1:{upstream}/v2
 release:
   route_mode: user
-  analysis:
-    interval: 24h
 """
 
 

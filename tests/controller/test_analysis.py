@@ -179,28 +179,43 @@ def test_a_slower_canary_rolls_back_naming_the_latency_metric(
     assert metrics["latency_p99"] == "fail"
 
 
-def test_a_healthy_canary_passes_every_interval_and_is_promoted_by_the_steps(
+def test_a_healthy_canary_waits_for_evidence_then_is_promoted_by_the_steps(
     svc: ControlPlane, clock: FakeClock
 ) -> None:
+    """The first step's 30 s hold is over long before the judge could catch +1 pp errors
+    over stable's 1% with power 0.8 (about 3,700 canary requests at 10%): the step waits,
+    every run saying how far the evidence is, and advances the tick it is in."""
     release = start(svc, strategy="10%:30s, 50%:30s, 100%")
     ctl = controller(svc, clock)
     ctl.tick()
-    for _ in range(6):
+    for _ in range(40):
         interval(svc, clock, ctl, (300, 3, 10.0))
+        if svc.releases.get(release.id).phase == "promoted":
+            break
     done = svc.releases.get(release.id)
     assert done.phase == "promoted"
     runs = svc.runs.of_release(release.id)
-    assert [r.outcome for r in runs] == ["pass"] * 6
+    assert {r.outcome for r in runs} == {"pass"}
     assert {r.action for r in runs} == {"continue"}
-    assert [r.window_end for r in runs] == [T0 + 10 * i for i in range(1, 7)]
     assert {r.window_start for r in runs} == {T0}, "cumulative from the start of traffic"
-    assert runs[-1].results["functions"]["cart"]["canary_requests"] == 1800
-    assert kinds(svc, release.id) == [
-        "created",
-        "started",
-        "analysis",
-        "analysis",
-        "analysis",
+    kinds_ = kinds(svc, release.id)
+    first_step = kinds_.index("step")
+    analyses_before = kinds_[:first_step].count("analysis")
+    assert analyses_before > 3, "held past its 30 s hold, waiting for evidence"
+    evidence = [r.results["evidence"] for r in runs]
+    assert [e["open"] for e in evidence[: analyses_before - 1]] == [False] * (analyses_before - 1)
+    assert evidence[analyses_before - 1]["open"] is True, "the step advanced on the open gate"
+    errors = next(m for m in evidence[0]["metrics"] if m["metric"] == "error_rate")
+    assert errors == {
+        "function": "cart",
+        "metric": "error_rate",
+        "evidence": 300,
+        "needed": errors["needed"],
+    }
+    assert 3000 < errors["needed"] < 5000
+    cart = runs[analyses_before - 1].results["functions"]["cart"]
+    assert cart["canary_requests"] >= errors["needed"]
+    assert kinds_[first_step:] == [
         "step",
         "analysis",
         "analysis",
@@ -209,46 +224,84 @@ def test_a_healthy_canary_passes_every_interval_and_is_promoted_by_the_steps(
         "promoting",
         "promoted",
     ]
-    message = svc.audit.events(release_id=release.id, limit=100)[2].message
-    assert message.startswith("canary passed analysis: cart error_rate: canary errors 1%")
+    waiting = svc.audit.events(release_id=release.id, limit=100)[4]
+    assert waiting.kind == "analysis"
+    assert waiting.message.startswith("canary passed analysis: cart error_rate: canary errors 1%")
+    assert "; waiting for evidence: cart error_rate 900 of " in waiting.message
+    assert waiting.data["evidence"]["open"] is False
     clock.advance(60)
     assert ctl.tick() == 0
-    assert len(svc.runs.of_release(release.id)) == 6, "no analysis after the release ends"
+    assert len(svc.runs.of_release(release.id)) == len(runs), "no analysis after the release ends"
 
 
-def test_too_little_traffic_is_inconclusive_and_pauses_after_max_inconclusive(
+def test_too_little_traffic_waits_for_evidence_and_pauses_when_it_cannot_come(
     svc: ControlPlane, clock: FakeClock
 ) -> None:
-    release = start(svc)
+    """Too little traffic is evidence still coming, never a pass and never a rollback: the
+    release waits past its hold up to max_wait, then pauses saying how far the evidence
+    is and what to do; resumed, it waits again."""
+    release = start(svc, strategy="10%:20s, 100%", analysis={**ANALYSIS, "max_wait": "30s"})
     ctl = controller(svc, clock)
     ctl.tick()
-    every_request_fails = (20, 20, 50.0)
-    interval(svc, clock, ctl, every_request_fails)
-    interval(svc, clock, ctl, every_request_fails)
+    quiet = (20, 0, 10.0)
+    interval(svc, clock, ctl, quiet)
+    interval(svc, clock, ctl, quiet)  # the hold is over at T0 + 20
     runs = svc.runs.of_release(release.id)
     assert [(r.outcome, r.action) for r in runs] == [("inconclusive", "continue")] * 2
-    assert svc.releases.get(release.id).phase == "running", "never a rollback on its own"
     assert runs[0].results["reason"] == "cart: too little traffic (canary 20 requests, need 100)"
-
-    interval(svc, clock, ctl, every_request_fails)
+    assert runs[0].results["tracker"]["reason"].startswith("waiting for evidence: cart: too")
+    assert runs[0].results["tracker"]["consecutive_inconclusive"] == 0
+    interval(svc, clock, ctl, quiet)
+    interval(svc, clock, ctl, quiet)
+    assert svc.releases.get(release.id).phase == "running", "waiting up to max_wait (30 s)"
+    interval(svc, clock, ctl, quiet)  # T0 + 50: 30 s after the hold
     paused = svc.releases.get(release.id)
     assert paused.phase == "paused"
-    assert paused.reason == (
-        "analysis inconclusive for 3 intervals: cart: too little traffic"
-        " (canary 60 requests, need 100)"
+    assert paused.step == 0, "never promoted by the clock"
+    assert paused.reason is not None
+    assert paused.reason.startswith(
+        "not enough evidence to judge the canary 30s after the step's hold ended: cart"
+        " error_rate 100 of "
+    )
+    assert "canary requests needed to catch +1 pp errors with 90% power (at 120 a minute," in (
+        paused.reason
+    )
+    assert paused.reason.endswith(
+        "give it more time (resume: the step waits up to max_wait again), a larger step"
+        " (more exposure), or a wider limit (error_rate.max_increase_pp,"
+        " latency_p50.max_increase_pct, latency_p95.max_increase_pct,"
+        " latency_p99.max_increase_pct)"
     )
     assert kinds(svc, release.id)[-1] == "paused"
     assert svc.audit.events(release_id=release.id, limit=100)[-1].actor == "judge"
 
-    # paused: no analysis; resumed by an operator: the count starts again
+    # paused: no analysis; resumed by an operator: it waits max_wait again
     clock.advance(60)
     ctl.tick()
-    assert len(svc.runs.of_release(release.id)) == 3
+    assert len(svc.runs.of_release(release.id)) == 5
     svc.releases.operate(release.id, Command.RESUME, ACTOR)
-    interval(svc, clock, ctl, every_request_fails)
+    interval(svc, clock, ctl, quiet)
+    interval(svc, clock, ctl, quiet)
     assert svc.releases.get(release.id).phase == "running"
-    last = svc.runs.of_release(release.id)[-1]
-    assert last.results["tracker"]["consecutive_inconclusive"] == 1
+    interval(svc, clock, ctl, quiet)
+    assert svc.releases.get(release.id).phase == "paused"
+
+
+def test_a_canary_that_serves_nothing_pauses_once_its_hold_is_over(
+    svc: ControlPlane, clock: FakeClock
+) -> None:
+    release = start(svc, strategy="10%:20s, 100%")
+    ctl = controller(svc, clock)
+    ctl.tick()
+    interval(svc, clock, ctl, (0, 0, 10.0))
+    assert svc.releases.get(release.id).phase == "running", "the hold is not over"
+    interval(svc, clock, ctl, (0, 0, 10.0))
+    paused = svc.releases.get(release.id)
+    assert paused.phase == "paused"
+    assert paused.reason == (
+        "not enough evidence to judge the canary: cart has served no canary request; check"
+        " that traffic reaches the canary, or raise the step's exposure"
+    )
 
 
 def test_no_data_at_all_is_inconclusive(svc: ControlPlane, clock: FakeClock) -> None:
@@ -263,8 +316,11 @@ def test_no_data_at_all_is_inconclusive(svc: ControlPlane, clock: FakeClock) -> 
     assert runs[0].results["reason"] == (
         "cart: no data: neither canary nor stable served a request in this window"
     )
-    assert svc.releases.get(release.id).phase == "running", "inconclusive: continue"
-    assert "continuing (inconclusive: continue)" in runs[-1].results["tracker"]["reason"]
+    assert svc.releases.get(release.id).phase == "running", "its 1 h hold is not over"
+    assert runs[-1].results["tracker"]["reason"] == (
+        "waiting for evidence: cart: no data: neither canary nor stable served a request in"
+        " this window"
+    )
 
 
 def test_the_worst_function_decides_and_is_named(svc: ControlPlane, clock: FakeClock) -> None:

@@ -22,7 +22,10 @@ from coalmine.core.errors import InvalidInput
 def test_defaults() -> None:
     s = AnalysisSettings.parse(None)
     assert s == AnalysisSettings() == AnalysisSettings.parse({})
-    assert (s.interval, s.min_requests, s.failure_limit, s.max_inconclusive) == (60.0, 200, 2, 5)
+    # looking every 30 s and rolling back on the first failed look: the sequential tests
+    # hold their level over every look, so neither costs false rollbacks any more
+    assert (s.interval, s.min_requests, s.failure_limit, s.max_inconclusive) == (30.0, 200, 1, 5)
+    assert (s.power, s.max_wait) == (0.9, 3600.0)
     assert s.inconclusive is InconclusivePolicy.PAUSE
     assert s.error_rate == ErrorRateCheck(max_increase_pp=1.0, confidence=0.99)
     assert s.latency == DEFAULT_LATENCY
@@ -40,6 +43,8 @@ def test_the_full_format() -> None:
             "failure_limit": 3,
             "max_inconclusive": 10,
             "inconclusive": "continue",
+            "power": 0.95,
+            "max_wait": "2h",
             "metrics": {
                 "error_rate": {"max_increase_pp": 0.5, "confidence": 0.995},
                 "latency_p99": {"max_increase_pct": 30},
@@ -55,6 +60,7 @@ def test_the_full_format() -> None:
     assert s.interval == 120.0
     assert (s.min_requests, s.failure_limit, s.max_inconclusive) == (500, 3, 10)
     assert s.inconclusive is InconclusivePolicy.CONTINUE
+    assert (s.power, s.max_wait) == (0.95, 7200.0)
     assert s.error_rate == ErrorRateCheck(0.5, 0.995)
     assert s.latency == (
         LatencyCheck(0.95),
@@ -80,7 +86,11 @@ def test_to_dict_round_trips_through_json() -> None:
         ),
     ):
         assert AnalysisSettings.parse(json.loads(json.dumps(s.to_dict()))) == s
-    assert AnalysisSettings().to_dict()["interval"] == "1m"
+    assert AnalysisSettings().to_dict()["interval"] == "30s"
+    assert (AnalysisSettings().to_dict()["power"], AnalysisSettings().to_dict()["max_wait"]) == (
+        0.9,
+        "1h",
+    )
 
 
 def test_a_settings_object_parses_to_itself() -> None:
@@ -114,6 +124,10 @@ def test_latency_metric_names(quantile: float, name: str) -> None:
         ),
         ({"max_inconclusive": -1}, "max_inconclusive -1 must be a whole number from 0"),
         ({"inconclusive": "rollback"}, "inconclusive 'rollback' must be 'pause' or 'continue'"),
+        ({"power": 0.3}, "power 0.3 is out of range: use a probability from 0.5 to 0.99"),
+        ({"power": "high"}, "power must be a number, got 'high'"),
+        ({"max_wait": "soon"}, "max_wait: invalid duration 'soon'"),
+        ({"max_wait": "200h"}, "max_wait 200h must be from 0s to 168h"),
         ({"metrics": []}, "metrics must be an object like"),
         ({"metrics": {"latency": {}}}, "unknown metric 'latency': use error_rate or latency_pNN"),
         ({"metrics": {"latency_p9": {}}}, "unknown metric 'latency_p9'"),

@@ -142,6 +142,30 @@ def test_count_above_counts_buckets_above_the_values_bucket() -> None:
     assert h.count_above(1000.0) == 0
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(0.0, 5000.0), min_size=1, max_size=300),
+    q=st.floats(0.0, 1.0),
+)
+def test_the_quantile_bucket_holds_the_quantile_and_counts_above_it(
+    values: list[float], q: float
+) -> None:
+    h = _filled(values)
+    bucket = h.quantile_bucket(q)
+    want = sorted(values)[math.floor(q * (len(values) - 1))]
+    if bucket is None:
+        assert want <= h.min_value
+    else:
+        # the bucket a value goes to is the histogram's own definition (index_of)
+        assert want > h.min_value
+        assert h.index_of(want) == bucket
+        above = sum(v > h.min_value and h.index_of(v) > bucket for v in values)
+        assert h.count_above_bucket(bucket) == above
+    assert h.count_above_bucket(None) == sum(v > h.min_value for v in values)
+    with pytest.raises(InvalidInput, match="empty histogram has no quantile bucket"):
+        LatencyHistogram().quantile_bucket(q)
+
+
 # -- merging ----------------------------------------------------------------------------
 
 

@@ -443,6 +443,29 @@ def test_a_hook_is_requested_again_after_its_deadline() -> None:
     assert done.progress.phase is Phase.RUNNING
 
 
+def test_a_judged_step_waits_for_the_evidence_not_the_clock() -> None:
+    """DESIGN rule 8: once its hold is over, a judged release's step advances only on a
+    tick that says the judge has its evidence; the clock alone never promotes it."""
+    for p, nxt in ((RUNNING, Phase.RUNNING), (LAST_STEP, Phase.PROMOTING)):
+        assert transition(S, NO_HOOKS, p, Tick(DUE + 3600, evidence=False), gated=True) is None
+        t = transition(S, NO_HOOKS, p, Tick(DUE + 3600, evidence=True), gated=True)
+        assert t is not None
+        assert t.progress.phase is nxt
+        # a release nobody judges goes by the clock, whatever the tick says
+        ungated = transition(S, NO_HOOKS, p, Tick(DUE, evidence=False))
+        assert ungated is not None
+        assert ungated.progress.phase is nxt
+    # before the hold is over, evidence changes nothing; the first step needs none
+    assert transition(S, NO_HOOKS, RUNNING, Tick(DUE - 1, evidence=True), gated=True) is None
+    first = transition(S, NO_HOOKS, PENDING, Tick(DUE, evidence=False), gated=True)
+    assert first is not None
+    assert first.kind is EventKind.STARTED
+    # operators still promote, pause and roll back a waiting release at will
+    promoted = transition(S, NO_HOOKS, RUNNING, Operator(Command.PROMOTE, DUE + 1), gated=True)
+    assert promoted is not None
+    assert promoted.progress.phase is Phase.PROMOTING
+
+
 # -- properties ----------------------------------------------------------------------
 
 

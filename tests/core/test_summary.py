@@ -106,7 +106,7 @@ def test_canary_and_stable_must_come_from_one_source() -> None:
 counts = st.integers(min_value=0, max_value=20_000)
 
 
-@settings(deadline=None)  # the first example imports scipy
+@settings(deadline=None)  # each example judges twice: a few ms on a loaded machine
 @given(counts, counts, counts, counts)
 def test_the_error_rate_is_judged_the_same_from_counts_as_from_histograms(
     cr: int, ce: int, sr: int, se: int

@@ -191,10 +191,6 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # The judge imports scipy on its first test; without bytecode caches that takes
-    # seconds, which would stall the first analysis: pay it before the clock runs.
-    import scipy.stats  # noqa: F401
-
     db = tmp_path_factory.mktemp("judge") / "coalmine.db"
     plane = ControlPlane(f"sqlite:///{Path(db)}")
     plane.start()

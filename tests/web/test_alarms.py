@@ -250,7 +250,9 @@ def test_analysis_runs_are_listed_by_release(web: Web) -> None:
     assert got[0]["results"]["reason"] == (
         "api: no data: neither canary nor stable served a request in this window"
     )
-    assert got[1]["results"]["tracker"]["consecutive_inconclusive"] == 2
+    # no data yet is waiting for evidence: not counted towards max_inconclusive
+    assert got[1]["results"]["tracker"]["consecutive_inconclusive"] == 0
+    assert got[1]["results"]["evidence"]["open"] is False
     assert got[0]["window_start"] <= got[0]["window_end"] < got[1]["window_end"]
     page = web.client.get(
         f"/v1/releases/{rid}/analysis", params={"after": got[0]["id"]}, headers=view
@@ -258,7 +260,8 @@ def test_analysis_runs_are_listed_by_release(web: Web) -> None:
     assert [run["id"] for run in page.json()] == [got[1]["id"]]
     latest = web.client.get(f"/v1/releases/{rid}/events", headers=view).json()[-1]
     assert latest["kind"] == "analysis"
-    assert latest["message"].startswith("analysis inconclusive (2 of 5 intervals allowed): api:")
+    assert latest["message"].startswith("waiting for evidence: api: no data")
+    assert latest["data"]["evidence"]["open"] is False
     missing = web.client.get("/v1/releases/shop-99/analysis", headers=view)
     assert missing.status_code == 404
 

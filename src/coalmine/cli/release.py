@@ -288,6 +288,9 @@ def render_status(
     if timing:
         parts.append(Text(timing))
     parts.append(Text(f"analysis: {verdict}"))
+    evidence = _evidence(events)
+    if evidence is not None:
+        parts.append(evidence)
     if release.get("reason") and phase in ("rolling_back", "rolled_back", "failed"):
         parts.append(Text(f"reason: {release['reason']}", style="red"))
     if events:
@@ -296,6 +299,35 @@ def render_status(
             table.add_row(ago(ev["at"], now), ev["actor"], ev["kind"], ev["message"])
         parts.append(table)
     return Group(*parts)
+
+
+def _evidence(events: list[dict[str, Any]]) -> Table | None:
+    """The evidence each judged metric has against what it needs, from the latest analysis."""
+    for ev in reversed(events):
+        if ev["kind"] == "analysis":
+            evidence = (ev.get("data") or {}).get("evidence")
+            break
+    else:
+        return None
+    if not isinstance(evidence, dict) or not evidence.get("metrics"):
+        return None
+    ready = "enough to advance" if evidence.get("open") else "a step waits for every metric"
+    table = Table(
+        f"evidence ({ready})", "gathered", "needed", box=None, pad_edge=False, show_edge=False
+    )
+    for m in evidence["metrics"]:
+        needed = m.get("needed")
+        unit = "canary requests" if m.get("metric") == "error_rate" else "canary latencies"
+        enough = needed is not None and m.get("evidence", 0) >= needed
+        table.add_row(
+            f"{m.get('function')} {m.get('metric')}",
+            f"{m.get('evidence', 0):,}",
+            Text(
+                f"{needed:,} {unit}" if needed is not None else "unknown yet",
+                style="green" if enough else "yellow",
+            ),
+        )
+    return table
 
 
 def _verdict(events: list[dict[str, Any]]) -> str:

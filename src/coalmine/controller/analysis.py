@@ -8,7 +8,10 @@ started), it:
 1. reads each changed function's metrics over the release's window (from
    the time traffic started to now): the candidate version in the canary
    channel and the baseline version in the stable channel, and judges them
-   (`coalmine.core.judge.judge`); the run's outcome is its worst function's;
+   (`coalmine.core.judge.judge`), each function's sequential tests
+   continuing from the state the last run stored; the run's outcome is its
+   worst function's, and its evidence gate (`coalmine.core.gate`) says
+   whether a step may advance;
 2. evaluates the release's alarm sources (Prometheus queries,
    `coalmine.integrations.prometheus`; CloudWatch alarms,
    `coalmine.integrations.cloudwatch`); a firing alarm whose metrics blame
@@ -21,7 +24,13 @@ started), it:
    failed intervals in a row or at once for an attributable alarm (actor
    ``judge``, reason the failing metrics' sentences), ``pause`` after more
    than ``max_inconclusive`` inconclusive intervals with ``inconclusive:
-   pause``. A rollback goes to the data plane at once (the change feed).
+   pause``, or ``pause`` when a step's hold is over and its evidence cannot
+   come in time (`coalmine.core.gate.stalled`: ``max_wait`` after the hold,
+   or at once when it never can). A rollback goes to the data plane at once
+   (the change feed).
+
+The loop asks `evidence_ready` before it feeds a judged release a tick: its
+step advances only once the last run opened the gate (DESIGN rule 8).
 
 All timing is in the store: the window starts at the release's
 ``started_at``, the next run is due ``interval`` after the last run's time,
@@ -47,7 +56,8 @@ from coalmine.core.alarms import AlarmEvaluation, EvaluationState, attributable
 from coalmine.core.analysis import AnalysisSettings
 from coalmine.core.attribution import ReleaseScope, release_scope
 from coalmine.core.errors import InvalidInput
-from coalmine.core.judge import judge
+from coalmine.core.gate import EvidenceGate, evidence_gate, stalled
+from coalmine.core.judge import JudgeState, judge
 from coalmine.core.machine import Command, EventKind
 from coalmine.core.model import Phase
 from coalmine.core.ports import AlarmSource, MetricsProvider
@@ -85,6 +95,7 @@ def combine(verdicts: Mapping[str, Verdict]) -> Verdict:
     if not verdicts:
         reasons.append("no function changes in this release: nothing to compare")
         outcome = Outcome.INCONCLUSIVE
+    unsure = [v for v in verdicts.values() if v.outcome is Outcome.INCONCLUSIVE]
     return Verdict(
         outcome,
         (),
@@ -92,6 +103,8 @@ def combine(verdicts: Mapping[str, Verdict]) -> Verdict:
         tuple(notes),
         sum(v.canary_requests for v in verdicts.values()),
         sum(v.stable_requests for v in verdicts.values()),
+        enough=bool(verdicts) and all(v.enough for v in verdicts.values()),
+        waiting=outcome is Outcome.INCONCLUSIVE and bool(unsure) and all(v.waiting for v in unsure),
     )
 
 
@@ -126,6 +139,10 @@ class AnalysisRunner:
         self.actor = actor
         self.transport = transport
         self._settings: dict[str, ReleaseAnalysis | InvalidInput] = {}
+        self._open: dict[str, bool] = {}
+        """whether each analysed release's evidence gate is open, as of its last run"""
+        self._gates: dict[str, EvidenceGate] = {}
+        """the gate of each release analysed by this runner's last run of it"""
         self._next_due: float | None = None
         self.runs = 0
         """analysis runs recorded by this runner, for tests and metrics"""
@@ -133,6 +150,11 @@ class AnalysisRunner:
     def next_due_at(self) -> float | None:
         """When the earliest analysis is due, as of the last `run` (None: none is)."""
         return self._next_due
+
+    def evidence_ready(self, release_id: str) -> bool:
+        """Whether the judge's last run of ``release_id`` has the evidence a step waits for
+        (False before its first run). Only a judged release's steps ask (DESIGN rule 8)."""
+        return self._open.get(release_id, False)
 
     def run(self, now: float | None = None) -> int:
         """Check the alarms, then analyse every running release that is due; the number
@@ -154,6 +176,7 @@ class AnalysisRunner:
             log.exception("analysis: cannot read the last analysis runs")
             return made
         next_due: float | None = None
+        self._open = {r.id: _gate_open(last_runs[r.id]) for r in analysed if r.id in last_runs}
         for release in analysed:
             try:
                 done, due = self._step(release, last_runs.get(release.id), now)
@@ -166,6 +189,7 @@ class AnalysisRunner:
         self._next_due = next_due
         active = {r.id for r in releases}
         self._settings = {k: v for k, v in self._settings.items() if k in active}
+        self._gates = {k: v for k, v in self._gates.items() if k in active}
         return made
 
     def _now(self, fixed: float | None) -> float:
@@ -218,7 +242,32 @@ class AnalysisRunner:
         if now < due:
             return 0, due
         run, done = self.analyse(release, spec, now, last=last)
+        if not done:
+            done = self._stalled(release, spec.settings, run, now)
         return done, (None if done else run.at + interval)
+
+    def _stalled(
+        self, release: ReleaseRecord, settings: AnalysisSettings, run: AnalysisRunRecord, now: float
+    ) -> int:
+        """Pause a release whose step's hold is over when its evidence cannot come in time."""
+        hold_end = release.next_action_at
+        if release.phase is not Phase.RUNNING or hold_end is None or hold_end > now:
+            return 0
+        functions = run.results.get("functions", {})
+        gate = self._gates.get(release.id)
+        if gate is None:  # pragma: no cover - analyse records it
+            return 0
+        why = stalled(
+            gate,
+            settings,
+            waited=now - hold_end,
+            elapsed=max(0.0, now - window_start(_window_start(release))),
+            canary_requests={fn: int(v.get("canary_requests", 0)) for fn, v in functions.items()},
+            stable_requests={fn: int(v.get("stable_requests", 0)) for fn, v in functions.items()},
+        )
+        if why is None:
+            return 0
+        return self._pause(release.id, why)
 
     def _carry_out(self, run: AnalysisRunRecord) -> int:
         """Carry out the rollback or pause ``run`` decided (now, or on a controller that
@@ -262,8 +311,9 @@ class AnalysisRunner:
         settings = spec.settings
         start = _window_start(release)
         metrics = spec.metrics if spec.metrics is not None else self.metrics
-        verdicts = self._verdicts(release, settings, start, now, metrics)
+        verdicts = self._verdicts(release, settings, start, now, metrics, last)
         verdict = combine(verdicts)
+        gate = evidence_gate(verdicts, settings)
         before = last.results.get("alarms", {}) if last is not None else {}
         alarms, fired, reports = self._alarms(release, spec.alarms, before)
         tracker = self._tracker(settings, last).observe(verdict)
@@ -296,7 +346,10 @@ class AnalysisRunner:
             "functions": {fn: v.to_dict() for fn, v in verdicts.items()},
             "alarms": alarms,
             "tracker": tracker.to_dict(),
+            "evidence": gate.to_dict(),
         }
+        if tracker.action is Action.CONTINUE and not gate.open and verdict.outcome is Outcome.PASS:
+            message += f"; {gate.reason}"
         run = self.runs_store.record(
             release.id,
             window_start=start,
@@ -307,7 +360,10 @@ class AnalysisRunner:
             message=message,
             actor=self.actor,
             at=now,
+            evidence=gate.to_dict(),
         )
+        self._open[release.id] = gate.open
+        self._gates[release.id] = gate
         self.runs += 1
         log.info("analysis: release %s: %s", release.id, message)
         for text, data in reports:
@@ -322,8 +378,10 @@ class AnalysisRunner:
         since: float,
         until: float,
         metrics: MetricsProvider,
+        last: AnalysisRunRecord | None = None,
     ) -> dict[str, Verdict]:
-        """Each changed function's verdict: canary candidate against stable baseline."""
+        """Each changed function's verdict: canary candidate against stable baseline, its
+        sequential tests continuing from the last run's state."""
         changed = release.changed
         queries = [
             q
@@ -340,9 +398,15 @@ class AnalysisRunner:
                 for fn in changed
             }
         out: dict[str, Verdict] = {}
+        before = last.results.get("functions", {}) if last is not None else {}
         for i, fn in enumerate(changed):
+            state = _stored_state(
+                release.id, before.get(fn) if isinstance(before, Mapping) else None
+            )
             try:
-                out[fn] = judge(got[2 * i], got[2 * i + 1], settings)
+                out[fn] = judge(
+                    got[2 * i], got[2 * i + 1], settings, state=state, functions=len(changed)
+                )
             except InvalidInput as exc:
                 out[fn] = _inconclusive(f"cannot judge: {exc}")
         return out
@@ -402,6 +466,24 @@ class AnalysisRunner:
             elif now.state is EvaluationState.OK and prev.get("state") not in (None, "ok"):
                 reports.append((f"alarm {source.name} is OK: {now.detail}", data))
         return states, fired, reports
+
+
+def _stored_state(release_id: str, verdict: object) -> JudgeState | None:
+    """A function's sequential state from the last run's verdict (None: start afresh)."""
+    if not isinstance(verdict, Mapping) or verdict.get("state") is None:
+        return None
+    try:
+        return JudgeState.from_dict(verdict["state"])
+    except InvalidInput as exc:
+        log.warning(
+            "analysis: release %s: a stored judge state does not parse (%s)", release_id, exc
+        )
+        return None
+
+
+def _gate_open(run: AnalysisRunRecord) -> bool:
+    evidence = run.results.get("evidence")
+    return isinstance(evidence, Mapping) and evidence.get("open") is True
 
 
 def _window_start(release: ReleaseRecord) -> float:

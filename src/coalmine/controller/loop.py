@@ -10,7 +10,9 @@ step is one transaction of `ControlService.advance`, so all timing lives in
 the store: a controller killed at any moment and started again continues
 exactly where each release was, never skipping and never repeating a step.
 Each tick starts with the analysis step (`coalmine.controller.analysis`): the
-judge and the alarms, and the rollbacks and pauses they call for; then the
+judge and the alarms, and the rollbacks and pauses they call for (a judged
+release's step then advances only once the judge has the evidence it needs:
+its tick carries that fact to the state machine); then the
 Lambda aliases of releases that changed elsewhere are put where their
 releases want them (`coalmine.controller.alias`), as they are after every
 transition the loop makes, before it makes the next: a release is never
@@ -143,8 +145,10 @@ class Controller:
             return 0
         while made < MAX_TRANSITIONS_PER_TICK:
             at = self._now(fixed)
+            # a judged release's step waits for the judge's evidence (DESIGN rule 8)
+            tick = Tick(at, evidence=self.analysis.evidence_ready(release_id))
             try:
-                outcome = self._advance(release_id, Tick(at))
+                outcome = self._advance(release_id, tick)
             except Conflict:
                 if not made:
                     raise

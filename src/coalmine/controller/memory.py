@@ -90,6 +90,7 @@ class MemoryReleaseStore:
             before.progress,
             event,
             hook_deadline=before.hook_deadline,
+            gated=bool(before.analysis),
         )
         if t is None:
             return None

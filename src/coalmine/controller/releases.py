@@ -304,6 +304,7 @@ class ReleaseService:
                     before.progress,
                     event,
                     hook_deadline=before.hook_deadline,
+                    gated=bool(before.analysis),
                 )
                 if t is None:
                     return None

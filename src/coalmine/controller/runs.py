@@ -37,10 +37,13 @@ class AnalysisRunService:
         message: str,
         actor: str = "judge",
         at: float | None = None,
+        evidence: Mapping[str, Any] | None = None,
     ) -> AnalysisRunRecord:
         """Store one analysis run and its ``analysis`` audit event in one transaction.
 
         A run whose action is a rollback or a pause starts unapplied (`applied`).
+        ``evidence`` (the evidence gate: each metric's evidence against what it needs)
+        goes in the event's data too, for ``release status``.
         """
         with self.uow() as w:
             row = w.releases.get(release_id)
@@ -63,7 +66,12 @@ class AnalysisRunService:
                 EventKind.ANALYSIS,
                 message,
                 release=row,
-                data={"run": run.id, "outcome": str(outcome), "action": str(action)},
+                data={
+                    "run": run.id,
+                    "outcome": str(outcome),
+                    "action": str(action),
+                    **({"evidence": dict(evidence)} if evidence is not None else {}),
+                },
             )
             w.session.flush()
             run.results = {**run.results, "event_id": ev.id}

@@ -2,8 +2,8 @@
 
 Read from a release's ``analysis`` object, every field optional::
 
-    {"interval": "1m", "min_requests": 200, "failure_limit": 2,
-     "max_inconclusive": 5, "inconclusive": "pause",
+    {"interval": "30s", "min_requests": 200, "failure_limit": 1,
+     "max_inconclusive": 5, "inconclusive": "pause", "power": 0.9, "max_wait": "1h",
      "metrics": {"error_rate": {"max_increase_pp": 1.0, "confidence": 0.99},
                  "latency_p99": {"max_increase_pct": 20},
                  "latency_p50": null},
@@ -11,7 +11,11 @@ Read from a release's ``analysis`` object, every field optional::
 
 ``metrics`` is merged over the defaults (error rate, p50, p95, p99); ``null``
 turns a default metric off. Latency metrics are named ``latency_pNN`` where
-NN are the quantile's decimals (``p50``, ``p95``, ``p99``, ``p999``). Every
+NN are the quantile's decimals (``p50``, ``p95``, ``p99``, ``p999``).
+``power`` is the chance the judge must have of catching a regression exactly
+at the limits before a step may advance (the evidence a step waits for, see
+`coalmine.core.stats.evidence_needed`), and ``max_wait`` how long a step whose
+hold is over may wait for that evidence before the release pauses. Every
 error message names the field and says what to write instead.
 """
 
@@ -32,6 +36,7 @@ from coalmine.core.strategy import format_duration, parse_duration
 __all__ = [
     "DEFAULT_LATENCY",
     "MAX_INTERVAL_SECONDS",
+    "MAX_WAIT_SECONDS",
     "AnalysisSettings",
     "CustomCheck",
     "ErrorRateCheck",
@@ -41,6 +46,7 @@ __all__ = [
 ]
 
 MAX_INTERVAL_SECONDS = 24 * 3600
+MAX_WAIT_SECONDS = 7 * 24 * 3600
 _LATENCY_NAME = re.compile(r"latency_p(\d{2,4})")
 _TOP_FIELDS = (
     "interval",
@@ -48,18 +54,23 @@ _TOP_FIELDS = (
     "failure_limit",
     "max_inconclusive",
     "inconclusive",
+    "power",
+    "max_wait",
     "metrics",
     "custom",
 )
 
 
 class InconclusivePolicy(StrEnum):
-    """What a run of inconclusive intervals longer than ``max_inconclusive`` does."""
+    """What a run of inconclusive intervals longer than ``max_inconclusive`` does, and
+    whether a step waits for the judge's evidence."""
 
     PAUSE = "pause"
     """Pause the release and say why (an operator resumes or rolls back)."""
     CONTINUE = "continue"
-    """Keep stepping: the release is promoted on schedule without a verdict."""
+    """Keep stepping: the steps go by the clock unless the canary fails, and the release
+    is promoted on schedule without a verdict (the owner's opt-out of waiting for
+    evidence)."""
 
 
 def _fraction(value: object, what: str) -> float:
@@ -97,8 +108,9 @@ def latency_metric_name(quantile: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ErrorRateCheck:
-    """Fail a canary whose error rate is more than ``max_increase_pp`` percentage
-    points above stable's, when an exact test shows it more than half that above."""
+    """Catch a canary whose error rate is ``max_increase_pp`` percentage points above
+    stable's: the sequential test must show it above stable at ``confidence``, and the
+    measured increase must be beyond half the limit."""
 
     max_increase_pp: float = 1.0
     confidence: float = 0.99
@@ -121,8 +133,10 @@ class ErrorRateCheck:
 
 @dataclass(frozen=True, slots=True)
 class LatencyCheck:
-    """Fail a canary whose latency quantile is more than ``max_increase_pct`` percent
-    above stable's, when a test says the difference is real."""
+    """Catch a canary whose latency quantile is ``max_increase_pct`` percent above
+    stable's: the sequential test of its share of requests slower than stable's quantile
+    must show it above stable at ``confidence``, and the measured increase must be beyond
+    half the limit."""
 
     quantile: float
     max_increase_pct: float = 20.0
@@ -211,15 +225,21 @@ DEFAULT_LATENCY = (LatencyCheck(0.5), LatencyCheck(0.95), LatencyCheck(0.99))
 class AnalysisSettings:
     """How a release is analysed: the judge's checks and the verdict limits."""
 
-    interval: float = 60.0
-    """seconds between verdicts"""
+    interval: float = 30.0
+    """seconds between verdicts (the tests are valid at every look, so looking often costs
+    no false rollbacks: it only catches a regression sooner)"""
     min_requests: int = 200
     """below this many requests on either side, every metric is inconclusive"""
-    failure_limit: int = 2
-    """consecutive failed intervals that roll the release back"""
+    failure_limit: int = 1
+    """consecutive failed intervals that roll the release back (the tests are valid at every
+    look, so one is enough; more only delay a rollback)"""
     max_inconclusive: int = 5
     """consecutive inconclusive intervals allowed before ``inconclusive`` applies"""
     inconclusive: InconclusivePolicy = InconclusivePolicy.PAUSE
+    power: float = 0.9
+    """the chance of catching a regression exactly at the limits that a step waits for"""
+    max_wait: float = 3600.0
+    """seconds a step whose hold is over may wait for that evidence before the release pauses"""
     error_rate: ErrorRateCheck | None = field(default_factory=ErrorRateCheck)
     latency: tuple[LatencyCheck, ...] = DEFAULT_LATENCY
     custom: tuple[CustomCheck, ...] = ()
@@ -237,6 +257,22 @@ class AnalysisSettings:
         _whole(self.min_requests, "min_requests", 1, 10**9, " (requests on each side)")
         _whole(self.failure_limit, "failure_limit", 1, 1000, " (consecutive failed intervals)")
         _whole(self.max_inconclusive, "max_inconclusive", 0, 10_000, " (consecutive intervals)")
+        power = _fraction(self.power, "power")
+        if not 0.5 <= power <= 0.99:
+            raise InvalidInput(
+                f"power {self.power!r} is out of range: use a probability from 0.5 to 0.99"
+                " (the chance of catching a regression at the limits), e.g. 0.9"
+            )
+        object.__setattr__(self, "power", power)
+        wait = self.max_wait
+        if isinstance(wait, bool) or not isinstance(wait, int | float):
+            raise InvalidInput(f"max_wait {wait!r} must be a number of seconds")
+        if not 0 <= wait <= MAX_WAIT_SECONDS:
+            raise InvalidInput(
+                f"max_wait {format_duration(wait) if math.isfinite(wait) else wait}"
+                " must be from 0s to 168h (e.g. '1h')"
+            )
+        object.__setattr__(self, "max_wait", float(wait))
         try:
             object.__setattr__(self, "inconclusive", InconclusivePolicy(self.inconclusive))
         except ValueError:
@@ -292,7 +328,12 @@ class AnalysisSettings:
                 kwargs["interval"] = parse_duration(spec["interval"])
             except InvalidInput as exc:
                 raise InvalidInput(f"interval: {exc}") from None
-        for name in ("min_requests", "failure_limit", "max_inconclusive", "inconclusive"):
+        if "max_wait" in spec:
+            try:
+                kwargs["max_wait"] = parse_duration(spec["max_wait"])
+            except InvalidInput as exc:
+                raise InvalidInput(f"max_wait: {exc}") from None
+        for name in ("min_requests", "failure_limit", "max_inconclusive", "inconclusive", "power"):
             if name in spec:
                 kwargs[name] = spec[name]
         if "metrics" in spec:
@@ -318,6 +359,8 @@ class AnalysisSettings:
             "failure_limit": self.failure_limit,
             "max_inconclusive": self.max_inconclusive,
             "inconclusive": str(self.inconclusive),
+            "power": self.power,
+            "max_wait": format_duration(self.max_wait),
             "metrics": metrics,
             "custom": [c.to_dict() for c in self.custom],
         }

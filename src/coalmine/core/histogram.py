@@ -318,7 +318,30 @@ class LatencyHistogram:
         value = _number(value_ms, "a latency")
         if value <= self._min_value:
             return self._count - self._zero
-        index = self.index_of(value)
+        return self.count_above_bucket(self.index_of(value))
+
+    def quantile_bucket(self, q: float) -> int | None:
+        """The bucket holding the ``q``-quantile (the value of rank ``floor(q (count - 1))``);
+        None for the zero bucket. Raises InvalidInput when the histogram is empty."""
+        q = _number(q, "a quantile")
+        if not 0 <= q <= 1:
+            raise InvalidInput(f"a quantile must be from 0 to 1, got {q!r}")
+        if not self._count:
+            raise InvalidInput("an empty histogram has no quantile bucket")
+        rank = math.floor(q * (self._count - 1))
+        seen = self._zero
+        if rank < seen:
+            return None
+        for index, count in sorted(self._bins.items()):
+            seen += count
+            if rank < seen:
+                return index
+        raise AssertionError("the bins hold every value above the zero bucket")  # pragma: no cover
+
+    def count_above_bucket(self, index: int | None) -> int:
+        """How many values lie in buckets above bucket ``index`` (None: the zero bucket)."""
+        if index is None:
+            return self._count - self._zero
         return sum(count for i, count in self._bins.items() if i > index)
 
     # -- wire form -------------------------------------------------------------------

@@ -8,6 +8,12 @@ timing is in the data (``next_action_at``), so a controller that restarts
 continues exactly where the store says it was: one step per transition,
 never skipping and never repeating one.
 
+A release whose analysis judges it is *gated*: a step whose hold is over
+advances only on a tick that says the judge has the evidence it needs
+(`Tick.evidence`, DESIGN rule 8); until then the release stays where it is,
+due, and the controller keeps asking (it pauses a release whose evidence
+cannot come in time, with the reason).
+
 Phases::
 
     pending --(before hook passes | none)--> running --(each step's hold)--> ...
@@ -94,6 +100,8 @@ class Progress:
 @dataclass(frozen=True, slots=True)
 class Tick:
     now: float
+    evidence: bool = True
+    """whether the judge has the evidence a gated release's step waits for"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +186,12 @@ def transition(
     event: Event,
     *,
     hook_deadline: float = 300.0,
+    gated: bool = False,
 ) -> Transition | None:
     """The next state for ``event``, or None when there is nothing to do.
+
+    ``gated``: the release is judged, so a running step whose hold is over
+    advances only on a `Tick` with ``evidence`` (never by the clock alone).
 
     While a hook runs, ``next_action_at`` is set ``hook_deadline`` seconds
     ahead: a controller that dies mid-hook runs it again after that (hooks
@@ -206,6 +218,8 @@ def transition(
             )
         return _enter_step(strategy, p, 0, now)
     if p.phase is Phase.RUNNING:
+        if gated and not event.evidence:
+            return None  # the hold is over, the evidence is not in: wait for it
         if p.step + 1 < len(strategy.steps):
             return _enter_step(strategy, p, p.step + 1, now)
         return _promoting(p, now, "all steps done: promoting")

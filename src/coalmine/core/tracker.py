@@ -2,8 +2,11 @@
 
 `Tracker` rolls a release back after ``failure_limit`` failed intervals in a
 row, pauses it after more than ``max_inconclusive`` inconclusive intervals in
-a row, else lets it continue (`Action`). It is immutable and serialisable, so
-the controller persists it between intervals.
+a row, else lets it continue (`Action`). An interval inconclusive only for
+want of traffic (`Verdict.waiting`) is not counted: evidence is still coming,
+and a step waits for it (the controller pauses a release whose evidence cannot
+come in time). It is immutable and serialisable, so the controller persists
+it between intervals.
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ class Tracker:
     ``max_inconclusive`` inconclusive intervals in a row pause it (or, with
     ``inconclusive: continue``, only say so). A pass resets both runs; a fail
     ends a run of inconclusive intervals and an inconclusive one a run of
-    failures.
+    failures. A waiting interval (too little traffic yet) ends a run of
+    failures and leaves the run of inconclusive intervals as it was.
     """
 
-    failure_limit: int = 2
+    failure_limit: int = 1
     max_inconclusive: int = 5
     inconclusive: InconclusivePolicy = InconclusivePolicy.PAUSE
     intervals: int = 0
@@ -82,6 +86,14 @@ class Tracker:
                     f"canary failed analysis ({fails} of {self.failure_limit} consecutive"
                     f" failed intervals before rollback): {why}"
                 ),
+            )
+        if verdict.outcome is Outcome.INCONCLUSIVE and verdict.waiting:
+            return replace(
+                self,
+                intervals=n,
+                consecutive_failures=0,
+                action=Action.CONTINUE,
+                reason=f"waiting for evidence: {why}",
             )
         if verdict.outcome is Outcome.INCONCLUSIVE:
             runs = self.consecutive_inconclusive + 1

@@ -2,9 +2,10 @@
 
 `Outcome` is ``pass``, ``fail`` or ``inconclusive``; a `MetricResult` is one
 metric's outcome with the sentence that explains it and its numbers; a
-`Verdict` is the worst metric's outcome with the sentences behind it. The
-judge (`coalmine.core.judge`) produces verdicts, the tracker
-(`coalmine.core.tracker`) folds them into actions.
+`Verdict` is the worst metric's outcome with the sentences behind it, whether
+the evidence a step waits for is in (`Verdict.enough`), and the judge's
+sequential state after the look. The judge (`coalmine.core.judge`) produces
+verdicts, the tracker (`coalmine.core.tracker`) folds them into actions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from coalmine.core.sequential import JudgeState
 
 __all__ = ["MetricResult", "Outcome", "Verdict"]
 
@@ -50,8 +53,22 @@ class MetricResult:
     limit: float | None = None
     change_unit: str = ""
     p_value: float | None = None
+    """the always-valid p-value of the metric's sequential test, over every look so far"""
     note: str = ""
     """what the comparison says about stable itself (e.g. its errors are as high)"""
+    evidence: int | None = None
+    """canary requests (or latency measurements) the test has seen; None: no test"""
+    needed: int | None = None
+    """what the test needs to catch a regression at the limit with the configured power;
+    None with ``evidence`` set: not known yet (no stable baseline, or a limit finer than
+    the histogram can tell)"""
+
+    @property
+    def enough(self) -> bool:
+        """Whether this metric has the evidence a step waits for (always, without a test)."""
+        if self.evidence is None:
+            return True
+        return self.needed is not None and self.evidence >= self.needed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +82,8 @@ class MetricResult:
             "change_unit": self.change_unit,
             "p_value": self.p_value,
             "note": self.note,
+            "evidence": self.evidence,
+            "needed": self.needed,
         }
 
 
@@ -80,6 +99,17 @@ class Verdict:
     """what the analysis found about stable, whatever the outcome"""
     canary_requests: int
     stable_requests: int
+    enough: bool = False
+    """every tested metric has the evidence a step waits for"""
+    waiting: bool = False
+    """inconclusive only for want of data (too little traffic): evidence still coming"""
+    state: JudgeState | None = None
+    """the judge's sequential state after this look, for the next one"""
+
+    @property
+    def ready(self) -> bool:
+        """Whether a step may advance on this verdict: it passed, on enough evidence."""
+        return self.outcome is Outcome.PASS and self.enough
 
     @property
     def reason(self) -> str:
@@ -99,7 +129,10 @@ class Verdict:
             "notes": list(self.notes),
             "canary_requests": self.canary_requests,
             "stable_requests": self.stable_requests,
+            "enough": self.enough,
+            "waiting": self.waiting,
             "metrics": [m.to_dict() for m in self.metrics],
+            "state": self.state.to_dict() if self.state is not None else None,
         }
 
 
