@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import struct
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from coalmine.core.machine import Tick
 from coalmine.core.tracker import Action
 from coalmine.core.verdict import MetricResult, Outcome, Verdict
 from coalmine.web import create_app
+from tests.test_docs import ROOT
 from tests.web.conftest import ADMIN_SECRET, bearer, serve
 from tests.web.test_discovery import HTTP_DOC
 
@@ -175,3 +179,31 @@ def test_series_in_seconds_since_the_first_event() -> None:
         "api v1 (stable)": [(360, 120)],
     }
     assert s.verdicts == [{"t": 360, "outcome": "fail", "action": "rollback", "reason": "r"}]
+
+
+def test_without_matplotlib_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an uninstalled package looks like
+    assert run(["report", "shop-1", "--out", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "pip install 'coalmine[report]'" in err[0]
+
+
+def test_the_docs_block_runs(
+    rolled_back: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command of the sh block under docs/control-plane.md's "## Reports" runs."""
+    page = (ROOT / "docs" / "control-plane.md").read_text(encoding="utf-8")
+    section = page.split("## Reports\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```sh\n(.*?)^```", section, re.S | re.M)
+    assert block is not None
+    monkeypatch.chdir(tmp_path)
+    commands = [shlex.split(line, comments=True) for line in block.group(1).splitlines()]
+    assert len(commands) == 3
+    for argv in commands:
+        assert argv[0] == "coalmine"
+        assert run(argv[1:]) == 0, argv
+        out = tmp_path / argv[argv.index("--out") + 1]
+        assert out.stat().st_size > 1000, out
