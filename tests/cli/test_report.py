@@ -207,3 +207,32 @@ def test_the_docs_block_runs(
         assert run(argv[1:]) == 0, argv
         out = tmp_path / argv[argv.index("--out") + 1]
         assert out.stat().st_size > 1000, out
+
+
+def test_names_in_the_svg_are_escaped_too() -> None:
+    from coalmine.cli.report_chart import html_page, series
+
+    evil = "<img src=x onerror=alert(1)>$x$"
+    release = {
+        "id": evil,
+        "phase": evil,
+        "reason": evil,
+        "baseline": {evil: evil},
+        "candidate": {evil: "v2"},
+        "changed": [evil],
+    }
+    events = [{"at": 1.0, "kind": "started", "exposure": 1000}]
+    runs = [
+        {
+            "window_end": 2.0,
+            "outcome": evil,
+            "action": evil,
+            "results": {
+                "reason": evil,
+                "functions": {evil: _verdict(Outcome.PASS, 1, 2).to_dict()},
+            },
+        }
+    ]
+    page = html_page(series(release, events, runs))
+    assert "<img" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;$x$" in page

@@ -170,10 +170,11 @@ def figure(s: Series) -> Figure:
 
 def render(s: Series, fmt: str) -> bytes:
     """The figure as ``png`` or ``svg`` bytes."""
-    fig = figure(s)
     buf = io.BytesIO()
-    # text stays text in the SVG (searchable, and labels a test can find)
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
+    # text stays text in the SVG (searchable, and labels a test can find); a name with a
+    # "$" is a name, not mathtext
+    with matplotlib.rc_context({"svg.fonttype": "none", "text.parse_math": False}):
+        fig = figure(s)
         # no date in the metadata: the same release gives the same file
         fig.savefig(buf, format=fmt, dpi=100, metadata={"Date": None})
     return buf.getvalue()
