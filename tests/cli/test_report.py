@@ -117,6 +117,8 @@ def test_html_escapes_every_value(rolled_back: tuple[str, str], tmp_path: Path) 
     assert "src=" not in page, "self-contained: nothing to load"
     assert 'href="http' not in page
     assert page.count("<tr><td>") == 2, "one row per judge run"
+    assert page.count("<tr class='m'>") == 4, "a row per run and metric"
+    assert "<td>480</td><td>120</td>" in page, "the failing run's canary and stable p99"
     assert "fail" in page
     assert "rollback" in page
 

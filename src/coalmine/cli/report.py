@@ -35,7 +35,10 @@ def analysis_runs(client: ApiClient, release_id: str) -> list[dict[str, Any]]:
 
 def command(
     release_ref: Annotated[
-        str, typer.Argument(metavar="RELEASE", help="A release id, or an app (its latest release).")
+        str,
+        typer.Argument(
+            metavar="RELEASE", help="A release id, or an app (its active, else latest, release)."
+        ),
     ],
     out: Annotated[
         Path,

@@ -54,6 +54,8 @@ class Series:
     """metric name -> line label ("fn v2 (canary)") -> (seconds, value) points"""
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     """one row per analysis run: seconds, outcome, action, reason"""
+    judged: list[dict[str, Any]] = field(default_factory=list)
+    """one row per run, function and metric: the judge's numbers"""
 
 
 def _pct(bp: int) -> str:
@@ -87,6 +89,7 @@ def series(
         for fn, verdict in sorted((results.get("functions") or {}).items()):
             for m in verdict.get("metrics") or []:
                 name = str(m.get("name"))
+                out.judged.append({"t": t, "function": fn, **m})
                 if name != "error_rate" and not name.startswith("latency"):
                     continue
                 lines = out.metrics.setdefault(name, {})
@@ -180,6 +183,14 @@ def render(s: Series, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def html_page(s: Series) -> str:
     """A self-contained page: the SVG inline, then the verdicts; every value escaped."""
     svg = render(s, "svg").decode()
@@ -190,6 +201,15 @@ def html_page(s: Series) -> str:
         f"<tr><td>{v['t']:.0f}s</td><td class='{e(v['outcome'])}'>{e(v['outcome'])}</td>"
         f"<td>{e(v['action'])}</td><td>{e(v['reason'])}</td></tr>"
         for v in s.verdicts
+    )
+    judged = "\n".join(
+        "<tr class='m'>"
+        + "".join(
+            f"<td>{e(_cell(m.get(k)))}</td>"
+            for k in ("function", "name", "canary", "stable", "change", "limit", "p_value")
+        )
+        + f"<td class='{e(str(m.get('outcome')))}'>{e(str(m.get('outcome')))}</td></tr>"
+        for m in s.judged
     )
     reason = rel.get("reason") or ""
     return f"""<!DOCTYPE html>
@@ -207,6 +227,14 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 <table><thead><tr><th>at</th><th>outcome</th><th>action</th><th>reason</th></tr></thead>
 <tbody>
 {rows or "<tr><td colspan='4'>no analysis runs</td></tr>"}
+</tbody></table>
+<h2>Per function and metric</h2>
+<p>Error rate in percent, latency in milliseconds; change and limit in the metric's
+change unit.</p>
+<table><thead><tr><th>function</th><th>metric</th><th>canary</th><th>stable</th>
+<th>change</th><th>limit</th><th>p-value</th><th>verdict</th></tr></thead>
+<tbody>
+{judged}
 </tbody></table>
 </body></html>
 """
