@@ -138,9 +138,13 @@ def figure(s: Series) -> Figure:
         ax.step(xs, ys, where="post", color="tab:blue", linewidth=2, label="exposure")
     ax.set_ylim(-5, 110)
     ax.set_ylabel("exposure (%)")
+    last, side = float("-inf"), "right"
     for t, label, colour in s.markers:
         for row in axes:
             row[0].axvline(t, color=colour, linestyle=":", linewidth=1)
+        # a marker right after another (rolling back, then rolled back) labels the other side
+        side = ("left" if side == "right" else "right") if t - last < 0.015 * s.end else "right"
+        last = t
         ax.annotate(
             label,
             (t, 102),
@@ -148,7 +152,7 @@ def figure(s: Series) -> Figure:
             fontsize=7,
             color=colour,
             va="top",
-            ha="right",
+            ha=side,
             annotation_clip=False,
         )
     for i, name in enumerate(names, start=1):
