@@ -16,6 +16,7 @@ from coalmine.cli import (
     gateway,
     importer,
     release,
+    report,
     serve,
     simulate,
     token,
@@ -56,6 +57,7 @@ app.command(name="events")(events.command)
 app.command(name="serve")(serve.command)
 app.command(name="gateway")(gateway.command)
 app.command(name="consistency")(consistency.command)
+app.command(name="report")(report.command)
 app.add_typer(release.app, name="release")
 app.add_typer(token.app, name="token")
 app.add_typer(aws_lambda.app, name="lambda")
