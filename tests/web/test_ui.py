@@ -32,14 +32,18 @@ def test_the_shell_is_public_holds_no_data_and_locks_scripts_to_the_origin(
     r = sqlite_web.client.get("/ui")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert "shop" not in r.text and rid not in r.text
+    assert "shop" not in r.text
+    assert rid not in r.text
     assert '<script src="/ui/ui.js" defer></script>' in r.text
     assert "<script>" not in r.text  # no inline script: the CSP forbids them
     csp = r.headers["content-security-policy"]
-    assert "script-src 'self'" in csp and "default-src 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "default-src 'none'" in csp
     js = sqlite_web.client.get("/ui/ui.js")
-    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
-    assert "sessionStorage" in js.text and "setInterval(refresh, 1000)" in js.text
+    assert js.status_code == 200
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert "sessionStorage" in js.text
+    assert "setInterval(refresh, 1000)" in js.text
     assert sqlite_web.client.get("/ui/ui.css").status_code == 200
     assert "/ui" not in str(
         sqlite_web.client.get("/openapi.json", headers=sqlite_web.as_("viewer")).json()["paths"]
@@ -64,7 +68,8 @@ def test_apps_fragment_lists_apps_and_active_releases(sqlite_web: Web) -> None:
     rid = _start(sqlite_web)
     html = sqlite_web.client.get("/ui/fragments/apps", headers=sqlite_web.as_("viewer")).text
     assert '<td class="name">shop</td>' in html
-    assert "api=v1" in html and "worker=v1" in html
+    assert "api=v1" in html
+    assert "worker=v1" in html
     assert f'href="#/releases/{rid}"' in html
     assert '<span class="phase running">running</span> 10%' in html
 
@@ -79,7 +84,8 @@ def test_release_fragment_shows_plan_chart_buttons_and_timeline(sqlite_web: Web)
     assert '<li class="step current" data-step="0">10% for 60s</li>' in html
     # one point per event with an exposure, and the present
     points = re.search(r'class="line" d="[^"]*" data-points="(\d+)"', html)
-    assert points is not None and int(points.group(1)) >= 2
+    assert points is not None
+    assert int(points.group(1)) >= 2
     for op in ("promote", "rollback", "pause", "resume"):
         assert f'data-op="{op}" data-release="{rid}"' in html
     assert "api: v1 &rarr; v2" in html
@@ -136,12 +142,15 @@ def test_judge_table_and_metric_charts_come_from_the_analysis_runs(sqlite_web: W
         f"/ui/fragments/releases/{rid}", headers=sqlite_web.as_("viewer")
     ).text
     table = html[html.index('<table class="judge">') :]
-    assert table.count('<tr class="fail">') == 2 and table.count('<tr class="pass">') == 2
+    assert table.count('<tr class="fail">') == 2
+    assert table.count('<tr class="pass">') == 2
     assert (
         "<td>api</td><td>latency_p99</td><td>150</td><td>100</td><td>50%</td><td>20%</td>" in html
     )
     assert "<td>0.1pp</td><td>1pp</td><td>0.3</td><td>pass</td>" in html
-    assert "<script" not in html and "&lt;script&gt;" in html
-    assert "api: latency_p99" in html and "api: error_rate" in html
+    assert "<script" not in html
+    assert "&lt;script&gt;" in html
+    assert "api: latency_p99" in html
+    assert "api: error_rate" in html
     assert html.count('class="line canary" points=') == 2
     assert re.search(r'class="line canary" points="[^"]*" data-points="2"', html)

@@ -80,7 +80,7 @@ def step_chart(
         x = kx * m.at + bx
         body.append(
             f'<g class="marker {escape(m.kind)}"><line x1="{x:.1f}" y1="8" x2="{x:.1f}"'
-            f' y2="{_H - _PAD}"/><text x="{x + 2:.1f}" y="{_H - 8}">{escape(m.label)}</text></g>'
+            f' y2="{_H - _PAD}"/><text x="{x - 2:.1f}" y="{_H - 8}" text-anchor="end">{escape(m.label)}</text></g>'
         )
     return _frame(title, y_max, unit, body)
 
