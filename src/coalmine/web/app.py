@@ -38,6 +38,7 @@ from coalmine.web.query import known_query
 from coalmine.web.routes import ROUTERS
 from coalmine.web.routes.apply import openapi_schemas
 from coalmine.web.snapshot_cache import SnapshotCache
+from coalmine.web.ui import router as ui_router
 
 __all__ = ["ControllerFactory", "create_app"]
 
@@ -169,6 +170,7 @@ def create_app(
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(ui_router)  # the dashboard (docs/ui.md), outside the OpenAPI document
     _add_schemas(app)
     if not public_docs:
         _add_docs(app)
