@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def test_every_marker_is_known_and_sits_on_a_fence() -> None:
     for page in PAGES:
         lines = page.read_text(encoding="utf-8").splitlines()
         for n, line in enumerate(lines):
-            if "docs-test:" not in line:
+            if not line.startswith("<!-- docs-test:"):
                 continue
             where = f"{_id(page)}:{n + 1}"
             marked = MARKER.match(line)
@@ -160,8 +161,7 @@ def _free_port() -> int:
 def _run(script: str, cwd: Path, env: dict[str, str], where: str) -> None:
     # Output goes to a file, not a pipe: a server the script left in the background
     # would hold a pipe open, and the wait is for the script, not for its children.
-    log = cwd / ".docs-test.log"
-    with log.open("w") as sink:
+    with tempfile.NamedTemporaryFile("w+", prefix="docs-test-", suffix=".log") as sink:
         proc = subprocess.Popen(
             ["bash", "-c", "set -euo pipefail\n" + script],
             cwd=cwd,
@@ -179,7 +179,8 @@ def _run(script: str, cwd: Path, env: dict[str, str], where: str) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    out = log.read_text(errors="replace")[-6000:]
+        sink.seek(0)
+        out = sink.read()[-6000:]
     assert code is not None, f"{where} took over {SCRIPT_TIMEOUT:.0f} s:\n{out}"
     assert code == 0, f"{where} exited {code}:\n{out}"
 
