@@ -59,7 +59,10 @@ class _Runner:
 def command(
     host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option(min=1, max=65535, metavar="PORT", help="Port to listen on.")
+        int,
+        typer.Option(
+            envvar="COALMINE_PORT", min=1, max=65535, metavar="PORT", help="Port to listen on."
+        ),
     ] = DEFAULT_PORT,
     database_url: Annotated[
         str | None,

@@ -254,8 +254,12 @@ class HookSpec(_In):
 
 
 class TargetingSpec(_In):
-    always_canary: list[str] = Field(default_factory=list, max_length=10_000)
-    never_canary: list[str] = Field(default_factory=list, max_length=10_000)
+    always_canary: list[str] = Field(
+        default_factory=list, max_length=10_000, description="user keys that run the candidate"
+    )
+    never_canary: list[str] = Field(
+        default_factory=list, max_length=10_000, description="user keys that keep the baseline"
+    )
 
 
 class WebhookSpec(_In):
@@ -287,12 +291,26 @@ def _webhook_form(value: object) -> str:
 class ReleaseSettings(_In):
     """Defaults for releases of an app (each release may override them)."""
 
-    strategy: str | list[Any] | dict[str, Any] = "Canary10Percent5Minutes"
-    route_mode: Literal["user", "request"] = "user"
-    hooks: dict[Literal["before_allow_traffic", "after_allow_traffic"], HookSpec] = Field(
-        default_factory=dict
+    strategy: str | list[Any] | dict[str, Any] = Field(
+        default="Canary10Percent5Minutes",
+        description="a CodeDeploy preset name, a step list such as '10%:5m, 50%:10m, 100%',"
+        " or its list / mapping form (strategies.md)",
     )
-    analysis: dict[str, Any] = Field(default_factory=dict)
+    route_mode: Literal["user", "request"] = Field(
+        default="user",
+        description="user: a user keeps one version for the whole release; request: each"
+        " request is split on its own, as an alias weight does",
+    )
+    hooks: dict[Literal["before_allow_traffic", "after_allow_traffic"], HookSpec] = Field(
+        default_factory=dict,
+        description="before_allow_traffic runs before the first user sees a candidate,"
+        " after_allow_traffic when every user does, before the promotion (CodeDeploy's names);"
+        " a hook that fails every attempt rolls the release back",
+    )
+    analysis: dict[str, Any] = Field(
+        default_factory=dict,
+        description="automatic rollback: the judge's metrics, alarms and thresholds (analysis.md)",
+    )
     _free_text = frozenset({"analysis"})  # a PromQL query may span lines
     webhooks: list[
         Annotated[
