@@ -80,6 +80,16 @@ class ApiClient:
         clean = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", path, params=clean)
 
+    def get_all(self, path: str, page: int = 1000) -> list[dict[str, Any]]:
+        """Every item of a list paged by id (``?after=<last id>&limit=``), oldest first."""
+        items: list[dict[str, Any]] = []
+        while True:
+            after = items[-1]["id"] if items else 0
+            got = self.get(path, after=after, limit=page)
+            items += got
+            if len(got) < page:
+                return items
+
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         if body is not None:
             kwargs["json"] = body

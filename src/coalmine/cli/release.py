@@ -240,13 +240,7 @@ def list_releases(
 
 def release_events(client: ApiClient, release_id: str) -> list[dict[str, Any]]:
     """Every event of a release, oldest first (paged: a long release has thousands)."""
-    events: list[dict[str, Any]] = []
-    while True:
-        after = events[-1]["id"] if events else 0
-        page = client.get(f"/v1/releases/{release_id}/events", after=after, limit=1000)
-        events += page
-        if len(page) < 1000:
-            return events
+    return client.get_all(f"/v1/releases/{release_id}/events")
 
 
 def render_status(

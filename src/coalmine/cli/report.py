@@ -24,13 +24,7 @@ FORMATS = (".png", ".svg", ".html")
 
 def analysis_runs(client: ApiClient, release_id: str) -> list[dict[str, Any]]:
     """Every analysis run of a release, oldest first (paged like its events)."""
-    runs: list[dict[str, Any]] = []
-    while True:
-        after = runs[-1]["id"] if runs else 0
-        page = client.get(f"/v1/releases/{release_id}/analysis", after=after, limit=1000)
-        runs += page
-        if len(page) < 1000:
-            return runs
+    return client.get_all(f"/v1/releases/{release_id}/analysis")
 
 
 def command(
