@@ -109,7 +109,9 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
     params = operation.get("parameters", [])
     for param in params:
         if param.get("in") == "query" and param["name"] in _REQUIRED_QUERY.get((path, method), ()):
+            # the handler answers a friendlier 400 itself for a missing or empty one
             param["required"] = True
+            param["schema"] = {"type": "string", "minLength": 1, "title": param["name"]}
     has_body = "requestBody" in operation
     statuses = ["503"]
     if operation.get("security"):
