@@ -12,16 +12,29 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from _errors import BenchError
 
-__all__ = ["START_TIMEOUT", "Server", "free_port", "free_ports", "started", "stop", "terminate"]
+__all__ = [
+    "START_TIMEOUT",
+    "Server",
+    "free_port",
+    "free_ports",
+    "run_bench",
+    "started",
+    "stop",
+    "terminate",
+]
+
+A = TypeVar("A")
 
 START_TIMEOUT = 20.0
 
@@ -118,3 +131,13 @@ def started(name: str, cmd: Sequence[str], port: int, logs: tuple[Path, ...]) ->
 
 def terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop servers
+
+
+def run_bench(run: Callable[[A], int], args: A) -> int:
+    """``run(args)`` with SIGTERM unwinding its servers; a BenchError is one line and exit 1."""
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

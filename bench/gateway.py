@@ -91,7 +91,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -105,7 +104,7 @@ from _gateway_report import Row, report
 from _gateway_routing import FUNCTION, USERS, bench_snapshot, check_lambda, check_routing
 from _gateway_serve import serve_gateway
 from _nginx import LAMBDA_BODY, SPLIT_BODY, UPSTREAM_BODY, nginx_config
-from _procs import Server, free_ports, started, terminate
+from _procs import Server, free_ports, run_bench, started
 from _tools import NGINX_VERSION, WRK_VERSION, tool_version, tools
 from _wrk import Wrk, WrkResult, median_of, write_scripts
 
@@ -303,12 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--serve-gateway"]:
         return serve_gateway(argv[1:])
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_bench(run, args)
 
 
 if __name__ == "__main__":

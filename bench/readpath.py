@@ -62,7 +62,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -74,7 +73,7 @@ import httpx
 
 from _cpu import LoadMeter
 from _errors import BenchError
-from _procs import Server, free_port, terminate
+from _procs import Server, free_port, run_bench
 from _readpath_load import USERS, Target, statuses, targets
 from _readpath_plane import (
     APP,
@@ -417,12 +416,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_bench(run, args)
 
 
 if __name__ == "__main__":

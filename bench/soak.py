@@ -52,7 +52,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -68,7 +67,7 @@ import httpx
 
 from _errors import BenchError
 from _nginx import nginx_config
-from _procs import Server, free_ports, started, terminate
+from _procs import Server, free_ports, run_bench, started
 from _table import print_aligned
 from _tools import find_tool
 
@@ -420,12 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.duration, args.rate = 8.0, 50.0
     if args.duration < 5 or args.rate <= 0:
         parser.error("--duration must be at least 5 and --rate positive")
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_bench(run, args)
 
 
 if __name__ == "__main__":
