@@ -37,24 +37,26 @@ def replicas(pg_url: str) -> Iterator[tuple[Server, Server]]:
         b.stop()
 
 
+def _start_release(server: Server) -> str:
+    """Start a release of place-order v2 held at 10% (long enough for the test); its id."""
+    out = server.cli(
+        "release", "start", APP, "--set", "place-order=v2", "--strategy", "10%:10m, 100%", "--json"
+    ).stdout
+    release_id: str = json.loads(out)["id"]
+    return release_id
+
+
+def _rolled_back(phase: str | None) -> bool:
+    return phase in ("rolling_back", "rolled_back")
+
+
 def test_a_rollback_through_one_replica_reaches_the_other_within_a_second(
     replicas: tuple[Server, Server],
 ) -> None:
     a, b = replicas
     a.cli("apply", "-f", EXAMPLE)
     with b.watch(APP) as watcher:
-        rid = json.loads(
-            a.cli(
-                "release",
-                "start",
-                APP,
-                "--set",
-                "place-order=v2",
-                "--strategy",
-                "10%:10m, 100%",
-                "--json",
-            ).stdout
-        )["id"]
+        rid = _start_release(a)
         watcher.wait_for(lambda s: (s.get("release") or {}).get("phase") == "running")
         with a.api() as api:
             sent = time.monotonic()
@@ -62,18 +64,13 @@ def test_a_rollback_through_one_replica_reaches_the_other_within_a_second(
             answered = time.monotonic()
             assert r.status_code == 200, r.text
         seen = watcher.wait_for(
-            lambda s: (s.get("release") or {}).get("phase") in ("rolling_back", "rolled_back"),
-            timeout=5,
+            lambda s: _rolled_back((s.get("release") or {}).get("phase")), timeout=5
         )
         arrived = time.monotonic()
     assert seen["release"]["id"] == rid
     latency = arrived - answered
     assert latency < 1.0, f"the other replica's subscriber heard after {latency:.3f}s"
     assert arrived - sent < 2.0
-
-
-def _rolled_back(phase: str | None) -> bool:
-    return phase in ("rolling_back", "rolled_back")
 
 
 def test_a_rollback_reaches_every_read_of_the_other_replica_within_a_second(
@@ -90,18 +87,7 @@ def test_a_rollback_reaches_every_read_of_the_other_replica_within_a_second(
             ]
             for role in ("browser", "sdk")
         }
-    rid = json.loads(
-        a.cli(
-            "release",
-            "start",
-            APP,
-            "--set",
-            "place-order=v2",
-            "--strategy",
-            "10%:10m, 100%",
-            "--json",
-        ).stdout
-    )["id"]
+    rid = _start_release(a)
     b.await_snapshot(APP, lambda s: (s.get("release") or {}).get("phase") == "running")
     browser = {"Authorization": f"Bearer {keys['browser']}"}
     with httpx.Client(base_url=b.url, timeout=10) as poll:

@@ -30,6 +30,16 @@ def _until(events: Events, kind: str, within: float) -> tuple[float, Any]:
         assert item[1] in ("comment", "snapshot", "discovery"), item
 
 
+def _credentials(
+    role: str, token: str, params: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Query and headers that carry ``token``: a browser key in ``?key=`` as an EventSource
+    sends it, anything else as a bearer token."""
+    if role == "browser":
+        return {**params, "key": token}, {}
+    return params, bearer(token)
+
+
 @pytest.mark.parametrize(
     ("role", "path", "params", "first"),
     [
@@ -51,10 +61,7 @@ def test_a_revoked_keys_stream_ends_within_one_heartbeat(
             **({} if role == "viewer" else {"app": "shop"}),
         }
         created = api.post("/v1/tokens", json=body).json()
-        if role == "browser":  # as an EventSource sends it
-            params, headers = {**params, "key": created["token"]}, {}
-        else:
-            headers = bearer(created["token"])
+        params, headers = _credentials(role, created["token"], params)
         events: Events = queue.Queue()
         client = httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=30))
         with client.stream("GET", path, params=params, headers=headers) as response:
@@ -94,10 +101,7 @@ def test_a_key_revoked_elsewhere_ends_its_streams_and_requests_within_a_second(
         r = api.post("/v1/apply", content=APP_DOC, headers={"Content-Type": "application/yaml"})
         assert r.status_code == 200, r.text
         created = api.post("/v1/tokens", json={"name": "k", "role": role, "app": "shop"}).json()
-        if role == "browser":
-            params, headers = {**params, "key": created["token"]}, {}
-        else:
-            headers = bearer(created["token"])
+        params, headers = _credentials(role, created["token"], params)
         events: Events = queue.Queue()
         client = httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=30))
         with client.stream("GET", path, params=params, headers=headers) as response:
