@@ -247,6 +247,9 @@ class CallFailed(Exception):
     The gateway answers ``status`` with a JSON body, `body`.
     """
 
+    request_id: str | None = None
+    """the id the target gave the call (a Lambda event's ``requestId``), when it got one"""
+
     def __init__(self, status: int, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status

@@ -24,6 +24,9 @@ error when the answer is a 5xx (a handler that raised is a 502) or a 429
 (throttled), or the call raised. ``/metrics`` serves those counts to Prometheus (so no function named
 ``metrics`` can be called through the gateway); with a control plane URL and
 an sdk key configured, a `Flusher` sends them to the control plane.
+
+A call that fails (the target raised `CallFailed`) is logged in one line by
+`coalmine.gateway.failures.FailureLog`, its traceback rate-limited.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import asyncio
 import functools
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 
@@ -54,6 +58,7 @@ from coalmine.gateway.asgi import (
 )
 from coalmine.gateway.bearer import JWKS_REFRESH_SECONDS
 from coalmine.gateway.config import GatewayConfig
+from coalmine.gateway.failures import FailureLog
 from coalmine.gateway.identity import Identifier
 from coalmine.gateway.lambda_target import LambdaTarget
 from coalmine.gateway.paths import unsafe_path
@@ -165,6 +170,8 @@ class Gateway:
         """(token, kind) -> how many incoming contexts and overrides were not honoured: a
         replayed context shows as ``("context", "other_user")``"""
         self._jwks_task: asyncio.Task[None] | None = None
+        self.failures = FailureLog()
+        """one log line per failed call; tracebacks rate-limited per kind of failure"""
 
     async def _refresh_jwks(self) -> None:
         """Fetch the JWKS URL's keys off the event loop; a failure keeps the last keys."""
@@ -345,6 +352,7 @@ class Gateway:
                 )
                 status = await target.invoke(call, send)
             except CallFailed as exc:
+                self.failures.failed(function, version, exc, exc.request_id or uuid.uuid4().hex)
                 await send_json(send, exc.status, exc.body(), out)
                 status = exc.status
         except Exception:

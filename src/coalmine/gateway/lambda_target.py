@@ -159,8 +159,9 @@ class LambdaTarget:
         """Invoke the version of ``call`` with its event; send the mapped answer; its status."""
         ref = self._ref(call)
         body = await read_body(call, self.max_body, "Lambda's payload limit")
+        request_id = self._ids.next()
         payload = event_json(
-            call, body, request_id=self._ids.next(), now=time.time(), source_ip=call.source_ip
+            call, body, request_id=request_id, now=time.time(), source_ip=call.source_ip
         )
         client = await self._client_for(ref.region)
         what = f"Lambda {call.function} {call.version} ({ref.function_name}:{ref.qualifier})"
@@ -172,6 +173,7 @@ class LambdaTarget:
             reply = self._answer(call, what, status, headers, data)
         except CallFailed as exc:
             self.outcomes[(call.function, call.version, _outcome(exc))] += 1
+            exc.request_id = request_id
             raise
         if reply.status == 429:
             self.outcomes[(call.function, call.version, "throttled")] += 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextvars
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -37,7 +36,6 @@ from coalmine.sdk.scope import use
 
 __all__ = ["HandlerContext", "LocalRuntime", "LocalTarget", "Reply", "build_event", "reply_of"]
 
-log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], "HandlerContext"], object]
 ScopeFactory = Callable[[Decision, str | None], AbstractContextManager[object]]
@@ -119,7 +117,6 @@ class LocalTarget:
             try:
                 handler = self.load(call.function, call.version, ref)
             except Exception as exc:
-                log.exception("%s could not be loaded", what)
                 raise CallFailed(
                     502, f"{what} could not be loaded: {type(exc).__name__}: {exc}"
                 ) from exc
@@ -127,7 +124,6 @@ class LocalTarget:
                 with self._scope(call.decision, call.token):
                     result = handler(event, context)
             except Exception as exc:
-                log.exception("%s raised", what)
                 raise CallFailed(
                     502,
                     f"{what} raised {type(exc).__name__}: {exc}",
@@ -145,7 +141,13 @@ class LocalTarget:
         try:
             return await asyncio.wait_for(future, self.timeout)
         except TimeoutError:
-            raise CallFailed(504, f"{what} did not return within {self.timeout:g}s") from None
+            late = CallFailed(504, f"{what} did not return within {self.timeout:g}s")
+            late.request_id = request_id
+            raise late from None
+        except CallFailed as exc:
+            # the gateway logs it (`coalmine.gateway.failures`), its cause's traceback rate-limited
+            exc.request_id = request_id
+            raise
 
 
 LocalRuntime = LocalTarget
