@@ -70,9 +70,11 @@ def gateway(control_plane: str, key: str, lie_for: frozenset[str] = frozenset())
     data = httpx.get(f"{control_plane}/v1/apps/shop/routing", headers=bearer(key)).json()
     state = RoutingSnapshot.from_dict(data).state
     gw = FastAPI()
+    gw.state.calls = 0
 
     @gw.get("/{function}/")
     def call(function: str, x_user_id: Annotated[str, Header()]) -> Response:
+        gw.state.calls += 1
         user = decode_header(x_user_id)
         d = evaluate(state, user, keyring=None, now=time.time())
         channel = str(d.channel)
@@ -101,6 +103,7 @@ def test_zero_mismatches_for_10000_users(
     assert report["users"] == 10000
     assert report["sources"] == ["sdk", "discovery"]
     assert report["mismatches"] == {"discovery": 0}
+    assert report["gateway_calls"] == 0
     print(f"consistency, 10,000 users: {elapsed:.2f}s; seconds per source {report['seconds']}")
 
 
@@ -109,15 +112,21 @@ def test_gateway_source_and_its_mismatches(
 ) -> None:
     base, key = control_plane
     args = ["consistency", "--app", "shop", "--control-plane", base, "--sdk-key", key]
-    with serve(gateway(base, key)) as gw:
+    honest = gateway(base, key)
+    with serve(honest) as gw:
         assert run([*args, "--users", "400", "--gateway", gw]) == 0
-        assert "0 mismatches of 400 users across 3 sources" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "0 mismatches of 400 users across 3 sources" in out
+        # the check is not side-effect free, and says so: every user called a function
+        assert honest.state.calls == 400
+        assert "called the app's functions 400 times" in " ".join(out.split())
     liars = frozenset({USERS[5], USERS[17], USERS[300]})
     with serve(gateway(base, key, liars)) as gw:
         assert run([*args, "--users", "400", "--gateway", gw, "--json"]) == 1
         report = json.loads(capsys.readouterr().out)
         assert report["sources"] == ["sdk", "discovery", "gateway"]
         assert report["mismatches"] == {"discovery": 0, "gateway": 3}
+        assert report["gateway_calls"] >= 400  # once per attempt
         assert {m["user"] for m in report["examples"]["gateway"]} == liars
         assert run([*args, "--users", "400", "--gateway", gw]) == 1
         out = capsys.readouterr().out
@@ -265,3 +274,11 @@ def test_one_user_one_bucket_on_every_wire(control_plane: tuple[str, str]) -> No
                 assert decode_header(forwarded) == user, (wire, user)
 
         check()
+
+
+def test_the_help_says_the_gateway_check_calls_the_functions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(["consistency", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "CALL the functions (their side effects and metrics happen)" in text

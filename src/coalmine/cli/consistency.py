@@ -12,7 +12,9 @@ characters a wire must escape), each sent as `coalmine.core.userkey` says:
   ``x-coalmine-version`` headers of ``GET <gateway>/<function>/`` with
   ``x-user-id`` (percent-encoded UTF-8: the gateway must trust that header,
   ``--user-header x-user-id``); user *i* calls function *i mod F*, one
-  request each.
+  request each. These are real calls: each runs the version's function
+  (its side effects, its metrics) as that user, so ``--gateway`` belongs on
+  a gateway whose functions may be called so; the help and the output say it.
 
 A change of the app between the reads would show as mismatches, so the
 revisions the sources saw are compared and the whole check is repeated (up to
@@ -139,6 +141,8 @@ class Report:
     revision: int
     seconds: dict[str, float] = field(default_factory=dict)
     attempts: int = 1
+    gateway_calls: int = 0
+    """requests made through the gateway: each ran a function (not side-effect free)"""
 
     @property
     def mismatched_users(self) -> int:
@@ -163,6 +167,7 @@ class Report:
             "revision": self.revision,
             "seconds": {s: round(v, 3) for s, v in self.seconds.items()},
             "attempts": self.attempts,
+            "gateway_calls": self.gateway_calls,
         }
 
 
@@ -295,6 +300,8 @@ def check(
                     mismatches["gateway"] = compare(reference, "gateway", observed)
                     revisions.add(int(api.get(f"/v1/apps/{app}/routing")["revision"]))
                 report = Report(users, sources, mismatches, max(revisions), seconds, attempt)
+                if gateway:
+                    report.gateway_calls = attempt * users
                 if len(revisions) == 1 or report.mismatched_users == 0:
                     return report
                 time.sleep(0.5)  # the app changed between the reads: let the SDK catch up
@@ -317,6 +324,12 @@ def _print(report: Report) -> None:
             detail.add_row(m.user, m.source, m.expected, m.got)
         console.print(detail)
     console.print(f"revision {report.revision}; {report.summary}", highlight=False)
+    if report.gateway_calls:
+        console.print(
+            f"the gateway check called the app's functions {report.gateway_calls} times"
+            " (one GET a user): each call ran the function, side effects and metrics included",
+            highlight=False,
+        )
 
 
 def _secs(report: Report, source: str) -> str:
@@ -352,14 +365,23 @@ def command(
     ] = None,
     gateway: Annotated[
         str | None,
-        typer.Option("--gateway", metavar="URL", help="Also ask this gateway, one call a user."),
+        typer.Option(
+            "--gateway",
+            metavar="URL",
+            help="Also ask this gateway, one GET /FUNCTION/ a user. These CALL the functions"
+            " (their side effects and metrics happen), once per user checked.",
+        ),
     ] = None,
     concurrency: Annotated[
         int, typer.Option(min=1, max=256, metavar="N", help="Gateway requests in flight.")
     ] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Check that the SDK, discovery and the gateway give every user the same decision."""
+    """Check that the SDK, discovery and the gateway give every user the same decision.
+
+    The SDK and discovery only decide; with --gateway every user checked makes one
+    real call of a function through the gateway (side effects included).
+    """
     report = check(
         app_name, users, control_plane, sdk_key, gateway=gateway, concurrency=concurrency
     )
