@@ -40,6 +40,7 @@ import pytest
 import yaml
 
 from coalmine.cli import config_docs
+from tests.metrics.served import promtool_binary
 from tests.services import child_env, fresh_pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,8 +187,10 @@ def _run(script: str, cwd: Path, env: dict[str, str], where: str) -> None:
 
 
 def _env(port: int, **extra: str) -> dict[str, str]:
+    extra.setdefault(
+        "PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     env = child_env(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         COALMINE_PORT=str(port),
         COALMINE_URL=f"http://127.0.0.1:{port}",
         **extra,
@@ -202,11 +205,18 @@ def _env(port: int, **extra: str) -> dict[str, str]:
 def test_doc_commands_run(page: Path, tmp_path: Path) -> None:
     script = "\n".join(f"# {b.where}\n{b.code}" for b in SESSIONS[page])
     port = _free_port()
+    extra: dict[str, str] = {}
+    if re.search(r"\bpromtool\b", script):
+        # Debian's prometheus package, installed by the project's script (or the test skips)
+        tool = Path(promtool_binary()).parent
+        extra["PATH"] = (
+            f"{Path(sys.executable).parent}{os.pathsep}{tool}{os.pathsep}{os.environ.get('PATH', '')}"
+        )
     if "<!-- docs-test: postgresql" in page.read_text(encoding="utf-8"):
         with fresh_pg_database() as url:
-            _run(script, tmp_path, _env(port, COALMINE_DATABASE_URL=url), _id(page))
+            _run(script, tmp_path, _env(port, COALMINE_DATABASE_URL=url, **extra), _id(page))
     else:
-        _run(script, tmp_path, _env(port), _id(page))
+        _run(script, tmp_path, _env(port, **extra), _id(page))
 
 
 @pytest.mark.parametrize("block", IN_REPO, ids=[b.where for b in IN_REPO])
