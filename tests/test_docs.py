@@ -258,3 +258,35 @@ def test_configuration_check_fails_on_a_stale_page(
     assert "python -m coalmine.cli.config_docs" in capsys.readouterr().err
     page.write_text(config_docs.render())
     assert config_docs.main(["config_docs", "--check"]) == 0
+
+
+LOCAL_URL = re.compile(r"\b(?:127\.0\.0\.1|localhost|0\.0\.0\.0):(\d+)\b")
+
+
+def test_one_port_for_each_server_everywhere() -> None:
+    """The docs name each server by its default port: a page may not invent another."""
+    from coalmine.cli import client, gateway, serve
+    from coalmine.integrations import lambda_local
+
+    assert f"http://127.0.0.1:{serve.DEFAULT_PORT}" == client.DEFAULT_URL
+    known = {
+        serve.DEFAULT_PORT: "coalmine serve",
+        serve.DEFAULT_PORT + 1: "a second replica (operations.md)",
+        serve.DEFAULT_PORT + 2: "a third replica (operations.md)",
+        gateway.DEFAULT_PORT: "coalmine gateway",
+        lambda_local.DEFAULT_PORT: "coalmine lambda local",
+        9090: "Prometheus",
+        4222: "NATS",
+        6379: "Redis",
+        9: "the discard port: nothing listens",
+    }
+    for page in PAGES:
+        if page.name == "benchmarks.md":  # the benchmarks start their servers on ports of their own
+            continue
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            for port in LOCAL_URL.findall(line):
+                assert int(port) in known, f"{_id(page)}:{n}: port {port} is no server's default"
+    reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for default in (serve.DEFAULT_PORT, gateway.DEFAULT_PORT):
+        assert "| `--port` |" in reference
+        assert f"| `{default}` | Port to listen on. |" in reference
