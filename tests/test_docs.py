@@ -7,7 +7,11 @@
   ``COALMINE_PORT`` / ``COALMINE_URL`` naming a free port for the page's
   ``coalmine serve`` and no ``COALMINE_TOKEN`` or ``COALMINE_DATABASE_URL``
   from the caller. Whatever the script leaves running (``coalmine serve &``)
-  is killed with its process group at the end.
+  is killed with its process group at the end. A script that runs
+  ``promtool`` gets Debian's (``scripts/install-prometheus.sh`` installs it
+  when missing; the page is skipped, saying why, when it cannot be).
+- Every ``127.0.0.1:PORT`` / ``localhost:PORT`` in the pages is one server's
+  default port (``coalmine serve`` 8700, ``coalmine gateway`` 8800, ...).
 - ```yaml blocks parse, and ``configuration.md`` is what
   ``python -m coalmine.cli.config_docs`` generates from the settings models.
 
