@@ -20,9 +20,11 @@ async def test_n_failing_requests_log_n_lines_and_one_traceback(
     n = 25
     caplog.set_level(logging.WARNING, logger="coalmine.gateway")
     async with running() as gw:
+        answered = []
         for i in range(n):
             r = await gw.client.get("/boom", headers={"x-user-id": f"u{i}"})
             assert r.status_code == 502
+            answered.append(r.headers["x-coalmine-request-id"])
     records = [r for r in caplog.records if r.name.startswith("coalmine.gateway")]
     lines = [r for r in records if r.getMessage().startswith("call failed:")]
     assert len(lines) == n, [r.getMessage() for r in records]
@@ -35,6 +37,7 @@ async def test_n_failing_requests_log_n_lines_and_one_traceback(
         assert found, message
         ids.add(found.group(1))
     assert len(ids) == n  # each line names its own request (the handler's aws_request_id)
+    assert ids == set(answered)  # and the client was told which
     with_traceback = [r for r in records if r.exc_info is not None]
     assert len(with_traceback) == 1
     assert with_traceback[0].exc_info is not None

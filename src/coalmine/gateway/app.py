@@ -74,6 +74,7 @@ __all__ = [
     "METRICS_PATH",
     "OVERRIDE_HEADER",
     "RELEASE_HEADER",
+    "REQUEST_ID_HEADER",
     "USER_HEADER",
     "VERSION_HEADER",
     "Gateway",
@@ -89,6 +90,8 @@ USER_HEADER = "x-coalmine-user"
 """sent downstream: the user key the gateway decided for"""
 OVERRIDE_HEADER = "x-coalmine-override"
 """read from the client: a signed tester override token"""
+REQUEST_ID_HEADER = "x-coalmine-request-id"
+"""on an answer the gateway made because the call failed: the id its log line names"""
 
 METRICS_PATH = "/metrics"
 """where the gateway serves its Prometheus exposition (a function named metrics is refused)"""
@@ -352,7 +355,10 @@ class Gateway:
                 )
                 status = await target.invoke(call, send)
             except CallFailed as exc:
-                self.failures.failed(function, version, exc, exc.request_id or uuid.uuid4().hex)
+                request_id = exc.request_id or uuid.uuid4().hex
+                self.failures.failed(function, version, exc, request_id)
+                # the id of the log line, for whoever reports the failure
+                out.append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
                 await send_json(send, exc.status, exc.body(), out)
                 status = exc.status
         except Exception:
