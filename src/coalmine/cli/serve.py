@@ -8,6 +8,7 @@ controller between them and share changes through LISTEN/NOTIFY.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -54,6 +55,19 @@ class _Runner:
             self.controller.stop()
         self.hooks.close()
         self.webhooks.stop()
+
+
+def _tell_how_to_share_keys(url: str) -> None:
+    """Said on the first start only: the start that made the stored signing keys."""
+    print(
+        "coalmine: made the signing keys of routing contexts (kept in the store: restarts and"
+        " replicas sign with the same keys). Give gateways and SDKs the same keys (with an"
+        " admin token in COALMINE_TOKEN):\n"
+        f'  export COALMINE_SIGNING_KEYS="$(coalmine signing-keys --url {url})"\n'
+        "This is shown only on this first start; docs/context.md#keys-and-rotation says more.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def command(
@@ -159,6 +173,8 @@ def command(
         f"coalmine control plane on http://{host}:{port} (store {shown};"
         f" controller {'on' if controller else 'off'})"
     )
+    if app.state.signing_keys_made:
+        _tell_how_to_share_keys(f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}")
     # Routing streams never end on their own: give them a short grace on shutdown.
     uvicorn.run(
         app,

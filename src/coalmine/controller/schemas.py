@@ -72,6 +72,7 @@ __all__ = [
     "Role",
     "StepRead",
     "TargetingSpec",
+    "SigningKeysRead",
     "TokenCreate",
     "TokenCreated",
     "TokenRead",
@@ -578,6 +579,17 @@ class ApplyRead(BaseModel):
         description="what a person should know that is not a change: a release in progress"
         " to the file's versions, or file versions not released again after a rollback",
     )
+
+
+class SigningKeysRead(BaseModel):
+    """The keyring discovery signs routing contexts with (``GET /v1/signing-keys``)."""
+
+    keys: str = Field(
+        description="`kid:secret[,kid:secret...]`, the first key active: the value to give"
+        " gateways and SDKs as `env`"
+    )
+    active: str = Field(description="the id of the key that signs")
+    env: str = Field(description="the environment variable gateways and SDKs read it from")
 
 
 class TokenCreate(_In):
