@@ -55,7 +55,7 @@ def _root(
 app.command(name="simulate")(simulate.command)
 app.command(name="apply")(apply.command)
 app.command(name="events")(events.command)
-app.command(name="serve")(serve.command)
+app.command(name="serve", epilog=serve.EPILOG)(serve.command)
 app.command(name="gateway")(gateway.command)
 app.command(name="consistency")(consistency.command)
 app.command(name="report")(report.command)

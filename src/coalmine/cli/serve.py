@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import textwrap
 from typing import Annotated, Any
 
 import typer
@@ -16,9 +17,47 @@ import typer
 from coalmine._extras import require
 from coalmine.cli.output import err_console
 
-__all__ = ["DEFAULT_PORT", "command"]
+__all__ = ["DEFAULT_PORT", "ENVIRONMENT", "EPILOG", "command"]
 
 DEFAULT_PORT = 8700
+
+ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    (
+        "COALMINE_SIGNING_KEYS",
+        "`kid:secret[,kid:secret...]`: the keys that sign discovery's routing contexts (and"
+        " that gateways and SDKs verify with); unset, the keys made on the first start and kept"
+        " in the store",
+    ),
+    (
+        "COALMINE_GATEWAY_URL",
+        "the gateway's base URL: discovery answers `<url>/<function>` for versions whose"
+        " target is not a URL",
+    ),
+    (
+        "COALMINE_BOOTSTRAP_TOKEN",
+        "the admin token made on the first start with no admin token (else a random one,"
+        " printed once)",
+    ),
+    (
+        "COALMINE_METRICS_DEPRECATED_NAMES",
+        "`1`: `/metrics` also carries the metric names used before the renames; anything but"
+        " `0` or `1` stops the server (exit 2)",
+    ),
+    (
+        "AWS_*",
+        "the standard AWS configuration chain (`AWS_REGION`, `AWS_PROFILE`, credentials,"
+        " `AWS_ENDPOINT_URL_LAMBDA`, ...): Lambda versions and aliases, CloudWatch",
+    ),
+)
+"""What `coalmine serve` reads from the environment besides its options' variables: its
+``--help`` and docs/configuration.md list them (tests/cli/test_serve_environment.py checks
+that every variable the server reads is listed)."""
+
+EPILOG = "\b\nEnvironment, besides the options' [env var: ...]:\n" + "\n".join(
+    f"  {name}\n"
+    + textwrap.fill(meaning.replace("`", ""), 76, initial_indent="    ", subsequent_indent="    ")
+    for name, meaning in ENVIRONMENT
+)
 
 
 class _Runner:
