@@ -327,7 +327,15 @@ def test_a_file_that_disagrees_with_the_active_release_is_refused(web: Web) -> N
     assert web.fingerprint() == before  # not even v3 was registered
 
     # rolled back: the same file does not start it again, and says how to
-    assert _end(web, rid, "rollback", "p99 doubled") == "rolled_back"
+    r = web.client.post(
+        f"/v1/releases/{rid}/rollback", json={"reason": "p99 doubled"}, headers=web.as_("deployer")
+    )
+    assert r.json()["phase"] == "rolling_back"
+    rolling = web.apply(_gitops("v2"))
+    assert (rolling["changed"], rolling["release"]) == (False, None)
+    assert rolling["notes"][0].startswith(f"not released again: release {rid} of api v1->v2 is")
+    web.service.releases.advance(rid, Tick(time.time() + 1e6))
+    assert web.service.releases.get(rid).phase.value == "rolled_back"
     again = web.apply(_gitops("v2"))
     assert (again["changed"], again["release"]) == (False, None)
     assert again["notes"] == [
@@ -351,3 +359,14 @@ def test_version_must_be_declared_and_old_files_keep_working(web: Web) -> None:
     r = _post_doc(web, APP_DOC.replace("current: v1\n  worker", "current: v2\n  worker"))
     assert r.status_code == 409
     assert "say version: v2 for api in the file" in r.json()["detail"]
+
+
+def test_a_new_app_starts_on_current_and_releases_to_version_in_one_apply(web: Web) -> None:
+    applied = web.apply(_gitops("v2"))
+    assert applied["changes"][-2:] == [
+        "set worker current version v1",
+        "start release shop-1: api v1->v2 (strategy Canary10Percent5Minutes, route mode request)",
+    ]
+    assert "set api current version v1" in applied["changes"]
+    assert applied["release"] == "shop-1"
+    assert _running(web) == {"api": "v1", "worker": "v1"}  # until the release is promoted

@@ -33,7 +33,7 @@ from coalmine.controller.schemas import (
 from coalmine.controller.versions import check_version_name, register
 from coalmine.core.alias import AliasCallFailed
 from coalmine.core.errors import Conflict, InvalidInput, NotFound, UpstreamFailed
-from coalmine.core.model import ROLLED_BACK_PHASES, Target, validate_name
+from coalmine.core.model import ROLLED_BACK_PHASES, Phase, Target, validate_name
 from coalmine.core.ports import LambdaAliases, LambdaVersions
 from coalmine.core.records import ReleaseRecord
 from coalmine.core.strategy import parse_strategy
@@ -319,20 +319,21 @@ class CatalogService:
         if active is not None:
             rec = w.releases.record(active, app.name)
             heading = {fn: rec.candidate.get(fn, running.get(fn)) for fn in wanted}
-            if heading == wanted:
+            if heading == wanted and rec.phase not in ROLLED_BACK_PHASES:
                 return rec.id, [
                     f"release {rec.id} ({rec.phase}, exposure {rec.exposure / 100:g}%) is"
                     f" moving {_moves(rec.baseline, rec.candidate, rec.changed)}, as the file says"
                 ]
-            differ = sorted(fn for fn in wanted if heading[fn] != wanted[fn])
-            raise Conflict(
-                f"app {app.name!r} has an active release {rec.id} ({rec.phase}) to "
-                + ", ".join(f"{fn} {heading[fn]}" for fn in differ)
-                + "; the file says "
-                + ", ".join(f"{fn} {wanted[fn]}" for fn in differ)
-                + ": wait until it ends, or roll it back"
-                f" (coalmine release rollback {rec.id}), then apply again"
-            )
+            if heading != wanted:
+                differ = sorted(fn for fn in wanted if heading[fn] != wanted[fn])
+                raise Conflict(
+                    f"app {app.name!r} has an active release {rec.id} ({rec.phase}) to "
+                    + ", ".join(f"{fn} {heading[fn]}" for fn in differ)
+                    + "; the file says "
+                    + ", ".join(f"{fn} {wanted[fn]}" for fn in differ)
+                    + ": wait until it ends, or roll it back"
+                    f" (coalmine release rollback {rec.id}), then apply again"
+                )
         moves = {fn: ver for fn, ver in wanted.items() if running.get(fn) != ver}
         if not moves:
             return None, []
@@ -345,9 +346,10 @@ class CatalogService:
                 and all(last.baseline.get(fn) == running.get(fn) for fn in moves)
             ):
                 sets = " ".join(f"--set {fn}={ver}" for fn, ver in sorted(moves.items()))
+                ended = "is rolling back" if last.phase is Phase.ROLLING_BACK else "was rolled back"
                 return None, [
                     f"not released again: release {last.id} of"
-                    f" {_moves(running, moves, sorted(moves))} was rolled back"
+                    f" {_moves(running, moves, sorted(moves))} {ended}"
                     + (f" ({last.reason})" if last.reason else "")
                     + "; give the file a new version to release it, or the running ones to"
                     f" say so; to try the same again: coalmine release start {app.name} {sets}"
