@@ -9,6 +9,7 @@ import pytest
 import uvicorn
 
 from coalmine.cli import main
+from coalmine.controller.signing_keys import StoredSigningKeys
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -71,3 +72,26 @@ def test_the_deprecated_metric_names_from_the_environment(
         assert r.status_code == 200
         assert "# TYPE coalmine_latency_ms histogram" in r.text
         assert "# TYPE coalmine_request_duration_seconds histogram" in r.text
+
+
+def test_the_first_start_says_how_to_share_the_signing_keys_once(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("COALMINE_SIGNING_KEYS", raising=False)
+    app = _served(monkeypatch, sqlite_url, "--port", "8711")
+    first = capsys.readouterr().err
+    assert (
+        'export COALMINE_SIGNING_KEYS="$(coalmine signing-keys --url http://127.0.0.1:8711)"'
+        in (first)
+    )
+    stored = StoredSigningKeys(app.state.plane.store).read()
+    assert stored is not None
+    assert stored.split(":", 1)[1] not in first  # the command is shown, never the secret
+    _served(monkeypatch, sqlite_url)
+    assert "COALMINE_SIGNING_KEYS" not in capsys.readouterr().err  # never again
+    # keys given in the environment win: none is made, nothing is said
+    monkeypatch.setenv("COALMINE_SIGNING_KEYS", "e1:env-secret-0123456789abcdef")
+    fresh = sqlite_url.replace("coalmine.db", "fresh.db")
+    app = _served(monkeypatch, fresh)
+    assert "signing-keys" not in capsys.readouterr().err
+    assert StoredSigningKeys(app.state.plane.store).read() is None

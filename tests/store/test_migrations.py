@@ -22,6 +22,7 @@ TABLES = {"alembic_version", "apps", "events", "functions", "releases", "tokens"
 TABLES |= {"alarms", "analysis_runs"}  # 0003
 TABLES |= {"metric_windows"}  # 0002
 TABLES |= {"webhook_deliveries"}  # 0008
+TABLES |= {"server_secrets"}  # 0009
 
 
 def head_revision() -> str:

@@ -51,6 +51,7 @@ def test_health_and_openapi(sqlite_web: Web) -> None:
         "/v1/apps/{app}/alarms": {"get"},
         "/v1/releases/{release_id}/analysis": {"get"},
     }
+    expected |= {"/v1/signing-keys": {"get"}}  # the stored signing keys, for admins
     assert {p: set(ops) for p, ops in paths.items()} == expected
     apply_body = paths["/v1/apply"]["post"]["requestBody"]["content"]
     assert set(apply_body) == {"application/yaml", "application/json"}

@@ -327,7 +327,7 @@ def test_signed_context_present_decodable_and_pinning(sqlite_url: str, no_env: N
 def test_no_context_without_keys_and_keys_from_the_environment(
     sqlite_url: str, no_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with shop(sqlite_url, signing_keys=None) as (web, key):
+    with shop(sqlite_url, signing_keys=None, stored_signing_keys=False) as (web, key):
         answer = ask(web, key, user="u").json()
         assert answer["context"] is None
         r = ask(web, key, user="u", context="1.t1.abc.def").json()

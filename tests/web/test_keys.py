@@ -68,6 +68,7 @@ REQUESTS: dict[str, list[Request]] = {
         ("POST", "/v1/alarms?app=shop", {"json": {"name": "probe", "state": "OK"}}),
     ],
     "`GET`, `POST /v1/tokens`, `DELETE /v1/tokens/{id}`": [("GET", "/v1/tokens", {})],
+    "`GET /v1/signing-keys`": [("GET", "/v1/signing-keys", {})],
 }
 
 

@@ -18,6 +18,7 @@ from coalmine.cli import (
     release,
     report,
     serve,
+    signing_keys,
     simulate,
     token,
 )
@@ -54,10 +55,11 @@ def _root(
 app.command(name="simulate")(simulate.command)
 app.command(name="apply")(apply.command)
 app.command(name="events")(events.command)
-app.command(name="serve")(serve.command)
+app.command(name="serve", epilog=serve.EPILOG)(serve.command)
 app.command(name="gateway")(gateway.command)
 app.command(name="consistency")(consistency.command)
 app.command(name="report")(report.command)
+app.command(name="signing-keys")(signing_keys.command)
 app.add_typer(release.app, name="release")
 app.add_typer(token.app, name="token")
 app.add_typer(aws_lambda.app, name="lambda")

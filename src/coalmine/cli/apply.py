@@ -28,7 +28,9 @@ def command(
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create what is missing (app, functions, versions); applying twice changes nothing."""
+    """Make the control plane hold what the file says: create what is missing (app,
+    functions, versions), and start a release to each function's `version:` that differs
+    from the running one; applying the same file again changes nothing."""
     if str(file) == "-":
         import sys
 
@@ -50,8 +52,12 @@ def command(
         return
     verb = "would" if result.get("dry_run") else "did"
     if not result["changed"]:
-        console.print(f"app {result['app']}: up to date, nothing to change")
-        return
-    console.print(f"app {result['app']}: {verb}")
-    for change in result["changes"]:
-        console.print(f"  - {change}")
+        console.print(f"app {result['app']}: unchanged (the store holds what the file says)")
+    else:
+        console.print(f"app {result['app']}: {verb}")
+        for change in result["changes"]:
+            console.print(f"  - {change}", markup=False)
+    for note in result.get("notes", []):
+        console.print(f"  note: {note}", markup=False)
+    if result.get("release") and result["changed"] and not result.get("dry_run"):
+        console.print(f"follow it: coalmine release status {result['release']} --watch")

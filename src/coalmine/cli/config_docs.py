@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from coalmine.cli.serve import ENVIRONMENT as SERVE_ENVIRONMENT
 from coalmine.controller.schemas import (
     AppSpec,
     FunctionSpec,
@@ -48,25 +49,26 @@ MODELS: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("Targeting", TargetingSpec, "`targeting:` of a release"),
 )
 
-# The environment the processes read outside any command's options.
-ENVIRONMENT: tuple[tuple[str, str], ...] = (
-    (
-        "COALMINE_BOOTSTRAP_TOKEN",
-        "the admin token `coalmine serve` creates on its first start with no admin token"
-        " (else a random one, printed once to stderr)",
+# The environment the processes read outside any command's options: (variable, who reads
+# it, meaning). `coalmine serve`'s come from its own list, the one its --help shows.
+_ALSO_READ_BY = {
+    "COALMINE_SIGNING_KEYS": ", `coalmine gateway`, the SDK",
+    "COALMINE_METRICS_DEPRECATED_NAMES": ", `coalmine gateway`",
+}
+_SEE = {"COALMINE_SIGNING_KEYS": " ([context.md](context.md#keys-and-rotation))"}
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    *(
+        (name, "`coalmine serve`" + _ALSO_READ_BY.get(name, ""), meaning + _SEE.get(name, ""))
+        for name, meaning in SERVE_ENVIRONMENT
     ),
+    ("COALMINE_EMF", "the SDK", "`1`: the SDK writes CloudWatch embedded metric format lines"),
+    ("COALMINE_EMF_NAMESPACE", "the SDK", "the CloudWatch namespace of those lines"),
     (
-        "COALMINE_METRICS_DEPRECATED_NAMES",
-        "`1`: `/metrics` also carries the metric names used before the renames"
-        " ([metrics.md](metrics.md)); anything but `0` or `1` stops the server with exit 2",
+        "COALMINE_URL, COALMINE_TOKEN",
+        "the client commands",
+        "the control plane's URL (default `http://127.0.0.1:8700`) and the token to call it"
+        " with (`--url`, `--token`)",
     ),
-    (
-        "COALMINE_SIGNING_KEYS",
-        "`id:secret[,id:secret...]`: the keys that sign and verify routing contexts"
-        " ([context.md](context.md))",
-    ),
-    ("COALMINE_EMF", "`1`: the SDK writes CloudWatch embedded metric format lines"),
-    ("COALMINE_EMF_NAMESPACE", "the CloudWatch namespace of those lines"),
 )
 
 # `coalmine serve` and `coalmine gateway` are the long-running processes.
@@ -196,8 +198,19 @@ def render() -> str:
     for name in COMMANDS:
         command = root.commands[name]
         lines += _command(name, command)
-    lines += ["## Environment", "", "| variable | meaning |", "|---|---|"]
-    lines += [f"| `{name}` | {meaning} |" for name, meaning in ENVIRONMENT]
+    lines += [
+        "## Environment",
+        "",
+        "What the processes read besides their options' variables (`coalmine serve --help`",
+        "lists the server's).",
+        "",
+        "| variable | read by | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {', '.join(f'`{n}`' for n in names.split(', '))} | {who} | {meaning} |"
+        for names, who, meaning in ENVIRONMENT
+    ]
     return "\n".join(lines) + "\n"
 
 

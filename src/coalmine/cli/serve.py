@@ -8,6 +8,8 @@ controller between them and share changes through LISTEN/NOTIFY.
 from __future__ import annotations
 
 import logging
+import sys
+import textwrap
 from typing import Annotated, Any
 
 import typer
@@ -15,9 +17,47 @@ import typer
 from coalmine._extras import require
 from coalmine.cli.output import err_console
 
-__all__ = ["DEFAULT_PORT", "command"]
+__all__ = ["DEFAULT_PORT", "ENVIRONMENT", "EPILOG", "command"]
 
 DEFAULT_PORT = 8700
+
+ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    (
+        "COALMINE_SIGNING_KEYS",
+        "`kid:secret[,kid:secret...]`: the keys that sign discovery's routing contexts (and"
+        " that gateways and SDKs verify with); unset, the keys made on the first start and kept"
+        " in the store",
+    ),
+    (
+        "COALMINE_GATEWAY_URL",
+        "the gateway's base URL: discovery answers `<url>/<function>` for versions whose"
+        " target is not a URL",
+    ),
+    (
+        "COALMINE_BOOTSTRAP_TOKEN",
+        "the admin token made on the first start with no admin token (else a random one,"
+        " printed once)",
+    ),
+    (
+        "COALMINE_METRICS_DEPRECATED_NAMES",
+        "`1`: `/metrics` also carries the metric names used before the renames; anything but"
+        " `0` or `1` stops the server (exit 2)",
+    ),
+    (
+        "AWS_*",
+        "the standard AWS configuration chain (`AWS_REGION`, `AWS_PROFILE`, credentials,"
+        " `AWS_ENDPOINT_URL_LAMBDA`, ...): Lambda versions and aliases, CloudWatch",
+    ),
+)
+"""What `coalmine serve` reads from the environment besides its options' variables: its
+``--help`` and docs/configuration.md list them (tests/cli/test_serve_environment.py checks
+that every variable the server reads is listed)."""
+
+EPILOG = "\b\nEnvironment, besides the options' [env var: ...]:\n" + "\n".join(
+    f"  {name}\n"
+    + textwrap.fill(meaning.replace("`", ""), 76, initial_indent="    ", subsequent_indent="    ")
+    for name, meaning in ENVIRONMENT
+)
 
 
 class _Runner:
@@ -54,6 +94,19 @@ class _Runner:
             self.controller.stop()
         self.hooks.close()
         self.webhooks.stop()
+
+
+def _tell_how_to_share_keys(url: str) -> None:
+    """Said on the first start only: the start that made the stored signing keys."""
+    print(
+        "coalmine: made the signing keys of routing contexts (kept in the store: restarts and"
+        " replicas sign with the same keys). Give gateways and SDKs the same keys (with an"
+        " admin token in COALMINE_TOKEN):\n"
+        f'  export COALMINE_SIGNING_KEYS="$(coalmine signing-keys --url {url})"\n'
+        "This is shown only on this first start; docs/context.md#keys-and-rotation says more.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def command(
@@ -159,6 +212,8 @@ def command(
         f"coalmine control plane on http://{host}:{port} (store {shown};"
         f" controller {'on' if controller else 'off'})"
     )
+    if app.state.signing_keys_made:
+        _tell_how_to_share_keys(f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}")
     # Routing streams never end on their own: give them a short grace on shutdown.
     uvicorn.run(
         app,

@@ -13,7 +13,7 @@ waits on AWS.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,7 @@ from coalmine.controller.schemas import (
     AppRead,
     AppSpec,
     FunctionRead,
+    ReleaseCreate,
     ReleaseSettings,
     VersionCreate,
     VersionRead,
@@ -32,15 +33,20 @@ from coalmine.controller.schemas import (
 from coalmine.controller.versions import check_version_name, register
 from coalmine.core.alias import AliasCallFailed
 from coalmine.core.errors import Conflict, InvalidInput, NotFound, UpstreamFailed
-from coalmine.core.model import Target, validate_name
+from coalmine.core.model import ROLLED_BACK_PHASES, Phase, Target, validate_name
 from coalmine.core.ports import LambdaAliases, LambdaVersions
+from coalmine.core.records import ReleaseRecord
 from coalmine.core.strategy import parse_strategy
 from coalmine.integrations.lambda_alias import Boto3LambdaAliases
 from coalmine.integrations.lambda_versions import Boto3LambdaVersions
 from coalmine.store.models import AppRow, FunctionRow
 from coalmine.store.uow import UnitOfWork, Work
 
-__all__ = ["CatalogService", "check_settings"]
+__all__ = ["CatalogService", "ReleaseStarter", "check_settings"]
+
+ReleaseStarter = Callable[[Work, AppRow, ReleaseCreate, str], ReleaseRecord]
+"""Starts a release inside the caller's transaction (`ReleaseService.start_in`): how apply
+starts the release a file's ``version``s ask for without importing the release service."""
 
 
 def check_settings(settings: ReleaseSettings) -> None:
@@ -60,15 +66,19 @@ def _conflict_on_integrity_error(message: str) -> Iterator[None]:
 
 class CatalogService:
     """``lambda_versions`` lists a Lambda function's published versions (default: from
-    AWS); ``lambda_aliases`` reads the alias that tells which of them runs now."""
+    AWS); ``lambda_aliases`` reads the alias that tells which of them runs now;
+    ``start_release`` starts the release a file's ``version``s ask for (without it, such a
+    file is refused)."""
 
     def __init__(
         self,
         uow: UnitOfWork,
         lambda_versions: LambdaVersions | None = None,
         lambda_aliases: LambdaAliases | None = None,
+        start_release: ReleaseStarter | None = None,
     ) -> None:
         self.uow = uow
+        self.start_release = start_release
         self.lambda_versions = (
             lambda_versions if lambda_versions is not None else Boto3LambdaVersions()
         )
@@ -190,7 +200,12 @@ class CatalogService:
         Lambda function, named by its number), sets each function's current
         version when it has none, and replaces the release settings. A version
         that exists with another target is an error (versions are immutable),
-        as is changing a current version (that is what releases are for).
+        as is a ``current`` other than the running version in a function
+        without ``version`` (that is what releases are for).
+
+        Functions with ``version`` are the file's truth: when one differs from
+        the running version, a release to the file's versions starts, with the
+        file's ``release:`` settings, in the same transaction (`_release_to_file`).
         """
         validate_name(spec.app, "app")
         check_settings(spec.release)
@@ -204,22 +219,26 @@ class CatalogService:
         for fname, fs in spec.functions.items():
             for ver in declared[fname]:
                 check_version_name(ver)
-            if fs.current is not None and fs.current not in declared[fname]:
-                among = (
-                    f"the published versions of {fs.lambda_function}"
-                    f" ({', '.join(declared[fname]) or 'none'})"
-                    if fs.versions == PUBLISHED
-                    else "its versions"
-                )
-                raise InvalidInput(
-                    f"function {fname}: current version {fs.current!r} is not among {among}"
-                )
+            among = (
+                f"the published versions of {fs.lambda_function}"
+                f" ({', '.join(declared[fname]) or 'none'})"
+                if fs.versions == PUBLISHED
+                else "its versions"
+            )
+            for key, named in (("current", fs.current), ("version", fs.version)):
+                if named is not None and named not in declared[fname]:
+                    raise InvalidInput(
+                        f"function {fname}: {key} version {named!r} is not among {among}"
+                    )
         changes: list[str] = []
-        # another apply may create the same app, function or version at the same time
+        # another apply may create the same app, function or version (or start a release)
+        # at the same time
         retry = f"app {spec.app!r} was changed by someone else at the same time; apply again"
         with _conflict_on_integrity_error(retry), self.uow() as w:
             app = w.apps.find(spec.app)
-            if app is None:
+            if app is not None:  # held: a release may start below
+                app = w.apps.get(spec.app, lock=True)
+            else:
                 app = w.apps.add(AppRow(name=spec.app, settings={}, created_at=w.clock()))
                 changes.append(f"create app {spec.app}")
                 w.event(app, actor, "app_created", f"app {spec.app} created by apply")
@@ -253,21 +272,96 @@ class CatalogService:
                         f"set {fn_name} current version {version}"
                         f" (alias {spec.release.lambda_alias} of {fs.lambda_function} routes to it)"
                     )
-                if fs.current is not None and fn.current_version != fs.current:
-                    if fn.current_version is None:
-                        self._set_current(w, app, fn, fs.current, actor)
-                        changes.append(f"set {fn_name} current version {fs.current}")
-                    else:
-                        raise Conflict(
-                            f"function {fn_name} runs {fn.current_version}, the file says current"
-                            f" {fs.current}: change running versions with a release"
-                            f" (coalmine release start {spec.app} --set {fn_name}={fs.current})"
-                        )
+                # with no current, a new function starts on the file's version: nothing to
+                # release from
+                first = fs.current if fs.current is not None else fs.version
+                if first is not None and fn.current_version is None:
+                    self._set_current(w, app, fn, first, actor)
+                    changes.append(f"set {fn_name} current version {first}")
+                elif fs.version is None and fs.current not in (None, fn.current_version):
+                    raise Conflict(
+                        f"function {fn_name} runs {fn.current_version}, the file says current"
+                        f" {fs.current}: change running versions with a release; to have apply"
+                        f" start it, say version: {fs.current} for {fn_name} in the file"
+                        f" (or coalmine release start {spec.app} --set {fn_name}={fs.current})"
+                    )
+            release, notes = self._release_to_file(w, app, spec, actor, changes)
             if changes:
                 w.changed(app)
             if dry_run:
                 w.discard()
-        return ApplyRead(app=spec.app, changed=bool(changes), changes=changes, dry_run=dry_run)
+        return ApplyRead(
+            app=spec.app,
+            changed=bool(changes),
+            changes=changes,
+            dry_run=dry_run,
+            release=release,
+            notes=notes,
+        )
+
+    def _release_to_file(
+        self, w: Work, app: AppRow, spec: AppSpec, actor: str, changes: list[str]
+    ) -> tuple[str | None, list[str]]:
+        """Start the release to the file's ``version``s that differ from the running ones.
+
+        Returns the release started (or the active one already moving to those
+        versions) and notes. An active release to other versions is a Conflict:
+        the file and the release disagree, and which should win is a person's call.
+        Versions whose last release was rolled back are not released again by the
+        same file (what Flagger and Argo Rollouts do with a failed revision): only a
+        change of the file, or ``coalmine release start``, tries again.
+        """
+        wanted = {fn: fs.version for fn, fs in spec.functions.items() if fs.version is not None}
+        if not wanted:
+            return None, []
+        running = {fn.name: fn.current_version for fn in w.apps.functions(app)}
+        active = w.releases.active(app)
+        if active is not None:
+            rec = w.releases.record(active, app.name)
+            heading = {fn: rec.candidate.get(fn, running.get(fn)) for fn in wanted}
+            if heading == wanted and rec.phase not in ROLLED_BACK_PHASES:
+                return rec.id, [
+                    f"release {rec.id} ({rec.phase}, exposure {rec.exposure / 100:g}%) is"
+                    f" moving {_moves(rec.baseline, rec.candidate, rec.changed)}, as the file says"
+                ]
+            if heading != wanted:
+                differ = sorted(fn for fn in wanted if heading[fn] != wanted[fn])
+                raise Conflict(
+                    f"app {app.name!r} has an active release {rec.id} ({rec.phase}) to "
+                    + ", ".join(f"{fn} {heading[fn]}" for fn in differ)
+                    + "; the file says "
+                    + ", ".join(f"{fn} {wanted[fn]}" for fn in differ)
+                    + ": wait until it ends, or roll it back"
+                    f" (coalmine release rollback {rec.id}), then apply again"
+                )
+        moves = {fn: ver for fn, ver in wanted.items() if running.get(fn) != ver}
+        if not moves:
+            return None, []
+        latest = w.releases.latest_of(app, limit=1)
+        if latest:
+            last = w.releases.record(latest[0], app.name)
+            if (
+                last.phase in ROLLED_BACK_PHASES
+                and {fn: last.candidate[fn] for fn in last.changed} == moves
+                and all(last.baseline.get(fn) == running.get(fn) for fn in moves)
+            ):
+                sets = " ".join(f"--set {fn}={ver}" for fn, ver in sorted(moves.items()))
+                ended = "is rolling back" if last.phase is Phase.ROLLING_BACK else "was rolled back"
+                return None, [
+                    f"not released again: release {last.id} of"
+                    f" {_moves(running, moves, sorted(moves))} {ended}"
+                    + (f" ({last.reason})" if last.reason else "")
+                    + "; give the file a new version to release it, or the running ones to"
+                    f" say so; to try the same again: coalmine release start {app.name} {sets}"
+                ]
+        if self.start_release is None:
+            raise InvalidInput("this control plane cannot start releases from a file")
+        rec = self.start_release(w, app, ReleaseCreate(candidate=moves), actor)
+        changes.append(
+            f"start release {rec.id}: {_moves(rec.baseline, rec.candidate, rec.changed)}"
+            f" (strategy {rec.strategy.name}, route mode {rec.route_mode})"
+        )
+        return rec.id, []
 
     def _declared_versions(self, spec: AppSpec) -> dict[str, dict[str, str]]:
         """Each function's versions (name -> target), published ones asked of AWS."""
@@ -305,6 +399,12 @@ class CatalogService:
             if routing.version in declared[fname]:
                 out[fname] = routing.version
         return out
+
+
+def _moves(
+    baseline: Mapping[str, str | None], candidate: Mapping[str, str], functions: list[str]
+) -> str:
+    return ", ".join(f"{fn} {baseline.get(fn)}->{candidate[fn]}" for fn in functions)
 
 
 def _version_order(name: str) -> tuple[int, str]:

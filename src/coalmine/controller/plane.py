@@ -5,7 +5,7 @@ One service per concern, each over the same unit of work
 
 | attribute | service | owns |
 |---|---|---|
-| ``catalog`` | `CatalogService` | apps, functions, versions, ``apply`` |
+| ``catalog`` | `CatalogService` | apps, functions, versions, ``apply`` (and the release a file asks for) |
 | ``releases`` | `ReleaseService` | releases and their transitions, ``rollback`` |
 | ``snapshots`` | `SnapshotService` | the routing snapshot and revision |
 | ``audit`` | `AuditLog` | reading the audit log |
@@ -58,8 +58,10 @@ class ControlPlane:
         self.lambda_versions = (
             lambda_versions if lambda_versions is not None else Boto3LambdaVersions()
         )
-        self.catalog = CatalogService(self.uow, self.lambda_versions, lambda_aliases)
         self.releases = ReleaseService(self.uow, self.lambda_versions)
+        self.catalog = CatalogService(
+            self.uow, self.lambda_versions, lambda_aliases, start_release=self.releases.start_in
+        )
         self.snapshots = SnapshotService(self.uow)
         self.audit = AuditLog(self.uow)
         self.metrics = MetricsService(self.uow)

@@ -119,106 +119,117 @@ class ReleaseService:
         newest = self._newest_published(app_name, req)
         try:
             with self.uow() as w:
-                app = w.apps.get(app_name, lock=True)
-                active = w.releases.active(app)
-                if active is not None:
-                    raise Conflict(
-                        f"app {app_name!r} already has an active release {active.id}"
-                        f" ({active.phase}); promote or roll it back first"
-                    )
-                defaults = ReleaseSettings.model_validate(app.settings)
-                current: dict[str, str] = {}
-                for fn in w.apps.functions(app):
-                    if fn.current_version is not None:
-                        current[fn.name] = fn.current_version
-                    elif fn.name in req.candidate:
-                        raise InvalidInput(
-                            f"function {fn.name} has no current version yet: set one"
-                            " (current: in coalmine.yaml) before releasing a candidate"
-                        )
-                changes = dict(req.candidate)
-                for fn_name, published in newest.items():
-                    changes[fn_name] = self._use_published(w, app, fn_name, published, actor)
-                if newest and all(current.get(fn) == ver for fn, ver in changes.items()):
-                    raise InvalidInput(
-                        "nothing to release: "
-                        + "; ".join(
-                            f"the newest published version of {fn} is {ver}, which it runs"
-                            if fn in newest
-                            else f"{fn} runs {ver}"
-                            for fn, ver in sorted(changes.items())
-                        )
-                    )
-                for fn_name, ver in changes.items():
-                    if w.apps.version(w.apps.function(app, fn_name), ver) is None:
-                        raise NotFound(
-                            f"version {ver!r} of {fn_name} is not registered; register it first"
-                        )
-                strategy = parse_strategy(
-                    req.strategy if req.strategy is not None else defaults.strategy
-                )
-                hooks = req.hooks if req.hooks is not None else defaults.hooks
-                analysis = req.analysis if req.analysis is not None else defaults.analysis
-                release_analysis(analysis)
-                route_mode = RouteMode(req.route_mode or defaults.route_mode)
-                seq = w.releases.next_seq(app)
-                release = Release.start(
-                    id=release_id_for(app.name, seq),
-                    app=app.name,
-                    current=current,
-                    changes=changes,
-                    salt=new_salt(),
-                    strategy=strategy,
-                    route_mode=route_mode,
-                    targeting=Targeting(
-                        frozenset(req.targeting.always_canary),
-                        frozenset(req.targeting.never_canary),
-                    ),
-                )
-                now = w.clock()
-                p = start_progress(now)
-                row = w.releases.add(
-                    ReleaseRow(
-                        id=release.id,
-                        app_id=app.id,
-                        seq=seq,
-                        phase=str(p.phase),
-                        route_mode=str(route_mode),
-                        salt=release.salt,
-                        strategy=strategy.to_dict(),
-                        baseline=dict(release.baseline),
-                        candidate=dict(release.candidate),
-                        targeting=req.targeting.model_dump(),
-                        hooks={k: v.model_dump(mode="json") for k, v in hooks.items()},
-                        analysis=dict(analysis),
-                        exposure=p.exposure,
-                        step=p.step,
-                        next_action_at=p.next_action_at,
-                        lambda_alias=defaults.lambda_alias,
-                        created_by=actor,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                changed = ", ".join(
-                    f"{fn} {release.baseline[fn]}->{release.candidate[fn]}"
-                    for fn in release.changed_functions
-                )
-                w.event(
-                    app,
-                    actor,
-                    EventKind.CREATED,
-                    f"release {row.id} created: {changed}; strategy {strategy.name}"
-                    f" ({strategy.describe()})",
-                    release=row,
-                )
-                w.changed(app)
-                out = w.releases.record(row, app.name)
+                out = self.start_in(w, w.apps.get(app_name, lock=True), req, actor, newest)
         except IntegrityError:
             raise Conflict(
                 f"app {app_name!r} already has an active release (started concurrently)"
             ) from None
         return out
+
+    def start_in(
+        self,
+        w: Work,
+        app: AppRow,
+        req: ReleaseCreate,
+        actor: str,
+        newest: Mapping[str, PublishedVersion] | None = None,
+    ) -> ReleaseRecord:
+        """Start a release inside ``w``, the caller's transaction (``app`` locked by it), so
+        that it commits with the caller's other changes or not at all (`coalmine apply`).
+        ``newest`` holds the ``latest-published`` versions, asked of AWS before ``w`` opened.
+        A concurrent start surfaces as IntegrityError at the commit: the caller's to map."""
+        newest = newest or {}
+        app_name = app.name
+        active = w.releases.active(app)
+        if active is not None:
+            raise Conflict(
+                f"app {app_name!r} already has an active release {active.id}"
+                f" ({active.phase}); promote or roll it back first"
+            )
+        defaults = ReleaseSettings.model_validate(app.settings)
+        current: dict[str, str] = {}
+        for fn in w.apps.functions(app):
+            if fn.current_version is not None:
+                current[fn.name] = fn.current_version
+            elif fn.name in req.candidate:
+                raise InvalidInput(
+                    f"function {fn.name} has no current version yet: set one"
+                    " (current: in coalmine.yaml) before releasing a candidate"
+                )
+        changes = dict(req.candidate)
+        for fn_name, published in newest.items():
+            changes[fn_name] = self._use_published(w, app, fn_name, published, actor)
+        if newest and all(current.get(fn) == ver for fn, ver in changes.items()):
+            raise InvalidInput(
+                "nothing to release: "
+                + "; ".join(
+                    f"the newest published version of {fn} is {ver}, which it runs"
+                    if fn in newest
+                    else f"{fn} runs {ver}"
+                    for fn, ver in sorted(changes.items())
+                )
+            )
+        for fn_name, ver in changes.items():
+            if w.apps.version(w.apps.function(app, fn_name), ver) is None:
+                raise NotFound(f"version {ver!r} of {fn_name} is not registered; register it first")
+        strategy = parse_strategy(req.strategy if req.strategy is not None else defaults.strategy)
+        hooks = req.hooks if req.hooks is not None else defaults.hooks
+        analysis = req.analysis if req.analysis is not None else defaults.analysis
+        release_analysis(analysis)
+        route_mode = RouteMode(req.route_mode or defaults.route_mode)
+        seq = w.releases.next_seq(app)
+        release = Release.start(
+            id=release_id_for(app.name, seq),
+            app=app.name,
+            current=current,
+            changes=changes,
+            salt=new_salt(),
+            strategy=strategy,
+            route_mode=route_mode,
+            targeting=Targeting(
+                frozenset(req.targeting.always_canary),
+                frozenset(req.targeting.never_canary),
+            ),
+        )
+        now = w.clock()
+        p = start_progress(now)
+        row = w.releases.add(
+            ReleaseRow(
+                id=release.id,
+                app_id=app.id,
+                seq=seq,
+                phase=str(p.phase),
+                route_mode=str(route_mode),
+                salt=release.salt,
+                strategy=strategy.to_dict(),
+                baseline=dict(release.baseline),
+                candidate=dict(release.candidate),
+                targeting=req.targeting.model_dump(),
+                hooks={k: v.model_dump(mode="json") for k, v in hooks.items()},
+                analysis=dict(analysis),
+                exposure=p.exposure,
+                step=p.step,
+                next_action_at=p.next_action_at,
+                lambda_alias=defaults.lambda_alias,
+                created_by=actor,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        changed = ", ".join(
+            f"{fn} {release.baseline[fn]}->{release.candidate[fn]}"
+            for fn in release.changed_functions
+        )
+        w.event(
+            app,
+            actor,
+            EventKind.CREATED,
+            f"release {row.id} created: {changed}; strategy {strategy.name}"
+            f" ({strategy.describe()})",
+            release=row,
+        )
+        w.changed(app)
+        return w.releases.record(row, app.name)
 
     def _newest_published(self, app_name: str, req: ReleaseCreate) -> dict[str, PublishedVersion]:
         """The newest published version of each ``latest-published`` function's Lambda

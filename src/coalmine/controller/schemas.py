@@ -72,6 +72,7 @@ __all__ = [
     "Role",
     "StepRead",
     "TargetingSpec",
+    "SigningKeysRead",
     "TokenCreate",
     "TokenCreated",
     "TokenRead",
@@ -368,7 +369,15 @@ class FunctionSpec(_In):
         " unqualified ARN) whose published versions to register",
     )
     current: str | None = Field(
-        default=None, description="the version everyone runs outside a release (set once)"
+        default=None,
+        description="the version everyone runs outside a release, set when the function is"
+        " created; with `version` it is only that starting point, afterwards releases move it",
+    )
+    version: str | None = Field(
+        default=None,
+        description="the version the file wants running (GitOps): when it differs from the"
+        " running one, apply starts a release to it with the `release:` settings; applied"
+        " again after the promotion it changes nothing",
     )
 
     @field_validator("versions", mode="wrap")
@@ -560,6 +569,27 @@ class ApplyRead(BaseModel):
     changed: bool
     changes: list[str]
     dry_run: bool = False
+    release: str | None = Field(
+        default=None,
+        description="the release this apply started (would start, on a dry run), or the active"
+        " one already moving the app to the file's `version`s",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what a person should know that is not a change: a release in progress"
+        " to the file's versions, or file versions not released again after a rollback",
+    )
+
+
+class SigningKeysRead(BaseModel):
+    """The keyring discovery signs routing contexts with (``GET /v1/signing-keys``)."""
+
+    keys: str = Field(
+        description="`kid:secret[,kid:secret...]`, the first key active: the value to give"
+        " gateways and SDKs as `env`"
+    )
+    active: str = Field(description="the id of the key that signs")
+    env: str = Field(description="the environment variable gateways and SDKs read it from")
 
 
 class TokenCreate(_In):

@@ -35,6 +35,7 @@ __all__ = [
     "FunctionRow",
     "MetricWindowRow",
     "ReleaseRow",
+    "ServerSecretRow",
     "TokenRow",
     "VersionRow",
     "WebhookDeliveryRow",
@@ -170,6 +171,17 @@ class TokenRow(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class ServerSecretRow(Base):
+    """Secrets the control plane makes for itself and every replica shares (the signing keys of
+    routing contexts): read by admins only, never by a narrower key."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class AnalysisRunRow(Base):

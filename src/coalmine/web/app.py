@@ -10,6 +10,7 @@ optionally starts the rollout controller built by a factory.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from coalmine import __version__
 from coalmine.controller.plane import ControlPlane
+from coalmine.controller.signing_keys import StoredSigningKeys
 from coalmine.controller.tokens import Principal, TokenService
 from coalmine.core.ports import LambdaVersions
 from coalmine.core.signing import Keyring
@@ -73,13 +75,16 @@ def create_app(
     lambda_versions: LambdaVersions | None = None,
     max_body_bytes: int | None = None,
     public_docs: bool = False,
+    stored_signing_keys: bool = True,
 ) -> FastAPI:
     """The control plane over ``store`` (or a store opened from ``database_url``).
 
     ``heartbeat`` is the seconds between ``: keepalive`` comments on idle
     routing streams. A store opened here is disposed of at shutdown; a store
     passed in belongs to the caller. ``signing_keys`` (else
-    ``COALMINE_SIGNING_KEYS``) sign the routing context of discovery answers;
+    ``COALMINE_SIGNING_KEYS``, else, with ``stored_signing_keys``, the keyring kept
+    in the store, made on the first start: `coalmine.controller.signing_keys`)
+    sign the routing context of discovery answers;
     ``gateway_url`` (else ``COALMINE_GATEWAY_URL``) is where they send calls to
     versions whose target is not a URL. ``lambda_versions`` lists the published
     versions of Lambda functions (default: AWS, from the standard AWS chain).
@@ -94,6 +99,11 @@ def create_app(
     discovery = DiscoverySettings.load(signing_keys, gateway_url)
     owns_store = store is None
     store = store if store is not None else open_store(database_url)
+    source, made = ("given" if discovery.keyring is not None else None), False
+    if discovery.keyring is None and stored_signing_keys:
+        keyring, made = StoredSigningKeys(store).load_or_create(time.time())
+        discovery = DiscoverySettings(keyring, discovery.gateway_url)
+        source = "store"
     feed = ChangeFeed(store)
     plane = ControlPlane(store, feed, lambda_versions=lambda_versions)
     tokens = TokenService(store)
@@ -163,6 +173,10 @@ def create_app(
     app.state.keys = keys
     app.state.heartbeat = heartbeat
     app.state.discovery = discovery
+    # "given" (an argument, COALMINE_SIGNING_KEYS), "store" (made on a first start) or None
+    app.state.signing_keys_source = source
+    # True in the one start that made the stored keyring: the one that says how to share it
+    app.state.signing_keys_made = made
     app.state.controller = None
     install_error_handlers(app)
     app.add_middleware(FastReads)  # the polled reads, inside the body limit

@@ -14,6 +14,7 @@ from coalmine.web.routes import (
     ofrep,
     releases,
     routing,
+    signing_keys,
     tokens,
 )
 
@@ -26,6 +27,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,
     routing.router,
     tokens.router,
+    signing_keys.router,
     discovery.router,
     ofrep.router,
     metrics.router,

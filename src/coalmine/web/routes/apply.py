@@ -5,7 +5,8 @@ document that cannot be parsed is a 400 that says where; so is one nested
 more than `MAX_DEPTH` deep (found before it is built), one with more than
 100,000 values (YAML aliases), or one with a number beyond 64 bits or not
 finite. One that does not fit the schema is a 422 naming each bad field.
-Nothing changes unless the whole document applies (one transaction);
+Nothing changes unless the whole document applies (one transaction), the
+release that a function's ``version`` asks for included (`CatalogService.apply`);
 ``?dry_run=true`` reports the changes and rolls them back.
 """
 
@@ -160,7 +161,10 @@ async def _read_body(request: Request) -> bytes:
     openapi_extra=_BODY_DOC,
     responses={
         400: {"description": "malformed document or an invalid value (the detail says which)"},
-        409: {"description": "the document contradicts the store (e.g. a version's target)"},
+        409: {
+            "description": "the document contradicts the store (a version's target; a"
+            " `version` while a release to other versions is active)"
+        },
     },
 )
 async def apply(
