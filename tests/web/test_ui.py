@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 import time
 
+from coalmine.core.histogram import VersionMetrics
 from coalmine.core.machine import Tick
+from coalmine.core.model import Channel
 from coalmine.core.tracker import Action
 from coalmine.core.verdict import MetricResult, Outcome, Verdict
+from coalmine.metrics import MetricWindow, batch, window_start
 from tests.web.conftest import Web
 
 _SCRIPT = "<script>alert('x')</script>"
@@ -154,3 +157,62 @@ def test_judge_table_and_metric_charts_come_from_the_analysis_runs(sqlite_web: W
     assert "api: error_rate" in html
     assert html.count('class="line canary" points=') == 2
     assert re.search(r'class="line canary" points="[^"]*" data-points="2"', html)
+
+
+def _windows(web: Web, at: float, version: str, channel: str, latencies: list[float]) -> None:
+    m = VersionMetrics("shop", "api", version, Channel(channel))
+    for i, latency in enumerate(latencies):
+        m.record(latency, error=i == 0)
+    r = web.client.post(
+        "/v1/metrics",
+        json=batch("shop", [MetricWindow(window_start(at), m)], 10.0),
+        headers={"Authorization": f"Bearer {web.sdk_key('shop')}"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_the_chain_and_per_version_quantiles_over_time(sqlite_web: Web) -> None:
+    rid = _start(sqlite_web)
+    c, view = sqlite_web.client, sqlite_web.as_("viewer")
+    now = time.time()
+    for at in (now - 10, now):
+        _windows(sqlite_web, at, "v2", "canary", [float(v) for v in range(1, 101)])
+        _windows(sqlite_web, at, "v1", "stable", [5.0] * 50)
+    html = c.get(f"/ui/fragments/releases/{rid}", headers=view).text
+    chain = html[html.index('<table class="chain">') :]
+    chain = chain[: chain.index("</table>")]
+    assert (
+        '<tr class="function changed" data-function="api"><td>api</td>'
+        '<td class="stable">v1</td><td class="canary">v2</td></tr>'
+    ) in chain
+    assert '<tr class="function" data-function="worker"><td>worker</td>' in chain
+    charts = html[html.index('<div class="function-charts" data-function="api">') :]
+    assert "api: error rate" in charts
+    assert "api: latency p50 / p95 / p99" in charts
+    for side in ("canary", "stable"):
+        for q in ("p50", "p95", "p99"):
+            points = re.search(
+                rf'class="line {side} {q}" points="([^"]*)" data-points="(\d+)"', html
+            )
+            assert points is not None, (side, q)
+            assert int(points.group(2)) >= 1
+    canary_p99 = re.search(r'<text class="legend canary p99"[^>]*>canary v2 p99</text>', html)
+    assert canary_p99 is not None
+    # the highest latency drawn is the canary's p99 (about 99 ms), not the stable's 5 ms
+    top = re.search(
+        r'<title>api: latency p50 / p95 / p99</title>.*?<text class="tick" x="2" y="16">([\d.]+)ms',
+        html,
+    )
+    assert top is not None
+    assert 90 <= float(top.group(1)) <= 110
+
+    assert (
+        c.post(
+            f"/v1/releases/{rid}/rollback",
+            json={"reason": "p99"},
+            headers=sqlite_web.as_("deployer"),
+        ).status_code
+        == 200
+    )
+    html = c.get(f"/ui/fragments/releases/{rid}", headers=view).text
+    assert '<td class="stable">v1</td><td class="canary">v1</td>' in html  # canary sent back

@@ -201,6 +201,50 @@ class MetricsService:
             )
         return [merged[m.function, m.version, str(m.channel)].copy() for m in outs]
 
+    def over_time(
+        self,
+        app: str,
+        queries: Sequence[MetricsQuery],
+        *,
+        since: float,
+        until: float,
+        bins: int,
+    ) -> list[list[tuple[float, VersionMetrics]]]:
+        """Each (function, version, channel)'s windows in [since, until) merged into at most
+        ``bins`` equal spans: (the span's start, its metrics) for each span with windows, in
+        order. What the dashboard charts over time; memory is ``bins`` histograms a query."""
+        if not queries or until <= since or bins < 1:
+            return [[] for _ in queries]
+        outs = [VersionMetrics(app, f, v, cast(Channel, c)) for f, v, c in queries]  # validates
+        series = sorted({(m.function, m.version, str(m.channel)) for m in outs})
+        width = (until - since) / bins
+        spans: dict[tuple[str, str, str], dict[int, VersionMetrics]] = {k: {} for k in series}
+        with self.uow() as w:
+            rows = w.metrics.windows_many(app, series, since, until)
+        for function, version, channel, start, requests, errors, histogram in rows:
+            i = min(int((start - since) / width), bins - 1)
+            window = VersionMetrics(
+                app,
+                function,
+                version,
+                cast(Channel, channel),
+                requests,
+                errors,
+                LatencyHistogram.from_dict(histogram),
+            )
+            merged = spans[function, version, channel].get(i)
+            if merged is None:
+                spans[function, version, channel][i] = window
+            else:
+                merged.merge(window)
+        return [
+            [
+                (since + i * width, m.copy())
+                for i, m in sorted(spans[q.function, q.version, str(q.channel)].items())
+            ]
+            for q in outs
+        ]
+
 
 def _check_registered(
     app: str, known: set[tuple[str, str]], first: dict[tuple[str, str, str, float], int]

@@ -104,6 +104,9 @@ tr.fail{background:#fdd}tr.inconclusive{background:#ffd}
 .chart .point{fill:#06c}.chart .tick,.chart .legend{font-size:10px}
 .chart .line.canary{stroke:#d60}.chart .line.stable{stroke:#06c}
 .chart .legend.canary{fill:#d60}.chart .legend.stable{fill:#06c}
+.chart .line.p50{stroke-dasharray:2 3;stroke-width:1}.chart .line.p95{stroke-dasharray:6 3}
+.function-charts{display:flex;flex-wrap:wrap;gap:.5em}
+table.chain tr.changed td{background:#fec}
 .marker line{stroke:#999;stroke-dasharray:3}.marker text{font-size:9px}
 .marker.rollback line{stroke:#b00}.marker.alarm line{stroke:#d60}
 .ops button{margin-right:.5em}
