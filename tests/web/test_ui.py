@@ -46,7 +46,11 @@ def test_the_shell_is_public_holds_no_data_and_locks_scripts_to_the_origin(
     assert js.status_code == 200
     assert js.headers["content-type"].startswith("text/javascript")
     assert "sessionStorage" in js.text
-    assert "setInterval(refresh, 1000)" in js.text
+    # live over the app's routing stream, read with the token in a header (never a URL)
+    assert "/routing/stream'" in js.text
+    assert "Authorization: 'Bearer ' + token()" in js.text
+    assert "new EventSource" not in js.text
+    assert "?token=" not in js.text
     assert sqlite_web.client.get("/ui/ui.css").status_code == 200
     assert "/ui" not in str(
         sqlite_web.client.get("/openapi.json", headers=sqlite_web.as_("viewer")).json()["paths"]
@@ -81,7 +85,7 @@ def test_release_fragment_shows_plan_chart_buttons_and_timeline(sqlite_web: Web)
     rid = _start(sqlite_web)
     c, view = sqlite_web.client, sqlite_web.as_("viewer")
     html = c.get(f"/ui/fragments/releases/{rid}", headers=view).text
-    assert f'data-release="{rid}" data-phase="running"' in html
+    assert f'data-release="{rid}" data-app="shop" data-phase="running"' in html
     assert '<b class="exposure">10%</b>, step 1 of 10' in html
     assert html.count('class="step ') == 10
     assert '<li class="step current" data-step="0">10% for 60s</li>' in html

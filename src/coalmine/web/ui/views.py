@@ -246,7 +246,8 @@ def release_fragment(
         for op in _OPERATIONS
     )
     return (
-        f'<section class="release" data-release="{_e(rel.id)}" data-phase="{_e(rel.phase)}">'
+        f'<section class="release" data-release="{_e(rel.id)}" data-app="{_e(rel.app)}"'
+        f' data-phase="{_e(rel.phase)}">'
         f"<h2>{_e(rel.app)} / {_e(rel.id)}</h2>"
         f'<p>phase <b class="phase {_e(rel.phase)}">{_e(rel.phase)}</b>, exposure'
         f' <b class="exposure">{_pct(rel.exposure)}</b>, step {rel.step + 1} of'
