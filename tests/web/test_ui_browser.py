@@ -25,11 +25,12 @@ from coalmine.core.machine import Tick
 from coalmine.gateway import GatewayConfig, IdentityConfig
 from coalmine.gateway.app import Gateway
 from coalmine.gateway.source import SyncSource
+from coalmine.web import create_app
 from tests.e2e.dataplane import KEYRING, GatewayServer
 from tests.helpers import free_port
 from tests.sdk import ControlPlane
 from tests.web.cdp import Page, browser, chromium_binary
-from tests.web.conftest import Web
+from tests.web.conftest import ADMIN_SECRET, Web, serve
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 APP = "judged"
@@ -204,6 +205,29 @@ def test_a_live_release_with_traffic_is_shown_and_rolled_back_from_the_dashboard
     assert (ARTIFACTS / "ui-release.png").stat().st_size > 1000
     (ARTIFACTS / "ui-rollback.json").write_text(json.dumps({"click_to_shown_ms": took_ms}))
     assert took_ms <= 1000, f"the page showed the rollback {took_ms:.0f} ms after the click"
+
+
+def test_the_api_docs_render_offline(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Swagger UI and ReDoc render from the control plane's own assets: every resource the
+    browser loaded came from the control plane."""
+    chromium_binary()
+    monkeypatch.setenv("COALMINE_BOOTSTRAP_TOKEN", ADMIN_SECRET)
+    app = create_app(database_url=sqlite_url, public_docs=True)
+    with serve(app) as base, browser(tmp_path / "profile") as page:
+        for path, rendered in (
+            ("/docs", "document.querySelector('.swagger-ui .info .title')"),
+            ("/redoc", "document.querySelector('.api-content h1')"),
+        ):
+            page.call("Page.navigate", url=f"{base}{path}")
+            page.wait_for(f"{rendered} && {rendered}.innerText.includes('coalmine')", 30)
+            loaded = page.evaluate(
+                "performance.getEntriesByType('resource').map(e => e.name).concat([location.href])"
+            )
+            assert any(u.endswith("/openapi.json") for u in loaded), loaded
+            foreign = [u for u in loaded if not u.startswith(base + "/")]
+            assert not foreign, f"{path} loaded {foreign}"
 
 
 @pytest.mark.parametrize("path", ["/ui", "/ui/ui.js"])
