@@ -3,7 +3,8 @@
 Their scripts, styles and icon are served by the control plane from
 ``/docs/assets/`` (the files of the ``fastapi-offline`` package: Swagger UI
 and ReDoc as their CDNs ship them), never from a CDN, so the pages work
-offline and leak nothing to a third party. The assets hold no data and are
+offline and leak nothing to a third party (their Content-Security-Policy lets
+the browser load nothing from another origin). The assets hold no data and are
 public; the pages and the document need a viewer token unless ``public``
 (docs/ui.md, docs/api.md).
 """
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from coalmine.controller.tokens import Principal
 from coalmine.web.auth import Require
 
-__all__ = ["ASSETS", "OPENAPI", "add_docs"]
+__all__ = ["ASSETS", "CSP", "OPENAPI", "add_docs"]
 
 OPENAPI = "/openapi.json"
 _PREFIX = "/docs/assets/"
@@ -32,6 +33,13 @@ ASSETS = {
 }
 """the files served under /docs/assets/ and their media types"""
 Viewer = Annotated[Principal, Depends(Require("viewer", "read the API docs"))]
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:;"
+    " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""the pages' policy: FastAPI's pages start Swagger UI and ReDoc with an inline script, and
+ReDoc always shows Redocly's logo from its CDN, which the browser then does not fetch"""
 
 
 def _asset(name: str) -> Response:
@@ -46,25 +54,35 @@ def _asset(name: str) -> Response:
     )
 
 
+def _page(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = CSP
+    page.headers["X-Content-Type-Options"] = "nosniff"
+    return page
+
+
 def _swagger(title: str) -> HTMLResponse:
-    return get_swagger_ui_html(
-        openapi_url=OPENAPI,
-        title=f"{title} - Swagger UI",
-        swagger_js_url=_PREFIX + "swagger-ui-bundle.js",
-        swagger_css_url=_PREFIX + "swagger-ui.css",
-        swagger_favicon_url=_PREFIX + "favicon.png",
-        # no badge fetched from validator.swagger.io
-        swagger_ui_parameters={"validatorUrl": None},
+    return _page(
+        get_swagger_ui_html(
+            openapi_url=OPENAPI,
+            title=f"{title} - Swagger UI",
+            swagger_js_url=_PREFIX + "swagger-ui-bundle.js",
+            swagger_css_url=_PREFIX + "swagger-ui.css",
+            swagger_favicon_url=_PREFIX + "favicon.png",
+            # no badge fetched from validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
     )
 
 
 def _redoc(title: str) -> HTMLResponse:
-    return get_redoc_html(
-        openapi_url=OPENAPI,
-        title=f"{title} - ReDoc",
-        redoc_js_url=_PREFIX + "redoc.standalone.js",
-        redoc_favicon_url=_PREFIX + "favicon.png",
-        with_google_fonts=False,
+    return _page(
+        get_redoc_html(
+            openapi_url=OPENAPI,
+            title=f"{title} - ReDoc",
+            redoc_js_url=_PREFIX + "redoc.standalone.js",
+            redoc_favicon_url=_PREFIX + "favicon.png",
+            with_google_fonts=False,
+        )
     )
 
 

@@ -73,11 +73,14 @@ def _release(plane: ControlPlane, release_id: str) -> str:
     events = [EventRead.of(e) for e in plane.audit.events(release_id=rel.id, limit=_MAX_ROWS)]
     runs = [AnalysisRunRead.of(r) for r in plane.runs.of_release(rel.id, limit=_MAX_ROWS)]
     now = time.time()
-    return release_fragment(rel, events, runs, now, _series(plane, rel, now))
+    until = max(rel.finished_at or now, rel.created_at) + 1
+    since = max(rel.created_at - DEFAULT_WINDOW, until - _SPAN)  # the window it started in
+    series = _series(plane, rel, since, until)
+    return release_fragment(rel, events, runs, now, series, (since, until))
 
 
-def _series(plane: ControlPlane, rel: ReleaseRead, now: float) -> VersionSeries:
-    """Each charted function's canary and stable versions over the release's last hour."""
+def _series(plane: ControlPlane, rel: ReleaseRead, since: float, until: float) -> VersionSeries:
+    """Each charted function's canary and stable versions from ``since`` to ``until``."""
     keys: list[tuple[str, str]] = []
     queries: list[tuple[str, str, str]] = []
     for fn in sorted(rel.candidate)[:CHARTED_FUNCTIONS]:
@@ -85,8 +88,6 @@ def _series(plane: ControlPlane, rel: ReleaseRead, now: float) -> VersionSeries:
             if version is not None:
                 keys.append((fn, channel))
                 queries.append((fn, version, channel))
-    until = max(rel.finished_at or now, rel.created_at) + 1
-    since = max(rel.created_at - DEFAULT_WINDOW, until - _SPAN)  # the window it started in
     found = plane.metrics.over_time(rel.app, queries, since=since, until=until, bins=_BINS)
     return dict(zip(keys, found, strict=True))
 

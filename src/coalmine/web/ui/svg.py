@@ -91,14 +91,24 @@ def step_chart(
     return _frame(title, y_max, unit, body)
 
 
-def line_chart(title: str, series: Sequence[Series], *, unit: str = "") -> str:
+def line_chart(
+    title: str,
+    series: Sequence[Series],
+    *,
+    unit: str = "",
+    x_range: tuple[float, float] | None = None,
+) -> str:
     """Each series as a polyline with a dot per point (one point is a dot, not an invisible
-    line) and its name in a legend; the y axis starts at 0."""
+    line) and its name in a legend; the y axis starts at 0, the x axis spans ``x_range``
+    (and every point)."""
     pts = [p for s in series for p in s.points]
     if not pts:
         return _frame(title, 0, unit, ['<text class="empty" x="50%" y="50%">no data</text>'])
     y_max = max(v for _, v in pts) or 1.0
-    kx, bx = _scale(min(t for t, _ in pts), max(t for t, _ in pts), _PAD, _W - 8)
+    t0, t1 = min(t for t, _ in pts), max(t for t, _ in pts)
+    if x_range is not None:  # the points placed in their span of time, not stretched over it
+        t0, t1 = min(t0, x_range[0]), max(t1, x_range[1])
+    kx, bx = _scale(t0, t1, _PAD, _W - 8)
     ky, by = _scale(0, y_max, _H - _PAD, 8)
     body: list[str] = []
     for i, s in enumerate(series):

@@ -16,12 +16,21 @@ from coalmine.core import BUCKETS
 from coalmine.core.histogram import VersionMetrics
 from coalmine.web.ui.svg import Marker, Series, line_chart, step_chart
 
-__all__ = ["CHARTED_FUNCTIONS", "VersionSeries", "apps_fragment", "chain", "release_fragment"]
+__all__ = [
+    "CHARTED_FUNCTIONS",
+    "Span",
+    "VersionSeries",
+    "apps_fragment",
+    "chain",
+    "release_fragment",
+]
 
 CHARTED_FUNCTIONS = 20
 """functions of a release charted per version (the first, by name)"""
 VersionSeries = dict[tuple[str, str], list[tuple[float, VersionMetrics]]]
 """(function, channel) -> (time, that version's metrics in the span from then)"""
+Span = tuple[float, float]
+"""the seconds the per-version charts cover: (since, until)"""
 _QUANTILES = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
 
 _ACTIVE = frozenset({"pending", "running", "paused", "promoting", "rolling_back"})
@@ -154,7 +163,7 @@ def _chain_table(rel: ReleaseRead) -> str:
     )
 
 
-def _version_charts(rel: ReleaseRead, series: VersionSeries) -> str:
+def _version_charts(rel: ReleaseRead, series: VersionSeries, span: Span | None) -> str:
     """Per function: each channel's error rate, and its p50/p95/p99 latency, over time."""
     out: list[str] = []
     for fn in sorted(rel.candidate)[:CHARTED_FUNCTIONS]:
@@ -183,8 +192,8 @@ def _version_charts(rel: ReleaseRead, series: VersionSeries) -> str:
                 )
         out.append(
             f'<div class="function-charts" data-function="{_e(fn)}">'
-            + line_chart(f"{fn}: error rate", errors, unit="%")
-            + line_chart(f"{fn}: latency p50 / p95 / p99", latency, unit="ms")
+            + line_chart(f"{fn}: error rate", errors, unit="%", x_range=span)
+            + line_chart(f"{fn}: latency p50 / p95 / p99", latency, unit="ms", x_range=span)
             + "</div>"
         )
     return "".join(out) or '<p class="empty">no functions</p>'
@@ -233,6 +242,7 @@ def release_fragment(
     runs: Sequence[AnalysisRunRead],
     now: float,
     series: VersionSeries | None = None,
+    span: Span | None = None,
 ) -> str:
     """One release: its state, plan, chain, charts, the judge's table, its events, buttons."""
     versions = ", ".join(
@@ -256,7 +266,7 @@ def release_fragment(
         f"<h3>plan</h3>{_plan(rel)}"
         f"<h3>which version each channel runs</h3>{_chain_table(rel)}"
         f"<h3>exposure</h3>{_exposure_chart(rel, events, now)}"
-        f"<h3>per version: error rate and latency</h3>{_version_charts(rel, series or {})}"
+        f"<h3>per version: error rate and latency</h3>{_version_charts(rel, series or {}, span)}"
         f"<h3>the judge's metrics, canary against stable</h3>{_metric_charts(runs)}"
         f"<h3>the judge, per interval</h3>{_judge_table(runs)}"
         f"<h3>events</h3>{_timeline(events)}</section>"
