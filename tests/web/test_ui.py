@@ -3,6 +3,7 @@ the release page's parts, and every stored value escaped."""
 
 from __future__ import annotations
 
+import random
 import re
 import time
 
@@ -220,3 +221,29 @@ def test_the_chain_and_per_version_quantiles_over_time(sqlite_web: Web) -> None:
     )
     html = c.get(f"/ui/fragments/releases/{rid}", headers=view).text
     assert '<td class="stable">v1</td><td class="canary">v1</td>' in html  # canary sent back
+
+
+def test_over_time_merges_each_span_as_metrics_for_does(sqlite_web: Web) -> None:
+    sqlite_web.apply()
+    rng = random.Random(7)
+    t0 = window_start(time.time() - 600)
+    windows = []
+    for i in range(12):
+        m = VersionMetrics("shop", "api", "v2", Channel.CANARY)
+        for _ in range(rng.randrange(1, 300)):
+            m.record(rng.lognormvariate(3, 1.2), error=rng.random() < 0.05)
+        windows.append(MetricWindow(t0 + 10 * i, m))
+    r = sqlite_web.client.post(
+        "/v1/metrics", json=batch("shop", windows, 10.0), headers=sqlite_web.as_("deployer")
+    )
+    assert r.status_code == 200, r.text
+    metrics = sqlite_web.service.metrics
+    query = [("api", "v2", "canary")]
+    (spans,) = metrics.over_time("shop", query, since=t0, until=t0 + 120, bins=4)
+    assert [at for at, _ in spans] == [t0, t0 + 30, t0 + 60, t0 + 90]
+    for at, got in spans:
+        want = metrics.metrics_for("shop", "api", "v2", "canary", since=at, until=at + 30)
+        assert (got.requests, got.errors) == (want.requests, want.errors)
+        assert got.histogram.to_dict() == want.histogram.to_dict()
+        assert got.histogram.quantile(0.99) == want.histogram.quantile(0.99)
+    assert sum(m.requests for _, m in spans) == sum(w.metrics.requests for w in windows)
