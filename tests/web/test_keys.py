@@ -57,6 +57,15 @@ REQUESTS: dict[str, list[Request]] = {
     "`POST /v1/metrics`": [("POST", "/v1/metrics", {"json": "metrics"})],
     "`GET /metrics`": [("GET", "/metrics", {})],
     "`GET /openapi.json`, `GET /docs`": [("GET", "/openapi.json", {}), ("GET", "/docs", {})],
+    "pages' static parts: `GET /ui`, `/ui/ui.js`, `/ui/ui.css`, `/docs/assets/{file}` (no data)": [
+        ("GET", "/ui", {}),
+        ("GET", "/ui/ui.js", {}),
+        ("GET", "/ui/ui.css", {}),
+        ("GET", "/docs/assets/swagger-ui-bundle.js", {}),
+    ],
+    "the dashboard's data: `GET /ui/fragments/...` (docs/ui.md)": [
+        ("GET", "/ui/fragments/apps", {}),
+    ],
     "reads: `GET /v1/apps...`, releases, events, alarms, analysis runs": [
         ("GET", "/v1/apps", {}),
         ("GET", "/v1/apps/shop/releases", {}),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 from coalmine.controller.schemas import MetricsBatch
 from coalmine.core.errors import InvalidInput
@@ -200,6 +200,96 @@ class MetricsService:
                 )
             )
         return [merged[m.function, m.version, str(m.channel)].copy() for m in outs]
+
+    def over_time(
+        self,
+        app: str,
+        queries: Sequence[MetricsQuery],
+        *,
+        since: float,
+        until: float,
+        bins: int,
+    ) -> list[list[tuple[float, VersionMetrics]]]:
+        """Each (function, version, channel)'s windows in [since, until) merged into at most
+        ``bins`` equal spans: (the span's start, its metrics) for each span with windows, in
+        order. What the dashboard charts over time; memory is ``bins`` histograms a query.
+
+        The windows of a span are added up in their stored (wire) form and read back as a
+        histogram once per span, about ten times cheaper than reading each window; a span
+        whose sum a histogram cannot hold as it is (more buckets than its layout keeps)
+        is merged window by window, as `metrics_for` does.
+        """
+        if not queries or until <= since or bins < 1:
+            return [[] for _ in queries]
+        outs = [VersionMetrics(app, f, v, cast(Channel, c)) for f, v, c in queries]  # validates
+        series = sorted({(m.function, m.version, str(m.channel)) for m in outs})
+        width = (until - since) / bins
+        spans: dict[tuple[str, str, str], dict[int, list[tuple[int, int, dict[str, Any]]]]] = {
+            k: {} for k in series
+        }
+        with self.uow() as w:
+            rows = w.metrics.windows_many(app, series, since, until)
+        for function, version, channel, start, requests, errors, histogram in rows:
+            i = min(int((start - since) / width), bins - 1)
+            key = (function, version, channel)
+            spans[key].setdefault(i, []).append((requests, errors, histogram))
+        out: list[list[tuple[float, VersionMetrics]]] = []
+        for q in outs:
+            key = (q.function, q.version, str(q.channel))
+            out.append(
+                [
+                    (since + i * width, _merged(q, windows))
+                    for i, windows in sorted(spans[key].items())
+                ]
+            )
+        return out
+
+
+def _merged(like: VersionMetrics, windows: list[tuple[int, int, dict[str, Any]]]) -> VersionMetrics:
+    """The windows (requests, errors, wire histogram) of one version and channel, merged."""
+    out = like.copy()
+    out.requests = sum(r for r, _, _ in windows)
+    out.errors = sum(e for _, e, _ in windows)
+    try:
+        out.histogram = LatencyHistogram.from_dict(_wire_sum([h for _, _, h in windows]))
+    except (InvalidInput, KeyError, TypeError):
+        out.histogram = LatencyHistogram.from_dict(windows[0][2])
+        for _, _, h in windows[1:]:
+            out.histogram.merge(LatencyHistogram.from_dict(h))
+    return out
+
+
+def _wire_sum(histograms: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of wire-form histograms of one layout, in wire form (`from_dict` checks it:
+    a different layout, too many buckets or too large a count raise)."""
+    first = histograms[0]
+    layout = (first["alpha"], first["min_value"], first["max_buckets"])
+    bins: dict[int, int] = {}
+    count = zero = 0
+    total = 0.0
+    lows: list[float] = []
+    highs: list[float] = []
+    for h in histograms:
+        if (h["alpha"], h["min_value"], h["max_buckets"]) != layout:
+            raise InvalidInput("histograms of different layouts")
+        count += h["count"]
+        zero += h["zero"]
+        total += h["sum"]
+        if h["min"] is not None:
+            lows.append(h["min"])
+        if h["max"] is not None:
+            highs.append(h["max"])
+        for index, n in h["bins"]:
+            bins[index] = bins.get(index, 0) + n
+    return {
+        **first,
+        "count": count,
+        "zero": zero,
+        "sum": total,
+        "min": min(lows) if lows else None,
+        "max": max(highs) if highs else None,
+        "bins": [[i, n] for i, n in sorted(bins.items())],
+    }
 
 
 def _check_registered(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -79,6 +80,7 @@ __all__ = [
     "VersionCreate",
     "VersionRead",
     "WebhookSpec",
+    "redacted_webhook_url",
 ]
 
 Role = Literal["admin", "deployer", "viewer", "sdk", "browser", "scraper"]
@@ -285,6 +287,19 @@ class WebhookSpec(_In):
         return value
 
 
+def redacted_webhook_url(url: str) -> str:
+    """``url`` as the API shows it: its scheme, host and port, then ``/…`` (no credentials,
+    path or query: an incoming webhook's secret is in those)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "https://invalid/…"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}{f':{port}' if port else ''}/…"
+
+
 def _webhook_form(value: object) -> str:
     return "url" if isinstance(value, str) else "object"
 
@@ -341,8 +356,18 @@ class ReleaseSettings(_In):
     )
 
     def redacted(self) -> ReleaseSettings:
-        """The settings as viewers read them: hook header values left out."""
-        return self.model_copy(update={"hooks": {k: h.redacted() for k, h in self.hooks.items()}})
+        """The settings as the API shows them: hook header values left out, and each event
+        webhook's URL cut to its scheme and host (Slack's and Teams' incoming-webhook URLs
+        are their credential). Stored whole, and sent to whole."""
+        webhooks = [
+            redacted_webhook_url(w)
+            if isinstance(w, str)
+            else w.model_copy(update={"url": redacted_webhook_url(w.url)})
+            for w in self.webhooks
+        ]
+        return self.model_copy(
+            update={"hooks": {k: h.redacted() for k, h in self.hooks.items()}, "webhooks": webhooks}
+        )
 
     @field_validator("lambda_alias")
     @classmethod

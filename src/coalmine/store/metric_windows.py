@@ -89,3 +89,32 @@ class MetricWindowRepository:
             q = q.where(MetricWindowRow.start < until)
         rows = self.session.execute(q.order_by(MetricWindowRow.start)).all()
         return [(f, v, c, requests, errors, h) for f, v, c, requests, errors, h in rows]
+
+    def windows_many(
+        self,
+        app: str,
+        series: list[tuple[str, str, str]],
+        since: float,
+        until: float | None,
+    ) -> list[tuple[str, str, str, float, int, int, dict[str, Any]]]:
+        """(function, version, channel, start, requests, errors, histogram) of each window of
+        any of ``series`` whose start is in [since, until), oldest first."""
+        q = select(
+            MetricWindowRow.function,
+            MetricWindowRow.version,
+            MetricWindowRow.channel,
+            MetricWindowRow.start,
+            MetricWindowRow.requests,
+            MetricWindowRow.errors,
+            MetricWindowRow.histogram,
+        ).where(
+            MetricWindowRow.app == app,
+            tuple_(MetricWindowRow.function, MetricWindowRow.version, MetricWindowRow.channel).in_(
+                series
+            ),
+            MetricWindowRow.start >= since,
+        )
+        if until is not None:
+            q = q.where(MetricWindowRow.start < until)
+        rows = self.session.execute(q.order_by(MetricWindowRow.start)).all()
+        return [(f, v, c, start, n, e, h) for f, v, c, start, n, e, h in rows]

@@ -13,23 +13,22 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from coalmine import __version__
 from coalmine.controller.plane import ControlPlane
 from coalmine.controller.signing_keys import StoredSigningKeys
-from coalmine.controller.tokens import Principal, TokenService
+from coalmine.controller.tokens import TokenService
 from coalmine.core.ports import LambdaVersions
 from coalmine.core.signing import Keyring
 from coalmine.store.changes import ChangeFeed
 from coalmine.store.db import Store, open_store
-from coalmine.web.auth import Require, bootstrap_admin
+from coalmine.web.auth import bootstrap_admin
 from coalmine.web.discovery import DiscoverySettings
+from coalmine.web.docs_pages import OPENAPI, add_docs
 from coalmine.web.errors import install_error_handlers
 from coalmine.web.fast_reads import FastReads
 from coalmine.web.key_cache import KeyCache
@@ -46,8 +45,6 @@ __all__ = ["ControllerFactory", "create_app"]
 
 log = logging.getLogger(__name__)
 ControllerFactory = Callable[[ControlPlane, ChangeFeed], Any]
-_OPENAPI = "/openapi.json"
-Viewer = Annotated[Principal, Depends(Require("viewer", "read the API docs"))]
 """Builds the rollout controller: an object with ``start()`` and ``stop()``."""
 
 _DESCRIPTION = (
@@ -160,10 +157,11 @@ def create_app(
         description=_DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(known_query)],
-        # FastAPI serves its docs to anyone: unless they are public, _add_docs serves them
-        openapi_url=_OPENAPI if public_docs else None,
-        docs_url="/docs" if public_docs else None,
-        redoc_url="/redoc" if public_docs else None,
+        # FastAPI serves its document to anyone, and its pages with scripts from a CDN:
+        # add_docs serves the pages (from local assets) and, unless public, the document
+        openapi_url=OPENAPI if public_docs else None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.store = store
     app.state.feed = feed
@@ -186,25 +184,8 @@ def create_app(
         app.include_router(router)
     app.include_router(ui_router)  # the dashboard (docs/ui.md), outside the OpenAPI document
     _add_schemas(app)
-    if not public_docs:
-        _add_docs(app)
+    add_docs(app, public=public_docs)
     return app
-
-
-def _add_docs(app: FastAPI) -> None:
-    """The OpenAPI document and its pages, for a viewer token (FastAPI serves them to anyone)."""
-
-    async def openapi(_: Viewer) -> JSONResponse:
-        return JSONResponse(app.openapi())
-
-    async def swagger(_: Viewer) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=_OPENAPI, title=f"{app.title} - Swagger UI")
-
-    async def redoc(_: Viewer) -> HTMLResponse:
-        return get_redoc_html(openapi_url=_OPENAPI, title=f"{app.title} - ReDoc")
-
-    for path, page in ((_OPENAPI, openapi), ("/docs", swagger), ("/redoc", redoc)):
-        app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
 
 
 def _add_schemas(app: FastAPI) -> None:

@@ -12,10 +12,16 @@ from starlette.concurrency import run_in_threadpool
 from coalmine.controller.plane import ControlPlane
 from coalmine.controller.schemas import AnalysisRunRead, EventRead, ReleaseRead
 from coalmine.controller.tokens import Principal
+from coalmine.metrics.recorder import DEFAULT_WINDOW
 from coalmine.web.auth import Require
 from coalmine.web.deps import PlaneDep
 from coalmine.web.ui.assets import CSP, SCRIPT, SHELL, STYLE
-from coalmine.web.ui.views import apps_fragment, release_fragment
+from coalmine.web.ui.views import (
+    CHARTED_FUNCTIONS,
+    VersionSeries,
+    apps_fragment,
+    release_fragment,
+)
 
 __all__ = ["router"]
 
@@ -28,6 +34,8 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _MAX_ROWS = 1000  # events and analysis runs shown on one release page
+_SPAN = 3600.0  # seconds of per-version metrics charted: the release's last hour
+_BINS = 60  # points per chart line at most
 
 
 def _html(body: str) -> HTMLResponse:
@@ -64,7 +72,24 @@ def _release(plane: ControlPlane, release_id: str) -> str:
     rel = ReleaseRead.of(plane.releases.get(release_id))
     events = [EventRead.of(e) for e in plane.audit.events(release_id=rel.id, limit=_MAX_ROWS)]
     runs = [AnalysisRunRead.of(r) for r in plane.runs.of_release(rel.id, limit=_MAX_ROWS)]
-    return release_fragment(rel, events, runs, time.time())
+    now = time.time()
+    until = max(rel.finished_at or now, rel.created_at) + 1
+    since = max(rel.created_at - DEFAULT_WINDOW, until - _SPAN)  # the window it started in
+    series = _series(plane, rel, since, until)
+    return release_fragment(rel, events, runs, now, series, (since, until))
+
+
+def _series(plane: ControlPlane, rel: ReleaseRead, since: float, until: float) -> VersionSeries:
+    """Each charted function's canary and stable versions from ``since`` to ``until``."""
+    keys: list[tuple[str, str]] = []
+    queries: list[tuple[str, str, str]] = []
+    for fn in sorted(rel.candidate)[:CHARTED_FUNCTIONS]:
+        for channel, version in (("canary", rel.candidate[fn]), ("stable", rel.baseline.get(fn))):
+            if version is not None:
+                keys.append((fn, channel))
+                queries.append((fn, version, channel))
+    found = plane.metrics.over_time(rel.app, queries, since=since, until=until, bins=_BINS)
+    return dict(zip(keys, found, strict=True))
 
 
 @router.get("/fragments/apps")

@@ -36,6 +36,10 @@ def _scale(lo: float, hi: float, out_lo: float, out_hi: float) -> tuple[float, f
     return k, out_lo - lo * k
 
 
+def _tick(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _frame(title: str, y_max: float, unit: str, body: list[str]) -> str:
     return (
         f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img"'
@@ -43,7 +47,7 @@ def _frame(title: str, y_max: float, unit: str, body: list[str]) -> str:
         f"<title>{escape(title)}</title>"
         f'<line class="axis" x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - 8}" y2="{_H - _PAD}"/>'
         f'<line class="axis" x1="{_PAD}" y1="8" x2="{_PAD}" y2="{_H - _PAD}"/>'
-        f'<text class="tick" x="2" y="16">{y_max:g}{escape(unit)}</text>'
+        f'<text class="tick" x="2" y="16">{_tick(y_max)}{escape(unit)}</text>'
         f'<text class="tick" x="2" y="{_H - _PAD}">0</text>' + "".join(body) + "</svg>"
     )
 
@@ -76,31 +80,49 @@ def step_chart(
         prev_y = y
         dots.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3"/>')
     body = [f'<path class="line" d="{" ".join(d)}" data-points="{len(points)}"/>', *dots]
-    for m in markers:
+    for i, m in enumerate(markers):
         x = kx * m.at + bx
+        y = _H - 8 - 10 * (i % 3)  # markers close in time: their labels on different rows
         body.append(
             f'<g class="marker {escape(m.kind)}"><line x1="{x:.1f}" y1="8" x2="{x:.1f}"'
-            f' y2="{_H - _PAD}"/><text x="{x - 2:.1f}" y="{_H - 8}" text-anchor="end">{escape(m.label)}</text></g>'
+            f' y2="{_H - _PAD}"/><text x="{x - 2:.1f}" y="{y}" text-anchor="end">'
+            f"{escape(m.label)}</text></g>"
         )
     return _frame(title, y_max, unit, body)
 
 
-def line_chart(title: str, series: Sequence[Series], *, unit: str = "") -> str:
-    """Each series as a polyline with its name in a legend; the y axis starts at 0."""
+def line_chart(
+    title: str,
+    series: Sequence[Series],
+    *,
+    unit: str = "",
+    x_range: tuple[float, float] | None = None,
+) -> str:
+    """Each series as a polyline with a dot per point (one point is a dot, not an invisible
+    line) and its name in a legend; the y axis starts at 0, the x axis spans ``x_range``
+    (and every point)."""
     pts = [p for s in series for p in s.points]
     if not pts:
         return _frame(title, 0, unit, ['<text class="empty" x="50%" y="50%">no data</text>'])
     y_max = max(v for _, v in pts) or 1.0
-    kx, bx = _scale(min(t for t, _ in pts), max(t for t, _ in pts), _PAD, _W - 8)
+    t0, t1 = min(t for t, _ in pts), max(t for t, _ in pts)
+    if x_range is not None:  # the points placed in their span of time, not stretched over it
+        t0, t1 = min(t0, x_range[0]), max(t1, x_range[1])
+    kx, bx = _scale(t0, t1, _PAD, _W - 8)
     ky, by = _scale(0, y_max, _H - _PAD, 8)
     body: list[str] = []
     for i, s in enumerate(series):
-        xy = " ".join(f"{kx * t + bx:.1f},{ky * v + by:.1f}" for t, v in s.points)
+        xy = [(kx * t + bx, ky * v + by) for t, v in s.points]
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
         body.append(
-            f'<polyline class="line {escape(s.css)}" points="{xy}" data-points="{len(s.points)}"/>'
+            f'<polyline class="line {escape(s.css)}" points="{line}" data-points="{len(xy)}"/>'
+        )
+        body.extend(
+            f'<circle class="dot {escape(s.css)}" cx="{x:.1f}" cy="{y:.1f}" r="1.5"/>'
+            for x, y in xy
         )
         body.append(
             f'<text class="legend {escape(s.css)}" x="{_W - 140}" y="{20 + 14 * i}">'
             f"{escape(s.name)}</text>"
         )
-    return _frame(title, round(y_max, 3), unit, body)
+    return _frame(title, y_max, unit, body)

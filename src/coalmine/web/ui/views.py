@@ -13,9 +13,25 @@ from typing import Any
 
 from coalmine.controller.schemas import AnalysisRunRead, AppRead, EventRead, ReleaseRead
 from coalmine.core import BUCKETS
+from coalmine.core.histogram import VersionMetrics
 from coalmine.web.ui.svg import Marker, Series, line_chart, step_chart
 
-__all__ = ["apps_fragment", "release_fragment"]
+__all__ = [
+    "CHARTED_FUNCTIONS",
+    "Span",
+    "VersionSeries",
+    "apps_fragment",
+    "chain",
+    "release_fragment",
+]
+
+CHARTED_FUNCTIONS = 20
+"""functions of a release charted per version (the first, by name)"""
+VersionSeries = dict[tuple[str, str], list[tuple[float, VersionMetrics]]]
+"""(function, channel) -> (time, that version's metrics in the span from then)"""
+Span = tuple[float, float]
+"""the seconds the per-version charts cover: (since, until)"""
+_QUANTILES = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
 
 _ACTIVE = frozenset({"pending", "running", "paused", "promoting", "rolling_back"})
 _MARKED = {
@@ -26,6 +42,7 @@ _MARKED = {
 }
 _ALERT = frozenset({"rolling_back", "rolled_back", "failed", "hook_failed", "alarm"})
 _OPERATIONS = ("promote", "rollback", "pause", "resume")
+_ROLLED_BACK = frozenset({"rolling_back", "rolled_back", "failed"})
 
 
 def _e(value: object) -> str:
@@ -112,6 +129,76 @@ def _metric_charts(runs: Sequence[AnalysisRunRead]) -> str:
     return "".join(charts) or '<p class="empty">no analysis yet</p>'
 
 
+def chain(rel: ReleaseRead) -> dict[str, tuple[str, str]]:
+    """function -> (the version the stable channel runs, the one the canary channel runs).
+
+    While a release is active the canary channel runs the candidates; once it is rolled
+    back, both run the baseline (a late canary context is sent there too); once it is
+    promoted, both run the candidates.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for fn in sorted(set(rel.baseline) | set(rel.candidate)):
+        old = rel.baseline.get(fn) or rel.candidate.get(fn, "-")
+        new = rel.candidate.get(fn) or old
+        if rel.phase in _ROLLED_BACK:
+            out[fn] = (old, old)
+        elif rel.phase == "promoted":
+            out[fn] = (new, new)
+        else:
+            out[fn] = (old, new)
+    return out
+
+
+def _chain_table(rel: ReleaseRead) -> str:
+    rows = []
+    for fn, (stable, canary) in chain(rel).items():
+        changed = " changed" if stable != canary else ""
+        rows.append(
+            f'<tr class="function{changed}" data-function="{_e(fn)}"><td>{_e(fn)}</td>'
+            f'<td class="stable">{_e(stable)}</td><td class="canary">{_e(canary)}</td></tr>'
+        )
+    return (
+        '<table class="chain"><thead><tr><th>function</th><th>stable runs</th>'
+        "<th>canary runs</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _version_charts(rel: ReleaseRead, series: VersionSeries, span: Span | None) -> str:
+    """Per function: each channel's error rate, and its p50/p95/p99 latency, over time."""
+    out: list[str] = []
+    for fn in sorted(rel.candidate)[:CHARTED_FUNCTIONS]:
+        stable_v, canary_v = rel.baseline.get(fn, "-"), rel.candidate[fn]
+        sides = (("canary", canary_v), ("stable", stable_v))
+        errors: list[Series] = []
+        latency: list[Series] = []
+        for side, version in sides:
+            spans = series.get((fn, side), [])
+            errors.append(
+                Series(
+                    f"{side} {version}",
+                    tuple((t, 100 * r) for t, m in spans if (r := m.error_rate) is not None),
+                    side,
+                )
+            )
+            for q, label in _QUANTILES:
+                latency.append(
+                    Series(
+                        f"{side} {version} {label}",
+                        tuple(
+                            (t, v) for t, m in spans if (v := m.histogram.quantile(q)) is not None
+                        ),
+                        f"{side} {label}",
+                    )
+                )
+        out.append(
+            f'<div class="function-charts" data-function="{_e(fn)}">'
+            + line_chart(f"{fn}: error rate", errors, unit="%", x_range=span)
+            + line_chart(f"{fn}: latency p50 / p95 / p99", latency, unit="ms", x_range=span)
+            + "</div>"
+        )
+    return "".join(out) or '<p class="empty">no functions</p>'
+
+
 def _num(value: Any, unit: str = "") -> str:
     return f"{value:.4g}{_e(unit)}" if isinstance(value, int | float) else ""
 
@@ -154,8 +241,10 @@ def release_fragment(
     events: Sequence[EventRead],
     runs: Sequence[AnalysisRunRead],
     now: float,
+    series: VersionSeries | None = None,
+    span: Span | None = None,
 ) -> str:
-    """One release: its state, plan, charts, the judge's table, its events and the buttons."""
+    """One release: its state, plan, chain, charts, the judge's table, its events, buttons."""
     versions = ", ".join(
         f"{_e(fn)}: {_e(rel.baseline.get(fn, '-'))} &rarr; {_e(v)}"
         for fn, v in sorted(rel.candidate.items())
@@ -167,15 +256,18 @@ def release_fragment(
         for op in _OPERATIONS
     )
     return (
-        f'<section class="release" data-release="{_e(rel.id)}" data-phase="{_e(rel.phase)}">'
+        f'<section class="release" data-release="{_e(rel.id)}" data-app="{_e(rel.app)}"'
+        f' data-phase="{_e(rel.phase)}">'
         f"<h2>{_e(rel.app)} / {_e(rel.id)}</h2>"
         f'<p>phase <b class="phase {_e(rel.phase)}">{_e(rel.phase)}</b>, exposure'
         f' <b class="exposure">{_pct(rel.exposure)}</b>, step {rel.step + 1} of'
         f" {len(rel.steps)} ({_e(rel.strategy)}, {_e(rel.route_mode)}); {versions}</p>"
         f'{reason}<div class="ops">{buttons}</div>'
         f"<h3>plan</h3>{_plan(rel)}"
+        f"<h3>which version each channel runs</h3>{_chain_table(rel)}"
         f"<h3>exposure</h3>{_exposure_chart(rel, events, now)}"
-        f"<h3>canary against stable</h3>{_metric_charts(runs)}"
+        f"<h3>per version: error rate and latency</h3>{_version_charts(rel, series or {}, span)}"
+        f"<h3>the judge's metrics, canary against stable</h3>{_metric_charts(runs)}"
         f"<h3>the judge, per interval</h3>{_judge_table(runs)}"
         f"<h3>events</h3>{_timeline(events)}</section>"
     )
