@@ -309,7 +309,8 @@ class ReleaseSettings(_In):
     )
     analysis: dict[str, Any] = Field(
         default_factory=dict,
-        description="automatic rollback: the judge's metrics, alarms and thresholds (analysis.md)",
+        description="automatic rollback: the judge's metrics, alarms and thresholds"
+        ' (analysis.md); empty: the judge\'s defaults, {"enabled": false}: no analysis',
     )
     _free_text = frozenset({"analysis"})  # a PromQL query may span lines
     webhooks: list[
