@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
+import httpx
 from rich.console import RenderableType
 from rich.live import Live
 
@@ -62,15 +63,17 @@ def watch(
     ``plain`` (default: whether stdout is not a terminal) prints lines to ``out``."""
     changed = threading.Event()
     stop = threading.Event()
+    # its own connection, closed when the watch ends: the stream's read never blocks a return
+    stream = ApiClient(client.url, client.token)
 
     def follow() -> None:
         try:
-            for _event, _data in client.stream_events(f"/v1/apps/{release['app']}/routing/stream"):
+            for _event, _data in stream.stream_events(f"/v1/apps/{release['app']}/routing/stream"):
                 changed.set()
                 if stop.is_set():
                     return
-        except CliError:
-            changed.set()
+        except (CliError, httpx.HTTPError, RuntimeError):
+            changed.set()  # polling goes on each second; closed at the end of the watch
 
     threading.Thread(target=follow, daemon=True).start()
     rid = release["id"]
@@ -90,6 +93,7 @@ def watch(
                 changed.clear()
     finally:
         stop.set()
+        stream.close()
 
 
 def _plain(
