@@ -171,13 +171,16 @@ def test_release_status_shows_the_table_and_the_sentence_once(server: Server) ->
     server.end(rid)
 
 
-def test_status_without_analysis_says_it_is_off(
+def test_a_release_started_with_no_analysis_says_it_is_off(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rid = server.start(analysis={"enabled": False})
-    assert run(["release", "analysis", rid]) == 0
+    argv = ["release", "start", "shop", "--set", "api=v2", "--no-analysis", "--json"]
+    assert run(argv) == 0
+    started = json.loads(capsys.readouterr().out)
+    assert started["analysis"] == {"enabled": False}
+    assert run(["release", "analysis", started["id"]]) == 0
     assert "analysis is off" in capsys.readouterr().out
-    server.end(rid)
+    server.end(started["id"])
 
 
 @pytest.mark.parametrize(

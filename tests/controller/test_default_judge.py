@@ -8,6 +8,7 @@ import pytest
 from coalmine.controller.analysis import combine
 from coalmine.controller.analysis_settings import DEFAULT_ANALYSIS, release_analysis
 from coalmine.controller.plane import ControlPlane
+from coalmine.controller.schemas import ReleaseCreate, ReleaseSettings
 from coalmine.core.analysis import IdlePolicy
 from coalmine.core.errors import InvalidInput
 from coalmine.core.judge import judge
@@ -132,3 +133,12 @@ def test_combine_names_the_idle_function_and_judges_the_rest() -> None:
     assert none.idle
     assert none.waiting
     assert none.outcome.value == "inconclusive"
+
+
+def test_analysis_off_and_false_are_the_off_switch(svc: ControlPlane) -> None:
+    settings = ReleaseSettings.model_validate({"analysis": False})
+    assert settings.analysis == {"enabled": False}
+    create = ReleaseCreate.model_validate({"candidate": {"cart": "v2"}, "analysis": "off"})
+    assert create.analysis == {"enabled": False}
+    release = start(svc, analysis=False)  # type: ignore[arg-type]  # YAML's `analysis: off`
+    assert release.analysis == {"enabled": False}

@@ -99,6 +99,15 @@ def start(
         list[str] | None,
         typer.Option("--never-canary", metavar="USER", help="A user key never in canary."),
     ] = None,
+    no_analysis: Annotated[
+        bool,
+        typer.Option(
+            "--no-analysis",
+            help="Turn the judge off for this release (analysis {enabled: false}): the steps"
+            " go by the strategy alone. By default the release is judged with the app's"
+            " analysis settings, else the defaults (analysis.md).",
+        ),
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -117,6 +126,8 @@ def start(
         body["strategy"] = strategy
     if route_mode is not None:
         body["route_mode"] = route_mode
+    if no_analysis:
+        body["analysis"] = {"enabled": False}
     with ApiClient(url, token) as client:
         release = client.post(f"/v1/apps/{app_name}/releases", body)
     if as_json:
