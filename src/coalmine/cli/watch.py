@@ -103,14 +103,7 @@ def _plain(
     last_verdict: tuple[Any, ...] | None = None
     while True:
         release = client.get(f"/v1/releases/{rid}")
-        events = client.get_all(f"/v1/releases/{rid}/events") if not after else []
-        if after:
-            page = client.get(f"/v1/releases/{rid}/events", after=after, limit=1000)
-            while page:
-                events += page
-                if len(page) < 1000:
-                    break
-                page = client.get(f"/v1/releases/{rid}/events", after=page[-1]["id"], limit=1000)
+        events = _events_after(client, rid, after)
         for ev in events:
             after = max(after, int(ev["id"]))
             if ev["kind"] == "analysis":
@@ -129,3 +122,16 @@ def _plain(
             return code
         changed.wait(timeout=wake_after)
         changed.clear()
+
+
+def _events_after(client: ApiClient, rid: str, after: int) -> list[dict[str, Any]]:
+    """The release's events with an id above ``after``, oldest first (paged)."""
+    events: list[dict[str, Any]] = []
+    while True:
+        page: list[dict[str, Any]] = client.get(
+            f"/v1/releases/{rid}/events", after=after, limit=1000
+        )
+        events += page
+        if len(page) < 1000:
+            return events
+        after = int(page[-1]["id"])
