@@ -10,8 +10,9 @@ started), it:
    channel and the baseline version in the stable channel, and judges them
    (`coalmine.core.judge.judge`), each function's sequential tests
    continuing from the state the last run stored; the run's outcome is its
-   worst function's, and its evidence gate (`coalmine.core.gate`) says
-   whether a step may advance;
+   worst judged function's (a function with no call in either channel is
+   idle: noted, not judged), and its evidence gate (`coalmine.core.gate`)
+   says whether a step may advance;
 2. evaluates the release's alarm sources (Prometheus queries,
    `coalmine.integrations.prometheus`; CloudWatch alarms,
    `coalmine.integrations.cloudwatch`); a firing alarm whose metrics blame
@@ -30,7 +31,9 @@ started), it:
    (the change feed).
 
 The loop asks `evidence_ready` before it feeds a judged release a tick: its
-step advances only once the last run opened the gate (DESIGN rule 8).
+step advances only once the last run opened the gate (DESIGN rule 8). Before
+its first run a release with ``idle: clock`` (the judge it gets without
+settings) steps by the clock: it is not known yet to serve any call.
 
 All timing is in the store: the window starts at the release's
 ``started_at``, the next run is due ``interval`` after the last run's time,
