@@ -4,6 +4,7 @@ controller over the real store (SQLite and PostgreSQL) with a fake clock."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
 
 from coalmine.controller.analysis import combine
 from coalmine.controller.analysis_settings import DEFAULT_ANALYSIS, release_analysis
@@ -12,9 +13,10 @@ from coalmine.controller.schemas import ReleaseCreate, ReleaseSettings
 from coalmine.core.analysis import IdlePolicy
 from coalmine.core.errors import InvalidInput
 from coalmine.core.judge import judge
+from coalmine.core.verdict import Verdict
 from tests.controller import FakeClock
 from tests.controller.test_analysis import HEALTHY, controller, feed, interval, start
-from tests.core.test_idle import IDLE, SETTINGS, traffic
+from tests.core.test_idle import IDLE, SETTINGS, traffic, verdicts
 
 NO_CALLS = "no data: no changed function (cart) has served a call in either channel"
 
@@ -142,3 +144,23 @@ def test_analysis_off_and_false_are_the_off_switch(svc: ControlPlane) -> None:
     assert create.analysis == {"enabled": False}
     release = start(svc, analysis=False)  # type: ignore[arg-type]  # YAML's `analysis: off`
     assert release.analysis == {"enabled": False}
+
+
+@given(verdicts())
+def test_an_idle_function_changes_nothing_of_the_verdict_but_a_note(
+    given_verdicts: dict[str, Verdict],
+) -> None:
+    judged = {fn: v for fn, v in given_verdicts.items() if not v.idle}
+    with_idle = combine({**given_verdicts, "idle-fn": IDLE})
+    if not judged:
+        assert with_idle.idle
+        assert with_idle.waiting
+        return
+    alone = combine(judged)
+    assert (with_idle.outcome, with_idle.reasons, with_idle.waiting, with_idle.enough) == (
+        alone.outcome,
+        alone.reasons,
+        alone.waiting,
+        alone.enough,
+    )
+    assert with_idle.notes[-1].startswith("idle-fn: not judged")
