@@ -53,6 +53,10 @@ def shop_spec(webhooks: list[str] | None = None, app: str = APP) -> AppSpec:
     )
 
 
+ANALYSIS_OFF = {"enabled": False}
+"""a release's analysis turned off: for tests not about the judge"""
+
+
 def start_release(
     svc: ControlPlane,
     strategy: str,
@@ -61,12 +65,18 @@ def start_release(
     app: str = APP,
     webhooks: list[str] | None = None,
 ) -> ReleaseRecord:
-    """Create the app (if needed) and start a release of cart and pay v2."""
+    """Create the app (if needed) and start a release of cart and pay v2 (not judged:
+    these tests are about steps and hooks)."""
     svc.catalog.apply(shop_spec(webhooks, app), ACTOR)
     return svc.releases.start(
         app,
         ReleaseCreate.model_validate(
-            {"candidate": {"cart": "v2", "pay": "v2"}, "strategy": strategy, "hooks": hooks or {}}
+            {
+                "candidate": {"cart": "v2", "pay": "v2"},
+                "strategy": strategy,
+                "hooks": hooks or {},
+                "analysis": ANALYSIS_OFF,
+            }
         ),
         ACTOR,
     )

@@ -313,14 +313,14 @@ def test_no_data_at_all_is_inconclusive(svc: ControlPlane, clock: FakeClock) -> 
         ctl.tick()
     runs = svc.runs.of_release(release.id)
     assert [r.outcome for r in runs] == ["inconclusive"] * 4
-    assert runs[0].results["reason"] == (
-        "cart: no data: neither canary nor stable served a request in this window"
+    no_calls = (
+        "no data: no changed function (cart) has served a call in either channel since"
+        " traffic started"
     )
+    assert runs[0].results["reason"] == no_calls
+    assert runs[0].results["functions"]["cart"]["idle"] is True
     assert svc.releases.get(release.id).phase == "running", "its 1 h hold is not over"
-    assert runs[-1].results["tracker"]["reason"] == (
-        "waiting for evidence: cart: no data: neither canary nor stable served a request in"
-        " this window"
-    )
+    assert runs[-1].results["tracker"]["reason"] == f"waiting for evidence: {no_calls}"
 
 
 def test_the_worst_function_decides_and_is_named(svc: ControlPlane, clock: FakeClock) -> None:
@@ -391,7 +391,7 @@ def test_a_rollback_decided_before_a_crash_is_carried_out_after_it(
 
 
 def test_releases_without_analysis_are_not_analysed(svc: ControlPlane, clock: FakeClock) -> None:
-    release = start(svc, analysis={})
+    release = start(svc, analysis={"enabled": False})
     ctl = controller(svc, clock)
     ctl.tick()
     interval(svc, clock, ctl, (300, 300, 10.0))

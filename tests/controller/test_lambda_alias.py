@@ -37,7 +37,7 @@ from coalmine.integrations.lambda_alias import Boto3LambdaAliases
 from coalmine.store.db import open_store
 from tests.aws import ACCOUNT, REGION
 from tests.aws.lambda_aliases import Sent, alias_of, mocked_lambda, publish
-from tests.controller import ACTOR, FakeClock, NoHooks, tick_through_hooks
+from tests.controller import ACTOR, ANALYSIS_OFF, FakeClock, NoHooks, tick_through_hooks
 
 APP = "food"
 FUNCTIONS = ("place-order", "ship-order")
@@ -136,6 +136,7 @@ def start(
                 "candidate": dict.fromkeys(FUNCTIONS, "2"),
                 "strategy": strategy,
                 "hooks": hooks or {},
+                "analysis": ANALYSIS_OFF,
             }
         ),
         ACTOR,

@@ -57,7 +57,12 @@ SPEC: dict[str, Any] = {
                 "v3": "tests.e2e.judge_fns:v3_failing",
                 "v4": "tests.e2e.judge_fns:v4_healthy",
             },
-        }
+        },
+        # nobody calls it: released with api, it must not hold api's release
+        "notify": {
+            "current": "v1",
+            "versions": {"v1": "tests.e2e.judge_fns:v1", "v2": "tests.e2e.judge_fns:v4_healthy"},
+        },
     },
 }
 GATEWAY_TIMEOUT = 0.5
@@ -163,10 +168,21 @@ class Stack:
     def __init__(self, plane: ControlPlane, controller: Controller, load: Load) -> None:
         self.plane, self.controller, self.load = plane, controller, load
 
-    def release(self, version: str, strategy: str) -> str:
+    def release(
+        self,
+        version: str,
+        strategy: str,
+        *,
+        more: dict[str, str] | None = None,
+        analysis: dict[str, Any] | None = None,
+    ) -> str:
         rel = self.plane.service.releases.start(
             APP,
-            ReleaseCreate(candidate={"api": version}, strategy=strategy, analysis=ANALYSIS),
+            ReleaseCreate(
+                candidate={"api": version, **(more or {})},
+                strategy=strategy,
+                analysis=ANALYSIS if analysis is None else analysis,
+            ),
             "e2e",
         )
         self.controller.wake()
@@ -284,5 +300,33 @@ def test_a_healthy_candidate_is_judged_at_every_step_and_promoted(stack: Stack) 
     judged_at_50 = kinds[kinds.index("step") : kinds.index("promoting")]
     assert "analysis" in judged_at_50, "judged again after the exposure was raised"
     app = stack.plane.service.catalog.get_app(APP)
-    assert {f.name: f.current_version for f in app.functions} == {"api": "v4"}
+    assert {f.name: f.current_version for f in app.functions}["api"] == "v4"
     assert stack.load.seen["v4", 200] > 0
+
+
+def test_a_function_nobody_calls_does_not_hold_the_release(stack: Stack) -> None:
+    """notify serves no call in either channel: it is not judged, and api's evidence
+    (waited for: ``inconclusive`` and ``idle`` are ``pause``) promotes both."""
+    analysis = {
+        "interval": "1s",
+        "min_requests": 40,
+        "max_inconclusive": 30,
+        "metrics": {
+            "error_rate": {"max_increase_pp": 5},
+            "latency_p50": {"max_increase_pct": 100},
+            "latency_p95": None,
+            "latency_p99": None,
+        },
+    }
+    before = {f.name: f.current_version for f in stack.plane.service.catalog.get_app(APP).functions}
+    api = "v1" if before["api"] != "v1" else "v4"
+    rid = stack.release(api, "50%:2s, 100%", more={"notify": "v2"}, analysis=analysis)
+    assert stack.wait_phase(rid, {"rolled_back", "promoted", "paused"}, 60) == "promoted"
+    runs = stack.plane.service.runs.of_release(rid)
+    last = runs[-1].results
+    assert last["functions"]["notify"]["idle"] is True
+    assert last["functions"]["api"]["idle"] is False
+    assert last["evidence"]["idle"] == ["notify"]
+    assert any(n.startswith("notify: not judged: no call in either channel") for n in last["notes"])
+    app = stack.plane.service.catalog.get_app(APP)
+    assert {f.name: f.current_version for f in app.functions} == {"api": api, "notify": "v2"}

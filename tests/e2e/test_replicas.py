@@ -160,5 +160,8 @@ def test_status_watch_follows_a_release_to_promotion(replicas: tuple[Server, Ser
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "promoted" in proc.stdout
-    assert "100% exposed" in proc.stdout
+    # not a terminal: one plain line per change (no progress bar, no ANSI), then the ending
+    assert "\x1b" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == f"{APP}-1 promoted at 100% (exit 0)", lines
+    assert any(": promoted (controller) " in line for line in lines), lines

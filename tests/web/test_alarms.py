@@ -248,7 +248,8 @@ def test_analysis_runs_are_listed_by_release(web: Web) -> None:
     got = runs.json()
     assert [(run["outcome"], run["action"]) for run in got] == [("inconclusive", "continue")] * 2
     assert got[0]["results"]["reason"] == (
-        "api: no data: neither canary nor stable served a request in this window"
+        "no data: no changed function (api) has served a call in either channel since"
+        " traffic started"
     )
     # no data yet is waiting for evidence: not counted towards max_inconclusive
     assert got[1]["results"]["tracker"]["consecutive_inconclusive"] == 0
@@ -260,10 +261,15 @@ def test_analysis_runs_are_listed_by_release(web: Web) -> None:
     assert [run["id"] for run in page.json()] == [got[1]["id"]]
     latest = web.client.get(f"/v1/releases/{rid}/events", headers=view).json()[-1]
     assert latest["kind"] == "analysis"
-    assert latest["message"].startswith("waiting for evidence: api: no data")
+    assert latest["message"].startswith("waiting for evidence: no data: no changed function")
     assert latest["data"]["evidence"]["open"] is False
+    assert latest["data"]["evidence"]["idle"] == ["api"]
     missing = web.client.get("/v1/releases/shop-99/analysis", headers=view)
     assert missing.status_code == 404
+    last = web.client.get(f"/v1/releases/{rid}/analysis/latest", headers=view)
+    assert last.status_code == 200
+    assert last.json() == got[1]
+    assert web.client.get("/v1/releases/shop-99/analysis/latest", headers=view).status_code == 404
 
 
 def test_a_release_with_invalid_analysis_is_refused(sqlite_web: Web) -> None:

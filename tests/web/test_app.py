@@ -50,6 +50,7 @@ def test_health_and_openapi(sqlite_web: Web) -> None:
         "/v1/alarms": {"post"},
         "/v1/apps/{app}/alarms": {"get"},
         "/v1/releases/{release_id}/analysis": {"get"},
+        "/v1/releases/{release_id}/analysis/latest": {"get"},
     }
     expected |= {"/v1/signing-keys": {"get"}}  # the stored signing keys, for admins
     assert {p: set(ops) for p, ops in paths.items()} == expected

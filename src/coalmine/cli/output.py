@@ -24,9 +24,10 @@ def pct(bp: int | None) -> str:
 
 
 def when(ts: float | None) -> str:
+    """A Unix time as ISO 8601 in UTC to the second (``2026-12-05T21:30:00Z``)."""
     if ts is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def ago(ts: float | None, now: float | None = None) -> str:

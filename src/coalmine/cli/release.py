@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 from typing import Annotated, Any
 
 import typer
 from rich.console import Group
-from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from coalmine.cli.client import ApiClient, CliError
 from coalmine.cli.options import JsonOpt, TokenOpt, UrlOpt
-from coalmine.cli.output import ago, console, pct, print_json
+from coalmine.cli.output import ago, console, pct, print_json, when
+from coalmine.cli.verdict import render_run, verdict_rows, verdict_table
+from coalmine.cli.watch import watch
 
-__all__ = ["app", "render_status"]
+__all__ = ["app", "latest_run", "render_status"]
 
 app = typer.Typer(help="Start, inspect, watch and operate releases.", no_args_is_help=True)
 
-TERMINAL = {"promoted": 0, "rolled_back": 1, "failed": 1}
 PHASE_STYLE = {
     "pending": "yellow",
     "running": "cyan",
@@ -100,6 +99,15 @@ def start(
         list[str] | None,
         typer.Option("--never-canary", metavar="USER", help="A user key never in canary."),
     ] = None,
+    no_analysis: Annotated[
+        bool,
+        typer.Option(
+            "--no-analysis",
+            help="Turn the judge off for this release (analysis {enabled: false}): the steps"
+            " go by the strategy alone. By default the release is judged with the app's"
+            " analysis settings, else the defaults (analysis.md).",
+        ),
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -118,6 +126,8 @@ def start(
         body["strategy"] = strategy
     if route_mode is not None:
         body["route_mode"] = route_mode
+    if no_analysis:
+        body["analysis"] = {"enabled": False}
     with ApiClient(url, token) as client:
         release = client.post(f"/v1/apps/{app_name}/releases", body)
     if as_json:
@@ -130,24 +140,96 @@ def start(
 @app.command("status")
 def status(
     ref: Annotated[str, typer.Argument(metavar="RELEASE|APP")],
-    watch: Annotated[
-        bool, typer.Option("--watch", "-w", help="Follow live until the release ends.")
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="Follow until the release is promoted (exit 0), rolled back or failed"
+            " (exit 1) or paused (exit 3: it waits for an operator). On a terminal the view"
+            " updates in place; otherwise (a CI log) one plain line per change.",
+        ),
     ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a release (by id, or an app's active or latest release)."""
+    """Show a release (by id, or an app's active or latest release): its plan, the judge's
+    verdict per function and metric, the evidence a step waits for, the latest events.
+
+    Exit codes with --watch: 0 promoted, 1 rolled back or failed (or the command failed),
+    2 bad input, 3 paused.
+    """
     with ApiClient(url, token) as client:
         release = resolve(client, ref)
-        if watch:
-            code = _watch(client, release)
+        if follow:
+            code = watch(client, release, lambda r, ev: _status(client, r, ev))
             raise typer.Exit(code)
         events = release_events(client, release["id"])
+        run = latest_run(client, release["id"]) if _judged(events) else None
     if as_json:
         print_json({**release, "events": events})
         return
-    console.print(render_status(release, events))
+    console.print(render_status(release, events, run=run))
+
+
+def _status(client: ApiClient, release: dict[str, Any], events: list[dict[str, Any]]) -> Group:
+    run = latest_run(client, release["id"]) if _judged(events) else None
+    return render_status(release, events, run=run)
+
+
+@app.command("analysis")
+def analysis(
+    ref: Annotated[str, typer.Argument(metavar="RELEASE|APP")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the judge's latest verdict on a release: a row per function and metric (canary,
+    stable, change, limit, p-value, pass/fail), the verdict's sentence, the evidence a step
+    waits for. --json prints {"release", "phase", "run" (as GET
+    /v1/releases/ID/analysis/latest returns it, null before the first), "rows"}."""
+    with ApiClient(url, token) as client:
+        release = resolve(client, ref)
+        run = latest_run(client, release["id"])
+    if as_json:
+        print_json(
+            {
+                "release": release["id"],
+                "phase": release["phase"],
+                "run": run,
+                "rows": verdict_rows(run) if run is not None else [],
+            }
+        )
+        return
+    if run is None:
+        off = not _analysis_on(release.get("analysis"))
+        console.print(
+            f"release [bold]{release['id']}[/]: "
+            + ("analysis is off (analysis: {enabled: false})" if off else "no analysis run yet")
+        )
+        return
+    console.print(Text.assemble((release["id"], "bold"), f"  {release['phase']}"))
+    console.print(render_run(run))
+
+
+def latest_run(client: ApiClient, release_id: str) -> dict[str, Any] | None:
+    """The release's latest analysis run, None before the first."""
+    try:
+        run: dict[str, Any] = client.get(f"/v1/releases/{release_id}/analysis/latest")
+    except CliError as exc:
+        if exc.code != 2:
+            raise
+        return None
+    return run
+
+
+def _judged(events: list[dict[str, Any]]) -> bool:
+    return any(ev["kind"] == "analysis" for ev in events)
+
+
+def _analysis_on(spec: object) -> bool:
+    return isinstance(spec, dict) and bool(spec) and spec.get("enabled", True) is not False
 
 
 def _operate(
@@ -233,7 +315,7 @@ def list_releases(
             pct(r["exposure"]),
             r["strategy"],
             ", ".join(f"{fn} {r['baseline'][fn]}->{r['candidate'][fn]}" for fn in r["changed"]),
-            ago(r["created_at"]),
+            when(r["created_at"]),
         )
     console.print(table)
 
@@ -244,9 +326,15 @@ def release_events(client: ApiClient, release_id: str) -> list[dict[str, Any]]:
 
 
 def render_status(
-    release: dict[str, Any], events: list[dict[str, Any]], now: float | None = None
+    release: dict[str, Any],
+    events: list[dict[str, Any]],
+    now: float | None = None,
+    *,
+    run: dict[str, Any] | None = None,
 ) -> Group:
-    """A release as a person reads it: phase, exposure over the plan, verdict, events."""
+    """A release as a person reads it: phase, exposure over the plan, the verdict (a table
+    per function and metric from ``run``, the latest analysis run, and its sentence once),
+    the evidence, the latest events (times in ISO 8601, UTC)."""
     now = time.time() if now is None else now
     phase = release["phase"]
     head = Text.assemble(
@@ -274,13 +362,17 @@ def render_status(
     nxt = release.get("next_action_at")
     timing = ""
     if nxt is not None and phase in ("pending", "running", "promoting"):
-        timing = "next action due now" if nxt <= now else f"next action {ago(nxt, now)}"
+        timing = (
+            "next action due now" if nxt <= now else f"next action {ago(nxt, now)} ({when(nxt)})"
+        )
     if phase == "paused":
         timing = "paused: " + (release.get("reason") or "by an operator")
     verdict = _verdict(events)
     parts: list[Any] = [head, Text(f"changes: {changed}"), Text(f"plan: {plan}"), line]
     if timing:
         parts.append(Text(timing))
+    if run is not None and verdict_rows(run):
+        parts.append(verdict_table(run))
     parts.append(Text(f"analysis: {verdict}"))
     evidence = _evidence(events)
     if evidence is not None:
@@ -288,9 +380,10 @@ def render_status(
     if release.get("reason") and phase in ("rolling_back", "rolled_back", "failed"):
         parts.append(Text(f"reason: {release['reason']}", style="red"))
     if events:
-        table = Table("when", "actor", "event", "message", box=None, pad_edge=False)
+        table = Table("when (UTC)", "actor", "event", "message", box=None, pad_edge=False)
+        latest = _latest_analysis(events)
         for ev in events[-6:]:
-            table.add_row(ago(ev["at"], now), ev["actor"], ev["kind"], ev["message"])
+            table.add_row(when(ev["at"]), ev["actor"], ev["kind"], _message(ev, latest))
         parts.append(table)
     return Group(*parts)
 
@@ -324,37 +417,25 @@ def _evidence(events: list[dict[str, Any]]) -> Table | None:
     return table
 
 
+def _latest_analysis(events: list[dict[str, Any]]) -> int | None:
+    for ev in reversed(events):
+        if ev["kind"] == "analysis":
+            return int(ev["id"])
+    return None
+
+
+def _message(ev: dict[str, Any], latest: int | None) -> str:
+    """An event's message; an analysis event's in short (its sentence is the verdict shown
+    above, or an older one)."""
+    if ev["kind"] != "analysis":
+        return str(ev["message"])
+    data = ev.get("data") or {}
+    short = f"{data.get('outcome', '?')}, {data.get('action', '?')}"
+    return f"{short} (the verdict above)" if ev["id"] == latest else short
+
+
 def _verdict(events: list[dict[str, Any]]) -> str:
     for ev in reversed(events):
         if ev["kind"] == "analysis":
             return str(ev["message"])
     return "no analysis yet"
-
-
-def _watch(client: ApiClient, release: dict[str, Any]) -> int:
-    """Follow a release live; the routing stream wakes the display on every change."""
-    changed = threading.Event()
-    stop = threading.Event()
-
-    def follow() -> None:
-        try:
-            for _event, _data in client.stream_events(f"/v1/apps/{release['app']}/routing/stream"):
-                changed.set()
-                if stop.is_set():
-                    return
-        except CliError:
-            changed.set()
-
-    threading.Thread(target=follow, daemon=True).start()
-    rid = release["id"]
-    with Live(render_status(release, []), console=console, refresh_per_second=4) as live:
-        while True:
-            release = client.get(f"/v1/releases/{rid}")
-            events = release_events(client, rid)
-            live.update(render_status(release, events))
-            if release["phase"] in TERMINAL:
-                stop.set()
-                return TERMINAL[release["phase"]]
-            # wake on a change at once; otherwise refresh the countdown each second
-            changed.wait(timeout=1.0)
-            changed.clear()

@@ -1,8 +1,8 @@
 """The analysis step: every interval, judge each running release's canary against stable.
 
 `AnalysisRunner.run` is called by `Controller.tick` (so only the leader
-analyses). For each running release whose ``analysis`` settings are not
-empty, once ``interval`` has passed since its last run (or since traffic
+analyses). For each running release that is judged (`coalmine.core.analysis.judged`:
+by default every one), once ``interval`` has passed since its last run (or since traffic
 started), it:
 
 1. reads each changed function's metrics over the release's window (from
@@ -10,8 +10,9 @@ started), it:
    channel and the baseline version in the stable channel, and judges them
    (`coalmine.core.judge.judge`), each function's sequential tests
    continuing from the state the last run stored; the run's outcome is its
-   worst function's, and its evidence gate (`coalmine.core.gate`) says
-   whether a step may advance;
+   worst judged function's (a function with no call in either channel is
+   idle: noted, not judged), and its evidence gate (`coalmine.core.gate`)
+   says whether a step may advance;
 2. evaluates the release's alarm sources (Prometheus queries,
    `coalmine.integrations.prometheus`; CloudWatch alarms,
    `coalmine.integrations.cloudwatch`); a firing alarm whose metrics blame
@@ -30,7 +31,9 @@ started), it:
    (the change feed).
 
 The loop asks `evidence_ready` before it feeds a judged release a tick: its
-step advances only once the last run opened the gate (DESIGN rule 8).
+step advances only once the last run opened the gate (DESIGN rule 8). Before
+its first run a release with ``idle: clock`` (the judge it gets without
+settings) steps by the clock: it is not known yet to serve any call.
 
 All timing is in the store: the window starts at the release's
 ``started_at``, the next run is due ``interval`` after the last run's time,
@@ -53,10 +56,10 @@ from coalmine.controller.alarms import AlarmWatcher
 from coalmine.controller.analysis_settings import ReleaseAnalysis, release_analysis
 from coalmine.controller.plane import ControlPlane
 from coalmine.core.alarms import AlarmEvaluation, EvaluationState, attributable
-from coalmine.core.analysis import AnalysisSettings
+from coalmine.core.analysis import AnalysisSettings, IdlePolicy, judged
 from coalmine.core.attribution import ReleaseScope, release_scope
 from coalmine.core.errors import InvalidInput
-from coalmine.core.gate import EvidenceGate, evidence_gate, stalled
+from coalmine.core.gate import EvidenceGate, evidence_gate, no_calls, stalled
 from coalmine.core.judge import JudgeState, judge
 from coalmine.core.machine import Command, EventKind
 from coalmine.core.model import Phase
@@ -76,14 +79,20 @@ def _inconclusive(reason: str) -> Verdict:
 
 
 def combine(verdicts: Mapping[str, Verdict]) -> Verdict:
-    """One verdict for several functions: the worst outcome, each sentence naming its
-    function and metric(s) (``cart latency_p99: canary p99 ...``)."""
+    """One verdict for several functions: the worst outcome of the judged ones, each
+    sentence naming its function and metric(s) (``cart latency_p99: canary p99 ...``).
+
+    An idle function (no call in either channel) is not judged: a note says so and it
+    sets nothing; when every function is idle the verdict is idle too (inconclusive,
+    waiting, `coalmine.core.gate.no_calls` its reason)."""
+    idle = [fn for fn, v in verdicts.items() if v.idle]
+    judged = {fn: v for fn, v in verdicts.items() if not v.idle}
     outcome = max(
-        (v.outcome for v in verdicts.values()), key=lambda o: o.severity, default=Outcome.PASS
+        (v.outcome for v in judged.values()), key=lambda o: o.severity, default=Outcome.PASS
     )
     reasons: list[str] = []
     notes: list[str] = []
-    for fn, v in verdicts.items():
+    for fn, v in judged.items():
         notes.extend(f"{fn}: {note}" for note in v.notes)
         if v.outcome is not outcome:
             continue
@@ -92,10 +101,15 @@ def combine(verdicts: Mapping[str, Verdict]) -> Verdict:
             whole = not names or (len(names) > 1 and len(names) == len(v.metrics))
             label = fn if whole else f"{fn} {', '.join(names)}"
             reasons.append(f"{label}: {sentence}")
+    if idle and judged:
+        notes.extend(f"{fn}: {_NOT_JUDGED}" for fn in idle)
     if not verdicts:
         reasons.append("no function changes in this release: nothing to compare")
         outcome = Outcome.INCONCLUSIVE
-    unsure = [v for v in verdicts.values() if v.outcome is Outcome.INCONCLUSIVE]
+    elif not judged:
+        reasons.append(no_calls(idle))
+        outcome = Outcome.INCONCLUSIVE
+    unsure = [v for v in judged.values() if v.outcome is Outcome.INCONCLUSIVE]
     return Verdict(
         outcome,
         (),
@@ -103,9 +117,17 @@ def combine(verdicts: Mapping[str, Verdict]) -> Verdict:
         tuple(notes),
         sum(v.canary_requests for v in verdicts.values()),
         sum(v.stable_requests for v in verdicts.values()),
-        enough=bool(verdicts) and all(v.enough for v in verdicts.values()),
-        waiting=outcome is Outcome.INCONCLUSIVE and bool(unsure) and all(v.waiting for v in unsure),
+        enough=bool(judged) and all(v.enough for v in judged.values()),
+        waiting=outcome is Outcome.INCONCLUSIVE
+        and ((not judged and bool(idle)) or (bool(unsure) and all(v.waiting for v in unsure))),
+        idle=bool(idle) and not judged,
     )
+
+
+_NOT_JUDGED = (
+    "not judged: no call in either channel since traffic started (its candidate follows"
+    " the steps of the functions that serve calls)"
+)
 
 
 class AnalysisRunner:
@@ -169,14 +191,19 @@ class AnalysisRunner:
         except Exception:
             log.exception("analysis: cannot list the active releases")
             return made
-        analysed = [r for r in releases if r.phase is Phase.RUNNING and r.analysis]
+        analysed = [r for r in releases if r.phase is Phase.RUNNING and judged(r.analysis)]
         try:
             last_runs = self.runs_store.last_of([r.id for r in analysed])
         except Exception:
             log.exception("analysis: cannot read the last analysis runs")
             return made
         next_due: float | None = None
-        self._open = {r.id: _gate_open(last_runs[r.id]) for r in analysed if r.id in last_runs}
+        # a release not running yet (pending on a hook) asks too, once it runs
+        self._open = {
+            r.id: _gate_open(last_runs[r.id]) if r.id in last_runs else self._clock_first(r)
+            for r in releases
+            if judged(r.analysis)
+        }
         for release in analysed:
             try:
                 done, due = self._step(release, last_runs.get(release.id), now)
@@ -191,6 +218,14 @@ class AnalysisRunner:
         self._settings = {k: v for k, v in self._settings.items() if k in active}
         self._gates = {k: v for k, v in self._gates.items() if k in active}
         return made
+
+    def _clock_first(self, release: ReleaseRecord) -> bool:
+        """Before its first run: whether a release steps by the clock (``idle: clock``: it is
+        not known yet to serve calls)."""
+        try:
+            return self._spec(release).settings.idle is IdlePolicy.CLOCK
+        except InvalidInput:
+            return False
 
     def _now(self, fixed: float | None) -> float:
         return self.clock() if fixed is None else fixed
@@ -319,6 +354,8 @@ class AnalysisRunner:
         tracker = self._tracker(settings, last).observe(verdict)
         outcome = verdict.outcome
         message = tracker.reason
+        if verdict.idle and gate.open:
+            message = f"not judged: {verdict.reason}; the steps go by the strategy's clock"
         if fired:
             reason = "; ".join(f"alarm {e.name} fired: {e.detail}" for e in fired)
             message = f"{reason}; judge: {tracker.reason}"

@@ -11,6 +11,14 @@ CloudWatch (`coalmine.integrations.cloudwatch_metrics`); ``control-plane``,
 the default, the histograms SDKs and gateways send to the control plane.
 ``namespace`` is the CloudWatch namespace of those EMF metrics (``coalmine``
 by default), also used to attribute CloudWatch alarms on them.
+
+The judge is on by default: a release that gives no settings (and whose app
+gives none) is stored with `DEFAULT_ANALYSIS`, the defaults of
+`AnalysisSettings` with ``idle: clock`` (while no changed function serves a
+call the steps go by the strategy, so a release whose versions report no
+metrics runs as a time-based one). ``{"enabled": false}`` turns analysis off
+(`stored_analysis`); an empty stored object is a release stored before the
+judge was on by default, and is not analysed (`judged`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from coalmine.core.analysis import AnalysisSettings
+from coalmine.core.analysis import AnalysisSettings, judged
 from coalmine.core.attribution import DEFAULT_NAMESPACE, ReleaseScope
 from coalmine.core.errors import InvalidInput
 from coalmine.core.ports import AlarmSource, MetricsProvider
@@ -31,7 +39,19 @@ from coalmine.integrations.cloudwatch import CloudWatchAlarm, CloudWatchAlarmRea
 from coalmine.integrations.cloudwatch_metrics import CloudWatchMetrics
 from coalmine.integrations.prometheus import PrometheusAlarm
 
-__all__ = ["MetricsSource", "ReleaseAnalysis", "parse_alarms", "release_analysis"]
+__all__ = [
+    "DEFAULT_ANALYSIS",
+    "MetricsSource",
+    "ReleaseAnalysis",
+    "judged",
+    "parse_alarms",
+    "release_analysis",
+    "stored_analysis",
+]
+
+DEFAULT_ANALYSIS: Mapping[str, Any] = {"idle": "clock"}
+"""What a release that gives no ``analysis`` is judged with: every default, and the steps go
+by the strategy while no changed function has served a call."""
 
 _NAMESPACE = re.compile(r"[0-9A-Za-z._/#: -]{1,255}")  # CloudWatch's namespace characters
 
@@ -64,7 +84,8 @@ def release_analysis(
     transport: httpx.BaseTransport | None = None,
     scope: Callable[[str], ReleaseScope] | None = None,
 ) -> ReleaseAnalysis | None:
-    """Read a release's ``analysis`` object; None when it is empty (no analysis).
+    """Read a release's stored ``analysis`` object; None when analysis is off (``enabled:
+    false``, or an empty object stored before the judge was on by default).
 
     Every field of `AnalysisSettings.parse`, plus ``alarms`` (see
     `parse_alarms`), ``metrics`` naming the source and ``namespace`` (see the
@@ -75,7 +96,12 @@ def release_analysis(
     if spec is None or (isinstance(spec, Mapping) and not spec):
         return None
     if not isinstance(spec, Mapping):
-        raise InvalidInput('analysis must be an object like {"interval": "1m", ...}')
+        raise InvalidInput(
+            'analysis must be an object like {"interval": "1m", ...}, or {"enabled": false}'
+        )
+    if not _enabled(spec):
+        return None
+    spec = {k: v for k, v in spec.items() if k != "enabled"}
     rest = {k: v for k, v in spec.items() if k not in ("alarms", "namespace")}
     try:
         source, rest = _source(rest)
@@ -93,6 +119,31 @@ def release_analysis(
         quantiles = [check.quantile for check in settings.latency]
         metrics = CloudWatchMetrics(namespace, quantiles=quantiles)
     return ReleaseAnalysis(settings, alarms, source, namespace, metrics)
+
+
+def _enabled(spec: Mapping[str, Any]) -> bool:
+    """Whether ``spec`` turns analysis on: ``enabled`` is true or absent."""
+    enabled = spec.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise InvalidInput(
+            f"analysis: enabled {enabled!r} must be true or false (false turns analysis off)"
+        )
+    if not enabled and len(spec) > 1:
+        others = ", ".join(sorted(str(k) for k in spec if k != "enabled"))
+        raise InvalidInput(
+            f"analysis: enabled is false but {others} given: remove them, or set enabled: true"
+        )
+    return enabled
+
+
+def stored_analysis(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a new release stores as its ``analysis``: `DEFAULT_ANALYSIS` when ``spec`` is
+    empty or None (the judge is on by default), else ``spec`` itself once it parses.
+    Raises `InvalidInput` naming the problem."""
+    if not spec:
+        return dict(DEFAULT_ANALYSIS)
+    release_analysis(spec)
+    return dict(spec)
 
 
 def _source(spec: dict[str, Any]) -> tuple[MetricsSource, dict[str, Any]]:

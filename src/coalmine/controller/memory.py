@@ -27,6 +27,7 @@ from typing import cast
 
 from coalmine.core.alarms import AlarmEvaluation, EvaluationState, validate_alarm_name
 from coalmine.core.alias import AliasCallFailed, AliasRouting
+from coalmine.core.analysis import judged
 from coalmine.core.errors import Conflict, InvalidInput, NotFound
 from coalmine.core.histogram import VersionMetrics
 from coalmine.core.machine import Event, EventKind, Hook, transition
@@ -90,7 +91,7 @@ class MemoryReleaseStore:
             before.progress,
             event,
             hook_deadline=before.hook_deadline,
-            gated=bool(before.analysis),
+            gated=judged(before.analysis),
         )
         if t is None:
             return None

@@ -25,9 +25,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from coalmine.controller.analysis_settings import release_analysis
+from coalmine.controller.analysis_settings import stored_analysis
 from coalmine.controller.schemas import LATEST_PUBLISHED, ReleaseCreate, ReleaseSettings
 from coalmine.controller.versions import lambda_function_of, register
+from coalmine.core.analysis import judged
 from coalmine.core.bucketing import new_salt
 from coalmine.core.errors import (
     Conflict,
@@ -174,8 +175,9 @@ class ReleaseService:
                 raise NotFound(f"version {ver!r} of {fn_name} is not registered; register it first")
         strategy = parse_strategy(req.strategy if req.strategy is not None else defaults.strategy)
         hooks = req.hooks if req.hooks is not None else defaults.hooks
-        analysis = req.analysis if req.analysis is not None else defaults.analysis
-        release_analysis(analysis)
+        analysis = stored_analysis(
+            req.analysis if req.analysis is not None else defaults.analysis
+        )
         route_mode = RouteMode(req.route_mode or defaults.route_mode)
         seq = w.releases.next_seq(app)
         release = Release.start(
@@ -206,7 +208,7 @@ class ReleaseService:
                 candidate=dict(release.candidate),
                 targeting=req.targeting.model_dump(),
                 hooks={k: v.model_dump(mode="json") for k, v in hooks.items()},
-                analysis=dict(analysis),
+                analysis=analysis,
                 exposure=p.exposure,
                 step=p.step,
                 next_action_at=p.next_action_at,
@@ -315,7 +317,7 @@ class ReleaseService:
                     before.progress,
                     event,
                     hook_deadline=before.hook_deadline,
-                    gated=bool(before.analysis),
+                    gated=judged(before.analysis),
                 )
                 if t is None:
                     return None

@@ -104,6 +104,13 @@ _VERSION = f"^{VERSION_PATTERN.pattern}$"
 _VERSION_MAP = TypeAdapter(dict[str, str])
 
 
+def _analysis_switch(value: object) -> object:
+    """``analysis: off`` / ``false`` (YAML reads ``off`` as false) is ``{"enabled": false}``."""
+    if value is False or value == "off":
+        return {"enabled": False}
+    return value
+
+
 class InputModel(BaseModel):
     """Base of every input schema: an unknown field is a 422 that names it, and every
     string in the input, dict keys included and however deep, must be text that can be
@@ -325,9 +332,16 @@ class ReleaseSettings(_In):
     )
     analysis: dict[str, Any] = Field(
         default_factory=dict,
-        description="automatic rollback: the judge's metrics, alarms and thresholds (analysis.md)",
+        description="automatic rollback: the judge's metrics, alarms and thresholds"
+        ' (analysis.md); empty: the judge\'s defaults, {"enabled": false}: no analysis',
     )
     _free_text = frozenset({"analysis"})  # a PromQL query may span lines
+
+    @field_validator("analysis", mode="before")
+    @classmethod
+    def _analysis_off(cls, value: object) -> object:
+        return _analysis_switch(value)
+
     webhooks: list[
         Annotated[
             # published for clients; _webhooks refuses with a sentence that says what to fix
@@ -468,6 +482,11 @@ class ReleaseCreate(_In):
     hooks: dict[Literal["before_allow_traffic", "after_allow_traffic"], HookSpec] | None = None
     analysis: dict[str, Any] | None = None
     _free_text = frozenset({"analysis"})  # a PromQL query may span lines
+
+    @field_validator("analysis", mode="before")
+    @classmethod
+    def _analysis_off(cls, value: object) -> object:
+        return _analysis_switch(value)
 
 
 class OperateRequest(_In):

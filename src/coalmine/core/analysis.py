@@ -4,6 +4,7 @@ Read from a release's ``analysis`` object, every field optional::
 
     {"interval": "30s", "min_requests": 200, "failure_limit": 1,
      "max_inconclusive": 5, "inconclusive": "pause", "power": 0.9, "max_wait": "1h",
+     "idle": "pause",
      "metrics": {"error_rate": {"max_increase_pp": 1.0, "confidence": 0.99},
                  "latency_p99": {"max_increase_pct": 20},
                  "latency_p50": null},
@@ -17,6 +18,14 @@ at the limits before a step may advance (the evidence a step waits for, see
 `coalmine.core.stats.evidence_needed`), and ``max_wait`` how long a step whose
 hold is over may wait for that evidence before the release pauses. Every
 error message names the field and says what to write instead.
+
+A function that has served no call in either channel since traffic started
+is *idle*: it is not judged (its verdict says so) and does not hold the
+release's steps. ``idle`` says what a release whose changed functions are
+*all* idle does: ``pause`` (the default for settings you write: DESIGN rule
+8, no evidence, no promotion) or ``clock`` (the steps go by the strategy,
+each run saying nothing was judged: the judge a release gets when it gives
+no settings, see `coalmine.controller.analysis_settings`).
 """
 
 from __future__ import annotations
@@ -40,8 +49,10 @@ __all__ = [
     "AnalysisSettings",
     "CustomCheck",
     "ErrorRateCheck",
+    "IdlePolicy",
     "InconclusivePolicy",
     "LatencyCheck",
+    "judged",
     "latency_metric_name",
 ]
 
@@ -56,6 +67,7 @@ _TOP_FIELDS = (
     "inconclusive",
     "power",
     "max_wait",
+    "idle",
     "metrics",
     "custom",
 )
@@ -71,6 +83,15 @@ class InconclusivePolicy(StrEnum):
     """Keep stepping: the steps go by the clock unless the canary fails, and the release
     is promoted on schedule without a verdict (the owner's opt-out of waiting for
     evidence)."""
+
+
+class IdlePolicy(StrEnum):
+    """What a release does while none of its changed functions has served a call."""
+
+    PAUSE = "pause"
+    """Wait for evidence, and pause once the step's hold is over (DESIGN rule 8)."""
+    CLOCK = "clock"
+    """Step by the strategy's clock until a function serves calls (then the judge gates)."""
 
 
 def _fraction(value: object, what: str) -> float:
@@ -240,6 +261,8 @@ class AnalysisSettings:
     """the chance of catching a regression exactly at the limits that a step waits for"""
     max_wait: float = 3600.0
     """seconds a step whose hold is over may wait for that evidence before the release pauses"""
+    idle: IdlePolicy = IdlePolicy.PAUSE
+    """what a release does while none of its changed functions has served a call"""
     error_rate: ErrorRateCheck | None = field(default_factory=ErrorRateCheck)
     latency: tuple[LatencyCheck, ...] = DEFAULT_LATENCY
     custom: tuple[CustomCheck, ...] = ()
@@ -278,6 +301,13 @@ class AnalysisSettings:
         except ValueError:
             raise InvalidInput(
                 f"inconclusive {self.inconclusive!r} must be 'pause' or 'continue'"
+            ) from None
+        try:
+            object.__setattr__(self, "idle", IdlePolicy(self.idle))
+        except ValueError:
+            raise InvalidInput(
+                f"idle {self.idle!r} must be 'pause' (wait for calls, then pause) or 'clock'"
+                " (step by the strategy while no changed function serves a call)"
             ) from None
         if self.error_rate is not None and not isinstance(self.error_rate, ErrorRateCheck):
             raise InvalidInput("error_rate must be an ErrorRateCheck or None")
@@ -333,7 +363,14 @@ class AnalysisSettings:
                 kwargs["max_wait"] = parse_duration(spec["max_wait"])
             except InvalidInput as exc:
                 raise InvalidInput(f"max_wait: {exc}") from None
-        for name in ("min_requests", "failure_limit", "max_inconclusive", "inconclusive", "power"):
+        for name in (
+            "min_requests",
+            "failure_limit",
+            "max_inconclusive",
+            "inconclusive",
+            "power",
+            "idle",
+        ):
             if name in spec:
                 kwargs[name] = spec[name]
         if "metrics" in spec:
@@ -361,6 +398,7 @@ class AnalysisSettings:
             "inconclusive": str(self.inconclusive),
             "power": self.power,
             "max_wait": format_duration(self.max_wait),
+            "idle": str(self.idle),
             "metrics": metrics,
             "custom": [c.to_dict() for c in self.custom],
         }
@@ -430,3 +468,10 @@ def _parse_custom(spec: object) -> tuple[CustomCheck, ...]:
             raise InvalidInput(f"custom[{i}] needs a name")
         out.append(CustomCheck(**given))
     return tuple(out)
+
+
+def judged(stored: Mapping[str, Any]) -> bool:
+    """Whether a stored release is analysed (its steps then wait for the judge's evidence):
+    not when its ``analysis`` object is empty (stored before the judge was on by default)
+    or says ``enabled: false``."""
+    return bool(stored) and stored.get("enabled", True) is not False

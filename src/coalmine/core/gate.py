@@ -7,7 +7,11 @@ gate is open when every function passed on enough evidence, every tested
 metric having served the requests it needs
 (`coalmine.core.verdict.MetricResult.needed`). ``inconclusive: continue`` is
 the owner's explicit opt-out: the gate is then open unless the canary failed,
-and the steps go by the clock. `stalled` says when a release
+and the steps go by the clock. An *idle* function (no call in either channel
+since traffic started, `coalmine.core.verdict.Verdict.idle`) is not judged
+and holds nothing; while every function is idle the gate is open with
+``idle: clock`` (the steps go by the strategy) and shut with ``idle: pause``.
+`stalled` says when a release
 whose hold is over must pause instead of waiting on: when the evidence
 cannot come (no canary traffic, no stable traffic to compare with, a limit
 finer than the histograms can tell) or has not come within ``max_wait``; its
@@ -17,15 +21,15 @@ step, a wider limit).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coalmine.core.analysis import AnalysisSettings, InconclusivePolicy
+from coalmine.core.analysis import AnalysisSettings, IdlePolicy, InconclusivePolicy
 from coalmine.core.strategy import format_duration
 from coalmine.core.verdict import Outcome, Verdict
 
-__all__ = ["EvidenceGate", "Shortfall", "evidence_gate", "stalled"]
+__all__ = ["EvidenceGate", "Shortfall", "evidence_gate", "no_calls", "stalled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,13 @@ class EvidenceGate:
     """why it is closed (one line), empty when open"""
     metrics: tuple[Shortfall, ...]
     """every tested metric's evidence, enough or not"""
+    idle: tuple[str, ...] = ()
+    """the functions not judged: no call in either channel since traffic started"""
+
+    @property
+    def all_idle(self) -> bool:
+        """Whether no function was judged because none has served a call."""
+        return bool(self.idle) and not self.metrics
 
     @property
     def short(self) -> tuple[Shortfall, ...]:
@@ -79,11 +90,22 @@ class EvidenceGate:
             "open": self.open,
             "reason": self.reason,
             "metrics": [m.to_dict() for m in self.metrics],
+            "idle": list(self.idle),
         }
+
+
+def no_calls(functions: Sequence[str]) -> str:
+    """The sentence for a release none of whose changed functions has served a call."""
+    return (
+        f"no data: no changed function ({', '.join(functions)}) has served a call in either"
+        " channel since traffic started"
+    )
 
 
 def evidence_gate(verdicts: Mapping[str, Verdict], settings: AnalysisSettings) -> EvidenceGate:
     """The gate after one analysis run whose verdicts (by function) are ``verdicts``."""
+    idle = tuple(fn for fn, v in verdicts.items() if v.idle)
+    verdicts = {fn: v for fn, v in verdicts.items() if not v.idle}
     metrics = tuple(
         Shortfall(fn, m.name, m.evidence, m.needed, m.limit, m.change_unit)
         for fn, v in verdicts.items()
@@ -91,23 +113,35 @@ def evidence_gate(verdicts: Mapping[str, Verdict], settings: AnalysisSettings) -
         if m.evidence is not None
     )
     short = [m for m in metrics if not m.enough]
+    if not verdicts and idle:
+        if (
+            settings.idle is IdlePolicy.CLOCK
+            or settings.inconclusive is InconclusivePolicy.CONTINUE
+        ):
+            return EvidenceGate(True, "", (), idle)
+        return EvidenceGate(False, no_calls(idle), (), idle)
     if not verdicts:
         return EvidenceGate(False, "no function changes in this release: nothing to judge", ())
     failed = [fn for fn, v in verdicts.items() if v.outcome is Outcome.FAIL]
     if failed:
-        return EvidenceGate(False, f"the canary failed analysis ({', '.join(failed)})", metrics)
+        return EvidenceGate(
+            False, f"the canary failed analysis ({', '.join(failed)})", metrics, idle
+        )
     if settings.inconclusive is InconclusivePolicy.CONTINUE:
         # the release's owner opted out: steps go by the clock unless the canary fails
-        return EvidenceGate(True, "", metrics)
+        return EvidenceGate(True, "", metrics, idle)
     unsure = [fn for fn, v in verdicts.items() if v.outcome is Outcome.INCONCLUSIVE]
     if short:
         shown = "; ".join(m.describe() for m in short)
-        return EvidenceGate(False, f"waiting for evidence: {shown}", metrics)
+        return EvidenceGate(False, f"waiting for evidence: {shown}", metrics, idle)
     if unsure:
         return EvidenceGate(
-            False, f"waiting for a verdict: analysis inconclusive ({', '.join(unsure)})", metrics
+            False,
+            f"waiting for a verdict: analysis inconclusive ({', '.join(unsure)})",
+            metrics,
+            idle,
         )
-    return EvidenceGate(True, "", metrics)
+    return EvidenceGate(True, "", metrics, idle)
 
 
 def _what(short: Shortfall) -> str:
@@ -144,6 +178,12 @@ def stalled(
     """
     if gate.open:
         return None
+    if gate.all_idle:
+        return (
+            f"not enough evidence to judge the canary: {no_calls(gate.idle)}; check that"
+            " traffic reaches the app and its SDKs or gateways send metrics, or let the steps"
+            " go by the clock while nothing is called (analysis idle: clock)"
+        )
     fix = (
         "give it more time (resume: the step waits up to max_wait again), a larger step"
         " (more exposure), or a wider limit"

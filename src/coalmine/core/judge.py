@@ -42,7 +42,9 @@ limit passes, and one beyond it is ``inconclusive`` (no distribution, so no
 test can say the difference is real, and no evidence to wait for): latency
 alone never fails a canary judged from percentiles. Too little traffic on
 either side makes every metric inconclusive (the verdict is *waiting*):
-never a silent pass and never a rollback on its own. The comparison is always
+never a silent pass and never a rollback on its own; with no call on either
+side the verdict is also *idle* (`Verdict.idle`: nothing to judge, see
+`coalmine.core.gate`). The comparison is always
 against stable in the same window, look by look, so a fault stable shares
 (an alarm already firing before the release, a dependency failing for
 everyone) is reported and not attributed to the canary.
@@ -554,4 +556,5 @@ def _verdict(
         enough=all(r.enough for r in results),
         waiting=outcome is Outcome.INCONCLUSIVE and inconclusive <= short,
         state=state,
+        idle=canary_requests == 0 and stable_requests == 0,
     )

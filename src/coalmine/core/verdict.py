@@ -105,6 +105,9 @@ class Verdict:
     """inconclusive only for want of data (too little traffic): evidence still coming"""
     state: JudgeState | None = None
     """the judge's sequential state after this look, for the next one"""
+    idle: bool = False
+    """neither channel served a call in the window: nothing was judged, and the function
+    does not hold the release's steps (`coalmine.core.gate`)"""
 
     @property
     def ready(self) -> bool:
@@ -131,6 +134,7 @@ class Verdict:
             "stable_requests": self.stable_requests,
             "enough": self.enough,
             "waiting": self.waiting,
+            "idle": self.idle,
             "metrics": [m.to_dict() for m in self.metrics],
             "state": self.state.to_dict() if self.state is not None else None,
         }

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from coalmine.controller.alarm_notice import parse_notice
 from coalmine.controller.schemas import AlarmHandled, AlarmRead, AnalysisRunRead
 from coalmine.controller.tokens import Principal
+from coalmine.core.errors import NotFound
 from coalmine.core.wire import MAX_INT
 from coalmine.web.auth import Require
 from coalmine.web.deps import PlaneDep
@@ -102,3 +103,15 @@ def release_analysis(
     return [
         AnalysisRunRead.of(r) for r in plane.runs.of_release(release_id, after=after, limit=limit)
     ]
+
+
+@router.get(
+    "/v1/releases/{release_id}/analysis/latest",
+    summary="A release's latest analysis run (404 before its first)",
+)
+def latest_analysis(release_id: str, _: Viewer, plane: PlaneDep) -> AnalysisRunRead:
+    plane.releases.get(release_id)  # an unknown release is a 404 that says so
+    run = plane.runs.last(release_id)
+    if run is None:
+        raise NotFound(f"release {release_id} has no analysis run yet")
+    return AnalysisRunRead.of(run)
