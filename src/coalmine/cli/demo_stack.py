@@ -1,0 +1,541 @@
+"""What `coalmine demo` runs in one process, and takes down again: the whole product on loopback.
+
+`Stack` starts the control plane (its store a temporary SQLite file unless a
+database URL is given) with the rollout controller, the example app's
+functions (behind the gateway's local runtime, or behind the local Lambda
+Invoke endpoint with ``lambda_mode``), the gateway, a stream (in memory, or
+NATS JetStream), ``notify-user``'s consumer (an SDK `Client` that follows the
+routing, dispatches each record to its chain's version and sends the
+per-version metrics), and a crowd of simulated users placing orders
+(`Crowd`). Everything is in threads of this process; `close` stops them in
+the reverse order and removes the temporary directory, also after a failure
+half way through `start`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+import random
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from coalmine.core.model import Channel
+from coalmine.core.signing import Keyring
+
+__all__ = ["APP", "Crowd", "Ledger", "Notified", "Placed", "Stack", "find_app_dir"]
+
+APP = "food-ordering"
+EXAMPLE = Path("examples") / "food_ordering" / "coalmine.yaml"
+WIRING = "examples.food_ordering.app"
+TOPIC = "order_placed"
+USER_HEADER = "x-user-id"
+CONSUMER = "notify-user"
+
+
+def find_app_dir(given: str | None) -> Path:
+    """The directory that holds ``examples/food_ordering``: ``given``, else the working
+    directory, else the source tree this package was installed from (editable)."""
+    candidates = (
+        [Path(given)]
+        if given
+        else [Path.cwd(), Path(__file__).resolve().parents[3]]  # src/coalmine/cli -> root
+    )
+    for d in candidates:
+        if (d / EXAMPLE).is_file():
+            return d.resolve()
+    where = given or "the working directory"
+    raise FileNotFoundError(
+        f"{EXAMPLE} is not in {where}: run coalmine demo from the repository's root"
+        " or pass --app-dir with the directory that holds examples/"
+    )
+
+
+# what happened to each order -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """One answer of ``place-order`` to a simulated user."""
+
+    order: str
+    user: str
+    done: float
+    """time.time() when the answer came"""
+    status: int
+    version: str
+    channel: str
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Notified:
+    """What ``notify-user``'s consumer did with one order's event."""
+
+    order: str
+    version: str | None
+    channel: str
+    ok: bool
+    error: str | None
+
+
+@dataclass
+class Ledger:
+    """Every order's answer and notification, shared by the crowd's and the consumer's threads."""
+
+    placed: dict[str, Placed] = field(default_factory=dict)
+    notified: dict[str, Notified] = field(default_factory=dict)
+    transport_errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_placed(self, p: Placed) -> None:
+        with self._lock:
+            self.placed[p.order] = p
+
+    def add_notified(self, n: Notified) -> None:
+        with self._lock:
+            # the first delivery decides: a failed notification is the order's failure
+            self.notified.setdefault(n.order, n)
+
+    def add_error(self) -> None:
+        with self._lock:
+            self.transport_errors += 1
+
+    def between(self, start: float, end: float) -> list[Placed]:
+        with self._lock:
+            return [p for p in self.placed.values() if start <= p.done < end]
+
+    def notification(self, order: str) -> Notified | None:
+        with self._lock:
+            return self.notified.get(order)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.placed)
+
+
+class Crowd:
+    """``users`` simulated users placing orders through the gateway from ``threads`` threads."""
+
+    def __init__(self, url: str, ledger: Ledger, users: int, threads: int, seed: int) -> None:
+        self.url = url
+        self.ledger = ledger
+        self.users = [f"user-{i:03d}" for i in range(users)]
+        self.seed = seed
+        self._stop = threading.Event()
+        self._ids = itertools.count(1)
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"demo-user-{i}", daemon=True)
+            for i in range(threads)
+        ]
+
+    def start(self) -> Crowd:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _run(self, n: int) -> None:
+        rng = random.Random(self.seed * 1000 + n)
+        menu = ["pizza", "salad", "curry", "noodles", "soup", "tacos"]
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            while not self._stop.is_set():
+                user = rng.choice(self.users)
+                order = f"o-{next(self._ids)}"
+                body = {"id": order, "items": rng.sample(menu, rng.randint(1, 3))}
+                t0 = time.perf_counter()
+                try:
+                    r = http.post("/place-order/", json=body, headers={USER_HEADER: user})
+                except httpx.HTTPError:
+                    self.ledger.add_error()
+                    self._stop.wait(0.05)
+                    continue
+                self.ledger.add_placed(
+                    Placed(
+                        order,
+                        user,
+                        time.time(),
+                        r.status_code,
+                        r.headers.get("x-coalmine-version", "?"),
+                        r.headers.get("x-coalmine-channel", "?"),
+                        (time.perf_counter() - t0) * 1000.0,
+                    )
+                )
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+
+# the consumer ------------------------------------------------------------------------
+
+
+class Consumer:
+    """``notify-user``: consumes ``order_placed`` and runs each record on its chain's version.
+
+    A failed record is counted as its order's failure and acked (dead-lettered),
+    as a consumer with an on-failure destination does; records skipped behind
+    it come back after the stream's ack wait.
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        client: Any,
+        handlers: Mapping[str, Callable[[Any], Any]],
+        ledger: Ledger,
+        app: str,
+    ) -> None:
+        self.stream, self.client, self.ledger, self.app = stream, client, ledger, app
+        self.handlers = {v: self._timed(v, h) for v, h in handlers.items()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-notify-user", daemon=True)
+
+    def _timed(self, version: str, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        from coalmine.sdk.scope import current_decision
+
+        def run(payload: Any) -> Any:
+            t0 = time.perf_counter()
+            ok = False
+            try:
+                result = handler(payload)
+                ok = True
+                return result
+            finally:
+                decision = current_decision()
+                channel = decision.channel if decision is not None else Channel.STABLE
+                ms = (time.perf_counter() - t0) * 1000.0
+                self.client.record(self.app, CONSUMER, version, channel, ms, error=not ok)
+
+        return run
+
+    def start(self) -> Consumer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from coalmine.sdk.dispatch import RecordStatus, consume_and_dispatch
+        from coalmine.sdk.records import read_record
+
+        while not self._stop.is_set():
+            try:
+                result = consume_and_dispatch(
+                    self.stream,
+                    TOPIC,
+                    CONSUMER,
+                    "demo",
+                    self.handlers,
+                    app=self.app,
+                    function=CONSUMER,
+                    router=self.client,
+                    max_records=50,
+                    timeout=0.2,
+                )
+            except Exception:  # a stream closing under us at shutdown
+                if self._stop.is_set():
+                    return
+                self._stop.wait(0.1)
+                continue
+            failed = []
+            for o in result.outcomes:
+                if o.status is RecordStatus.SKIPPED:
+                    continue
+                try:
+                    order = str(read_record(o.record)[2]["order_id"])
+                except Exception:
+                    order = f"unreadable-{o.record.sequence}"
+                self.ledger.add_notified(
+                    Notified(order, o.version, str(o.channel), o.ok, o.error)
+                )
+                if not o.ok:
+                    failed.append(o.record)
+            if failed:
+                self.stream.ack(TOPIC, CONSUMER, failed)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+# servers in threads ----------------------------------------------------------------------
+
+
+def _serve(app: Any, *, http: str = "auto") -> Iterator[str]:
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app,
+        log_level="error",
+        lifespan="on",
+        ws="none",
+        http=http,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="demo-uvicorn", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:  # uvicorn has a flag, not an event
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("a demo server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _served(app: Any, **kw: Any) -> AbstractContextManager[str]:
+    from contextlib import contextmanager
+
+    return contextmanager(_serve)(app, **kw)
+
+
+@dataclass
+class Options:
+    users: int = 300
+    threads: int = 8
+    seed: int = 1
+    lambda_mode: bool = False
+    database_url: str | None = None
+    nats_url: str | None = None
+    app_dir: str | None = None
+
+
+class Stack:
+    """The demo's running system; see the module. Use as a context manager."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.app = APP
+        self.ledger = Ledger()
+        self.tmp: str | None = None
+        self.plane_url = self.gateway_url = self.lambda_url = ""
+        self.admin_token = ""
+        self.database_shown = ""
+        self.stream_shown = ""
+        self.service: Any = None
+        self.crowd: Crowd | None = None
+        self._exit = ExitStack()
+        self._env: dict[str, str | None] = {}
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _setenv(self, name: str, value: str) -> None:
+        self._env.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def start(self) -> None:
+        from coalmine.controller.hooks import HookDispatcher
+        from coalmine.controller.leader import SoleLeadership
+        from coalmine.controller.loop import Controller
+        from coalmine.controller.schemas import AppSpec
+        from coalmine.web.app import create_app
+
+        o = self.options
+        root = find_app_dir(o.app_dir)
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+            self._exit.callback(lambda: str(root) in sys.path and sys.path.remove(str(root)))
+        spec: dict[str, Any] = yaml.safe_load((root / EXAMPLE).read_text())
+        self.tmp = tempfile.mkdtemp(prefix="coalmine-demo-")
+        if o.database_url:
+            # a shared database: a name of its own, so runs never meet each other's releases
+            self.app = f"{APP}-{secrets.token_hex(3)}"
+            url = o.database_url
+        else:
+            url = f"sqlite:///{Path(self.tmp) / 'coalmine.db'}"
+        self.database_shown = url.split("@")[-1] if "@" in url else url
+        spec["app"] = self.app
+        keyring = Keyring.single(secrets.token_urlsafe(32), "demo")
+        handlers = {
+            fn: dict(body["versions"]) for fn, body in spec["functions"].items()
+        }
+
+        if o.lambda_mode:
+            self._start_lambda(handlers, spec)
+
+        web = create_app(database_url=url, signing_keys=keyring, heartbeat=5.0)
+        self.service = web.state.plane
+        tokens = web.state.tokens
+        self.admin_token = tokens.create(f"demo-admin-{secrets.token_hex(3)}", "admin").token
+        self.plane_url = self._exit.enter_context(_served(web))
+        self.service.catalog.apply(AppSpec.model_validate(spec), "demo")
+        sdk_key = tokens.create(f"demo-{self.app}-{secrets.token_hex(3)}", "sdk", self.app).token
+
+        controller = Controller(
+            self.service,
+            feed=web.state.feed,
+            leadership=SoleLeadership(),  # the demo's own controller; its app is its own
+            hooks=self._exit.enter_context(_closing(HookDispatcher())),
+            interval=0.2,
+        )
+        controller.start()
+        self._exit.callback(controller.stop)
+
+        stream = self._stream()
+        self.gateway_url = self._start_gateway(keyring, sdk_key)
+
+        wiring = importlib.import_module(WIRING)
+        wiring.configure(stream, self.gateway_url)
+        self._exit.callback(wiring.configure, None, None)
+
+        from coalmine.sdk.client import Client
+
+        client = Client(
+            self.plane_url,
+            sdk_key,
+            apps=[self.app],
+            signing_keys=keyring,
+            flush_interval=0.5,
+            cache_dir=self.tmp,
+            wait=10,
+        )
+        self._exit.callback(client.close)
+        consumer_handlers = {
+            v: _load_handler(ref) for v, ref in handlers[CONSUMER].items()
+        }
+        consumer = Consumer(stream, client, consumer_handlers, self.ledger, self.app).start()
+        self._exit.callback(consumer.stop)
+        self.crowd = Crowd(self.gateway_url, self.ledger, o.users, o.threads, o.seed).start()
+        self._exit.callback(self.crowd.stop)
+
+    def _start_lambda(self, handlers: dict[str, dict[str, str]], spec: dict[str, Any]) -> None:
+        from coalmine.gateway.server import PROTOCOL
+        from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda
+
+        functions = {
+            fn: LambdaFunction(fn, versions, timeout=10.0) for fn, versions in handlers.items()
+        }
+        local = LocalLambda(functions)
+        self._exit.callback(local.close)
+        # served as the gateway is (head and body of an answer in one write)
+        self.lambda_url = self._exit.enter_context(_served(local, http=PROTOCOL))
+        self._setenv("AWS_ENDPOINT_URL_LAMBDA", self.lambda_url)
+        self._setenv("AWS_ACCESS_KEY_ID", "demo")
+        self._setenv("AWS_SECRET_ACCESS_KEY", "demo")
+        self._setenv("AWS_DEFAULT_REGION", local.region)
+        self._setenv("AWS_REGION", local.region)
+        for fn, body in spec["functions"].items():
+            body["versions"] = {v: f"lambda:{fn}:{v}" for v in body["versions"]}
+
+    def _stream(self) -> Any:
+        o = self.options
+        if o.nats_url:
+            from coalmine.integrations.nats import NatsJetStream
+
+            nats = NatsJetStream(
+                o.nats_url, prefix=f"demo{secrets.token_hex(4)}", ack_wait=1.0, storage="memory"
+            )
+
+            def drop() -> None:
+                try:
+                    nats.delete_topic(TOPIC)
+                finally:
+                    nats.close()
+
+            self._exit.callback(drop)
+            self.stream_shown = f"NATS JetStream {o.nats_url}"
+            return nats
+        from coalmine.integrations.memory import MemoryStream
+
+        self.stream_shown = "in memory"
+        return MemoryStream(partitions=4, ack_wait=1.0)
+
+    def _start_gateway(self, keyring: Keyring, sdk_key: str) -> str:
+        from coalmine.gateway import GatewayConfig, IdentityConfig
+        from coalmine.gateway.app import Gateway
+        from coalmine.gateway.server import PROTOCOL
+        from coalmine.gateway.source import SyncSource
+
+        config = GatewayConfig(
+            app=self.app,
+            control_plane_url=self.plane_url,
+            sdk_key=sdk_key,
+            keyring=keyring,
+            identity=IdentityConfig(user_header=USER_HEADER),
+            timeout=10.0,
+            local_workers=48,
+        )
+        gateway = Gateway(
+            config, SyncSource(self.plane_url, sdk_key, self.app), metrics_interval=0.5
+        )
+        url = self._exit.enter_context(_served(gateway, http=PROTOCOL))
+        deadline = time.monotonic() + 20
+        with httpx.Client(timeout=5) as http:  # the gateway answers 503 until it has routing
+            while http.get(f"{url}/kitchen/").status_code == 503:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the gateway got no routing from the control plane")
+                time.sleep(0.05)
+        return url
+
+    # --- tear-down --------------------------------------------------------------------
+
+    def stop_crowd(self) -> None:
+        if self.crowd is not None:
+            self.crowd.stop()
+
+    def close(self) -> None:
+        try:
+            self._exit.close()
+        finally:
+            for name, value in self._env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            self._env.clear()
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.tmp = None
+
+
+class _closing(AbstractContextManager[Any]):
+    def __init__(self, thing: Any) -> None:
+        self.thing = thing
+
+    def __enter__(self) -> Any:
+        return self.thing
+
+    def __exit__(self, *exc: object) -> None:
+        self.thing.close()
+
+
+def _load_handler(ref: str) -> Callable[[Any], Any]:
+    module, _, name = ref.partition(":")
+    handler: Callable[[Any], Any] = getattr(importlib.import_module(module), name)
+    return handler
