@@ -15,5 +15,5 @@ def handler(event: dict[str, Any], context: object = None) -> dict[str, Any]:
     except ValueError:
         return reply(400, {"error": "the body must be a JSON order"})
     items = order.get("items") if isinstance(order, dict) else None
-    work(2.0)
+    work(5.0)
     return reply(200, {"order_id": order.get("id"), "prep_minutes": 10 + 2 * len(items or [])})

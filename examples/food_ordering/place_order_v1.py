@@ -21,7 +21,7 @@ def handler(event: dict[str, Any], context: object = None) -> dict[str, Any]:
         order = Order.of(event)
     except BadOrder as exc:
         return reply(400, {"error": str(exc)})
-    work(8.0)
+    work(60.0, 0.25)
     ticket = order.kitchen()
     placed = order_placed(order.order, order.user, ticket["prep_minutes"])
     order.publish(placed)

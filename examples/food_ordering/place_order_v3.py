@@ -29,9 +29,9 @@ def handler(event: dict[str, Any], context: object = None) -> dict[str, Any]:
         order = Order.of(event)
     except BadOrder as exc:
         return reply(400, {"error": str(exc)})
-    work(8.0)
+    work(60.0, 0.25)
     if random.random() < MISS_RATE:
-        time.sleep(random.uniform(0.040, 0.055))  # the cache miss
+        time.sleep(random.uniform(0.100, 0.130))  # the cache miss
     ticket = order.kitchen()
     placed = order_placed(order.order, order.user, ticket["prep_minutes"])
     order.publish(placed)

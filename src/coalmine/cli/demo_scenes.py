@@ -174,13 +174,13 @@ class _Tally:
         return len(self.met) / len(self.active) if self.active else 0.0
 
 
-def _drain(stack: Stack, until: float, timeout: float = 15.0) -> None:
-    """Wait until every order answered before ``until`` has its notification."""
+def _drain(stack: Stack, since: float, until: float, timeout: float = 15.0) -> None:
+    """Wait until every order answered in [since, until) has its notification."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         waiting = [
             p
-            for p in stack.ledger.between(0.0, until)
+            for p in stack.ledger.between(since, until)
             if p.status == 201 and stack.ledger.notification(p.order) is None
         ]
         if not waiting:
@@ -253,7 +253,7 @@ class _Scene:
             rel = self.poll()
             if done(rel) or time.monotonic() > deadline:
                 return rel
-            time.sleep(0.25)
+            time.sleep(0.5)
 
 
 def _wait_idle(stack: Stack) -> None:
@@ -287,7 +287,7 @@ def request_mode(stack: Stack, watcher: Watcher) -> RequestModeResult:
         f"scene 1 is over: {REQUEST_SECONDS:g}s of a weighted alias at 10%",
     )
     scene.follow(lambda r: str(r.phase) in TERMINAL)
-    _drain(stack, end)
+    _drain(stack, started, end)
     tally = _Tally(stack, started, end, scene.candidate)
     scene.poll()
     return RequestModeResult(
@@ -337,9 +337,9 @@ def user_mode(stack: Stack, watcher: Watcher, previous: float | None = None) -> 
     )
     rel = scene.follow(lambda r: str(r.phase) in TERMINAL)
     end = time.time()
-    _drain(stack, end)
-    scene.poll()
     started = scene.at("started") or end
+    _drain(stack, started, end)
+    scene.poll()
     # the first step ends when the next begins; an answer that came before that event
     # was decided at 10% (the gateway learns of a step after the store has it)
     step_end = scene.at("step", 5000) or end

@@ -14,6 +14,8 @@ half way through `start`.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import importlib
 import itertools
 import os
@@ -34,6 +36,7 @@ from typing import Any
 import httpx
 import yaml
 
+from coalmine.core.errors import InvalidInput
 from coalmine.core.model import Channel
 from coalmine.core.signing import Keyring
 
@@ -59,7 +62,7 @@ def find_app_dir(given: str | None) -> Path:
         if (d / EXAMPLE).is_file():
             return d.resolve()
     where = given or "the working directory"
-    raise FileNotFoundError(
+    raise InvalidInput(
         f"{EXAMPLE} is not in {where}: run coalmine demo from the repository's root"
         " or pass --app-dir with the directory that holds examples/"
     )
@@ -97,14 +100,19 @@ class Notified:
 class Ledger:
     """Every order's answer and notification, shared by the crowd's and the consumer's threads."""
 
-    placed: dict[str, Placed] = field(default_factory=dict)
+    placed: list[Placed] = field(default_factory=list)
+    """in the order the answers came (so by ``done``)"""
     notified: dict[str, Notified] = field(default_factory=dict)
     transport_errors: int = 0
+    _done: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_placed(self, p: Placed) -> None:
         with self._lock:
-            self.placed[p.order] = p
+            # stamped under the lock, so the list stays sorted by time
+            p = dataclasses.replace(p, done=time.time())
+            self.placed.append(p)
+            self._done.append(p.done)
 
     def add_notified(self, n: Notified) -> None:
         with self._lock:
@@ -116,8 +124,11 @@ class Ledger:
             self.transport_errors += 1
 
     def between(self, start: float, end: float) -> list[Placed]:
+        """The answers that came in [start, end)."""
         with self._lock:
-            return [p for p in self.placed.values() if start <= p.done < end]
+            lo = bisect.bisect_left(self._done, start)
+            hi = bisect.bisect_left(self._done, end)
+            return self.placed[lo:hi]
 
     def notification(self, order: str) -> Notified | None:
         with self._lock:
@@ -244,6 +255,10 @@ class Consumer:
                     router=self.client,
                     max_records=50,
                     timeout=0.2,
+                    # an event in flight when its release settles keeps its chain's
+                    # version: notify-user v2 cannot read the v1 event of a stable chain
+                    drain_stable_after_promotion=True,
+                    drain_canary_after_rollback=True,
                 )
             except Exception:  # a stream closing under us at shutdown
                 if self._stop.is_set():
@@ -317,7 +332,7 @@ def _served(app: Any, **kw: Any) -> AbstractContextManager[str]:
 @dataclass
 class Options:
     users: int = 300
-    threads: int = 8
+    threads: int = 16
     seed: int = 1
     lambda_mode: bool = False
     database_url: str | None = None
