@@ -11,6 +11,7 @@ removed on every way out: the end, Ctrl-C, SIGTERM, a failure.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -273,6 +274,12 @@ def command(
             min=1, max=64, metavar="N", help="Users ordering at the same time (client threads)."
         ),
     ] = 16,
+    rate: Annotated[
+        float,
+        typer.Option(
+            min=20, max=2000, metavar="N", help="Orders a second, spread over the users."
+        ),
+    ] = 120,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the users' choices.")] = 1,
     database_url: Annotated[
         str | None,
@@ -332,6 +339,7 @@ def command(
     options = Options(
         users=users,
         threads=threads,
+        rate=rate,
         seed=seed,
         lambda_mode=use_lambda,
         database_url=database_url,
@@ -339,6 +347,8 @@ def command(
         app_dir=app_dir,
     )
     t0 = time.monotonic()
+    # the demo says what happens itself; the controller's log lines would say it twice
+    logging.getLogger("coalmine").setLevel(logging.ERROR)
     try:
         with _terminate_as_interrupt():
             try:

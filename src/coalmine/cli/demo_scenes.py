@@ -197,8 +197,8 @@ class _Scene:
         self.release = ""
         self.candidate: dict[str, str] = {}
         self.verdicts: list[str] = []
-        self._seen_events = 0
-        self._seen_runs = 0
+        self._last_event = 0
+        self._last_run = 0
         self.events: list[Any] = []
 
     def start(self, candidate: dict[str, str], **settings: Any) -> None:
@@ -218,19 +218,21 @@ class _Scene:
 
     def poll(self) -> Any:
         rel = self.service.releases.get(self.release)
-        events = self.service.audit.events(release_id=self.release, limit=1000)
-        for e in events[self._seen_events :]:
-            if e.kind not in ("analysis",):
+        # only what is new since the last look: a scene polls twice a second
+        events = self.service.audit.events(
+            release_id=self.release, after=self._last_event, limit=1000
+        )
+        for e in events:
+            self._last_event = max(self._last_event, e.id)
+            self.events.append(e)
+            if e.kind != "analysis":
                 self.watcher.event(self.number, f"{e.kind}: {e.message}")
-        self._seen_events = len(events)
-        self.events = events
-        runs = self.service.runs.of_release(self.release)
-        for r in runs[self._seen_runs :]:
+        for r in self.service.runs.of_release(self.release, after=self._last_run):
+            self._last_run = max(self._last_run, r.id)
             outcome = str(r.outcome)
             self.verdicts.append(outcome)
             reason = str(r.results.get("reason") or "")
             self.watcher.event(self.number, f"judge: {outcome}" + (f" ({reason})" if reason else ""))
-        self._seen_runs = len(runs)
         started = self.at("started") or time.time()
         tally = _Tally(self.stack, started, time.time(), self.candidate)
         self.watcher.progress(

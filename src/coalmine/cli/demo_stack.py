@@ -140,10 +140,19 @@ class Ledger:
 
 
 class Crowd:
-    """``users`` simulated users placing orders through the gateway from ``threads`` threads."""
+    """``users`` simulated users placing ``rate`` orders a second through the gateway, from
+    ``threads`` threads.
 
-    def __init__(self, url: str, ledger: Ledger, users: int, threads: int, seed: int) -> None:
+    The pace is fixed (an open loop, as real users do not wait for each other): a
+    machine that falls behind serves fewer orders, rather than queueing them and
+    measuring its own queue as everyone's latency.
+    """
+
+    def __init__(
+        self, url: str, ledger: Ledger, users: int, threads: int, seed: int, rate: float
+    ) -> None:
         self.url = url
+        self.every = threads / rate
         self.ledger = ledger
         self.users = [f"user-{i:03d}" for i in range(users)]
         self.seed = seed
@@ -162,8 +171,10 @@ class Crowd:
     def _run(self, n: int) -> None:
         rng = random.Random(self.seed * 1000 + n)
         menu = ["pizza", "salad", "curry", "noodles", "soup", "tacos"]
+        due = time.monotonic() + rng.uniform(0, self.every)
         with httpx.Client(base_url=self.url, timeout=10) as http:
-            while not self._stop.is_set():
+            while not self._stop.wait(max(0.0, due - time.monotonic())):
+                due = max(due + self.every, time.monotonic())
                 user = rng.choice(self.users)
                 order = f"o-{next(self._ids)}"
                 body = {"id": order, "items": rng.sample(menu, rng.randint(1, 3))}
@@ -172,7 +183,6 @@ class Crowd:
                     r = http.post("/place-order/", json=body, headers={USER_HEADER: user})
                 except httpx.HTTPError:
                     self.ledger.add_error()
-                    self._stop.wait(0.05)
                     continue
                 self.ledger.add_placed(
                     Placed(
@@ -333,6 +343,7 @@ def _served(app: Any, **kw: Any) -> AbstractContextManager[str]:
 class Options:
     users: int = 300
     threads: int = 16
+    rate: float = 120.0
     seed: int = 1
     lambda_mode: bool = False
     database_url: str | None = None
@@ -446,7 +457,7 @@ class Stack:
         }
         consumer = Consumer(stream, client, consumer_handlers, self.ledger, self.app).start()
         self._exit.callback(consumer.stop)
-        self.crowd = Crowd(self.gateway_url, self.ledger, o.users, o.threads, o.seed).start()
+        self.crowd = Crowd(self.gateway_url, self.ledger, o.users, o.threads, o.seed, o.rate).start()
         self._exit.callback(self.crowd.stop)
 
     def _start_lambda(self, handlers: dict[str, dict[str, str]], spec: dict[str, Any]) -> None:
