@@ -128,7 +128,9 @@ class Order:
         try:
             order = json.loads(raw)
         except ValueError:
-            raise BadOrder("the body must be a JSON order like {\"id\": \"o-1\", \"items\": [...]}")
+            raise BadOrder(
+                'the body must be a JSON order like {"id": "o-1", "items": [...]}'
+            ) from None
         if not isinstance(order, dict) or not isinstance(order.get("id"), str) or not order["id"]:
             raise BadOrder("the order needs an 'id' (a non-empty string)")
         items = order.get("items", [])

@@ -96,7 +96,8 @@ def check_claims(result: dict[str, Any]) -> None:
     assert user["mixed_chain_failures"] == 0, user
     assert user["mixed_chains"] == 0, user
     assert user["outcome"] == "promoted", user
-    assert "pass" in user["verdicts"] and "fail" not in user["verdicts"], user
+    assert "pass" in user["verdicts"], user
+    assert "fail" not in user["verdicts"], user
     # 3. the slower tail is caught by the judge and rolled back
     assert slow["outcome"] == "rolled_back", slow
     assert "latency_p" in slow["reason"], slow["reason"]
@@ -166,7 +167,8 @@ def test_help_says_when_it_stays_up() -> None:
         [*COMMAND, "--help"], env=child_env(), capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0
-    assert "--no-stay" in proc.stdout and "Ctrl-C" in proc.stdout
+    assert "--no-stay" in proc.stdout
+    assert "Ctrl-C" in proc.stdout
 
 
 # the demo itself -------------------------------------------------------------------------

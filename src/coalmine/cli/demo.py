@@ -244,9 +244,7 @@ def _stay(console: Console, stack: Any, r1: Any, r2: Any, r3: Any) -> None:
 def command(
     as_json: Annotated[
         bool,
-        typer.Option(
-            "--json", help="Print one JSON object with every scene's numbers and exit."
-        ),
+        typer.Option("--json", help="Print one JSON object with every scene's numbers and exit."),
     ] = False,
     stay: Annotated[
         bool | None,
@@ -276,9 +274,7 @@ def command(
     ] = 16,
     rate: Annotated[
         float,
-        typer.Option(
-            min=20, max=2000, metavar="N", help="Orders a second, spread over the users."
-        ),
+        typer.Option(min=20, max=2000, metavar="N", help="Orders a second, spread over the users."),
     ] = 120,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the users' choices.")] = 1,
     database_url: Annotated[

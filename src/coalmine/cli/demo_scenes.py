@@ -232,7 +232,9 @@ class _Scene:
             outcome = str(r.outcome)
             self.verdicts.append(outcome)
             reason = str(r.results.get("reason") or "")
-            self.watcher.event(self.number, f"judge: {outcome}" + (f" ({reason})" if reason else ""))
+            self.watcher.event(
+                self.number, f"judge: {outcome}" + (f" ({reason})" if reason else "")
+            )
         started = self.at("started") or time.time()
         tally = _Tally(self.stack, started, time.time(), self.candidate)
         self.watcher.progress(
@@ -367,9 +369,7 @@ def slow_canary(stack: Stack, watcher: Watcher) -> SlowCanaryResult:
     before = time.time()
     time.sleep(2.0)  # stable's p99 with no release, to compare with
     scene = _Scene(stack, watcher, 3)
-    scene.start(
-        {"place-order": "v3"}, strategy=SLOW_STRATEGY, route_mode="user", analysis=JUDGE
-    )
+    scene.start({"place-order": "v3"}, strategy=SLOW_STRATEGY, route_mode="user", analysis=JUDGE)
     rel = scene.follow(lambda r: str(r.phase) in TERMINAL)
     scene.poll()
     started = scene.at("started")

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,9 +283,7 @@ class Consumer:
                     order = str(read_record(o.record)[2]["order_id"])
                 except Exception:
                     order = f"unreadable-{o.record.sequence}"
-                self.ledger.add_notified(
-                    Notified(order, o.version, str(o.channel), o.ok, o.error)
-                )
+                self.ledger.add_notified(Notified(order, o.version, str(o.channel), o.ok, o.error))
                 if not o.ok:
                     failed.append(o.record)
             if failed:
@@ -314,7 +312,6 @@ def _serve(app: Any, *, http: str = "auto") -> Iterator[str]:
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="demo-uvicorn", daemon=True
     )
@@ -334,8 +331,6 @@ def _serve(app: Any, *, http: str = "auto") -> Iterator[str]:
 
 
 def _served(app: Any, **kw: Any) -> AbstractContextManager[str]:
-    from contextlib import contextmanager
-
     return contextmanager(_serve)(app, **kw)
 
 
@@ -396,7 +391,7 @@ class Stack:
         root = find_app_dir(o.app_dir)
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
-            self._exit.callback(lambda: str(root) in sys.path and sys.path.remove(str(root)))
+            self._exit.callback(_forget_path, str(root))
         spec: dict[str, Any] = yaml.safe_load((root / EXAMPLE).read_text())
         self.tmp = tempfile.mkdtemp(prefix="coalmine-demo-")
         if o.database_url:
@@ -408,9 +403,7 @@ class Stack:
         self.database_shown = url.split("@")[-1] if "@" in url else url
         spec["app"] = self.app
         keyring = Keyring.single(secrets.token_urlsafe(32), "demo")
-        handlers = {
-            fn: dict(body["versions"]) for fn, body in spec["functions"].items()
-        }
+        handlers = {fn: dict(body["versions"]) for fn, body in spec["functions"].items()}
 
         if o.lambda_mode:
             self._start_lambda(handlers, spec)
@@ -427,7 +420,7 @@ class Stack:
             self.service,
             feed=web.state.feed,
             leadership=SoleLeadership(),  # the demo's own controller; its app is its own
-            hooks=self._exit.enter_context(_closing(HookDispatcher())),
+            hooks=self._exit.enter_context(closing(HookDispatcher())),
             interval=0.2,
         )
         controller.start()
@@ -452,12 +445,12 @@ class Stack:
             wait=10,
         )
         self._exit.callback(client.close)
-        consumer_handlers = {
-            v: _load_handler(ref) for v, ref in handlers[CONSUMER].items()
-        }
+        consumer_handlers = {v: _load_handler(ref) for v, ref in handlers[CONSUMER].items()}
         consumer = Consumer(stream, client, consumer_handlers, self.ledger, self.app).start()
         self._exit.callback(consumer.stop)
-        self.crowd = Crowd(self.gateway_url, self.ledger, o.users, o.threads, o.seed, o.rate).start()
+        self.crowd = Crowd(
+            self.gateway_url, self.ledger, o.users, o.threads, o.seed, o.rate
+        ).start()
         self._exit.callback(self.crowd.stop)
 
     def _start_lambda(self, handlers: dict[str, dict[str, str]], spec: dict[str, Any]) -> None:
@@ -550,15 +543,9 @@ class Stack:
                 self.tmp = None
 
 
-class _closing(AbstractContextManager[Any]):
-    def __init__(self, thing: Any) -> None:
-        self.thing = thing
-
-    def __enter__(self) -> Any:
-        return self.thing
-
-    def __exit__(self, *exc: object) -> None:
-        self.thing.close()
+def _forget_path(entry: str) -> None:
+    if entry in sys.path:
+        sys.path.remove(entry)
 
 
 def _load_handler(ref: str) -> Callable[[Any], Any]:
