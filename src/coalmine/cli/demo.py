@@ -40,7 +40,9 @@ class _Interrupted(Exception):
 
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises in the main thread as Ctrl-C does, so the same clean-up runs."""
+    """SIGTERM raises in the main thread as Ctrl-C does, so the same clean-up runs; and Ctrl-C
+    (SIGINT) interrupts even when the process started with it ignored (a shell starts
+    background jobs so)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise _Interrupted(signal.Signals(signum).name)
@@ -49,10 +51,12 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
         return
     before = signal.signal(signal.SIGTERM, handler)
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, before_int)
 
 
 class _Display:
@@ -375,7 +379,11 @@ def command(
                     _summary(console, r1, r2, r3)
                     console.print(f"[dim]{seconds:.0f}s in all[/]")
                     if staying:
-                        _stay(console, stack, r1, r2, r3)
+                        try:
+                            _stay(console, stack, r1, r2, r3)
+                        except (KeyboardInterrupt, _Interrupted):
+                            console.print("stopping the demo...")
+                            return  # the way out of staying up, not a failure
             finally:
                 display.stop()
     except (KeyboardInterrupt, _Interrupted):

@@ -22,6 +22,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -400,7 +401,9 @@ class Stack:
             url = o.database_url
         else:
             url = f"sqlite:///{Path(self.tmp) / 'coalmine.db'}"
-        self.database_shown = url.split("@")[-1] if "@" in url else url
+        from sqlalchemy.engine import make_url
+
+        self.database_shown = make_url(url).render_as_string(hide_password=True)
         spec["app"] = self.app
         keyring = Keyring.single(secrets.token_urlsafe(32), "demo")
         handlers = {fn: dict(body["versions"]) for fn, body in spec["functions"].items()}
@@ -529,9 +532,15 @@ class Stack:
             self.crowd.stop()
 
     def close(self) -> None:
+        """Stop everything and remove the temporary directory; a second Ctrl-C meanwhile
+        is ignored, so that it cannot leave half of it behind."""
+        ignoring = threading.current_thread() is threading.main_thread()
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
         try:
             self._exit.close()
         finally:
+            if ignoring:
+                signal.signal(signal.SIGINT, before)
             for name, value in self._env.items():
                 if value is None:
                     os.environ.pop(name, None)
