@@ -170,10 +170,11 @@ def _summary(console: Console, r1: Any, r2: Any, r3: Any) -> None:
     if r1.failure_example:
         console.print(f"[dim]scene 1, a failed order:[/] {r1.failure_example}")
     console.print(f"[dim]scene 3, the judge:[/] {r3.reason}")
+    stable = p99["stable"] or float("nan")
     console.print(
-        f"[dim]scene 3, what an alarm on all traffic saw:[/] p99 {p99['before_release']:g} ms"
-        f" before the release, {p99['all_traffic']:g} ms during it; the canary's own p99 was"
-        f" {p99['canary']:g} ms against stable's {p99['stable']:g} ms"
+        f"[dim]scene 3, the p99 an alarm on all traffic sees:[/] {p99['all_traffic']:g} ms,"
+        f" {p99['all_traffic'] / stable - 1:+.0%} over stable's {p99['stable']:g} ms in the same"
+        f" seconds; the canary's own: {p99['canary']:g} ms, {p99['canary'] / stable - 1:+.0%}"
     )
 
 
