@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from coalmine.cli.demo_stack import Placed, Stack
+from coalmine.cli.demo_stack import Stack
+from coalmine.cli.demo_traffic import Placed
 
 __all__ = [
     "JUDGE",
