@@ -17,6 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/coalmine simulate --users 5 --requests 41 --percent 10 --chain 3 --trials 1000 --seed 1
 	$(BIN)/coalmine simulate --users 10000 --requests 200000 --percent 10 --chain 3 --seed 1
+	$(BIN)/coalmine demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -1,17 +1,28 @@
-"""place-order v1: accepts an order and emits `order_placed` (no delivery estimate)."""
+"""place-order v1 (HTTP): takes the order from the request body, has the kitchen accept it,
+and publishes ``order_placed`` (no delivery estimate)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from examples.food_ordering.app import BadOrder, Order, reply, work
+
+VERSION = "v1"
+
+
+def order_placed(order: Mapping[str, Any], user: str, prep_minutes: int = 15) -> dict[str, Any]:
+    """The ``order_placed`` event of v1."""
+    return {"type": "order_placed", "order_id": order["id"], "user": user}
 
 
 def handler(event: dict[str, Any], context: object = None) -> dict[str, Any]:
-    order = event.get("order") or {}
-    return {
-        "version": "v1",
-        "event": {
-            "type": "order_placed",
-            "order_id": order.get("id", "o-1"),
-            "user": event.get("user"),
-        },
-    }
+    try:
+        order = Order.of(event)
+    except BadOrder as exc:
+        return reply(400, {"error": str(exc)})
+    work(60.0, 0.25)
+    ticket = order.kitchen()
+    placed = order_placed(order.order, order.user, ticket["prep_minutes"])
+    order.publish(placed)
+    return reply(201, {"version": VERSION, "event": placed})

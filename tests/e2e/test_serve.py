@@ -74,7 +74,7 @@ def test_release_lifecycle_survives_a_restart(server: Server, database_url: str)
     restarted.start()
     try:
         done = restarted.await_snapshot(APP, lambda s: release_of(s).get("phase") == "promoted")
-        assert done["versions"] == {"notify-user": "v2", "place-order": "v2"}
+        assert done["versions"] == {"kitchen": "v1", "notify-user": "v2", "place-order": "v2"}
         kinds = [k for k, _ in step_events(restarted, rid)]
         exposures = [e for k, e in step_events(restarted, rid) if k in ("started", "step")]
         assert exposures == [1000, 3000, 6000, 10000], "each step exactly once, in order"
@@ -88,7 +88,7 @@ def test_release_lifecycle_survives_a_restart(server: Server, database_url: str)
         with restarted.api() as api:
             r = api.post(
                 f"/v1/apps/{APP}/functions/place-order/versions",
-                json={"name": "v3", "target": "examples.food_ordering.place_order_v1:handler"},
+                json={"name": "v4", "target": "examples.food_ordering.place_order_v1:handler"},
             )
             assert r.status_code == 201, r.text
         second = restarted.cli(
@@ -96,7 +96,7 @@ def test_release_lifecycle_survives_a_restart(server: Server, database_url: str)
             "start",
             APP,
             "--set",
-            "place-order=v3",
+            "place-order=v4",
             "--strategy",
             "10%:60s, 100%",
             "--json",

@@ -212,7 +212,7 @@ def test_config_file_formats(tmp_path: Path) -> None:
     assert fn.resolve("live") == "1"
     assert (fn.timeout, fn.concurrency) == (5.0, 2)
     app_spec = load_functions(ROOT / "examples/food_ordering/coalmine.yaml")
-    assert set(app_spec) == {"place-order", "notify-user"}
+    assert set(app_spec) == {"place-order", "kitchen", "notify-user"}
     assert app_spec["place-order"].resolve("live") == "v1"
     assert app_spec["place-order"].resolve("v2") == "v2"
 

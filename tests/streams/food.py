@@ -1,7 +1,7 @@
 """The article's food-ordering app on a stream: routing state, a router, a producer.
 
-`place-order` (the API entry point) decides for the user, runs its version's
-handler and publishes the ``order_placed`` event it returns; `notify-user`
+`place-order` (the API entry point) decides for the user, builds its
+version's ``order_placed`` event and publishes it; `notify-user`
 consumes it. v2 of place-order adds ``delivery_eta`` and v2 of notify-user
 needs it (examples/food_ordering).
 """
@@ -36,8 +36,8 @@ KEYRING = Keyring.single(SECRET)
 KEYRING_SPEC = "k1:" + SECRET.decode()
 
 PLACE_ORDER: Mapping[str, Callable[..., dict[str, Any]]] = {
-    "v1": place_order_v1.handler,
-    "v2": place_order_v2.handler,
+    "v1": place_order_v1.order_placed,
+    "v2": place_order_v2.order_placed,
 }
 NOTIFY_USER: Mapping[str, Callable[..., dict[str, Any]]] = {
     "v1": notify_user_v1.handler,
@@ -82,9 +82,9 @@ def place_order(stream: Stream, topic: str, r: StaticRouter, user: str, order_id
     """
     decision = r.decide(APP, user, None)
     version = decision.versions[PRODUCER]
-    out = PLACE_ORDER[version]({"user": user, "order": {"id": order_id}})
+    event = PLACE_ORDER[version]({"id": order_id}, user)
     with use(decision, r.encode(decision)):
-        publish(stream, topic, out["event"], key=user)
+        publish(stream, topic, event, key=user)
     return version
 
 

@@ -67,7 +67,7 @@ def test_two_processes_share_a_group_and_each_record_runs_its_chains_version(bro
             # a producer without coalmine's context: the consumers route by the user key
             user = f"shopper-{i}"
             version = router.decide(APP, user, None).versions["place-order"]
-            event = PLACE_ORDER[version]({"user": user, "order": {"id": f"o-{i}"}})["event"]
+            event = PLACE_ORDER[version]({"id": f"o-{i}"}, user)
             publish(stream, topic, event, key=user, token=None)
             expected[f"o-{i}"] = version
         lines: list[dict[str, Any]] = []

@@ -12,6 +12,7 @@ from coalmine.cli import (
     apply,
     aws_lambda,
     consistency,
+    demo,
     events,
     gateway,
     importer,
@@ -53,6 +54,7 @@ def _root(
 
 
 app.command(name="simulate")(simulate.command)
+app.command(name="demo")(demo.command)
 app.command(name="apply")(apply.command)
 app.command(name="events")(events.command)
 app.command(name="serve", epilog=serve.EPILOG)(serve.command)
