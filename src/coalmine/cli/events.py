@@ -34,7 +34,9 @@ def command(
     if as_json:
         print_json(events)
         return
-    table = Table("#", "when (UTC)", "app", "release", "actor", "event", "phase", "exposure", "message")
+    table = Table(
+        "#", "when (UTC)", "app", "release", "actor", "event", "phase", "exposure", "message"
+    )
     for ev in events:
         table.add_row(
             str(ev["id"]),

@@ -175,9 +175,7 @@ class ReleaseService:
                 raise NotFound(f"version {ver!r} of {fn_name} is not registered; register it first")
         strategy = parse_strategy(req.strategy if req.strategy is not None else defaults.strategy)
         hooks = req.hooks if req.hooks is not None else defaults.hooks
-        analysis = stored_analysis(
-            req.analysis if req.analysis is not None else defaults.analysis
-        )
+        analysis = stored_analysis(req.analysis if req.analysis is not None else defaults.analysis)
         route_mode = RouteMode(req.route_mode or defaults.route_mode)
         seq = w.releases.next_seq(app)
         release = Release.start(
