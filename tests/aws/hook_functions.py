@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from coalmine.gateway.server import PROTOCOL
 from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
 from tests.aws import aws_environment
 
@@ -35,7 +36,7 @@ def hook_functions() -> Iterator[LocalLambda]:
     }
     endpoint = LocalLambda(functions)
     try:
-        with serve_in_thread(endpoint) as url, aws_environment():
+        with serve_in_thread(endpoint, http=PROTOCOL) as url, aws_environment():
             env = pytest.MonkeyPatch()
             env.setenv("AWS_ENDPOINT_URL_LAMBDA", url)
             env.delenv("AWS_PROFILE", raising=False)

@@ -35,6 +35,7 @@ from coalmine.controller.schemas import ReleaseCreate
 from coalmine.core.bucketing import bucket
 from coalmine.core.machine import Tick
 from coalmine.gateway import GatewayConfig, IdentityConfig, create_gateway
+from coalmine.gateway.server import PROTOCOL
 from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
 from coalmine.sdk.keys import keyring_from_env
 from tests.aws import kinesis_record, sqs_record
@@ -183,7 +184,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     httpx.post(f"{moto_url}/moto-api/reset").raise_for_status()  # moto keeps state per process
     try:
         with (
-            serve_in_thread(local) as lambda_url,
+            serve_in_thread(local, http=PROTOCOL) as lambda_url,
             fake_aws_env(
                 AWS_ENDPOINT_URL_LAMBDA=lambda_url,
                 AWS_ENDPOINT_URL_KINESIS=moto_url,

@@ -17,6 +17,7 @@ import pytest
 from coalmine.controller.schemas import ReleaseCreate
 from coalmine.core.bucketing import bucket
 from coalmine.core.machine import Tick
+from coalmine.gateway.server import PROTOCOL
 from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
 from tests.aws.fake_lambda import APP, arn, close_opened, fake_aws_env, http_event
 from tests.sdk import ControlPlane
@@ -53,7 +54,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[ControlPlane, Any]]:
     local = LocalLambda(_functions())
     try:
         with (
-            serve_in_thread(local) as url,
+            serve_in_thread(local, http=PROTOCOL) as url,
             fake_aws_env(
                 AWS_ENDPOINT_URL_LAMBDA=url,
                 COALMINE_URL=plane.url,

@@ -90,7 +90,7 @@ class Running:
 @pytest.fixture(scope="module")
 def local_lambda() -> Iterator[tuple[LocalLambda, str]]:
     endpoint = LocalLambda(FUNCTIONS)
-    with serve_in_thread(endpoint) as url:
+    with serve_in_thread(endpoint, http=PROTOCOL) as url:
         yield endpoint, url
 
 

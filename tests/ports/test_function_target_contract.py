@@ -25,6 +25,7 @@ from aiohttp import web
 from coalmine.core.model import Channel, Decision, Reason
 from coalmine.core.ports import Call, CallFailed, FunctionTarget, Message
 from coalmine.gateway import HttpTarget, LambdaTarget, LocalTarget, MockTarget, Reply
+from coalmine.gateway.server import PROTOCOL
 from coalmine.integrations.lambda_local import LambdaFunction, LocalLambda, serve_in_thread
 from tests.gateway.fixtures.harness import free_port
 from tests.ports.echo_fn import echoed
@@ -86,7 +87,7 @@ async def made(request: pytest.FixtureRequest) -> AsyncIterator[Made]:
         }
         local = LocalLambda(functions)
         monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
-        with serve_in_thread(local) as url:
+        with serve_in_thread(local, http=PROTOCOL) as url:
             for name, value in (
                 ("AWS_ENDPOINT_URL_LAMBDA", url),
                 ("AWS_ACCESS_KEY_ID", "testing"),

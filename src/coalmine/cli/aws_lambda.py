@@ -66,5 +66,8 @@ def local(
     )
     err_console.print(f"coalmine lambda local on http://{shown}:{bound}: {names}")
     print(f"export AWS_ENDPOINT_URL_LAMBDA=http://{shown}:{bound}", flush=True)
-    config = uvicorn.Config(endpoint, log_level="warning", lifespan="on", ws="none")
+    from coalmine.gateway.server import PROTOCOL
+
+    # the gateway's protocol: one write per answer, not ~40 ms an invoke (Nagle, delayed ACK)
+    config = uvicorn.Config(endpoint, log_level="warning", lifespan="on", ws="none", http=PROTOCOL)
     uvicorn.Server(config).run(sockets=[sock])

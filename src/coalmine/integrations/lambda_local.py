@@ -529,18 +529,26 @@ async def _read(receive: Receive) -> bytes:
 
 @contextlib.contextmanager
 def serve_in_thread(
-    app: LocalLambda, host: str = "127.0.0.1", port: int = 0, *, start_timeout: float = 15
+    app: LocalLambda,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    start_timeout: float = 15,
+    http: str = "auto",
 ) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a daemon thread; yield its endpoint URL.
 
     For tests and benches: ``with serve_in_thread(LocalLambda(fns)) as url:``
-    then point boto3 at ``url`` (``AWS_ENDPOINT_URL_LAMBDA``).
+    then point boto3 at ``url`` (``AWS_ENDPOINT_URL_LAMBDA``). ``http`` is
+    uvicorn's protocol: the gateway's (`coalmine.gateway.server.PROTOCOL`)
+    writes an answer's head and body at once, where uvicorn's own takes about
+    40 ms an invoke (Nagle's algorithm meeting the client's delayed ACK).
     """
     uvicorn = require("uvicorn", "gateway")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", http=http)
     server = uvicorn.Server(config)
     ready = threading.Event()
 
