@@ -112,7 +112,14 @@ def test_apply_registers_every_published_version_across_pages(
     }
 
     applied = web.fingerprint()
-    assert web.apply(doc()) == {"app": "orders", "changed": False, "changes": [], "dry_run": False}
+    assert web.apply(doc()) == {
+        "app": "orders",
+        "changed": False,
+        "changes": [],
+        "dry_run": False,
+        "release": None,
+        "notes": [],
+    }
     assert web.fingerprint() == applied, "applying twice changes nothing"
 
     publish("place-order")

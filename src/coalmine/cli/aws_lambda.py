@@ -24,6 +24,9 @@ app = typer.Typer(
     help="Try Lambda routing without an AWS account.", no_args_is_help=True, add_completion=False
 )
 
+DEFAULT_PORT = 3001
+"""`coalmine lambda local`'s port (``sam local start-lambda``'s)"""
+
 
 @app.command("local")
 def local(
@@ -40,7 +43,7 @@ def local(
     port: Annotated[
         int,
         typer.Option(min=0, max=65535, metavar="PORT", help="Port to listen on (0: any free one)."),
-    ] = 3001,
+    ] = DEFAULT_PORT,
     app_dir: Annotated[
         str, typer.Option(metavar="DIR", help="Where handler modules are imported from.")
     ] = ".",

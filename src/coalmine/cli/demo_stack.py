@@ -33,6 +33,8 @@ from typing import Any
 import httpx
 import yaml
 
+from coalmine.cli import aws_lambda, serve
+from coalmine.cli import gateway as gateway_command
 from coalmine.cli.demo_traffic import CONSUMER, TOPIC, USER_HEADER, Consumer, Crowd, Ledger
 from coalmine.core.errors import InvalidInput
 from coalmine.core.signing import Keyring
@@ -65,12 +67,22 @@ def find_app_dir(given: str | None) -> Path:
 # servers in threads ----------------------------------------------------------------------
 
 
-def _serve(app: Any, *, http: str = "auto") -> Iterator[str]:
-    import uvicorn
-
+def _bound(port: int) -> socket.socket:
+    """A socket on 127.0.0.1:``port``, the server's default, so the URLs the demo prints are
+    the docs' ones; any free port when another process has it (a second demo, a server)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _serve(app: Any, *, http: str = "auto", port: int = 0) -> Iterator[str]:
+    import uvicorn
+
+    sock = _bound(port)
     config = uvicorn.Config(
         app,
         log_level="error",
@@ -182,7 +194,7 @@ class Stack:
         self.service = web.state.plane
         tokens = web.state.tokens
         self.admin_token = tokens.create(f"demo-admin-{secrets.token_hex(3)}", "admin").token
-        self.plane_url = self._exit.enter_context(_served(web))
+        self.plane_url = self._exit.enter_context(_served(web, port=serve.DEFAULT_PORT))
         self.service.catalog.apply(AppSpec.model_validate(spec), "demo")
         sdk_key = tokens.create(f"demo-{self.app}-{secrets.token_hex(3)}", "sdk", self.app).token
 
@@ -233,7 +245,9 @@ class Stack:
         local = LocalLambda(functions)
         self._exit.callback(local.close)
         # served as the gateway is (head and body of an answer in one write)
-        self.lambda_url = self._exit.enter_context(_served(local, http=PROTOCOL))
+        self.lambda_url = self._exit.enter_context(
+            _served(local, http=PROTOCOL, port=aws_lambda.DEFAULT_PORT)
+        )
         self._setenv("AWS_ENDPOINT_URL_LAMBDA", self.lambda_url)
         self._setenv("AWS_ACCESS_KEY_ID", "demo")
         self._setenv("AWS_SECRET_ACCESS_KEY", "demo")
@@ -283,7 +297,9 @@ class Stack:
         gateway = Gateway(
             config, SyncSource(self.plane_url, sdk_key, self.app), metrics_interval=0.5
         )
-        url = self._exit.enter_context(_served(gateway, http=PROTOCOL))
+        url = self._exit.enter_context(
+            _served(gateway, http=PROTOCOL, port=gateway_command.DEFAULT_PORT)
+        )
         deadline = time.monotonic() + 20
         with httpx.Client(timeout=5) as http:  # the gateway answers 503 until it has routing
             while http.get(f"{url}/kitchen/").status_code == 503:
