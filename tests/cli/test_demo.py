@@ -101,7 +101,7 @@ def check_claims(result: dict[str, Any]) -> None:
     # 3. the slower tail is caught by the judge and rolled back
     assert slow["outcome"] == "rolled_back", slow
     assert "latency_p" in slow["reason"], slow["reason"]
-    assert 0 < slow["seconds_to_rollback"] <= 60, slow
+    assert 0 < slow["seconds_to_rollback"] <= 75, slow
     p50, p99 = slow["p50_ms"], slow["p99_ms"]
     assert p99["canary"] > 1.3 * p99["stable"], slow
     assert abs(p50["canary"] - p50["stable"]) < 0.3 * p50["stable"], slow

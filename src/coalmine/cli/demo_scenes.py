@@ -44,7 +44,7 @@ JUDGE: dict[str, Any] = {
     "failure_limit": 1,
     "max_inconclusive": 30,
     "inconclusive": "continue",
-    "max_wait": "60s",
+    "max_wait": "75s",
     "power": 0.9,
     # limits a few seconds of a few hundred users can prove or clear; the defaults
     # (+1 pp, +20%) need thousands of canary requests, minutes at this traffic
@@ -67,8 +67,8 @@ NO_JUDGE: dict[str, Any] = {
 
 REQUEST_SECONDS = 8.0
 USER_STRATEGY = "10%:5s, 50%:3s, 100%"
-SLOW_STRATEGY = "10%:60s, 100%"
-SCENE_TIMEOUT = 75.0
+SLOW_STRATEGY = "10%:75s, 100%"
+SCENE_TIMEOUT = 90.0
 TERMINAL = {"promoted", "rolled_back", "paused", "failed", "aborted"}
 
 
