@@ -10,7 +10,9 @@ import uvicorn
 
 from coalmine.core.signing import Keyring
 from coalmine.gateway import GatewayConfig, IdentityConfig, create_gateway
+from coalmine.gateway.app import Gateway
 from coalmine.gateway.server import PROTOCOL
+from coalmine.gateway.source import SyncSource
 from tests.helpers import free_port
 from tests.sdk import ControlPlane
 from tests.servers import start_uvicorn
@@ -31,19 +33,38 @@ SPEC: dict[str, Any] = {
 
 
 class GatewayServer:
-    """`coalmine.gateway` on a free 127.0.0.1 port, following the control plane."""
+    """`coalmine.gateway` on a free 127.0.0.1 port, following the control plane.
 
-    def __init__(self, plane: ControlPlane, sdk_key: str) -> None:
+    ``metrics_interval``: flush the per-version metrics this often (seconds), for tests
+    whose judge reads them; ``timeout``: the gateway's per-call timeout.
+    """
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        sdk_key: str,
+        *,
+        app: str = APP,
+        metrics_interval: float | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = GatewayConfig(
-            app=APP,
+            app=app,
             control_plane_url=plane.url,
             sdk_key=sdk_key,
             keyring=KEYRING,
             identity=IdentityConfig(user_header="x-user-id"),
+            timeout=timeout,
         )
-        self.app = create_gateway(config)
+        self.app = (
+            create_gateway(config)
+            if metrics_interval is None
+            else Gateway(
+                config, SyncSource(plane.url, sdk_key, app), metrics_interval=metrics_interval
+            )
+        )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

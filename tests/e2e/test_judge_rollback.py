@@ -34,12 +34,8 @@ from coalmine.controller.leader import SoleLeadership
 from coalmine.controller.loop import Controller
 from coalmine.controller.schemas import AppSpec, ReleaseCreate, VersionCreate
 from coalmine.core.records import EventRecord
-from coalmine.gateway import GatewayConfig, IdentityConfig
-from coalmine.gateway.app import Gateway
-from coalmine.gateway.source import SyncSource
 from tests.controller import NoHooks
-from tests.e2e.dataplane import KEYRING, GatewayServer
-from tests.helpers import free_port
+from tests.e2e.dataplane import GatewayServer
 from tests.sdk import ControlPlane
 
 pytestmark = pytest.mark.slow
@@ -80,25 +76,6 @@ ANALYSIS: dict[str, Any] = {
         "latency_p99": {"max_increase_pct": 300},
     },
 }
-
-
-class JudgedGateway(GatewayServer):
-    """A gateway following the control plane, flushing its metrics every half second."""
-
-    def __init__(self, plane: ControlPlane, sdk_key: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = GatewayConfig(
-            app=APP,
-            control_plane_url=plane.url,
-            sdk_key=sdk_key,
-            keyring=KEYRING,
-            identity=IdentityConfig(user_header="x-user-id"),
-            timeout=GATEWAY_TIMEOUT,
-        )
-        self.app = Gateway(config, SyncSource(plane.url, sdk_key, APP), metrics_interval=0.5)
-        self._server = None
-        self._thread = None
 
 
 class HangingUpstream:
@@ -211,7 +188,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     plane = ControlPlane(f"sqlite:///{Path(db)}")
     plane.start()
     plane.service.catalog.apply(AppSpec.model_validate(SPEC), "e2e")
-    gateway = JudgedGateway(plane, plane.sdk_key(APP)).start()
+    gateway = GatewayServer(
+        plane, plane.sdk_key(APP), app=APP, metrics_interval=0.5, timeout=GATEWAY_TIMEOUT
+    ).start()
     assert plane.app is not None
     controller = Controller(
         plane.service,

@@ -87,6 +87,18 @@ class Web:
         assert r.status_code == 200, r.text
         return r.json()
 
+    def start_release(self) -> str:
+        """Apply the shop app and start a release of api v2 (pending: no tick yet); its id."""
+        self.apply()
+        r = self.client.post(
+            "/v1/apps/shop/releases",
+            json={"candidate": {"api": "v2"}},
+            headers=self.as_("deployer"),
+        )
+        assert r.status_code == 201, r.text
+        rid: str = r.json()["id"]
+        return rid
+
     def fingerprint(self) -> tuple[Any, ...]:
         """Everything the store holds that a request could change."""
         s = self.service

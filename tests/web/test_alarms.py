@@ -63,12 +63,7 @@ def post(web: Web, body: str | dict[str, Any], **params: str) -> Any:
 
 
 def running_release(web: Web) -> str:
-    web.apply()
-    r = web.client.post(
-        "/v1/apps/shop/releases", json={"candidate": {"api": "v2"}}, headers=web.as_("deployer")
-    )
-    assert r.status_code == 201, r.text
-    rid: str = r.json()["id"]
+    rid = web.start_release()
     web.service.releases.advance(rid, Tick(time.time()))
     assert web.service.releases.get(rid).phase == "running"
     return rid

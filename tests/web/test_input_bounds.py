@@ -16,18 +16,8 @@ from tests.web.conftest import Web, bearer
 MAX_ID = 2**63 - 1
 
 
-def release(web: Web) -> str:
-    web.apply()
-    r = web.client.post(
-        "/v1/apps/shop/releases", json={"candidate": {"api": "v2"}}, headers=web.as_("deployer")
-    )
-    assert r.status_code == 201, r.text
-    rid: str = r.json()["id"]
-    return rid
-
-
 def test_after_is_a_64_bit_id_on_every_paged_read(web: Web) -> None:
-    rid = release(web)
+    rid = web.start_release()
     viewer = web.as_("viewer")
     for path in ("/v1/events", f"/v1/releases/{rid}/events", f"/v1/releases/{rid}/analysis"):
         for after in (2**31, MAX_ID):  # beyond PostgreSQL's INTEGER ids, within 64 bits

@@ -19,12 +19,7 @@ _SCRIPT = "<script>alert('x')</script>"
 
 
 def _start(web: Web) -> str:
-    web.apply()
-    r = web.client.post(
-        "/v1/apps/shop/releases", json={"candidate": {"api": "v2"}}, headers=web.as_("deployer")
-    )
-    assert r.status_code == 201, r.text
-    rid: str = r.json()["id"]
+    rid = web.start_release()
     assert web.service.releases.advance(rid, Tick(time.time() + 1e6)) is not None
     return rid
 

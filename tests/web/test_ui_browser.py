@@ -22,12 +22,8 @@ import pytest
 
 from coalmine.controller.schemas import AppSpec, ReleaseCreate
 from coalmine.core.machine import Tick
-from coalmine.gateway import GatewayConfig, IdentityConfig
-from coalmine.gateway.app import Gateway
-from coalmine.gateway.source import SyncSource
 from coalmine.web import create_app
-from tests.e2e.dataplane import KEYRING, GatewayServer
-from tests.helpers import free_port
+from tests.e2e.dataplane import GatewayServer
 from tests.sdk import ControlPlane
 from tests.web.cdp import Page, browser, chromium_binary
 from tests.web.conftest import ADMIN_SECRET, Web, serve
@@ -58,24 +54,6 @@ _TIMING = """(() => {
     }
   }).observe(document.getElementById('view'), {childList: true, subtree: true});
 })()"""
-
-
-class FlushingGateway(GatewayServer):
-    """A gateway running the app's local handlers, flushing its metrics twice a second."""
-
-    def __init__(self, plane: ControlPlane, sdk_key: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = GatewayConfig(
-            app=APP,
-            control_plane_url=plane.url,
-            sdk_key=sdk_key,
-            keyring=KEYRING,
-            identity=IdentityConfig(user_header="x-user-id"),
-        )
-        self.app = Gateway(config, SyncSource(plane.url, sdk_key, APP), metrics_interval=0.5)
-        self._server = None
-        self._thread = None
 
 
 class Traffic:
@@ -142,7 +120,7 @@ def test_a_live_release_with_traffic_is_shown_and_rolled_back_from_the_dashboard
     rid = rel.id
     assert plane.service.releases.advance(rid, Tick(time.time() + 1)) is not None
     assert str(plane.service.releases.get(rid).phase) == "running"
-    gateway = FlushingGateway(plane, plane.sdk_key(APP)).start()
+    gateway = GatewayServer(plane, plane.sdk_key(APP), app=APP, metrics_interval=0.5).start()
     try:
         with Traffic(gateway.url) as traffic, browser(tmp_path / "profile") as page:
             page.call("Page.navigate", url=f"{plane.url}/ui#/releases/{rid}")

@@ -101,18 +101,8 @@ def _check_page(client: TestClient, path: str, headers: dict[str, str]) -> list[
     return parser.urls
 
 
-def _release(web: Web) -> str:
-    web.apply()
-    r = web.client.post(
-        "/v1/apps/shop/releases", json={"candidate": {"api": "v2"}}, headers=web.as_("deployer")
-    )
-    assert r.status_code == 201, r.text
-    rid: str = r.json()["id"]
-    return rid
-
-
 def test_no_page_loads_anything_from_another_origin(sqlite_web: Web) -> None:
-    rid = _release(sqlite_web)
+    rid = sqlite_web.start_release()
     view = sqlite_web.as_("viewer")
     pages = sorted(_html_pages(sqlite_web.client, view, rid))
     assert pages == [

@@ -71,24 +71,10 @@ class MetricWindowRepository:
     ) -> list[tuple[str, str, str, int, int, dict[str, Any]]]:
         """(function, version, channel, requests, errors, histogram) of each window of any
         of ``series`` (function, version, channel) whose start is in [since, until)."""
-        q = select(
-            MetricWindowRow.function,
-            MetricWindowRow.version,
-            MetricWindowRow.channel,
-            MetricWindowRow.requests,
-            MetricWindowRow.errors,
-            MetricWindowRow.histogram,
-        ).where(
-            MetricWindowRow.app == app,
-            tuple_(MetricWindowRow.function, MetricWindowRow.version, MetricWindowRow.channel).in_(
-                series
-            ),
-            MetricWindowRow.start >= since,
-        )
-        if until is not None:
-            q = q.where(MetricWindowRow.start < until)
-        rows = self.session.execute(q.order_by(MetricWindowRow.start)).all()
-        return [(f, v, c, requests, errors, h) for f, v, c, requests, errors, h in rows]
+        return [
+            (f, v, c, n, e, h)
+            for f, v, c, _, n, e, h in self.windows_many(app, series, since, until)
+        ]
 
     def windows_many(
         self,
