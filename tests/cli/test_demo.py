@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from examples.food_ordering import notify_user_v1, notify_user_v2, place_order_v1
 
 from tests.services import child_env, fresh_pg_database, need
@@ -195,6 +196,23 @@ def test_demo_on_postgresql_and_nats(run: Run) -> None:
     need("nats")
     with fresh_pg_database() as url:
         result = demo_json(run, "--database-url", url, "--nats-url", "nats://127.0.0.1:4222")
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.connect() as db:
+                tokens = db.execute(
+                    sqlalchemy.text("SELECT name, role, revoked_at FROM tokens")
+                ).all()
+        finally:
+            engine.dispose()
+    # the store outlives the demo: its sdk key is revoked, and its admin token too unless it
+    # is the store's only one (the store keeps one admin)
+    demo = [t for t in tokens if t.name.startswith("demo-")]
+    assert {t.role for t in demo} == {"admin", "sdk"}, tokens
+    sdk = [t for t in demo if t.role == "sdk"]
+    assert all(t.revoked_at is not None for t in sdk), sdk
+    others = [t for t in tokens if t.role == "admin" and not t.name.startswith("demo-")]
+    if others:
+        assert all(t.revoked_at is not None for t in demo), tokens
     check_claims(result)
     assert result["store"].startswith("postgresql+psycopg://")
     assert result["stream"].startswith("NATS JetStream")

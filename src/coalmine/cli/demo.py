@@ -286,10 +286,11 @@ def command(
         str | None,
         typer.Option(
             "--database-url",
-            envvar="COALMINE_DATABASE_URL",
             metavar="URL",
             help="Run on this store (postgresql+psycopg://...) instead of a temporary SQLite"
-            " file; the app is then named food-ordering-XXXXXX, so runs never meet.",
+            " file; the app is then named food-ordering-XXXXXX, so runs never meet, and the"
+            " demo's tokens are revoked at its end (COALMINE_DATABASE_URL is not read: a"
+            " demo writes to a store only when told on its command line).",
             show_default=False,
         ),
     ] = None,

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ import yaml
 from coalmine.cli import aws_lambda, serve
 from coalmine.cli import gateway as gateway_command
 from coalmine.cli.demo_traffic import CONSUMER, TOPIC, USER_HEADER, Consumer, Crowd, Ledger
-from coalmine.core.errors import InvalidInput
+from coalmine.core.errors import CoalmineError, InvalidInput
 from coalmine.core.signing import Keyring
 
 __all__ = ["APP", "Options", "Stack", "find_app_dir"]
@@ -108,6 +108,13 @@ def _serve(app: Any, *, http: str = "auto", port: int = 0) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def _revoke(tokens: Any, ids: list[int]) -> None:
+    """Revoke the demo's tokens; the store's last admin token stays (the store refuses)."""
+    for token_id in ids:
+        with suppress(CoalmineError):
+            tokens.revoke(token_id)
 
 
 def _served(app: Any, **kw: Any) -> AbstractContextManager[str]:
@@ -193,10 +200,15 @@ class Stack:
         web = create_app(database_url=url, signing_keys=keyring, heartbeat=5.0)
         self.service = web.state.plane
         tokens = web.state.tokens
-        self.admin_token = tokens.create(f"demo-admin-{secrets.token_hex(3)}", "admin").token
+        admin = tokens.create(f"demo-admin-{secrets.token_hex(3)}", "admin")
+        self.admin_token = admin.token
         self.plane_url = self._exit.enter_context(_served(web, port=serve.DEFAULT_PORT))
         self.service.catalog.apply(AppSpec.model_validate(spec), "demo")
-        sdk_key = tokens.create(f"demo-{self.app}-{secrets.token_hex(3)}", "sdk", self.app).token
+        sdk = tokens.create(f"demo-{self.app}-{secrets.token_hex(3)}", "sdk", self.app)
+        sdk_key = sdk.token
+        if o.database_url:
+            # a store that outlives the demo keeps its app's history, not a working admin token
+            self._exit.callback(_revoke, tokens, [sdk.id, admin.id])
 
         controller = Controller(
             self.service,
