@@ -7,8 +7,10 @@ error, or an unreachable control plane).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,8 +54,12 @@ class ApiClient:
         self.token = resolve_token(token)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._streams: set[httpx.Response] = set()
 
     def close(self) -> None:
+        """Close the client; a stream another thread is reading ends at once."""
+        for response in list(self._streams):
+            _interrupt(response)
         self._http.close()
 
     def __enter__(self) -> ApiClient:
@@ -102,20 +108,39 @@ class ApiClient:
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response)
-                event, data = "message", list[str]()
-                for line in response.iter_lines():
-                    if not line:
-                        if data:
-                            yield event, "\n".join(data)
-                        event, data = "message", []
-                    elif line.startswith(":"):
-                        continue
-                    elif line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data.append(line[5:].lstrip())
+                self._streams.add(response)
+                try:
+                    yield from _events(response)
+                finally:
+                    self._streams.discard(response)
         except httpx.TransportError as exc:
             raise CliError(f"lost the stream from {self.url}: {exc}") from exc
+
+
+def _events(response: httpx.Response) -> Iterator[tuple[str, str]]:
+    event, data = "message", list[str]()
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def _interrupt(response: httpx.Response) -> None:
+    """Shut a streaming response's socket down: a read blocked on it in another thread returns
+    (closing the client alone leaves it blocked until the server closes, an idle SSE stream
+    only at its next heartbeat or the server's shutdown)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _error(response: httpx.Response) -> CliError:
