@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,8 +104,15 @@ def check_claims(result: dict[str, Any]) -> None:
     assert slow["outcome"] == "rolled_back", slow
     assert "latency_p" in slow["reason"], slow["reason"]
     assert 0 < slow["seconds_to_rollback"] <= 75, slow
+    # the judge's own numbers (the gateway's per-version histograms) say the tail, not the
+    # median, moved; what the users measured carries the machine's noise (a loaded CI
+    # machine once put stable's p99 at 213 ms), so it is checked for direction only
+    judged = re.search(r"canary p99 ([\d,.]+) ms vs stable ([\d,.]+) ms", slow["reason"])
+    assert judged is not None, slow["reason"]
+    canary_p99, stable_p99 = (float(g.replace(",", "")) for g in judged.groups())
+    assert canary_p99 > 1.3 * stable_p99, slow["reason"]  # v3: about 2x; the limit +50%
     p50, p99 = slow["p50_ms"], slow["p99_ms"]
-    assert p99["canary"] > 1.3 * p99["stable"], slow
+    assert p99["canary"] > p99["stable"], slow
     assert abs(p50["canary"] - p50["stable"]) < 0.3 * p50["stable"], slow
     assert result["seconds"] < RUN_TIMEOUT
 
